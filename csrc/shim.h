@@ -1,0 +1,33 @@
+/* pyctr shim: the few syscalls Python's os module lacks, plus the two
+ * loops that must not run Python code between a signal and its handling.
+ * Every function returns -1 and leaves errno set on failure (read it with
+ * ffi.errno), as the kernel does; nothing here prints or exits. */
+#include <stddef.h>
+
+/* clone(2) called like fork(2): 0 in the child, the child's pid in the
+ * parent. The child continues on the parent's stack (no CLONE_VM), so the
+ * caller keeps running Python there, already inside the new namespaces. */
+long pyctr_clone(unsigned long flags);
+int pyctr_unshare(int flags);
+int pyctr_setns(int fd, int nstype);
+
+int pyctr_mount(const char *source, const char *target, const char *fstype,
+                unsigned long flags, const char *data);
+int pyctr_umount2(const char *target, int flags);
+int pyctr_pivot_root(const char *new_root, const char *put_old);
+int pyctr_sethostname(const char *name, size_t len);
+int pyctr_close_range(unsigned int first, unsigned int last, int flags);
+/* `ip link set lo up` in the caller's network namespace, by ioctl: after
+ * pivot_root the child can no longer import Python's socket module. */
+int pyctr_loopback_up(void);
+
+/* Block the signals pyctr forwards, plus SIGCHLD, so none is lost between
+ * clone() and pyctr_supervise(). */
+int pyctr_block_signals(void);
+/* Default disposition and an empty mask for every signal: what a freshly
+ * exec'd workload expects (Python ignores SIGPIPE, for one). */
+int pyctr_reset_signals(void);
+/* Wait for `pid`, forwarding HUP INT QUIT TERM USR1 USR2 WINCH to it.
+ * With reap_all (an init at PID 1), also reap every other child.
+ * Returns the raw wait status of `pid`, or -1. */
+int pyctr_supervise(int pid, int reap_all);

@@ -1,0 +1,5 @@
+import sys
+
+from pyctr.cli import main
+
+sys.exit(main())

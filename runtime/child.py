@@ -1,0 +1,126 @@
+"""What the cloned child does, from clone() to execve(). Runs inside the
+new namespaces; see sync.py for the protocol with the parent.
+
+Every step is named; a failing step is reported to the parent as
+(step, errno, message) and the child exits 125. Nothing here may return
+into the parent's code path: child_main() always ends in exec or _exit.
+"""
+import os
+
+from pyctr import rootfs as R
+from pyctr import syscalls as S
+from pyctr.errors import EXIT_RUNTIME
+
+SIGKILL = 9
+
+
+class Plan:
+    """Everything the child needs, computed by the parent before clone so
+    that the child does as little as possible after it."""
+    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join")
+
+    def __init__(self, spec, rootfs, layers, new_userns, new_netns, join):
+        self.spec, self.rootfs, self.layers = spec, rootfs, layers
+        self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
+
+
+def child_main(plan, channel, sys):
+    """Entry point right after clone() returned 0 in the child."""
+    step = "start"
+    try:
+        channel.child_side()
+        sys.set_pdeathsig(SIGKILL)
+        channel.wait_go()
+        step = "join namespaces"
+        for ns_type, fd in plan.join:
+            sys.setns(fd, S.NAMESPACES[ns_type][0])
+            os.close(fd)
+        if plan.new_userns:
+            step = "become root in the user namespace"
+            sys.set_ids(0, 0, [])
+        spec = plan.spec
+        if spec.hostname and not spec.namespace("uts").path:
+            step = "sethostname"
+            sys.sethostname(spec.hostname)
+        step = "prepare root filesystem"
+        R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
+        step = "mount"
+        R.apply(R.plan_mounts(spec, plan.rootfs), sys)
+        step = "mask and protect paths"
+        R.apply(R.plan_finish(spec), sys)
+        if plan.new_netns:
+            step = "bring up lo"
+            sys.loopback_up()
+        prepare_process(spec.process, sys)
+        if spec.process.init:
+            step = "start init"
+            run_init(spec.process, channel, sys)
+        step = "exec"
+        exec_workload(spec.process, sys, channel)
+    except OSError as e:
+        channel.report(step, e.errno or 0, "%s: %s" % (step, e.strerror or e))
+    except BaseException as e:  # never unwind into the parent's code
+        channel.report(step, 0, "%s: %s" % (step, e))
+    os._exit(EXIT_RUNTIME)
+
+
+def prepare_process(proc, sys):
+    """Identity, privileges and descriptors, in the order the kernel needs:
+    the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
+    root keeps its capabilities; pdeathsig again since setuid clears it."""
+    sys.set_keepcaps(True)
+    sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
+    sys.set_capabilities(proc.capabilities)
+    if proc.no_new_privileges:
+        sys.set_no_new_privs()
+    sys.set_pdeathsig(SIGKILL)
+    sys.chdir(proc.cwd)
+    # fds 3 .. 3+N-1 are passed on (MPI launchers hand PMI_FD down); every
+    # other one closes at exec.
+    for fd in range(3, 3 + proc.preserve_fds):
+        os.set_inheritable(fd, True)
+    sys.close_range(3 + proc.preserve_fds, 0xFFFFFFFF, S.CLOSE_RANGE_CLOEXEC)
+    sys.reset_signals()
+
+
+def run_init(proc, channel, sys):
+    """--init: stay as PID 1, reaping zombies and forwarding signals to the
+    workload, and exit with its status. The workload's exec failure still
+    reaches the parent: the forked process inherits the report pipe."""
+    sys.block_signals()
+    pid = os.fork()
+    if pid == 0:
+        sys.reset_signals()
+        exec_workload(proc, sys, channel)  # reports and _exits on failure
+        os._exit(EXIT_RUNTIME)
+    os.close(channel.report_w)
+    status = sys.supervise(pid, reap_all=True)
+    os._exit(exit_code(status))
+
+
+def exec_workload(proc, sys, channel):
+    env = dict(e.split("=", 1) for e in proc.env if "=" in e)
+    path = resolve(proc.args[0], env.get("PATH", ""))
+    try:
+        sys.execve(path, proc.args, env)
+    except OSError as e:
+        why = "executable file not found in $PATH" if e.errno == 2 else e.strerror
+        channel.report("exec", e.errno or 0, "%s: %s" % (proc.args[0], why))
+        os._exit(EXIT_RUNTIME)
+
+
+def resolve(cmd, search_path):
+    if "/" in cmd:
+        return cmd
+    for d in search_path.split(":"):
+        candidate = os.path.join(d or ".", cmd)
+        if os.path.isfile(candidate):
+            return candidate
+    return cmd  # execve then fails with ENOENT: reported as "not found"
+
+
+def exit_code(status):
+    """A wait status as a shell would show it: the code, or 128+signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)

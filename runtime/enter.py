@@ -1,0 +1,80 @@
+"""`pyctr exec`: run a command inside a running container.
+
+pyctr joins the container's namespaces itself (user first, so it holds the
+rights for the rest; mount last, since it changes what paths mean), then
+forks: the new process lands in the container's pid namespace, takes the
+container's process settings and execs, reporting failure through the same
+close-on-exec report pipe `run` uses.
+"""
+import os
+
+from pyctr import syscalls as S
+from pyctr.child import exec_workload, exit_code, prepare_process
+from pyctr.errors import PyctrError, from_oserror
+from pyctr.spec import Process
+from pyctr.state import StateStore, is_alive
+from pyctr.sync import Channel
+
+
+def process_from_config(config, args, env=(), cwd=None, user=None):
+    p = config["process"]
+    caps = [c[4:].lower() for c in p["capabilities"]["bounding"]]
+    merged = dict(e.split("=", 1) for e in p["env"] if "=" in e)
+    merged.update(e.split("=", 1) for e in env)
+    uid, gid = p["user"]["uid"], p["user"]["gid"]
+    if user:
+        u, _, g = user.partition(":")
+        uid, gid = int(u), int(g or u)
+    return Process(args=list(args), env=["%s=%s" % kv for kv in merged.items()],
+                   cwd=cwd or p["cwd"], uid=uid, gid=gid, capabilities=caps,
+                   no_new_privileges=p.get("noNewPrivileges", True))
+
+
+def enter(paths, name, process, sys=None):
+    sys = sys or S.Syscalls()
+    store = StateStore(paths)
+    state = store.read(name)
+    pid = state.get("pid")
+    if not is_alive(pid, state.get("pid_start")):
+        raise PyctrError("container %s is not running" % name)
+    fds = []
+    for ns_type, (flag, proc_name) in S.NAMESPACES.items():
+        target = "/proc/%d/ns/%s" % (pid, proc_name)
+        try:
+            if os.readlink(target) == os.readlink("/proc/self/ns/" + proc_name):
+                continue  # shared with the host (e.g. --net=host): nothing to join
+            fds.append((ns_type, flag, os.open(target, os.O_RDONLY | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise from_oserror("cannot open %s" % target, e)
+    for ns_type, flag, fd in fds:
+        try:
+            sys.setns(fd, flag)
+        except OSError as e:
+            raise from_oserror("cannot join the %s namespace of %s" % (ns_type, name), e)
+        finally:
+            os.close(fd)
+
+    channel = Channel()
+    sys.block_signals()
+    child = os.fork()
+    if child == 0:
+        try:
+            channel.child_side()
+            os.close(channel.go_r)  # nothing to wait for: the container runs
+            prepare_process(process, sys)
+            exec_workload(process, sys, channel)
+        except OSError as e:
+            channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
+        except BaseException as e:
+            channel.report("exec setup", 0, "exec setup: %s" % e)
+        os._exit(125)
+    channel.parent_side()
+    os.close(channel.go_w)
+    channel.go_w = -1
+    error = channel.wait_exec()
+    if error:
+        os.waitpid(child, 0)
+        raise error
+    return exit_code(sys.supervise(child))

@@ -1,0 +1,55 @@
+"""uid/gid maps for user namespaces.
+
+Two cases, as podman/Apptainer users expect:
+  root with --userns      container root -> an unprivileged host range
+                          (root's line in /etc/subuid, else 100000:65536)
+  a non-root caller       the caller -> root inside (rootless), nothing else
+"""
+import os
+
+from pyctr.spec import IdMapping
+
+DEFAULT_RANGE = (100000, 65536)
+
+
+def subordinate_range(user="root", path="/etc/subuid"):
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] == user:
+                    return int(parts[1]), int(parts[2])
+    except OSError:
+        pass
+    return DEFAULT_RANGE
+
+
+def maps_for(rootless):
+    """(uid_mappings, gid_mappings) for a new user namespace."""
+    if rootless:
+        return ([IdMapping(container_id=0, host_id=os.geteuid(), size=1)],
+                [IdMapping(container_id=0, host_id=os.getegid(), size=1)])
+    (ustart, ucount), (gstart, gcount) = subordinate_range(), subordinate_range(path="/etc/subgid")
+    return ([IdMapping(container_id=0, host_id=ustart, size=ucount)],
+            [IdMapping(container_id=0, host_id=gstart, size=gcount)])
+
+
+def format_map(mappings):
+    return "".join("%d %d %d\n" % (m.container_id, m.host_id, m.size) for m in mappings)
+
+
+def write_maps(pid, uid_mappings, gid_mappings):
+    """Write the child's maps from the parent (the child waits meanwhile).
+    Without privilege the kernel wants setgroups denied before gid_map."""
+    if os.geteuid() != 0:
+        _write("/proc/%d/setgroups" % pid, "deny")
+    _write("/proc/%d/uid_map" % pid, format_map(uid_mappings))
+    _write("/proc/%d/gid_map" % pid, format_map(gid_mappings))
+
+
+def _write(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,82 @@
+"""An OCI bundle (config.json + rootfs) -> Spec, for `pyctr run --bundle DIR`.
+
+Only what pyctr acts on is read; unknown fields are ignored as the runtime
+spec allows. Malformed input is one clear line naming the field.
+"""
+import json
+import os
+
+from pyctr import spec as S
+from pyctr.errors import PyctrError
+
+_KNOWN_NS = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
+
+
+def load_bundle(bundle, args=None):
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except OSError as e:
+        raise PyctrError("cannot read %s: %s" % (path, e.strerror))
+    except ValueError as e:
+        raise PyctrError("%s: invalid JSON: %s" % (path, e))
+    try:
+        spec = from_config(config, bundle)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e))
+    if args is not None:
+        if args.command:
+            spec.process.args = list(args.command)
+        spec.name = args.name or spec.name
+        spec.remove = bool(args.remove)
+        spec.detach = bool(args.detach)
+    if not spec.process.args:
+        raise PyctrError("%s: process.args is empty" % path)
+    return spec
+
+
+def from_config(config, bundle):
+    if not isinstance(config, dict):
+        raise TypeError("top level is not an object")
+    proc = config.get("process") or {}
+    user = proc.get("user") or {}
+    caps = (proc.get("capabilities") or {}).get("bounding") or []
+    root_path = config["root"]["path"]
+    if not os.path.isabs(root_path):
+        root_path = os.path.join(os.path.abspath(bundle), root_path)
+    if not os.path.isdir(root_path):
+        raise ValueError("root.path %s is not a directory" % root_path)
+    linux = config.get("linux") or {}
+    namespaces = []
+    for ns in linux.get("namespaces") or []:
+        if ns["type"] not in _KNOWN_NS:
+            raise ValueError("unknown namespace type %r" % ns["type"])
+        namespaces.append(S.Namespace(type=ns["type"], path=ns.get("path")))
+    spec = S.Spec(
+        process=S.Process(
+            args=list(proc.get("args") or []), env=list(proc.get("env") or []),
+            cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+            additional_gids=[int(g) for g in user.get("additionalGids") or []],
+            capabilities=sorted(c[4:].lower() for c in caps),
+            no_new_privileges=bool(proc.get("noNewPrivileges", True))),
+        root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
+        hostname=config.get("hostname"),
+        mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
+                        source=m.get("source"), options=list(m.get("options") or []))
+                for m in config.get("mounts") or []],
+        namespaces=namespaces,
+        uid_mappings=[_idmap(m) for m in linux.get("uidMappings") or []],
+        gid_mappings=[_idmap(m) for m in linux.get("gidMappings") or []],
+        masked_paths=list(linux.get("maskedPaths") or []),
+        readonly_paths=list(linux.get("readonlyPaths") or []),
+        annotations=dict(config.get("annotations") or {}),
+    )
+    # The user namespace must come first: the others are created owned by it.
+    spec.namespaces.sort(key=lambda n: n.type != "user")
+    return spec
+
+
+def _idmap(m):
+    return S.IdMapping(container_id=int(m["containerID"]), host_id=int(m["hostID"]),
+                       size=int(m["size"]))

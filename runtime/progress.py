@@ -1,0 +1,47 @@
+"""Progress for anything that takes more than a few seconds.
+
+    with Progress("building image busybox", total=4) as p:
+        p.step("downloading busybox-static")
+        ...
+
+On a terminal the current line is rewritten in place; otherwise (CI logs)
+each step is one line. Always on stderr, so stdout stays machine-readable.
+"""
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, title, total=None, stream=None):
+        self.title = title
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        self._emit("started")
+        return self
+
+    def step(self, what):
+        """Announce the step that starts now."""
+        self.done += 1
+        self._emit(what)
+
+    def _emit(self, what):
+        count = "[%d/%d] " % (self.done, self.total) if self.total else ""
+        line = "%s: %s%s (%.1fs)" % (self.title, count, what, time.monotonic() - self.t0)
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def __exit__(self, exc_type, exc, tb):
+        outcome = "failed" if exc_type else "done"
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write("%s: %s in %.1fs\n" % (self.title, outcome, time.monotonic() - self.t0))
+        self.stream.flush()
+        return False

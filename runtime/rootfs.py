@@ -1,0 +1,141 @@
+"""The container's filesystem view, in two halves:
+
+  plan_*()  pure functions Spec -> list of steps, tested without root
+  apply()   runs steps through a Syscalls object (real, or a recorder)
+
+A step is a tuple (operation, *args). Primitive operations are Syscalls
+methods; the few composite ones (bind a device node, mask a path, make a
+path read-only, mount sysfs) are interpreted here because what they do
+depends on what exists at the time.
+"""
+from pyctr import syscalls as S
+
+# Mount option -> (flags to set, flags to clear). Anything else is fs data.
+_FLAGS = {
+    "ro": (S.MS_RDONLY, 0), "rw": (0, S.MS_RDONLY),
+    "nosuid": (S.MS_NOSUID, 0), "suid": (0, S.MS_NOSUID),
+    "nodev": (S.MS_NODEV, 0), "dev": (0, S.MS_NODEV),
+    "noexec": (S.MS_NOEXEC, 0), "exec": (0, S.MS_NOEXEC),
+    "noatime": (S.MS_NOATIME, 0), "nodiratime": (S.MS_NODIRATIME, 0),
+    "relatime": (S.MS_RELATIME, 0), "strictatime": (S.MS_STRICTATIME, 0),
+    "bind": (S.MS_BIND, 0), "rbind": (S.MS_BIND | S.MS_REC, 0),
+    "private": (0, 0), "rprivate": (0, 0), "slave": (0, 0), "rslave": (0, 0),
+}
+
+DEVICES = ("null", "zero", "full", "tty", "random", "urandom")
+DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+             ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
+             ("pts/ptmx", "ptmx"), ("/proc/kcore", "core"))
+
+def parse_options(options):
+    flags, data = 0, []
+    for opt in options:
+        if opt in _FLAGS:
+            on, off = _FLAGS[opt]
+            flags = (flags | on) & ~off
+        else:
+            data.append(opt)
+    return flags, ",".join(data) or None
+
+
+def plan_root(spec, rootfs, layers=None):
+    """Steps before any mount below the new root: stop propagation to the
+    host, then make `rootfs` a mount point (pivot_root needs one).
+    layers = (lower, upper, work) mounts an overlay there instead."""
+    steps = [("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)]
+    if layers:
+        lower, upper, work = layers
+        steps.append(("mount", "overlay", rootfs, "overlay", 0,
+                      "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work)))
+    else:
+        steps.append(("mount", spec.root.path, rootfs, None, S.MS_BIND | S.MS_REC, None))
+    return steps
+
+
+def plan_mounts(spec, rootfs):
+    """Steps for spec.mounts, /dev's contents, and the switch of root."""
+    steps = []
+    for m in spec.mounts:
+        target = rootfs + m.destination
+        flags, data = parse_options(m.options)
+        if m.type == "bind" or flags & S.MS_BIND:
+            steps.append(("bind", m.source, target, flags | S.MS_BIND))
+        elif m.type == "sysfs":
+            steps.append(("mkdir", target))
+            steps.append(("mount_sysfs", target, flags))
+        else:
+            steps.append(("mkdir", target))
+            steps.append(("mount", m.source, target, m.type, flags, data))
+        if m.destination == "/dev" and m.type == "tmpfs":
+            for dev in DEVICES:
+                steps.append(("bind", "/dev/" + dev, "%s/dev/%s" % (rootfs, dev), S.MS_BIND))
+            for src, name in DEV_LINKS:
+                steps.append(("symlink", src, "%s/dev/%s" % (rootfs, name)))
+    steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
+              ("chdir", "/")]
+    return steps
+
+
+def plan_finish(spec):
+    """Steps after pivot_root: masks, read-only paths, read-only root."""
+    steps = [("mask", p) for p in spec.masked_paths]
+    steps += [("readonly", p) for p in spec.readonly_paths]
+    if spec.root.readonly:
+        steps.append(("readonly", "/"))
+    return steps
+
+
+def apply(steps, sys):
+    for op, *args in steps:
+        handler = _COMPOSITE.get(op)
+        if handler:
+            handler(sys, *args)
+        else:
+            getattr(sys, op)(*args)
+
+
+def _bind(sys, source, target, flags):
+    """Bind `source` at `target` (creating a file or directory to mount on),
+    then remount read-only if asked: MS_RDONLY is ignored on the bind itself."""
+    if sys.is_dir(source):
+        sys.mkdir(target)
+    elif not sys.exists(target):
+        sys.mkdir(target.rsplit("/", 1)[0])
+        sys.touch(target)
+    sys.mount(source, target, None, flags & (S.MS_BIND | S.MS_REC), None)
+    extra = flags & ~(S.MS_BIND | S.MS_REC)
+    if extra:
+        sys.mount(None, target, None, S.MS_BIND | S.MS_REMOUNT | extra | sys.locked_flags(target),
+                  None)
+
+
+def _mount_sysfs(sys, target, flags):
+    # A fresh sysfs needs a network namespace this user namespace owns; with
+    # --net=host in a user namespace, bind the host's instead (as runc does).
+    try:
+        sys.mount("sysfs", target, "sysfs", flags, None)
+    except PermissionError:
+        _bind(sys, "/sys", target, S.MS_BIND | S.MS_REC | (flags & S.MS_RDONLY))
+
+
+def _mask(sys, path):
+    if not sys.exists(path):
+        return
+    if sys.is_dir(path):
+        sys.mount("tmpfs", path, "tmpfs", S.MS_RDONLY, None)
+    else:
+        sys.mount("/dev/null", path, None, S.MS_BIND, None)
+
+
+def _readonly(sys, path):
+    if not sys.exists(path):
+        return
+    if path != "/":
+        sys.mount(path, path, None, S.MS_BIND | S.MS_REC, None)
+    # A remount must repeat the flags the kernel locked on mounts inherited
+    # into a user namespace, or it fails with EPERM.
+    sys.mount(None, path, None,
+              S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | sys.locked_flags(path), None)
+
+
+_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly}

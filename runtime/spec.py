@@ -1,0 +1,165 @@
+"""The Spec: one typed description of a container, shaped like the OCI
+runtime spec (process, root, hostname, mounts, namespaces, id mappings,
+capabilities, masked/readonly paths) plus pyctr's own fields (name,
+networks, lifecycle flags).
+
+The CLI, TOML job files and OCI bundles all produce a Spec (specgen.py,
+oci.py); nothing past that point looks at argv or files. Plain classes with
+__slots__ rather than dataclasses: importing dataclasses costs more than
+the rest of `pyctr run` start-up.
+"""
+
+
+class Record:
+    """A small typed record: fields are __slots__, defaults in DEFAULTS
+    (a callable default is called, so lists are never shared)."""
+    __slots__ = ()
+    DEFAULTS = {}
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            if name in fields:
+                value = fields.pop(name)
+            else:
+                value = self.DEFAULTS.get(name)
+                if callable(value):
+                    value = value()
+            setattr(self, name, value)
+        if fields:
+            raise TypeError("%s has no field %s" % (type(self).__name__, ", ".join(fields)))
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__,
+                           ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+
+class Process(Record):
+    __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
+                 "no_new_privileges", "preserve_fds", "init")
+    DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
+                "additional_gids": list, "capabilities": list,
+                "no_new_privileges": True, "preserve_fds": 0, "init": False}
+
+
+class Root(Record):
+    __slots__ = ("path", "readonly", "image")
+    # image: name of a pyctr image; its rootfs is then the lower layer of an
+    # overlay, so containers never change the image itself.
+    DEFAULTS = {"readonly": False}
+
+
+class Mount(Record):
+    __slots__ = ("destination", "type", "source", "options")
+    DEFAULTS = {"options": list}
+
+
+class Namespace(Record):
+    """type is an OCI namespace type; path, when set, names one to join
+    (e.g. /proc/PID/ns/ipc) instead of creating a new one."""
+    __slots__ = ("type", "path")
+
+
+class IdMapping(Record):
+    __slots__ = ("container_id", "host_id", "size")
+
+
+class NetworkRequest(Record):
+    """One --net: kind is veth or macvlan; network names the bridge or the
+    lower device; the rest are optional overrides (see pyctr.network)."""
+    __slots__ = ("kind", "network", "mode", "ip", "mac", "mtu", "routes", "source_macs",
+                 "host_shim")
+    DEFAULTS = {"routes": list, "source_macs": list, "host_shim": True}
+
+
+class Spec(Record):
+    __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
+                 "gid_mappings", "masked_paths", "readonly_paths",
+                 # pyctr's own
+                 "name", "remove", "detach", "networks", "net_mode", "annotations")
+    DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
+                "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
+                "remove": False, "detach": False, "networks": list, "net_mode": "none",
+                "annotations": dict}
+
+    def namespace(self, ns_type):
+        for ns in self.namespaces:
+            if ns.type == ns_type:
+                return ns
+        return None
+
+    def to_oci(self):
+        """The OCI runtime-spec config.json equivalent (for inspect and `pyctr spec`)."""
+        p = self.process
+        caps = ["CAP_" + c.upper() for c in p.capabilities]
+        linux = {
+            "namespaces": [{"type": n.type, **({"path": n.path} if n.path else {})}
+                           for n in self.namespaces],
+            "maskedPaths": list(self.masked_paths),
+            "readonlyPaths": list(self.readonly_paths),
+        }
+        if self.uid_mappings:
+            linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
+            linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
+        return {
+            "ociVersion": OCI_VERSION,
+            "process": {
+                "terminal": False,
+                "user": {"uid": p.uid, "gid": p.gid, "additionalGids": list(p.additional_gids)},
+                "args": list(p.args), "env": list(p.env), "cwd": p.cwd,
+                "capabilities": {k: caps for k in ("bounding", "effective", "permitted",
+                                                   "inheritable")},
+                "noNewPrivileges": p.no_new_privileges,
+            },
+            "root": {"path": self.root.path, "readonly": self.root.readonly},
+            "hostname": self.hostname,
+            "mounts": [{"destination": m.destination, "type": m.type, "source": m.source,
+                        "options": list(m.options)} for m in self.mounts],
+            "linux": linux,
+            "annotations": dict(self.annotations),
+        }
+
+
+def _idmap_oci(m):
+    return {"containerID": m.container_id, "hostID": m.host_id, "size": m.size}
+
+
+OCI_VERSION = "1.0.2"
+
+# What runc and podman give a container by default.
+DEFAULT_CAPABILITIES = [
+    "chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid", "setuid",
+    "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
+]
+
+DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The OCI runtime spec's defaults (runtime-spec config-linux.md, `runc spec`).
+DEFAULT_MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+DEFAULT_READONLY_PATHS = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]
+
+
+def default_mounts():
+    return [
+        Mount(destination="/proc", type="proc", source="proc",
+              options=["nosuid", "noexec", "nodev"]),
+        Mount(destination="/dev", type="tmpfs", source="tmpfs",
+              options=["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount(destination="/dev/pts", type="devpts", source="devpts",
+              options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        Mount(destination="/dev/shm", type="tmpfs", source="shm",
+              options=["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        Mount(destination="/dev/mqueue", type="mqueue", source="mqueue",
+              options=["nosuid", "noexec", "nodev"]),
+        Mount(destination="/sys", type="sysfs", source="sysfs",
+              options=["nosuid", "noexec", "nodev", "ro"]),
+    ]

@@ -1,0 +1,91 @@
+"""Container state under <root>/containers/<name>/ (tmpfs by default):
+
+  state.json   id, name, status, pid (+ its start time), networks, exit code ...
+  config.json  the OCI-shaped spec the container was made from
+  etc/         hosts, hostname, resolv.conf bind-mounted into the container
+  upper/ work/ rootfs/   overlay layers when the root is an image
+  log          stdout+stderr of a detached container
+
+The directory is created (atomically: mkdir fails if the name is taken)
+before the container exists and state.json is written before the workload
+starts, so a container is never running without a record.
+"""
+import json
+import os
+import shutil
+import time
+
+from pyctr.errors import PyctrError
+
+
+def process_start_time(pid):
+    """Start time of `pid` in clock ticks since boot, or None if it is gone.
+    (pid, start time) names a process for good: pids are reused, this pair is not."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces or parentheses: split after the last ')'
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def is_alive(pid, start_time):
+    return bool(pid) and start_time is not None and process_start_time(pid) == start_time
+
+
+class StateStore:
+    def __init__(self, paths):
+        self.base = paths.containers
+
+    def dir(self, name):
+        return os.path.join(self.base, name)
+
+    def reserve(self, name):
+        """Claim `name`; fails if another container (running or not) has it."""
+        # 0711: a container whose root is an unprivileged host uid (--userns)
+        # must reach its bind-mounted etc/ files, but not list other containers.
+        os.makedirs(self.base, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(self.dir(name), 0o711)
+        except FileExistsError:
+            raise PyctrError("container name %r is already in use (pyctr rm %s)" % (name, name))
+        return self.dir(name)
+
+    def write(self, name, state, filename="state.json"):
+        path = os.path.join(self.dir(name), filename)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1)
+        os.rename(tmp, path)
+
+    def read(self, name, filename="state.json"):
+        try:
+            with open(os.path.join(self.dir(name), filename)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise PyctrError("no such container: %s" % name)
+        except ValueError as e:
+            raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
+                             % (name, e, name))
+
+    def names(self):
+        try:
+            return sorted(os.listdir(self.base))
+        except FileNotFoundError:
+            return []
+
+    def remove(self, name):
+        shutil.rmtree(self.dir(name), ignore_errors=True)
+
+    def status(self, state):
+        """What `ps` shows: the recorded status, corrected for a process that
+        is gone without its owner recording it (owner killed)."""
+        if state.get("status") in ("created", "running") and not is_alive(
+                state.get("pid"), state.get("pid_start")):
+            return "stopped"
+        return state.get("status", "unknown")
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,8 @@
+# setuptools reads cffi_modules only from setup(); everything else is in
+# pyproject.toml.
+from setuptools import setup
+
+setup(
+    packages=["pyctr", "pyctr.network", "pyctr.bench"],
+    cffi_modules=["csrc/build_shim.py:ffibuilder"],
+)
