@@ -39,7 +39,8 @@ def child_main(plan, channel, sys):
             step = "become root in the user namespace"
             sys.set_ids(0, 0, [])
         spec = plan.spec
-        if spec.hostname and not spec.namespace("uts").path:
+        uts = spec.namespace("uts")
+        if spec.hostname and uts and not uts.path:  # never rename the host
             step = "sethostname"
             sys.sethostname(spec.hostname)
         step = "prepare root filesystem"
@@ -51,6 +52,7 @@ def child_main(plan, channel, sys):
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
+        step = "set up the process (ids, capabilities, fds)"
         prepare_process(spec.process, sys)
         if spec.process.init:
             step = "start init"

@@ -64,6 +64,12 @@ def build(paths, opts):
         preserve_fds=int(opts.get("preserve_fds") or 0),
         init=bool(opts.get("init")),
     )
+    for fd in range(3, 3 + spec.process.preserve_fds):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise PyctrError("--preserve-fds %d: fd %d is not open" % (
+                spec.process.preserve_fds, fd))
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
     spec.mounts += _volumes(opts.get("volumes") or [])
@@ -103,7 +109,7 @@ def _check_name(name):
 
 
 def _user(user, rootfs):
-    if user is None:
+    if not user:
         return 0, 0
     name, _, group = str(user).partition(":")
     uid, gid = _lookup_id(name, rootfs, "passwd"), None

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Install pyctr on Debian 12, as root: system packages, a virtualenv in
+# /opt/pyctr with pyctr built from this checkout (the cffi shim is compiled
+# here), the `pyctr` command in /usr/local/bin, and the default image.
+#
+#   ./install.sh          what `pyctr run` needs
+#   ./install.sh --test   also what the tests and benchmarks use (runc, crun,
+#                         bwrap, CNI plugins, iperf3, Open MPI, MPICH, hpcc,
+#                         GROMACS, OpenFOAM)
+set -eu
+cd "$(dirname "$0")"
+PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
+
+BASE="python3 python3-venv python3-dev gcc libcap-dev iproute2 busybox-static procps"
+EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 strace
+       openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
+       hpcc gromacs openfoam openfoam-examples"
+packages=$BASE
+pip_extras=""
+if [ "${1:-}" = "--test" ]; then
+    packages="$BASE $EXTRA"
+    pip_extras="[test,bench]"
+fi
+
+echo "install.sh: apt packages: $(echo $packages | wc -w)" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $packages >/dev/null
+
+echo "install.sh: building pyctr into $PREFIX" >&2
+# Debian's interpreter, not whatever python3 comes first on PATH (pyenv).
+[ -x "$PREFIX/bin/python3" ] || /usr/bin/python3 -m venv "$PREFIX"
+"$PREFIX/bin/pip" install -q --disable-pip-version-check ".$pip_extras"
+# Byte-compile now: a root-owned install cannot write .pyc at run time.
+"$PREFIX/bin/python3" -m compileall -q "$("$PREFIX/bin/python3" -c 'import pyctr, os; print(os.path.dirname(pyctr.__file__))')"
+
+# A lean launcher: pip's console script imports `re`, which costs start-up time.
+cat > /usr/local/bin/pyctr <<LAUNCHER
+#!$PREFIX/bin/python3 -s
+from pyctr.cli import main; raise SystemExit(main())
+LAUNCHER
+chmod 755 /usr/local/bin/pyctr
+
+pyctr image build busybox >/dev/null
+echo "install.sh: done: $(pyctr --version), image busybox ready" >&2

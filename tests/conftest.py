@@ -1,0 +1,91 @@
+"""Shared fixtures. Integration tests run real containers as root; each test
+gets its own pyctr world (state root) and everything it made is removed by
+the fixture finalizers even when the test fails."""
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IS_ROOT = os.geteuid() == 0
+root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root and real namespaces")
+
+
+class Pyctr:
+    """Runs the pyctr CLI in one world (its own --root, shared images)."""
+
+    def __init__(self, root, data, config):
+        self.root, self.data, self.config = root, data, config
+
+    def argv(self, *args):
+        return [sys.executable, "-m", "pyctr", "--root", self.root, "--data", self.data,
+                "--config", self.config, *args]
+
+    def __call__(self, *args, timeout=60, check=False, input=None, env=None):
+        p = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
+                           input=input, env=env)
+        if check and p.returncode != 0:
+            raise AssertionError("pyctr %s -> %d\n%s%s" % (" ".join(args), p.returncode,
+                                                            p.stdout, p.stderr))
+        return p
+
+    def popen(self, *args, **kw):
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kw)
+
+    def containers(self):
+        d = os.path.join(self.root, "containers")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def cleanup(self):
+        for name in self.containers():
+            self("rm", "-f", name, timeout=30)
+        self("gc", timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image_data():
+    """A data dir holding the busybox image, built once per test session."""
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    data = os.environ.get("PYCTR_TEST_DATA") or "/var/lib/pyctr-test"
+    rootfs = os.path.join(data, "images", "busybox", "rootfs")
+    if not os.path.isfile(os.path.join(rootfs, "bin", "busybox")):
+        subprocess.run([sys.executable, "-m", "pyctr", "--data", data, "image", "build",
+                        "busybox"], check=True, timeout=600)
+    return data
+
+
+@pytest.fixture
+def pyctr(image_data):
+    world = Pyctr(root="/run/pyctr-test/%s" % uuid.uuid4().hex[:8], data=image_data,
+                  config="/run/pyctr-test/config-%s" % uuid.uuid4().hex[:8])
+    yield world
+    world.cleanup()
+    shutil.rmtree(world.config, ignore_errors=True)
+
+
+@pytest.fixture
+def rootfs(image_data):
+    return os.path.join(image_data, "images", "busybox", "rootfs")
+
+
+def one_line_error(p):
+    """A failure the way users must see it: one line, no traceback."""
+    err = p.stderr.strip()
+    assert err.startswith("pyctr: "), p.stderr
+    assert len(err.splitlines()) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    return err
+
+
+def host_leftovers(world):
+    """What a container could leave on the host: mounts naming the world's
+    state dir and processes whose cwd/root is inside it."""
+    with open("/proc/self/mounts") as f:
+        mounts = [line for line in f if world.root in line]
+    return mounts

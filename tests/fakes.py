@@ -1,0 +1,28 @@
+"""A recording double of pyctr.syscalls.Syscalls, for unit tests without
+root: every call is appended to .calls as a tuple, and the questions the
+rootfs steps ask (exists? directory?) are answered from .dirs/.files."""
+
+
+class RecordingSyscalls:
+    def __init__(self, dirs=(), files=()):
+        self.calls = []
+        self.dirs = set(dirs)
+        self.files = set(files)
+
+    def __getattr__(self, name):
+        def record(*args):
+            self.calls.append((name, *args))
+            return 0
+        return record
+
+    def exists(self, path):
+        return path in self.dirs or path in self.files
+
+    def is_dir(self, path):
+        return path in self.dirs
+
+    def locked_flags(self, path):
+        return 0
+
+    def names(self):
+        return [c[0] for c in self.calls]

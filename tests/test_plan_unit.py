@@ -1,0 +1,140 @@
+"""Fast unit tests of the spec and plan layers: no root, no namespaces.
+The kernel is replaced by tests/fakes.RecordingSyscalls."""
+import json
+import os
+
+import pytest
+
+from fakes import RecordingSyscalls
+from pyctr import oci, rootfs, specgen, sync
+from pyctr import syscalls as S
+from pyctr.errors import PyctrError
+from pyctr.paths import Paths
+from pyctr.spec import Spec
+
+
+@pytest.fixture
+def rootdir(tmp_path):
+    for d in ("bin", "etc"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/\n")
+    return str(tmp_path)
+
+
+def build(rootdir, **opts):
+    return specgen.build(Paths(root="/nonexistent"), {"target": rootdir, "command": ["true"],
+                                                     **opts})
+
+
+def test_defaults_are_what_runc_users_expect(rootdir):
+    spec = build(rootdir)
+    assert {n.type for n in spec.namespaces} >= {"pid", "ipc", "uts", "mount", "network"}
+    assert "net_admin" not in spec.process.capabilities
+    assert "/proc/kcore" in spec.masked_paths and "/proc/sys" in spec.readonly_paths
+    assert spec.process.no_new_privileges
+    assert "container=pyctr" in spec.process.env
+
+
+def test_user_by_name_and_caps(rootdir):
+    spec = build(rootdir, user="app", cap_add=["CAP_NET_ADMIN"], cap_drop=["chown"])
+    assert (spec.process.uid, spec.process.gid) == (1000, 1001)
+    assert "net_admin" in spec.process.capabilities and "chown" not in spec.process.capabilities
+    with pytest.raises(PyctrError, match="unknown capability"):
+        build(rootdir, cap_add=["CAP_FLY"])
+    with pytest.raises(PyctrError, match="unknown user"):
+        build(rootdir, user="nobody-here")
+
+
+def test_host_and_shared_namespaces(rootdir):
+    spec = build(rootdir, ipc="host", net=["host"])
+    types = {n.type for n in spec.namespaces}
+    assert "ipc" not in types and "network" not in types
+    with pytest.raises(PyctrError, match="invalid --pid"):
+        build(rootdir, pid="elsewhere")
+
+
+def test_bad_volume_and_tmpfs(rootdir):
+    with pytest.raises(PyctrError, match="invalid volume"):
+        build(rootdir, volumes=["relative"])
+    with pytest.raises(PyctrError, match="does not exist"):
+        build(rootdir, volumes=["/no/such:/x"])
+    with pytest.raises(PyctrError, match="absolute"):
+        build(rootdir, tmpfs=["x"])
+
+
+def test_toml_keys_match_cli(tmp_path, rootdir):
+    job = tmp_path / "job.toml"
+    job.write_text('rootfs = "%s"\ncommand = "sh -c \'echo hi\'"\nrm = true\n[env]\nA = "1"\n'
+                   % rootdir)
+    opts = specgen.load_toml(str(job))
+    assert opts["command"] == ["sh", "-c", "echo hi"] and opts["remove"] is True
+    spec = specgen.build(Paths(root="/nonexistent"), opts)
+    assert "A=1" in spec.process.env
+    job.write_text('rootfs = "/"\nbogus = 1\n')
+    with pytest.raises(PyctrError, match="unknown key"):
+        specgen.load_toml(str(job))
+
+
+def test_oci_round_trip(rootdir):
+    spec = build(rootdir, hostname="h", userns=True)
+    again = oci.from_config(json.loads(json.dumps(spec.to_oci())), "/")
+    for field in ("hostname", "masked_paths", "readonly_paths", "uid_mappings", "mounts"):
+        assert getattr(again, field) == getattr(spec, field), field
+    assert again.process.capabilities == spec.process.capabilities
+    assert [n.type for n in again.namespaces][0] == "user"
+
+
+def test_rootfs_plan_order(rootdir):
+    """Propagation is cut first; every mount lands below the new root before
+    pivot_root; masks and read-only paths come after it, inside."""
+    spec = build(rootdir, read_only=True)
+    fake = RecordingSyscalls(dirs={"/proc/acpi", "/proc/sys", "/"},
+                             files={"/proc/kcore", "/dev/null"})
+    steps = rootfs.plan_root(spec, "/r") + rootfs.plan_mounts(spec, "/r") + \
+        rootfs.plan_finish(spec)
+    rootfs.apply(steps, fake)
+    calls = fake.calls
+    assert calls[0] == ("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)
+    pivot = calls.index(("pivot_root", ".", "."))
+    before, after = calls[:pivot], calls[pivot:]
+    assert all(c[2].startswith("/r") for c in before if c[0] == "mount" and c[2] != "/")
+    assert ("mount", "/dev/null", "/proc/kcore", None, S.MS_BIND, None) in after
+    assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", S.MS_RDONLY, None) in after
+    remount_ro = S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY
+    assert ("mount", None, "/proc/sys", None, remount_ro, None) in after
+    assert after[-1] == ("mount", None, "/", None, remount_ro, None)  # --read-only
+    assert ("umount", ".", S.MNT_DETACH) in after  # old root detached
+    # /proc/timer_stats does not exist here: masking it must not fail
+    assert not any(c[0] == "mount" and c[2] == "/proc/timer_stats" for c in calls)
+
+
+def test_overlay_root_when_image(rootdir):
+    spec = build(rootdir)
+    steps = rootfs.plan_root(spec, "/state/rootfs", ("/img", "/state/upper", "/state/work"))
+    assert steps[1] == ("mount", "overlay", "/state/rootfs", "overlay", 0,
+                        "lowerdir=/img,upperdir=/state/upper,workdir=/state/work")
+
+
+def test_mount_options_split_into_flags_and_data():
+    flags, data = rootfs.parse_options(["nosuid", "ro", "mode=755", "size=1m", "rw"])
+    assert flags == S.MS_NOSUID and data == "mode=755,size=1m"
+
+
+def test_sync_reports_map_to_exit_codes():
+    assert sync.decode_report(sync.encode_report("exec", 2, "x: not found")).exit_code == 127
+    assert sync.decode_report(sync.encode_report("exec", 13, "x: denied")).exit_code == 126
+    err = sync.decode_report(sync.encode_report("mount", 1, "mount /proc: denied"))
+    assert err.exit_code == 125 and str(err) == "mount /proc: denied"
+    assert sync.decode_report(b"garbage").exit_code == 125
+
+
+def test_child_protocol_rejects_out_of_order(monkeypatch):
+    """The child accepts only GO first; anything else and it exits quietly."""
+    ch = sync.Channel()
+    os.write(ch.go_w, b"X")
+    exited = []
+    monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
+    ch.wait_go()
+    assert exited == [125]
+    for fd in (ch.go_w, ch.report_r, ch.report_w):
+        os.close(fd)

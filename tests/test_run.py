@@ -1,0 +1,290 @@
+"""`pyctr run` and friends against real namespaces (root)."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import one_line_error, host_leftovers, root_only
+
+pytestmark = root_only
+
+DEFAULT_CAPS = "00000000a80425fb"  # runc/podman's 14 default capabilities
+
+
+def run(pyctr, *args, **kw):
+    return pyctr("run", "--rm", *args, **kw)
+
+
+def test_pid1_and_host_processes_invisible(pyctr):
+    p = run(pyctr, "busybox", "sh", "-c", "echo $$; ls /proc | grep -E '^[0-9]+$'", check=True)
+    lines = p.stdout.split()
+    assert lines[0] == "1"
+    pids = {int(x) for x in lines[1:]}
+    assert os.getpid() not in pids and os.getppid() not in pids
+    assert len(pids) <= 3  # sh, ls, grep: nothing from the host
+
+
+def test_hostname(pyctr):
+    p = run(pyctr, "--hostname", "node7", "busybox", "hostname", check=True)
+    assert p.stdout.strip() == "node7"
+    assert os.uname().nodename != "node7"
+
+
+def test_kcore_masked_and_proc_sys_read_only(pyctr):
+    p = run(pyctr, "busybox", "sh", "-c",
+            "wc -c < /proc/keys; test -s /proc/kcore && echo kcore-readable;"
+            "grep ' /proc/sys ' /proc/mounts; echo 1 > /proc/sys/kernel/ns_last_pid && echo wrote;"
+            "true",
+            check=True)
+    assert p.stdout.split()[0] == "0"  # /proc/keys is /dev/null
+    assert "kcore-readable" not in p.stdout
+    assert " ro," in p.stdout.splitlines()[1]
+    assert "wrote" not in p.stdout
+
+
+def test_capability_bounding_set(pyctr):
+    def bnd(*flags):
+        out = run(pyctr, *flags, "busybox", "grep", "CapBnd", "/proc/self/status",
+                  check=True).stdout
+        return out.split()[1]
+    assert bnd() == DEFAULT_CAPS
+    assert int(bnd("--cap-add", "NET_ADMIN"), 16) == int(DEFAULT_CAPS, 16) | (1 << 12)
+    assert bnd("--cap-drop", "all") == "0000000000000000"
+
+
+def test_no_new_privs_and_fds_closed(pyctr):
+    p = run(pyctr, "busybox", "sh", "-c", "grep NoNewPrivs /proc/self/status; ls /proc/self/fd",
+            check=True, )
+    assert "NoNewPrivs:\t1" in p.stdout
+    assert sorted(p.stdout.split()[2:]) in (["0", "1", "2", "3"], ["0", "1", "2"])  # 3: ls's dir
+
+
+def test_userns_maps_root_to_unprivileged_range(pyctr):
+    p = run(pyctr, "--userns", "busybox", "sh", "-c", "id -u; cat /proc/self/uid_map",
+            check=True)
+    uid, inside, outside, size = p.stdout.split()
+    assert (uid, inside, outside, size) == ("0", "0", "100000", "65536")
+
+
+def test_exit_codes(pyctr):
+    assert run(pyctr, "busybox", "sh", "-c", "exit 7").returncode == 7
+    assert run(pyctr, "--init", "busybox", "sh", "-c", "kill -KILL $$").returncode == 137
+    p = run(pyctr, "busybox", "no-such-command")
+    assert p.returncode == 127 and "not found" in one_line_error(p)
+    p = run(pyctr, "busybox", "/etc/passwd")
+    assert p.returncode == 126 and "permission denied" in one_line_error(p).lower()
+    p = run(pyctr, "no-such-image", "true")
+    assert p.returncode == 125 and "not found" in one_line_error(p)
+    p = run(pyctr, "--no-such-flag", "busybox", "true")
+    assert p.returncode == 125 and one_line_error(p)
+    assert pyctr.containers() == []
+
+
+def test_signal_forwarded(pyctr):
+    proc = pyctr.popen("run", "--rm", "busybox", "sh", "-c",
+                       'trap "exit 42" TERM; echo ready; while :; do sleep 0.05; done')
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 42
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_init_forwards_signal_to_workload(pyctr):
+    proc = pyctr.popen("run", "--rm", "--init", "busybox", "sh", "-c",
+                       "echo ready; while :; do sleep 0.05; done")
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        # sh is not PID 1 under --init, so TERM's default action kills it.
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def zombies(pyctr, *flags):
+    name = "z%d" % len(flags)
+    pyctr("run", "-d", "--name", name, *flags, "busybox", "sh", "-c",
+          'sh -c "sleep 0.05 &"; exec sleep 30', check=True)
+    try:
+        states = ""
+        for _ in range(40):  # bounded: 40 x 0.05 s
+            time.sleep(0.05)
+            states = pyctr("exec", name, "sh", "-c", "cat /proc/[0-9]*/stat").stdout
+            if "sleep) Z" in states or "sleep 0.05" not in states:
+                break
+        return "sleep) Z" in states
+    finally:
+        pyctr("rm", "-f", name)
+
+
+def test_zombie_reaped_only_under_init(pyctr):
+    assert zombies(pyctr) is True  # sleep as PID 1 never reaps: the orphan stays a zombie
+    assert zombies(pyctr, "--init") is False
+
+
+def test_exec_joins_every_namespace(pyctr):
+    pyctr("run", "-d", "--name", "svc", "busybox", "sleep", "30", check=True)
+    state = json.loads(pyctr("inspect", "svc", check=True).stdout)[0]
+    assert state["status"] == "running"
+    for ns in ("pid", "net", "mnt", "uts", "ipc"):
+        inside = pyctr("exec", "svc", "readlink", "/proc/self/ns/" + ns, check=True).stdout
+        assert inside.strip() == os.readlink("/proc/%d/ns/%s" % (state["pid"], ns))
+        assert inside.strip() != os.readlink("/proc/self/ns/" + ns)
+    assert pyctr("exec", "svc", "sh", "-c", "exit 3").returncode == 3
+    p = pyctr("exec", "svc", "nope")
+    assert p.returncode == 127 and one_line_error(p)
+
+
+def test_detached_lifecycle_logs_kill_rm(pyctr):
+    p = pyctr("run", "-d", "--name", "web", "busybox", "sh", "-c",
+              'echo hello; trap "echo bye; exit 42" TERM; while :; do sleep 0.05; done',
+              check=True)
+    assert p.stdout.strip() == "web"
+    assert "running" in pyctr("ps", check=True).stdout
+    p = pyctr("run", "-d", "--name", "web", "busybox", "true")
+    assert p.returncode == 125 and "already in use" in one_line_error(p)
+    assert pyctr("rm", "web").returncode == 125  # running: needs -f
+    pyctr("kill", "web", check=True)
+    for _ in range(100):
+        state = json.loads(pyctr("inspect", "web").stdout)[0]
+        if state["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    assert state["status"] == "stopped" and state["exit_code"] == 42
+    assert pyctr("logs", "web", check=True).stdout.split() == ["hello", "bye"]
+    pyctr("rm", "web", check=True)
+    assert pyctr.containers() == []
+    p = pyctr("inspect", "web")
+    assert p.returncode == 125 and "no such container" in one_line_error(p)
+
+
+def test_nothing_left_after_rm_failure_and_kill(pyctr):
+    run(pyctr, "busybox", "true", check=True)
+    run(pyctr, "busybox", "no-such-command")
+    run(pyctr, "-v", "/no/such/dir:/x", "busybox", "true")
+    proc = pyctr.popen("run", "--rm", "--name", "victim", "busybox", "sh", "-c",
+                       "echo ready; exec sleep 30")
+    assert proc.stdout.readline().strip() == "ready"
+    pid = json.loads(pyctr("inspect", "victim", check=True).stdout)[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == 137
+    assert pyctr.containers() == []
+    assert host_leftovers(pyctr) == []
+
+
+def test_killing_pyctr_kills_the_container_and_gc_cleans(pyctr):
+    proc = pyctr.popen("run", "--rm", "--name", "orphan", "busybox", "sh", "-c",
+                       "echo ready; exec sleep 30")
+    assert proc.stdout.readline().strip() == "ready"
+    pid = json.loads(pyctr("inspect", "orphan", check=True).stdout)[0]["pid"]
+    proc.kill()  # SIGKILL to pyctr itself
+    proc.wait()
+    for _ in range(100):  # PDEATHSIG takes the container down with it
+        if not os.path.exists("/proc/%d" % pid):
+            break
+        time.sleep(0.02)
+    assert not os.path.exists("/proc/%d" % pid)
+    assert "stopped" in pyctr("ps").stdout
+    assert "orphan" in pyctr("gc", check=True).stdout
+    assert pyctr.containers() == []
+    assert pyctr("gc", check=True).stdout == ""  # idempotent
+
+
+def test_env_workdir_user_volumes_tmpfs(pyctr, tmp_path):
+    (tmp_path / "data.txt").write_text("payload\n")
+    os.chmod(tmp_path, 0o755)  # readable by uid 1000 inside
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=yes\n")
+    p = run(pyctr, "-e", "A=1", "--env-file", str(env_file), "-w", "/tmp", "-u", "1000:1000",
+            "-v", "%s:/data:ro" % tmp_path, "--tmpfs", "/scratch", "busybox", "sh", "-c",
+            'echo $A $FROM_FILE; pwd; id -u; id -g; cat /data/data.txt;'
+            'touch /data/new 2>/dev/null && echo rw-data; grep " /scratch " /proc/mounts',
+            check=True)
+    out = p.stdout.splitlines()
+    assert out[:5] == ["1 yes", "/tmp", "1000", "1000", "payload"]
+    assert "rw-data" not in p.stdout and "tmpfs" in out[-1]
+
+
+def test_read_only_root(pyctr):
+    p = run(pyctr, "--read-only", "busybox", "sh", "-c", "touch /x 2>/dev/null || echo ro")
+    assert p.stdout.strip() == "ro"
+    p = run(pyctr, "busybox", "sh", "-c", "touch /x && echo rw", check=True)
+    assert p.stdout.strip() == "rw"
+
+
+def test_image_is_not_changed_by_containers(pyctr, rootfs):
+    run(pyctr, "busybox", "sh", "-c", "echo dirty > /etc/dirty", check=True)
+    assert not os.path.exists(os.path.join(rootfs, "etc", "dirty"))
+
+
+def test_preserve_fds(pyctr, tmp_path):
+    import shlex
+    (tmp_path / "msg").write_text("through-fd-3\n")
+    argv = pyctr.argv("run", "--rm", "--preserve-fds", "1", "busybox", "sh", "-c", "cat <&3")
+    p = subprocess.run(["sh", "-c", "%s 3<%s" % (shlex.join(argv), tmp_path / "msg")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.stdout.strip() == "through-fd-3", p.stderr
+    p = subprocess.run(["sh", "-c", "%s 3<&-" % shlex.join(argv)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 125 and "fd 3 is not open" in one_line_error(p)
+
+
+def test_toml_job_file(pyctr, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('image = "busybox"\ncommand = ["sh", "-c", "echo $GREETING $(hostname)"]\n'
+                   'hostname = "from-toml"\nrm = true\n[env]\nGREETING = "hi"\n')
+    p = pyctr("run", "-f", str(job), check=True)
+    assert p.stdout.strip() == "hi from-toml"
+    job.write_text('image = "busybox\ncommand = 3\n')
+    p = pyctr("run", "-f", str(job))
+    assert p.returncode == 125 and "invalid TOML" in one_line_error(p)
+
+
+def test_oci_bundle(pyctr, rootfs, tmp_path):
+    spec = json.loads(pyctr("spec", "--hostname", "bundled", rootfs, "hostname",
+                            check=True).stdout)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(spec))
+    p = pyctr("run", "--rm", "--bundle", str(bundle), check=True)
+    assert p.stdout.strip() == "bundled"
+    (bundle / "config.json").write_text("{not json")
+    p = pyctr("run", "--rm", "--bundle", str(bundle))
+    assert p.returncode == 125 and "invalid JSON" in one_line_error(p)
+
+
+def test_share_namespaces_with_host_and_container(pyctr):
+    p = run(pyctr, "--ipc", "host", "--uts", "host", "busybox", "sh", "-c",
+            "readlink /proc/self/ns/ipc; hostname", check=True)
+    assert p.stdout.split() == [os.readlink("/proc/self/ns/ipc"), os.uname().nodename]
+    pyctr("run", "-d", "--name", "pod", "busybox", "sleep", "30", check=True)
+    p = run(pyctr, "--pid", "container:pod", "--ipc", "container:pod", "busybox", "sh", "-c",
+            "ps -o comm | grep -c sleep", check=True)
+    assert p.stdout.strip() == "1"  # sees the pod's sleep
+
+
+def test_rootless_maps_caller_to_root(rootfs, tmp_path):
+    import pwd
+    import shlex
+    import sys
+    try:
+        user = pwd.getpwnam("pyctr-test")
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "pyctr-test"], check=True)
+        user = pwd.getpwnam("pyctr-test")
+    state = "/tmp/pyctr-rootless-%d" % os.getpid()
+    argv = [sys.executable, "-m", "pyctr", "--root", state, "run", "--rm", rootfs,
+            "sh", "-c", "id -u; cat /proc/self/uid_map"]
+    try:
+        p = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c", shlex.join(argv)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.stdout.split()[:4] == ["0", "0", str(user.pw_uid), "1"], p.stderr
+    finally:
+        subprocess.run(["rm", "-rf", state])
