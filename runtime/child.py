@@ -10,6 +10,7 @@ import os
 from pyctr import rootfs as R
 from pyctr import syscalls as S
 from pyctr.errors import EXIT_RUNTIME
+from pyctr.spec import CAPABILITIES
 
 SIGKILL = 9
 
@@ -70,9 +71,11 @@ def prepare_process(proc, sys):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
     root keeps its capabilities; pdeathsig again since setuid clears it."""
+    caps = [CAPABILITIES[c] for c in proc.capabilities]
+    sys.drop_bounding(caps)
     sys.set_keepcaps(True)
     sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
-    sys.set_capabilities(proc.capabilities)
+    sys.set_capabilities(caps)
     if proc.no_new_privileges:
         sys.set_no_new_privs()
     sys.set_pdeathsig(SIGKILL)

@@ -87,6 +87,87 @@ def dispatch(argv):
     return getattr(mod, function)(paths, rest)
 
 
+class Opt:
+    """One option of a verb: kind is "bool", "str", "int" or "list" (repeatable)."""
+    __slots__ = ("names", "dest", "kind", "help")
+
+    def __init__(self, names, kind="str", help="", dest=None):
+        self.names = names.split()
+        self.kind = kind
+        self.help = help
+        self.dest = dest or self.names[-1].lstrip("-").replace("-", "_")
+
+
+def parse_options(prog, summary, options, argv, positionals=(), rest=None):
+    """A small getopt for the verbs on the start-up path (run, exec): argparse
+    and the `re` it imports cost more than the rest of `pyctr run`.
+
+    Options come first; the first non-option fills `positionals` in order,
+    and with `rest` set everything after them (options too) belongs to the
+    command. Returns a dict, or None after printing --help."""
+    by_name = {n: o for o in options for n in o.names}
+    values = {o.dest: ([] if o.kind == "list" else None) for o in options}
+    values.update({p: None for p in positionals})
+    if rest:
+        values[rest] = []
+    i, pos, options_done = 0, 0, False
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg in ("-h", "--help") and pos == 0:
+            _print_help(prog, summary, options, positionals, rest)
+            return None
+        if arg == "--" and not options_done:
+            options_done = True
+            continue
+        if arg.startswith("-") and arg != "-" and pos == 0 and not options_done:
+            name, eq, value = arg.partition("=")
+            opt = by_name.get(name)
+            if opt is None:
+                raise PyctrError("%s: unknown option %s (see pyctr %s --help)" % (prog, name, prog))
+            if opt.kind == "bool":
+                if eq:
+                    raise PyctrError("%s: %s takes no value" % (prog, name))
+                values[opt.dest] = True
+                continue
+            if not eq:
+                if i >= len(argv):
+                    raise PyctrError("%s: %s needs a value" % (prog, name))
+                value = argv[i]
+                i += 1
+            if opt.kind == "int":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise PyctrError("%s: %s wants a number, not %r" % (prog, name, value))
+            if opt.kind == "list":
+                values[opt.dest].append(value)
+            else:
+                values[opt.dest] = value
+            continue
+        if pos < len(positionals):
+            values[positionals[pos]] = arg
+            pos += 1
+            if pos == len(positionals) and rest:
+                values[rest] = argv[i:]
+                break
+        elif rest:
+            values[rest] = argv[i - 1:]
+            break
+        else:
+            raise PyctrError("%s: unexpected argument %r" % (prog, arg))
+    return values
+
+
+def _print_help(prog, summary, options, positionals, rest):
+    words = " ".join(p.upper() for p in positionals)
+    print("usage: pyctr %s [OPTIONS] %s%s\n\n%s\n\noptions:" % (
+        prog, words, " %s..." % rest.upper() if rest else "", summary))
+    for o in options:
+        arg = "" if o.kind == "bool" else " " + o.dest.upper()
+        print("  %-28s %s" % (", ".join(o.names) + arg, o.help))
+
+
 def arg_parser(prog, description):
     """An argparse parser whose errors are one line and exit 125, like every
     other pyctr failure (argparse would print usage and exit 2)."""

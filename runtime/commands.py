@@ -3,7 +3,7 @@ Each takes (paths, argv) and returns an exit code; failures are PyctrError."""
 import os
 import sys
 
-from pyctr.cli import arg_parser
+from pyctr.cli import Opt, parse_options
 from pyctr.errors import PyctrError
 
 # run/spec option -> specgen key, for the flags that map one to one
@@ -12,64 +12,65 @@ _RUN_KEYS = ("name", "hostname", "workdir", "user", "env", "env_file", "volumes"
              "cap_drop", "pid", "ipc", "uts", "net", "ip", "mac", "mtu")
 
 
-def _run_parser(prog):
-    p = arg_parser(prog, "Create and start a container running CMD in IMAGE or ROOTFS.")
-    a = p.add_argument
-    a("-f", "--file", help="TOML job file with the same settings (flags override it)")
-    a("--bundle", help="OCI bundle directory (config.json + rootfs)")
-    a("--name")
-    a("--rm", dest="remove", action="store_true", default=None,
-      help="remove the container when it exits")
-    a("-d", "--detach", action="store_true", default=None, help="run in the background")
-    a("-e", "--env", action="append", help="KEY=VALUE, or KEY to pass pyctr's own")
-    a("--env-file", action="append")
-    a("-w", "--workdir")
-    a("-u", "--user", help="UID[:GID] or a name from the container's /etc/passwd")
-    a("--hostname")
-    a("-v", "--volume", dest="volumes", action="append", help="SRC:DST[:ro]")
-    a("--read-only", action="store_true", default=None)
-    a("--tmpfs", action="append", help="DST[:OPTIONS]")
-    a("--cap-add", action="append")
-    a("--cap-drop", action="append")
-    a("--preserve-fds", type=int, help="pass fds 3..3+N-1 to the workload")
-    a("--init", action="store_true", default=None, help="run a reaper as PID 1")
-    a("--userns", action="store_true", default=None,
-      help="map container root to an unprivileged host range")
-    a("--pid", help="private (default), host or container:NAME")
-    a("--ipc", help="private (default), host or container:NAME")
-    a("--uts", help="private (default), host or container:NAME")
-    a("--net", "--network", dest="net", action="append",
-      help="none (default), host, container:NAME, veth:BRIDGE, macvlan:LOWER[:MODE], NAME")
-    a("--ip", help="address for the first network (ADDR[/PREFIX])")
-    a("--mac", help="MAC address for the first network")
-    a("--mtu", type=int, help="MTU for the first network")
-    a("target", nargs="?", metavar="IMAGE|ROOTFS")
-    a("command", nargs="...", metavar="CMD")
-    return p
+RUN_OPTIONS = [
+    Opt("-f --file", help="TOML job file with the same settings (flags override it)"),
+    Opt("--bundle", help="OCI bundle directory (config.json + rootfs)"),
+    Opt("--name", help="container name (default: its id)"),
+    Opt("--rm", "bool", "remove the container when it exits", dest="remove"),
+    Opt("-d --detach", "bool", "run in the background; `pyctr logs` shows its output"),
+    Opt("-e --env", "list", "KEY=VALUE, or KEY to pass pyctr's own"),
+    Opt("--env-file", "list", "file of KEY=VALUE lines"),
+    Opt("-w --workdir", help="working directory inside"),
+    Opt("-u --user", help="UID[:GID] or a name from the container's /etc/passwd"),
+    Opt("--hostname"),
+    Opt("-v --volume", "list", "SRC:DST[:ro] bind mount", dest="volumes"),
+    Opt("--read-only", "bool", "mount the root filesystem read-only"),
+    Opt("--tmpfs", "list", "DST[:OPTIONS] tmpfs mount"),
+    Opt("--cap-add", "list", "add a capability (or ALL)"),
+    Opt("--cap-drop", "list", "drop a capability (or ALL)"),
+    Opt("--preserve-fds", "int", "pass fds 3..3+N-1 on to the workload"),
+    Opt("--init", "bool", "run a reaper as PID 1 that forwards signals"),
+    Opt("--userns", "bool", "map container root to an unprivileged host range"),
+    Opt("--pid", help="private (default), host or container:NAME"),
+    Opt("--ipc", help="private (default), host or container:NAME"),
+    Opt("--uts", help="private (default), host or container:NAME"),
+    Opt("--net --network", "list",
+        "none (default), host, container:NAME, veth:BRIDGE, macvlan:LOWER[:MODE], NAME",
+        dest="net"),
+    Opt("--ip", help="address for the first network, ADDR[/PREFIX]"),
+    Opt("--mac", help="MAC address for the first network"),
+    Opt("--mtu", "int", "MTU for the first network"),
+]
+_NOT_SPEC_KEYS = ("file", "bundle", "target", "command")
 
 
 def _spec_from_args(paths, prog, argv):
-    args = _run_parser(prog).parse_args(argv)
-    from pyctr import specgen
-    if args.bundle:
+    """run and spec: flags (over a -f TOML file, or an OCI bundle) -> Spec."""
+    args = parse_options(prog, "Create and start a container running CMD in IMAGE or ROOTFS.",
+                         RUN_OPTIONS, argv, positionals=("target",), rest="command")
+    if args is None:
+        return None
+    if args["bundle"]:
         from pyctr import oci
-        if args.target:
-            args.command.insert(0, args.target)
-        return oci.load_bundle(args.bundle, args)
-    opts = specgen.load_toml(args.file) if args.file else {}
-    for key in _RUN_KEYS:
-        value = getattr(args, key)
-        if value is not None:
+        if args["target"]:
+            args["command"].insert(0, args["target"])
+        return oci.load_bundle(args["bundle"], args)
+    from pyctr import specgen
+    opts = specgen.load_toml(args["file"]) if args["file"] else {}
+    for key, value in args.items():
+        if key not in _NOT_SPEC_KEYS and value not in (None, []):
             opts[key] = value
-    if args.target:
-        opts["target"] = args.target
-    if args.command:
-        opts["command"] = args.command
+    if args["target"]:
+        opts["target"] = args["target"]
+    if args["command"]:
+        opts["command"] = args["command"]
     return specgen.build(paths, opts)
 
 
 def cmd_run(paths, argv):
     spec = _spec_from_args(paths, "run", argv)
+    if spec is None:
+        return 0
     if spec.detach:
         return _run_detached(paths, spec)
     from pyctr.container import Container
@@ -126,31 +127,34 @@ def _run_detached(paths, spec):
 def cmd_spec(paths, argv):
     import json
     spec = _spec_from_args(paths, "spec", argv)
+    if spec is None:
+        return 0
     print(json.dumps(spec.to_oci(), indent=2))
     return 0
 
 
 def cmd_exec(paths, argv):
-    p = arg_parser("exec", "Run a command in a running container (joins all its namespaces).")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user", help="UID[:GID]")
-    p.add_argument("name")
-    p.add_argument("command", nargs="...")
-    args = p.parse_args(argv)
-    if not args.command:
-        raise PyctrError("exec: no command given")
+    args = parse_options("exec", "Run CMD in a running container (joins all its namespaces).",
+                         [Opt("-e --env", "list", "KEY=VALUE"), Opt("-w --workdir"),
+                          Opt("-u --user", help="UID[:GID]")],
+                         argv, positionals=("name",), rest="command")
+    if args is None:
+        return 0
+    if not args["name"] or not args["command"]:
+        raise PyctrError("exec: usage: pyctr exec [OPTIONS] NAME CMD...")
     from pyctr import enter
     from pyctr.state import StateStore
-    config = StateStore(paths).read(args.name, "config.json")
-    process = enter.process_from_config(config, args.command, args.env, args.workdir, args.user)
-    return enter.enter(paths, args.name, process)
+    config = StateStore(paths).read(args["name"], "config.json")
+    process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
+                                        args["user"])
+    return enter.enter(paths, args["name"], process)
 
 
 def cmd_ps(paths, argv):
-    p = arg_parser("ps", "List containers.")
-    p.add_argument("-q", "--quiet", action="store_true", help="names only")
-    args = p.parse_args(argv)
+    args = parse_options("ps", "List containers.",
+                         [Opt("-q --quiet", "bool", "names only")], argv)
+    if args is None:
+        return 0
     from pyctr.state import StateStore
     store = StateStore(paths)
     rows = []
@@ -161,7 +165,7 @@ def cmd_ps(paths, argv):
             continue
         rows.append((st.get("id", "?"), name, store.status(st), str(st.get("pid") or "-"),
                      st.get("created", "?"), " ".join(st.get("command") or [])[:40]))
-    if args.quiet:
+    if args["quiet"]:
         print("\n".join(r[1] for r in rows))
         return 0
     fmt = "%-12s  %-20s  %-8s  %-7s  %-20s  %s"
@@ -173,13 +177,13 @@ def cmd_ps(paths, argv):
 
 def cmd_inspect(paths, argv):
     import json
-    p = arg_parser("inspect", "Show a container's state (and its OCI config) as JSON.")
-    p.add_argument("names", nargs="+", metavar="NAME")
-    args = p.parse_args(argv)
+    args = _names_verb("inspect", "Show containers' state (and OCI config) as JSON.", [], argv)
+    if args is None:
+        return 0
     from pyctr.state import StateStore
     store = StateStore(paths)
     out = []
-    for name in args.names:
+    for name in args["names"]:
         st = store.read(name)
         st["status"] = store.status(st)
         st["bundle"] = store.dir(name)
@@ -187,6 +191,13 @@ def cmd_inspect(paths, argv):
         out.append(st)
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _names_verb(prog, summary, options, argv):
+    args = parse_options(prog, summary, options, argv, rest="names")
+    if args is not None and not args["names"]:
+        raise PyctrError("%s: name at least one container" % prog)
+    return args
 
 
 def _signal_number(text):
@@ -202,28 +213,29 @@ def _signal_number(text):
 
 
 def cmd_kill(paths, argv):
-    p = arg_parser("kill", "Send a signal (default TERM) to a container's PID 1.")
-    p.add_argument("-s", "--signal", default="TERM")
-    p.add_argument("name")
-    args = p.parse_args(argv)
+    args = _names_verb("kill", "Send a signal (default TERM) to containers' PID 1.",
+                       [Opt("-s --signal", help="name or number")], argv)
+    if args is None:
+        return 0
     from pyctr.state import StateStore, is_alive
-    st = StateStore(paths).read(args.name)
-    sig = _signal_number(args.signal)
-    if not is_alive(st.get("pid"), st.get("pid_start")):
-        raise PyctrError("container %s is not running" % args.name)
-    os.kill(st["pid"], sig)
+    sig = _signal_number(args["signal"] or "TERM")
+    for name in args["names"]:
+        st = StateStore(paths).read(name)
+        if not is_alive(st.get("pid"), st.get("pid_start")):
+            raise PyctrError("container %s is not running" % name)
+        os.kill(st["pid"], sig)
     return 0
 
 
 def cmd_rm(paths, argv):
-    p = arg_parser("rm", "Remove containers (-f: kill them first if running).")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("names", nargs="+", metavar="NAME")
-    args = p.parse_args(argv)
+    args = _names_verb("rm", "Remove containers.",
+                       [Opt("-f --force", "bool", "kill them first if running")], argv)
+    if args is None:
+        return 0
     from pyctr.state import StateStore
     store = StateStore(paths)
-    for name in args.names:
-        remove(paths, store, name, store.read(name), args.force)
+    for name in args["names"]:
+        remove(paths, store, name, store.read(name), args["force"])
     return 0
 
 
@@ -250,24 +262,28 @@ def _wait_gone(pid, start, timeout=5.0):
 
 
 def cmd_logs(paths, argv):
-    p = arg_parser("logs", "Print the output of a detached container.")
-    p.add_argument("name")
-    args = p.parse_args(argv)
+    args = parse_options("logs", "Print the output of a detached container.", [], argv,
+                         positionals=("name",))
+    if args is None:
+        return 0
+    if not args["name"]:
+        raise PyctrError("logs: usage: pyctr logs NAME")
     from pyctr.state import StateStore
     store = StateStore(paths)
-    store.read(args.name)
+    store.read(args["name"])
     try:
-        with open(os.path.join(store.dir(args.name), "log"), "rb") as f:
+        with open(os.path.join(store.dir(args["name"]), "log"), "rb") as f:
             sys.stdout.buffer.write(f.read())
     except FileNotFoundError:
         raise PyctrError("container %s has no log (only detached containers keep one)"
-                         % args.name)
+                         % args["name"])
     return 0
 
 
 def cmd_gc(paths, argv):
-    p = arg_parser("gc", "Remove what crashed pyctr processes left behind. Idempotent.")
-    p.parse_args(argv)
+    if parse_options("gc", "Remove what crashed pyctr processes left behind. Idempotent.",
+                     [], argv) is None:
+        return 0
     from pyctr.state import StateStore, is_alive
     store = StateStore(paths)
     removed = []

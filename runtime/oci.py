@@ -25,12 +25,12 @@ def load_bundle(bundle, args=None):
         spec = from_config(config, bundle)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e))
-    if args is not None:
-        if args.command:
-            spec.process.args = list(args.command)
-        spec.name = args.name or spec.name
-        spec.remove = bool(args.remove)
-        spec.detach = bool(args.detach)
+    if args:  # run's flags that apply to a bundle
+        if args.get("command"):
+            spec.process.args = list(args["command"])
+        spec.name = args.get("name") or spec.name
+        spec.remove = bool(args.get("remove"))
+        spec.detach = bool(args.get("detach"))
     if not spec.process.args:
         raise PyctrError("%s: process.args is empty" % path)
     return spec

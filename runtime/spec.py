@@ -135,6 +135,16 @@ DEFAULT_CAPABILITIES = [
     "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
 ]
 
+# Capability numbers are kernel ABI (linux/capability.h); names as in OCI
+# configs without the CAP_ prefix, lower case.
+CAPABILITIES = {name: number for number, name in enumerate((
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
+    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
+    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
+    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
+    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
+    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore"))}
+
 DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The OCI runtime spec's defaults (runtime-spec config-linux.md, `runc spec`).

@@ -20,15 +20,6 @@ import shlex
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 
-KNOWN_CAPS = frozenset((
-    "audit_control", "audit_read", "audit_write", "block_suspend", "bpf",
-    "checkpoint_restore", "chown", "dac_override", "dac_read_search", "fowner", "fsetid",
-    "ipc_lock", "ipc_owner", "kill", "lease", "linux_immutable", "mac_admin", "mac_override",
-    "mknod", "net_admin", "net_bind_service", "net_broadcast", "net_raw", "perfmon", "setfcap",
-    "setgid", "setpcap", "setuid", "syslog", "sys_admin", "sys_boot", "sys_chroot",
-    "sys_module", "sys_nice", "sys_pacct", "sys_ptrace", "sys_rawio", "sys_resource",
-    "sys_time", "sys_tty_config", "wake_alarm"))
-
 NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
 
 
@@ -186,7 +177,7 @@ def _caps(add, drop):
     def norm(name):
         n = name.lower()
         n = n[4:] if n.startswith("cap_") else n
-        if n != "all" and n not in KNOWN_CAPS:
+        if n != "all" and n not in S.CAPABILITIES:
             raise PyctrError("unknown capability %r" % name)
         return n
     add, drop = [norm(c) for c in add], [norm(c) for c in drop]
@@ -194,7 +185,7 @@ def _caps(add, drop):
     if "all" in drop:
         caps = set()
     caps -= set(drop)
-    caps |= KNOWN_CAPS if "all" in add else set(add)
+    caps |= set(S.CAPABILITIES) if "all" in add else set(add)
     return sorted(caps)
 
 

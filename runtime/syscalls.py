@@ -54,8 +54,10 @@ class Syscalls:
         from pyctr._shim import ffi, lib
         self._ffi, self._lib = ffi, lib
         # Imported now: after pivot_root the child cannot import anything.
-        import prctl
-        self._prctl = prctl
+        # python-prctl's C core only: its prctl.py wrapper adds start-up
+        # time and nothing pyctr uses.
+        import _prctl
+        self._prctl = _prctl
 
     def _check(self, rc, what):
         if rc < 0:
@@ -123,31 +125,32 @@ class Syscalls:
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
 
-    def set_capabilities(self, keep):
-        """Reduce every capability set to `keep` (names like "chown").
-        The bounding set is cut by number up to the kernel's last cap, since
-        python-prctl's table may predate the running kernel."""
-        prctl = self._prctl
-        wanted = {getattr(prctl, "CAP_" + name.upper()) for name in keep}
+    def _cap_split(self, keep):
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
-        for number in range(last + 1):
-            if number not in wanted:
-                try:
-                    prctl.capbset_drop(number)
-                except (OSError, ValueError):
-                    pass  # unknown to this kernel
-        for capset in (prctl.cap_inheritable, prctl.cap_effective, prctl.cap_permitted):
-            capset.limit(*keep)
+        keep = [n for n in keep if n <= last]
+        return keep, [n for n in range(last + 1) if n not in keep]
+
+    def drop_bounding(self, keep):
+        """Cut the bounding set to `keep` (capability numbers), up to the
+        running kernel's last cap. Needs CAP_SETPCAP: do it before setuid."""
+        P = self._prctl
+        for number in self._cap_split(keep)[1]:
+            P.prctl(P.PR_CAPBSET_DROP, number)
+
+    def set_capabilities(self, keep):
+        """Permitted, effective and inheritable sets = `keep`."""
+        keep, drop = self._cap_split(keep)
+        self._prctl.set_caps(keep, keep, keep, drop, drop, drop)
 
     def set_keepcaps(self, on):
-        self._prctl.set_keepcaps(on)
+        self._prctl.prctl(self._prctl.PR_SET_KEEPCAPS, int(on))
 
     def set_no_new_privs(self):
-        self._prctl.set_no_new_privs(1)
+        self._prctl.prctl(self._prctl.PR_SET_NO_NEW_PRIVS, 1)
 
     def set_pdeathsig(self, sig):
-        self._prctl.set_pdeathsig(sig)
+        self._prctl.prctl(self._prctl.PR_SET_PDEATHSIG, sig)
 
     # -- file descriptors and exec -------------------------------------
     def close_range(self, first, last=0xFFFFFFFF, flags=0):
