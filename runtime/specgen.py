@@ -15,7 +15,6 @@ Keys, all optional but `target` and `command`:
   ip, mac, mtu      applied to the first network
 """
 import os
-import shlex
 
 from pyctr import spec as S
 from pyctr.errors import PyctrError
@@ -282,6 +281,7 @@ def load_toml(path):
         if old in opts:
             opts[new] = opts.pop(old)
     if isinstance(opts.get("command"), str):
+        import shlex
         opts["command"] = shlex.split(opts["command"])
     if isinstance(opts.get("env"), dict):
         opts["env"] = ["%s=%s" % kv for kv in opts["env"].items()]

@@ -10,11 +10,10 @@ The directory is created (atomically: mkdir fails if the name is taken)
 before the container exists and state.json is written before the workload
 starts, so a container is never running without a record.
 """
-import json
 import os
-import shutil
 import time
 
+from pyctr import jsonio
 from pyctr.errors import PyctrError
 
 
@@ -56,13 +55,13 @@ class StateStore:
         path = os.path.join(self.dir(name), filename)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(state, f, indent=1)
+            f.write(jsonio.dumps(state))
         os.rename(tmp, path)
 
     def read(self, name, filename="state.json"):
         try:
             with open(os.path.join(self.dir(name), filename)) as f:
-                return json.load(f)
+                return jsonio.loads(f.read())
         except FileNotFoundError:
             raise PyctrError("no such container: %s" % name)
         except ValueError as e:
@@ -76,7 +75,7 @@ class StateStore:
             return []
 
     def remove(self, name):
-        shutil.rmtree(self.dir(name), ignore_errors=True)
+        remove_tree(self.dir(name))
 
     def status(self, state):
         """What `ps` shows: the recorded status, corrected for a process that
@@ -85,6 +84,25 @@ class StateStore:
                 state.get("pid"), state.get("pid_start")):
             return "stopped"
         return state.get("status", "unknown")
+
+
+def remove_tree(top):
+    """shutil.rmtree(top, ignore_errors=True) without importing shutil (and
+    the compression modules it pulls in) on `run --rm`'s path."""
+    for root, dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            _quietly(os.unlink, os.path.join(root, name))
+        for name in dirs:
+            path = os.path.join(root, name)
+            _quietly(os.unlink if os.path.islink(path) else os.rmdir, path)
+    _quietly(os.rmdir, top)
+
+
+def _quietly(fn, path):
+    try:
+        fn(path)
+    except OSError:
+        pass
 
 
 def now():
