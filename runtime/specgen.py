@@ -27,7 +27,9 @@ def build(paths, opts):
     if not target:
         raise PyctrError("no image or rootfs given")
     root, image = _root(paths, target, opts)
-    command = list(opts.get("command") or (image.cmd if image else None) or [])
+    # As docker: the image's entrypoint, then CMD (given, or the image's).
+    entrypoint = list(image.entrypoint or []) if image else []
+    command = entrypoint + list(opts.get("command") or (image.cmd if image else None) or [])
     if not command:
         raise PyctrError("no command given and image %r has no default" % target)
 
