@@ -1,0 +1,386 @@
+"""`pyctr bench startup`: wall time of `pyctr run --rm --net=none IMAGE
+/bin/true` against `runc run`, `crun run` and `bwrap` on the same rootfs.
+
+What each contender does (all as root, same rootfs, new pid, ipc, uts, mount
+and network namespaces, loopback up, workload /bin/true, teardown included):
+  pyctr   LAUNCHER --root STATE --data DATA run --rm --net=none IMAGE /bin/true
+  runc    runc --root STATE run --bundle B ID    (config.json from `runc spec`:
+          terminal false, args /bin/true, root = the image rootfs, read-only)
+  crun    crun --root STATE run --bundle B ID    (same bundle)
+  bwrap   bwrap --unshare-{pid,ipc,uts,net} --ro-bind ROOTFS / --proc /proc
+          --dev /dev /bin/true
+  python  the interpreter pyctr runs on, `-c pass` (the floor a Python
+          runtime cannot go below)
+A fresh container id per run. runc and crun keep their state in a private
+--root on tmpfs, like their default /run/{runc,crun}.
+
+crun 1.8.1 refuses a hybrid cgroup layout (cgroup v1 controllers plus
+/sys/fs/cgroup/unified) with "cgroups in hybrid mode not supported". On such
+a host its runner is started in `unshare -m` with /sys/fs/cgroup/unified
+unmounted in that private mount namespace; the unshare and sh are paid once,
+when the runner starts, never inside a timed run (see runner.py).
+
+Fair timing of a Python program: we time the launcher pyctr users run
+(`/usr/local/bin/pyctr`, its shebang naming the installed interpreter, not a
+pyenv shim that would add ~170 ms). Before timing, pyctr's package is
+byte-compiled (`-m compileall`) and PYTHONDONTWRITEBYTECODE is removed from
+the timed environment, so no run pays for compiling sources - what a user of
+a non-editable install gets.
+"""
+import os
+import shutil
+import tempfile
+
+from pyctr.bench import harness
+from pyctr.cli import arg_parser
+from pyctr.errors import PyctrError
+
+DEFAULT_LAUNCHER = "/usr/local/bin/pyctr"
+
+
+def parse(argv):
+    p = arg_parser("bench startup", "Time `pyctr run --rm --net=none IMAGE /bin/true` "
+                   "against runc, crun and bwrap on the same rootfs.")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per contender (20)")
+    p.add_argument("--warmup", type=int, default=3, help="discarded rounds first (3)")
+    p.add_argument("--out", help="results directory (default results/startup-DATE)")
+    p.add_argument("--image", default="busybox",
+                   help="image name (its rootfs is used by all) or a rootfs directory")
+    p.add_argument("--pyctr", default=None, metavar="LAUNCHER",
+                   help="pyctr launcher to time (default %s, else pyctr on PATH)"
+                   % DEFAULT_LAUNCHER)
+    p.add_argument("--venv", metavar="DIR",
+                   help="first install this source tree non-editable into venv DIR (made if "
+                   "missing, e.g. /opt/pyctr-bench) and time its launcher")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing, print pyctr's `python -X importtime` top entries")
+    p.add_argument("--top", type=int, default=25, help="entries shown by --profile (25)")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------ preparation
+
+def resolve_rootfs(paths, image):
+    """(name or path given to pyctr run, rootfs directory)."""
+    if os.sep in image or image.startswith("."):
+        rootfs = os.path.abspath(image)
+        label = rootfs
+    else:
+        rootfs = os.path.join(paths.images, image, "rootfs")
+        label = image
+    if not os.path.isdir(rootfs):
+        raise PyctrError("image %s: no rootfs at %s (build it: pyctr image build %s)"
+                         % (image, rootfs, image))
+    if not os.path.lexists(os.path.join(rootfs, "bin", "true")):
+        raise PyctrError("image %s has no /bin/true" % image)
+    return label, rootfs
+
+
+def launcher_and_interpreter(given):
+    """The pyctr launcher to time and the interpreter its shebang names."""
+    launcher = given or (DEFAULT_LAUNCHER if os.path.exists(DEFAULT_LAUNCHER)
+                         else shutil.which("pyctr"))
+    if not launcher or not os.path.isfile(launcher):
+        raise PyctrError("pyctr launcher %s not found" % (given or "pyctr"))
+    launcher = os.path.abspath(launcher)
+    with open(launcher, "rb") as f:
+        first = f.readline(256)
+    if not first.startswith(b"#!"):
+        raise PyctrError("%s is not a script launcher (no #! line)" % launcher)
+    interp = first[2:].decode().split()[0]
+    if os.path.basename(interp) == "env" or "shims" in interp:
+        raise PyctrError("%s starts through %s, which may be a pyenv shim (~170 ms): "
+                         "time a launcher naming its interpreter" % (launcher, interp))
+    return launcher, interp
+
+
+def install_copy(venv):
+    """Install the source tree this pyctr runs from into `venv` as a regular
+    (non-editable) package; return the launcher. An editable install costs
+    every start its import finder (~15 ms here: it imports pathlib, fnmatch,
+    importlib.util), which a user's regular install does not pay."""
+    import subprocess
+    import sys
+    import pyctr
+    src = os.path.dirname(os.path.dirname(os.path.abspath(pyctr.__file__)))
+    if not os.path.isfile(os.path.join(src, "pyproject.toml")):
+        raise PyctrError("--venv needs pyctr running from its source tree (an editable "
+                         "install); %s is not one" % src)
+    venv = os.path.abspath(venv)
+    python = os.path.join(venv, "bin", "python3")
+    base = getattr(sys, "_base_executable", None) or "/usr/bin/python3"
+    steps = []
+    if not os.path.exists(python):
+        steps.append(("creating venv %s" % venv, [base, "-m", "venv", venv]))
+        steps.append(("installing pyctr and its dependencies",
+                      [python, "-m", "pip", "install", "--quiet", src]))
+    else:
+        steps.append(("reinstalling pyctr from %s" % src,
+                      [python, "-m", "pip", "install", "--quiet", "--no-deps",
+                       "--force-reinstall", src]))
+    from pyctr.progress import Progress
+    with Progress("bench startup: install copy", total=len(steps)) as p:
+        for what, argv in steps:
+            p.step(what)
+            out = subprocess.run(argv, capture_output=True, text=True)
+            if out.returncode:
+                tail = (out.stderr or out.stdout).strip().splitlines()
+                raise PyctrError("%s failed: %s" % (what, tail[-1] if tail else out.returncode))
+    return os.path.join(venv, "bin", "pyctr")
+
+
+def precompile(interp):
+    """Byte-compile the pyctr package the interpreter imports; return its dir."""
+    import subprocess
+    out = subprocess.run([interp, "-c", "import os, pyctr; print(os.path.dirname(pyctr.__file__))"],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise PyctrError("%s cannot import pyctr: %s" % (interp, out.stderr.strip()[-200:]))
+    pkg = out.stdout.strip()
+    subprocess.run([interp, "-m", "compileall", "-q", pkg], capture_output=True)
+    return pkg
+
+
+def write_bundle(bundle, rootfs):
+    """An OCI bundle from `runc spec`, made to run /bin/true without a tty."""
+    import json
+    import subprocess
+    os.makedirs(bundle)
+    out = subprocess.run(["runc", "spec", "--bundle", bundle], capture_output=True, text=True)
+    if out.returncode:
+        raise PyctrError("runc spec failed: %s" % out.stderr.strip())
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    config["root"]["path"] = rootfs
+    kinds = sorted(n["type"] for n in config["linux"]["namespaces"])
+    if kinds != ["ipc", "mount", "network", "pid", "uts"]:
+        raise PyctrError("runc spec gave namespaces %s, expected ipc mount network pid uts"
+                         % " ".join(kinds))
+    with open(path, "w") as f:
+        json.dump(config, f, indent=1)
+
+
+def hybrid_cgroups():
+    """True on a cgroup v1 host that also mounts v2 at /sys/fs/cgroup/unified."""
+    return os.path.ismount("/sys/fs/cgroup/unified")
+
+
+def install_kind(pkg):
+    """How the timed pyctr is installed: an editable install pays its import
+    finder at every start, a regular one does not."""
+    if os.path.basename(os.path.dirname(pkg)) == "site-packages":
+        return "regular install"
+    return "EDITABLE install: its import finder adds to every start, use --venv DIR " \
+        "for a user's figure"
+
+
+def crun_runner_prefix():
+    if not hybrid_cgroups():
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'umount /sys/fs/cgroup/unified && exec "$@"', "sh"]
+
+
+def timed_env():
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+# ----------------------------------------------------------- contenders
+
+def build(paths, args, work, runners):
+    """The contenders (skipping tools not installed) and notes about them."""
+    label, rootfs = resolve_rootfs(paths, args.image)
+    launcher, interp = launcher_and_interpreter(args.pyctr)
+    pkg = precompile(interp)
+    env = timed_env()
+    plain = runners.add(harness.Runner("plain", env=env))
+    step = harness.step
+    tag = "pb%d" % os.getpid()
+    contenders, notes = [], []
+
+    pyctr_state = os.path.join(work, "pyctr-state")
+    contenders.append(harness.CommandContender(
+        "pyctr", plain, lambda i: {"steps": [step(
+            [launcher, "--root", pyctr_state, "--data", paths.data,
+             "run", "--rm", "--net=none", label, "/bin/true"])]},
+        note="`%s run --rm --net=none %s /bin/true` (interpreter %s)"
+        % (launcher, label, interp)))
+
+    bundle = os.path.join(work, "bundle")
+    if shutil.which("runc"):
+        write_bundle(bundle, rootfs)
+    else:
+        raise PyctrError("runc is not installed (apt-get install runc): it is the peer")
+
+    def oci(tool):
+        state = os.path.join(work, tool + "-state")
+
+        def request(i):
+            cid = "%s-%s-%d" % (tag, tool, i + 1000)
+            return {"steps": [step([tool, "--root", state, "run", "--bundle", bundle, cid])],
+                    "on_fail": [step([tool, "--root", state, "delete", "--force", cid])]}
+        return request
+
+    contenders.append(harness.CommandContender(
+        "runc", plain, oci("runc"), note="`runc run` of a `runc spec` bundle "
+        "(pid, ipc, uts, mount, network namespaces; read-only root)"))
+
+    if shutil.which("crun"):
+        prefix = crun_runner_prefix()
+        crun_runner = runners.add(harness.Runner("crun", prefix=prefix, env=env))
+        contenders.append(harness.CommandContender(
+            "crun", crun_runner, oci("crun"),
+            note="`crun run`, same bundle" + (
+                "; timed from a mount namespace without /sys/fs/cgroup/unified "
+                "(crun 1.8.1 refuses hybrid cgroups)" if prefix else "")))
+    else:
+        notes.append("crun not installed: skipped (apt-get install crun)")
+
+    if shutil.which("bwrap"):
+        argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+                "--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]
+        contenders.append(harness.CommandContender(
+            "bwrap", plain, lambda i: {"steps": [step(argv)]},
+            note="`bwrap --unshare-{pid,ipc,uts,net} --ro-bind ROOTFS / --proc /proc "
+            "--dev /dev /bin/true`"))
+    else:
+        notes.append("bwrap not installed: skipped (apt-get install bubblewrap)")
+
+    contenders.append(harness.CommandContender(
+        "python", plain, lambda i: {"steps": [step([interp, "-c", "pass"])]},
+        note="`%s -c pass`: the bare interpreter, a floor for any Python runtime" % interp))
+
+    notes.append("pyctr timed from %s (%s), byte-compiled first; PYTHONDONTWRITEBYTECODE "
+                 "unset for timed runs" % (pkg, install_kind(pkg)))
+    notes.append("timed by a loop runner (posix_spawn + waitpid, perf_counter_ns) started "
+                 "once per environment; wrappers are never inside a timed run")
+    return contenders, notes, {"pyctr (timed)": harness.tool_version(launcher),
+                               "python (timed)": harness.tool_version(interp)}
+
+
+class Runners:
+    """Starts runners and stops every one of them, whatever happens."""
+
+    def __init__(self):
+        self.started = []
+
+    def add(self, runner):
+        runner.start()
+        self.started.append(runner)
+        return runner
+
+    def close(self):
+        for r in self.started:
+            r.close()
+
+
+def _require_root():
+    if os.geteuid() != 0:
+        raise PyctrError("bench startup needs root (runc, crun and pyctr run as root)")
+
+
+def command(paths, argv):
+    args = parse(argv)
+    _require_root()
+    if args.venv:
+        if args.pyctr:
+            raise PyctrError("bench startup: give --venv or --pyctr, not both")
+        args.pyctr = install_copy(args.venv)
+    if args.profile:
+        return profile(paths, args)
+    out = args.out or harness.default_out_dir("startup")
+    work = tempfile.mkdtemp(prefix="pyctr-bench-", dir="/run")
+    runners = Runners()
+    try:
+        contenders, notes, versions = build(paths, args, work, runners)
+        bench = harness.Benchmark(
+            "startup", "pyctr run --net=none vs runc, crun, bwrap: %s /bin/true" % args.image,
+            "ms", contenders, peer="runc", runs=args.runs, warmup=args.warmup, notes=notes,
+            comparisons=[("pyctr", c.name, 1.0 if c.name == "runc" else None)
+                         for c in contenders if c.name != "pyctr"])
+        facts = harness.machine_facts(versions)  # before the runs: their load, their date
+        result = bench.run()
+    finally:
+        runners.close()
+        left = _leftovers(work)
+        shutil.rmtree(work, ignore_errors=True)
+    if left:
+        result.bench.notes.append("left behind (then removed): " + ", ".join(left))
+    harness.emit(result, out, facts)
+    return 1 if result.failed else 0
+
+
+def _leftovers(work):
+    """Containers the contenders left in their private state dirs."""
+    left = []
+    for tool, sub in (("runc", "runc-state"), ("crun", "crun-state"),
+                      ("pyctr", os.path.join("pyctr-state", "containers"))):
+        try:
+            left += ["%s:%s" % (tool, name) for name in sorted(os.listdir(os.path.join(work, sub)))]
+        except FileNotFoundError:
+            pass
+    return left
+
+
+# --------------------------------------------------------------- profile
+
+def parse_importtime(stderr):
+    """[(name, self_us, cumulative_us, importer)] from `-X importtime` output.
+    Python prints a module when its import ends, after the modules it
+    imported, one level deeper; so a module's importer is the next line one
+    level up (None at the top level)."""
+    entries = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "[us]" in line:
+            continue
+        self_us, cum_us, name = line[len("import time:"):].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        entries.append((depth, name.strip(), int(self_us), int(cum_us)))
+    out = []
+    for i, (depth, name, self_us, cum_us) in enumerate(entries):
+        importer = next((n for d, n, _, _ in entries[i + 1:] if d == depth - 1), None)
+        out.append((name, self_us, cum_us, importer))
+    return out
+
+
+def profile(paths, args, repeat=5):
+    """Print where pyctr's start-up goes: `-X importtime`, median of runs."""
+    import statistics
+    import subprocess
+    label, _ = resolve_rootfs(paths, args.image)
+    launcher, interp = launcher_and_interpreter(args.pyctr)
+    precompile(interp)
+    work = tempfile.mkdtemp(prefix="pyctr-bench-", dir="/run")
+    per_module, importers = {}, {}
+    try:
+        for _ in range(repeat):
+            out = subprocess.run(
+                [interp, "-X", "importtime", launcher, "--root", os.path.join(work, "state"),
+                 "--data", paths.data, "run", "--rm", "--net=none", label, "/bin/true"],
+                capture_output=True, text=True, env=timed_env())
+            if out.returncode:
+                lines = [l for l in out.stderr.splitlines() if not l.startswith("import time:")]
+                raise PyctrError("pyctr run failed while profiling: %s"
+                                 % (lines[-1] if lines else "exit %d" % out.returncode))
+            for name, self_us, cum_us, importer in parse_importtime(out.stderr):
+                per_module.setdefault(name, []).append((self_us, cum_us))
+                importers[name] = importer
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [(statistics.median(s for s, _ in v), statistics.median(c for _, c in v), name)
+            for name, v in per_module.items()]
+    total = sum(r[0] for r in rows)
+    print("pyctr start-up imports (%s, median of %d runs): %d modules, %.1f ms in imports"
+          % (launcher, repeat, len(rows), total / 1000))
+    for key, what in ((1, "cumulative"), (0, "self")):
+        print("\nTop %d by %s time:" % (args.top, what))
+        print("%9s %9s  %-32s %s" % ("self ms", "cumul ms", "module", "imported by"))
+        for s, c, name in sorted(rows, key=lambda r: -r[key])[:args.top]:
+            print("%9.2f %9.2f  %-32s %s" % (s / 1000, c / 1000, name,
+                                             importers.get(name) or "-"))
+    return 0

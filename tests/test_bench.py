@@ -1,0 +1,313 @@
+"""The benchmark machinery: statistics, ratios, interleaving, the timing
+runner, and the files a run leaves (table, CSV, JSON, chart). No assertion
+here depends on how fast anything is; the smoke runs only check that the
+benchmarks run end to end and report every contender."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyctr.bench import harness
+from pyctr.errors import PyctrError
+
+from conftest import root_only
+
+PYCTR = [sys.executable, "-m", "pyctr"]
+
+
+# ------------------------------------------------------------- statistics
+
+def test_summary_has_median_quartiles_and_range():
+    s = harness.summarize([5, 1, 4, 2, 3])
+    assert (s["n"], s["median"], s["q1"], s["q3"], s["iqr"], s["min"], s["max"]) == \
+        (5, 3, 2, 4, 2, 1, 5)
+    assert harness.summarize([7.5])["median"] == 7.5
+    assert harness.summarize([7.5])["iqr"] == 0
+    assert harness.summarize([]) is None
+
+
+def test_median_is_robust_to_one_outlier():
+    assert harness.summarize([10, 11, 12, 13, 1000])["median"] == 12
+
+
+def test_ratio_of_medians():
+    assert harness.ratio(30.0, 40.0) == 0.75
+    assert harness.ratio(None, 40.0) is None
+    assert harness.ratio(30.0, 0) is None
+    assert harness.ratio(30.0, None) is None
+
+
+# ------------------------------------------------------------------ runner
+
+@pytest.fixture
+def runner():
+    with harness.Runner("test") as r:
+        yield r
+
+
+def test_runner_times_a_command(runner):
+    reply = runner.time({"steps": [harness.step(["true"])]})
+    assert reply["status"] == 0 and reply["ns"] > 0
+
+
+def test_runner_reports_exit_status_step_and_stderr(runner):
+    reply = runner.time({"steps": [harness.step(["true"]),
+                                   harness.step(["sh", "-c", "echo broken >&2; exit 3"])]})
+    assert (reply["status"], reply["step"]) == (3, 1)
+    assert "broken" in reply["stderr"]
+
+
+def test_runner_reports_a_missing_program(runner):
+    reply = runner.time({"steps": [{"argv": ["/nonexistent/prog"], "env": None,
+                                    "stdin": None, "always": False}]})
+    assert reply["status"] == 127
+    assert "/nonexistent/prog" in reply["stderr"]
+
+
+def test_runner_runs_teardown_steps_after_a_failure_and_skips_the_rest(runner, tmp_path):
+    skipped, teardown, cleanup = tmp_path / "skipped", tmp_path / "teardown", tmp_path / "x"
+    reply = runner.time({
+        "steps": [harness.step(["false"]),
+                  harness.step(["touch", str(skipped)]),
+                  harness.step(["touch", str(teardown)], always=True)],
+        "on_fail": [harness.step(["touch", str(cleanup)])]})
+    assert reply["status"] == 1 and reply["step"] == 0
+    assert not skipped.exists()
+    assert teardown.exists() and cleanup.exists()
+
+
+def test_runner_feeds_stdin_and_env(runner, tmp_path):
+    src, dst = tmp_path / "in.json", tmp_path / "out"
+    src.write_text('{"cniVersion": "1.0.0"}')
+    reply = runner.time({"steps": [harness.step(
+        ["sh", "-c", 'cat > "%s"; echo "$CNI_COMMAND" >> "%s"' % (dst, dst)],
+        env={"CNI_COMMAND": "ADD"}, stdin=str(src))]})
+    assert reply["status"] == 0
+    assert dst.read_text() == '{"cniVersion": "1.0.0"}ADD\n'
+
+
+def test_runner_that_cannot_start_is_one_clear_error():
+    with pytest.raises(PyctrError, match="cannot start the broken timing runner"):
+        harness.Runner("broken", prefix=["sh", "-c", "echo no cgroup here >&2; exit 1",
+                                         "sh"]).start()
+
+
+def test_step_resolves_programs_on_path():
+    assert harness.step(["true"])["argv"][0] in ("/bin/true", "/usr/bin/true")
+    with pytest.raises(PyctrError, match="not found"):
+        harness.step(["no-such-program-pyctr"])
+
+
+# --------------------------------------------------------------- benchmark
+
+def recording(name, value, log):
+    def measure(i):
+        log.append((name, i))
+        return value
+    return harness.Contender(name, measure)
+
+
+def test_rounds_interleave_contenders_and_drop_warmups():
+    log = []
+    bench = harness.Benchmark("t", "t", "ms", [recording(n, v, log) for n, v in
+                                              (("a", 1.0), ("b", 2.0), ("c", 4.0))],
+                              peer="b", runs=4, warmup=2)
+    result = bench.run()
+    assert len(log) == 3 * 6
+    # every round measures each contender once, starting with a different one
+    rounds = [log[i:i + 3] for i in range(0, len(log), 3)]
+    assert all(sorted(n for n, _ in r) == ["a", "b", "c"] for r in rounds)
+    assert [r[0][0] for r in rounds] == ["a", "b", "c", "a", "b", "c"]
+    assert [i for n, i in log if n == "a"] == [-2, -1, 0, 1, 2, 3]
+    assert {n: len(v) for n, v in result.samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert result.ratio_to_peer("a") == 0.5 and result.ratio_to_peer("c") == 2.0
+
+
+def test_comparisons_and_targets():
+    log = []
+    contenders = [recording("mine", 3.0, log), recording("theirs", 4.0, log),
+                  recording("fast", 1.0, log)]
+    r = harness.Benchmark("t", "t", "ms", contenders, peer="theirs", runs=2, warmup=0,
+                          comparisons=[("mine", "theirs", 1.0), ("mine", "fast", 1.0),
+                                       ("mine", "fast", None)]).run()
+    assert [(a, b, x, v) for a, b, x, _, v in r.comparisons()] == [
+        ("mine", "theirs", 0.75, "met"), ("mine", "fast", 3.0, "NOT met"),
+        ("mine", "fast", 3.0, None)]
+    # throughput: higher is better, so the target is a floor
+    hi = harness.Benchmark("t", "t", "Gbit/s", contenders, peer="theirs", runs=1, warmup=0,
+                           higher_is_better=True, comparisons=[("mine", "theirs", 1.0)]).run()
+    assert hi.comparisons()[0][4] == "NOT met"
+
+
+def test_a_contender_may_have_its_own_peer():
+    log = []
+    cs = [recording("x", 2.0, log), recording("px", 4.0, log), recording("y", 9.0, log),
+          recording("py", 3.0, log)]
+    cs[2].peer = "py"
+    r = harness.Benchmark("t", "t", "ms", cs, peer="px", runs=1, warmup=0).run()
+    assert r.ratio_to_peer("x") == 0.5 and r.ratio_to_peer("y") == 3.0
+
+
+def test_unknown_peer_or_bad_counts_are_refused():
+    c = [harness.Contender("a", lambda i: 1.0)]
+    with pytest.raises(PyctrError, match="not a contender"):
+        harness.Benchmark("t", "t", "ms", c, peer="zz")
+    with pytest.raises(PyctrError, match="not a contender"):
+        harness.Benchmark("t", "t", "ms", c, peer="a", comparisons=[("a", "zz", None)])
+    with pytest.raises(PyctrError, match="--runs"):
+        harness.Benchmark("t", "t", "ms", c, peer="a", runs=0)
+
+
+def test_a_failing_contender_is_dropped_and_reported(runner):
+    cs = [harness.CommandContender("ok", runner, lambda i: {"steps": [harness.step(["true"])]}),
+          harness.CommandContender("bad", runner, lambda i: {"steps": [harness.step(
+              ["sh", "-c", "echo no such image >&2; exit 125"])]})]
+    r = harness.Benchmark("t", "t", "ms", cs, peer="ok", runs=3, warmup=1).run()
+    assert len(r.samples["ok"]) == 3
+    assert "exited 125: no such image" in r.failed["bad"]
+    assert r.rows()[1][2] == "failed"
+    assert "**bad** failed: `sh -c" in r.markdown()
+
+
+def test_results_files_are_complete(runner, tmp_path):
+    cs = [harness.CommandContender("true", runner, lambda i: {"steps": [harness.step(["true"])]}),
+          harness.CommandContender("sh", runner, lambda i: {"steps": [harness.step(
+              ["sh", "-c", "true"])]}),
+          harness.CommandContender("broken", runner, lambda i: {"steps": [harness.step(
+              ["false"])]})]
+    r = harness.Benchmark("demo", "demo bench", "ms", cs, peer="true", runs=3, warmup=1,
+                          comparisons=[("sh", "true", None)]).run()
+    paths = r.write(str(tmp_path))
+    for kind in ("md", "csv", "json", "png"):
+        assert os.path.getsize(paths[kind]) > 0, kind
+    with open(paths["png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(paths["csv"]) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:3] == ["contender", "runs", "median_ms"]
+    assert [row[0] for row in rows[1:]] == ["true", "sh", "broken"]
+    assert all(cell.strip() for row in rows for cell in row)
+    assert all(len(row) == len(rows[0]) for row in rows)
+    md = open(paths["md"]).read()
+    table = [l for l in md.splitlines() if l.startswith("|")]
+    assert len(table) == 2 + 3
+    assert all(cell.strip() for l in table for cell in l.strip("|").split("|"))
+    assert "sh / true = " in md
+    data = json.load(open(paths["json"]))
+    assert [c["name"] for c in data["contenders"]] == ["true", "sh", "broken"]
+    assert len(data["contenders"][0]["samples"]) == 3
+    assert data["contenders"][2]["failed"]
+    facts = data["machine"]
+    for key in ("kernel", "cpu", "nproc", "memory_mib", "date"):
+        assert facts[key], key
+    for tool in ("runc", "crun", "bwrap", "python", "pyctr"):
+        assert tool in facts["versions"]
+
+
+def test_machine_facts_name_this_machine():
+    f = harness.machine_facts()
+    assert f["kernel"] == os.uname().release
+    assert f["nproc"] == os.cpu_count()
+    assert f["versions"]["python"] == "%d.%d.%d" % sys.version_info[:3]
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_bench_without_a_known_benchmark_is_one_line():
+    p = subprocess.run(PYCTR + ["bench", "nonsense"], capture_output=True, text=True)
+    assert p.returncode == 125
+    assert p.stderr.startswith("pyctr: ") and len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run(PYCTR + ["bench"], capture_output=True, text=True)
+    assert p.returncode == 0 and "startup" in p.stdout and "net" in p.stdout
+
+
+def test_bench_startup_bad_flags_are_one_line():
+    p = subprocess.run(PYCTR + ["bench", "startup", "--runs", "many"], capture_output=True,
+                       text=True)
+    assert p.returncode == 125
+    assert p.stderr.startswith("pyctr: ") and len(p.stderr.strip().splitlines()) == 1
+
+
+@root_only
+def test_bench_startup_missing_image_is_one_line(tmp_path):
+    p = subprocess.run(PYCTR + ["--data", str(tmp_path), "bench", "startup", "--runs", "1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 125
+    assert "pyctr image build busybox" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------ smoke runs
+
+def _ours():
+    """Network namespaces and host links with the benchmarks' name prefix
+    (other tests may be adding and removing their own meanwhile)."""
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return ([n for n in ns.split() if n.startswith("pbn")]
+            + [l.split(":")[1].strip() for l in links.splitlines()
+               if l.split(":")[1].strip().startswith("pb")])
+
+
+@root_only
+@pytest.mark.slow
+def test_startup_benchmark_runs_end_to_end(image_data, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run(PYCTR + ["--data", image_data, "bench", "startup", "--runs", "2",
+                                "--warmup", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.load(open(out / "startup.json"))
+    measured = {c["name"]: len(c["samples"]) for c in data["contenders"]}
+    assert measured["pyctr"] == 2 and measured["runc"] == 2
+    assert "pyctr / runc = " in p.stdout
+    assert (out / "startup.png").exists()
+    assert not [d for d in os.listdir("/run") if d.startswith("pyctr-bench-")]
+    assert _ours() == []
+
+
+@root_only
+@pytest.mark.slow
+def test_net_benchmark_runs_end_to_end(image_data, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run(PYCTR + ["--data", image_data, "bench", "net", "--runs", "2",
+                                "--warmup", "1", "--iperf-runs", "1", "--iperf-seconds", "1",
+                                "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    start = json.load(open(out / "net-start.json"))
+    assert all(len(c["samples"]) == 2 for c in start["contenders"])
+    iperf = json.load(open(out / "net-iperf.json"))
+    assert all(len(c["samples"]) == 1 and c["samples"][0] > 0 for c in iperf["contenders"])
+    assert "macvlan / nic = " in p.stdout
+    assert _ours() == []
+
+
+def test_bench_paper_is_routed_to_its_module(monkeypatch):
+    import types
+    import pyctr.bench
+    calls = []
+    fake = types.ModuleType("pyctr.bench.paper")
+    fake.command = lambda paths, argv: calls.append((paths, argv)) or 7
+    monkeypatch.setitem(sys.modules, "pyctr.bench.paper", fake)
+    monkeypatch.setattr(pyctr.bench, "paper", fake, raising=False)
+    assert pyctr.bench.command("PATHS", ["paper", "--runs", "3"]) == 7
+    assert calls == [("PATHS", ["--runs", "3"])]
+
+
+def test_importtime_profile_names_each_modules_importer():
+    from pyctr.bench.startup import parse_importtime
+    err = ("import time: self [us] | cumulative | imported package\n"
+           "import time:       100 |        100 |     _sre\n"
+           "import time:       300 |        400 |   re\n"
+           "import time:        50 |         50 |   json\n"
+           "import time:      1000 |       1450 | pyctr.state\n"
+           "import time:        20 |         20 | pyctr.sync\n"
+           "pyctr: unrelated line\n")
+    assert parse_importtime(err) == [
+        ("_sre", 100, 100, "re"), ("re", 300, 400, "pyctr.state"),
+        ("json", 50, 50, "pyctr.state"), ("pyctr.state", 1000, 1450, None),
+        ("pyctr.sync", 20, 20, None)]
