@@ -11,6 +11,7 @@ from pyctr import rootfs as R
 from pyctr import syscalls as S
 from pyctr.errors import EXIT_RUNTIME
 from pyctr.spec import CAPABILITIES
+from pyctr.sync import GO, IDS
 
 SIGKILL = 9
 
@@ -31,7 +32,7 @@ def child_main(plan, channel, sys):
     try:
         channel.child_side()
         sys.set_pdeathsig(SIGKILL)
-        channel.wait_go()
+        channel.expect(IDS)
         step = "join namespaces"
         for ns_type, fd in plan.join:
             sys.setns(fd, S.NAMESPACES[ns_type][0])
@@ -53,6 +54,7 @@ def child_main(plan, channel, sys):
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
+        channel.expect(GO)  # the exec barrier: `start`
         step = "set up the process (ids, capabilities, fds)"
         prepare_process(spec.process, sys)
         if spec.process.init:

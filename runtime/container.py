@@ -12,7 +12,7 @@ from pyctr.child import Plan, child_main, exit_code
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Mount
 from pyctr.state import StateStore, now, process_start_time
-from pyctr.sync import Channel
+from pyctr.sync import GO, IDS, Channel
 
 SIGKILL = 9
 
@@ -50,15 +50,11 @@ class Container:
         rootfs = spec.root.path
         if spec.root.image:
             # The image stays untouched: the container writes to an overlay
-            # whose upper layer lives in the state dir (tmpfs).
-            rootfs = os.path.join(self.dir, "rootfs")
-            upper, work = os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")
-            for d in (rootfs, upper, work):
-                os.mkdir(d)
-            if spec.uid_mappings:  # container root must own what it writes to
-                os.chown(upper, _host_id(spec.uid_mappings), _host_id(spec.gid_mappings))
-                os.chown(work, _host_id(spec.uid_mappings), _host_id(spec.gid_mappings))
-            layers = (spec.root.path, upper, work)
+            # (see rootfs.plan_root) mounted on this empty directory.
+            scratch = os.path.join(self.dir, "rootfs")
+            os.mkdir(scratch)
+            rootfs = scratch + "/merged"
+            layers = (spec.root.path, scratch)
         self._etc_mounts()
 
         flags, join = 0, []
@@ -104,6 +100,7 @@ class Container:
         self.state.update(status="created", pid=self.pid,
                           pid_start=process_start_time(self.pid))
         self.store.write(self.name, self.state)
+        self.channel.send(IDS)  # the child builds its rootfs meanwhile
 
         if spec.networks:
             from pyctr import network
@@ -170,7 +167,7 @@ class Container:
     # -- start -------------------------------------------------------------
     def start(self):
         try:
-            self.channel.send_go()
+            self.channel.send(GO)
             error = self.channel.wait_exec()
         except BaseException:
             self.destroy()
@@ -222,9 +219,3 @@ class Container:
             network.detach(self.paths, self.id, self.networks)
             self.networks = []
 
-
-def _host_id(mappings, container_id=0):
-    for m in mappings:
-        if m.container_id <= container_id < m.container_id + m.size:
-            return m.host_id + container_id - m.container_id
-    return -1  # unmapped: chown leaves it as is

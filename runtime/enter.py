@@ -56,13 +56,12 @@ def enter(paths, name, process, sys=None):
         finally:
             os.close(fd)
 
-    channel = Channel()
+    channel = Channel(ctl=False)
     sys.block_signals()
     child = os.fork()
     if child == 0:
         try:
             channel.child_side()
-            os.close(channel.go_r)  # nothing to wait for: the container runs
             prepare_process(process, sys)
             exec_workload(process, sys, channel)
         except OSError as e:
@@ -71,8 +70,6 @@ def enter(paths, name, process, sys=None):
             channel.report("exec setup", 0, "exec setup: %s" % e)
         os._exit(125)
     channel.parent_side()
-    os.close(channel.go_w)
-    channel.go_w = -1
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)

@@ -41,12 +41,19 @@ def parse_options(options):
 def plan_root(spec, rootfs, layers=None):
     """Steps before any mount below the new root: stop propagation to the
     host, then make `rootfs` a mount point (pivot_root needs one).
-    layers = (lower, upper, work) mounts an overlay there instead."""
+
+    layers = (image rootfs, scratch dir) makes `rootfs` an overlay instead:
+    the image below, a tmpfs at the scratch dir for the writable layer. The
+    tmpfs lives in the container's mount namespace only, so the writable
+    layer vanishes with the container and never needs cleaning up."""
     steps = [("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)]
     if layers:
-        lower, upper, work = layers
-        steps.append(("mount", "overlay", rootfs, "overlay", 0,
-                      "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work)))
+        lower, scratch = layers
+        upper, work = scratch + "/upper", scratch + "/work"
+        steps += [("mount", "tmpfs", scratch, "tmpfs", 0, "mode=755"),
+                  ("mkdir", upper), ("mkdir", work), ("mkdir", rootfs),
+                  ("mount", "overlay", rootfs, "overlay", 0,
+                   "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work))]
     else:
         steps.append(("mount", spec.root.path, rootfs, None, S.MS_BIND | S.MS_REC, None))
     return steps

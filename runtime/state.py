@@ -3,7 +3,7 @@
   state.json   id, name, status, pid (+ its start time), networks, exit code ...
   config.json  the OCI-shaped spec the container was made from
   etc/         hosts, hostname, resolv.conf bind-mounted into the container
-  upper/ work/ rootfs/   overlay layers when the root is an image
+  rootfs/      where an image-based root is mounted (inside the container only)
   log          stdout+stderr of a detached container
 
 The directory is created (atomically: mkdir fails if the name is taken)

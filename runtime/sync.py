@@ -1,40 +1,44 @@
 """The parent/child protocol of `create` + `start`.
 
 Two pipes join pyctr (parent) and the cloned child (the container's PID 1
-to be). The child blocks on `go` until the parent has done everything that
-must happen from outside the container's namespaces; the `report` pipe is
-close-on-exec in the child, so end-of-file with nothing written means the
-exec succeeded (CPython's subprocess does the same).
+to be). `ctl` carries the parent's two messages, in this order: IDS (the
+uid/gid maps are written, the child may act as root in its namespaces)
+and GO (start: exec the workload). Between them the child builds its root
+filesystem while the parent wires the network: the two run side by side,
+and the child then waits at the exec barrier, as an OCI `create`d
+container does until `start`. The `report` pipe is close-on-exec in the
+child, so end-of-file with nothing written means the exec succeeded
+(CPython's subprocess does the same).
 
   parent (pyctr, host namespaces)              child (new namespaces)
   ───────────────────────────────              ──────────────────────
   clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER])
         │                                       PDEATHSIG=KILL
-        │                                       read(go) ........ blocks
-  write uid_map / gid_map (user ns)                 .
+  write uid_map / gid_map (user ns)             read(ctl) ....... blocks
   state.json: created, pid                          .
-  network: veth/macvlan into /proc/PID/ns/net       .
-  write etc/hosts, resolv.conf                      .
-  write(go, GO) ──────────────────────────────▶ join namespaces (setns)
+  write(ctl, IDS) ────────────────────────────▶ join namespaces (setns)
         │                                       setuid(0) in the user ns
-        │                                       hostname, mounts, pivot_root
-        │                                       ids, capabilities, fds
+  network: veth/macvlan into /proc/PID/ns/net   hostname, mounts, pivot_root
+  etc/hosts rewritten in place (bind-mounted)   read(ctl) ....... blocks
+  write(ctl, GO) ─────────────────────────────▶ ids, capabilities, fds
   read(report) .................. blocks        execve(CMD)
         │  ◀──────────── EOF (exec worked) ───  (report closes on exec)
-        │  ◀── "step\\0errno\\0message" ───────  or: any step failed, exit 125
+        │  ◀── "step\0errno\0message" ───────  or: any step failed, exit 125
   state.json: running
   wait, forwarding signals
   state.json: stopped, exit code; clean up
 
-If the parent fails before GO it closes `go` without writing: the child
+If the parent fails before GO it closes `ctl` without writing: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
-what it did. The order is checked on both sides: the child accepts only
-GO as its first byte; the parent accepts only EOF or one well-formed report.
+what it did. Order is checked on both sides: the child accepts exactly
+IDS then GO; the parent accepts only EOF or one well-formed report (a
+child that failed early is found there, even if GO could not be sent).
 """
 import os
 
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 
+IDS = b"I"
 GO = b"G"
 SEP = b"\0"
 
@@ -43,27 +47,32 @@ class Channel:
     """Both pipes, created before clone. Each side closes the ends it does
     not use right after clone, so EOF means what the diagram says."""
 
-    def __init__(self):
-        self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+    def __init__(self, ctl=True):
+        # `pyctr exec` needs only the report pipe: its process does not wait.
+        self.ctl_r, self.ctl_w = os.pipe2(os.O_CLOEXEC) if ctl else (-1, -1)
         self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC)
 
     # -- parent ---------------------------------------------------------
     def parent_side(self):
-        os.close(self.go_r)
+        _close(self.ctl_r)
         os.close(self.report_w)
 
-    def send_go(self):
-        os.write(self.go_w, GO)
-        os.close(self.go_w)
-        self.go_w = -1
+    def send(self, message):
+        """IDS or GO. A child that already failed has closed its end: its
+        report, read next, says why, so a broken pipe is not an error here."""
+        try:
+            os.write(self.ctl_w, message)
+        except BrokenPipeError:
+            pass
+        if message == GO:
+            os.close(self.ctl_w)
+            self.ctl_w = -1
 
     def abort(self):
         """Close everything the parent holds (idempotent)."""
-        for attr in ("go_w", "report_r"):
-            fd = getattr(self, attr)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, attr, -1)
+        for attr in ("ctl_w", "report_r"):
+            _close(getattr(self, attr))
+            setattr(self, attr, -1)
 
     def wait_exec(self):
         """Block until the child exec'd (returns None) or reported a failure
@@ -82,18 +91,24 @@ class Channel:
 
     # -- child ----------------------------------------------------------
     def child_side(self):
-        os.close(self.go_w)
+        _close(self.ctl_w)
         os.close(self.report_r)
 
-    def wait_go(self):
-        got = os.read(self.go_r, 1)
-        os.close(self.go_r)
-        if got != GO:
+    def expect(self, message):
+        got = os.read(self.ctl_r, 1)
+        if got != message:
             # Parent gave up (EOF) or spoke out of turn: nothing to report to.
             os._exit(EXIT_RUNTIME)
+        if message == GO:
+            os.close(self.ctl_r)
 
     def report(self, step, errno, message):
         os.write(self.report_w, encode_report(step, errno, message))
+
+
+def _close(fd):
+    if fd >= 0:
+        os.close(fd)
 
 
 def encode_report(step, errno, message):

@@ -110,9 +110,12 @@ def test_rootfs_plan_order(rootdir):
 
 def test_overlay_root_when_image(rootdir):
     spec = build(rootdir)
-    steps = rootfs.plan_root(spec, "/state/rootfs", ("/img", "/state/upper", "/state/work"))
-    assert steps[1] == ("mount", "overlay", "/state/rootfs", "overlay", 0,
-                        "lowerdir=/img,upperdir=/state/upper,workdir=/state/work")
+    steps = rootfs.plan_root(spec, "/state/rootfs/merged", ("/img", "/state/rootfs"))
+    # the writable layer is a tmpfs private to the container's mount namespace
+    assert steps[1] == ("mount", "tmpfs", "/state/rootfs", "tmpfs", 0, "mode=755")
+    assert steps[-1] == ("mount", "overlay", "/state/rootfs/merged", "overlay", 0,
+                         "lowerdir=/img,upperdir=/state/rootfs/upper,"
+                         "workdir=/state/rootfs/work")
 
 
 def test_mount_options_split_into_flags_and_data():
@@ -129,12 +132,19 @@ def test_sync_reports_map_to_exit_codes():
 
 
 def test_child_protocol_rejects_out_of_order(monkeypatch):
-    """The child accepts only GO first; anything else and it exits quietly."""
-    ch = sync.Channel()
-    os.write(ch.go_w, b"X")
+    """The child accepts IDS, then GO, and nothing else: a GO before IDS (or
+    the parent's end-of-file) makes it exit quietly."""
     exited = []
     monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
-    ch.wait_go()
+    ch = sync.Channel()
+    os.write(ch.ctl_w, sync.IDS + sync.GO)
+    ch.expect(sync.IDS)
+    ch.expect(sync.GO)
+    assert exited == []
+    ch = sync.Channel()
+    os.write(ch.ctl_w, sync.GO)
+    ch.expect(sync.IDS)
     assert exited == [125]
-    for fd in (ch.go_w, ch.report_r, ch.report_w):
-        os.close(fd)
+    os.close(ch.ctl_w)
+    ch.expect(sync.GO)  # EOF
+    assert exited == [125, 125]
