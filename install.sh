@@ -35,12 +35,8 @@ echo "install.sh: building pyctr into $PREFIX" >&2
 # Byte-compile now: a root-owned install cannot write .pyc at run time.
 "$PREFIX/bin/python3" -m compileall -q "$("$PREFIX/bin/python3" -c 'import pyctr, os; print(os.path.dirname(pyctr.__file__))')"
 
-# A lean launcher: pip's console script imports `re`, which costs start-up time.
-cat > /usr/local/bin/pyctr <<LAUNCHER
-#!$PREFIX/bin/python3 -s
-from pyctr.cli import main; raise SystemExit(main())
-LAUNCHER
-chmod 755 /usr/local/bin/pyctr
+# A lean launcher (see pyctr.cli.write_launcher): pip's console script is slower.
+"$PREFIX/bin/python3" -c 'from pyctr.cli import write_launcher; write_launcher("/usr/local/bin/pyctr")'
 
 pyctr image build busybox >/dev/null
 echo "install.sh: done: $(pyctr --version), image busybox ready" >&2

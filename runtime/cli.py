@@ -180,5 +180,27 @@ def arg_parser(prog, description):
     return Parser(prog="pyctr " + prog, description=description)
 
 
+LAUNCHER = """#!%(python)s %(flag)s
+# The pyctr command. -S skips site and the .pth hooks it runs; pip's own
+# console script would also import re: both only add start-up time.
+import sys; %(path)s
+from pyctr.cli import main; raise SystemExit(main())
+"""
+
+
+def write_launcher(path, python=None):
+    """Install the `pyctr` command at `path` for this interpreter and install."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.basename(here) == "pyctr":
+        flag, extra = "-S", "sys.path.append(%r)" % os.path.dirname(here)
+    else:  # an editable install: only site's import hook finds runtime/ as pyctr
+        flag, extra = "-s", "pass"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(LAUNCHER % {"python": python or sys.executable, "flag": flag, "path": extra})
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+
+
 if __name__ == "__main__":
     sys.exit(main())

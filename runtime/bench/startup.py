@@ -126,7 +126,11 @@ def install_copy(venv):
             if out.returncode:
                 tail = (out.stderr or out.stdout).strip().splitlines()
                 raise PyctrError("%s failed: %s" % (what, tail[-1] if tail else out.returncode))
-    return os.path.join(venv, "bin", "pyctr")
+    # The same lean launcher install.sh puts in /usr/local/bin.
+    launcher = os.path.join(venv, "bin", "pyctr-launcher")
+    subprocess.run([python, "-c", "import sys; from pyctr.cli import write_launcher; "
+                    "write_launcher(sys.argv[1])", launcher], check=True)
+    return launcher
 
 
 def precompile(interp):
