@@ -54,7 +54,9 @@ def child_main(plan, channel, sys):
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
-        channel.expect(GO)  # the exec barrier: `start`
+        extra_env = channel.expect(GO)  # the exec barrier: `start`
+        if extra_env:
+            spec.process.env = merge_env(spec.process.env, extra_env)
         step = "set up the process (ids, capabilities, fds)"
         prepare_process(spec.process, sys)
         if spec.process.init:
@@ -114,6 +116,13 @@ def exec_workload(proc, sys, channel):
         why = "executable file not found in $PATH" if e.errno == 2 else e.strerror
         channel.report("exec", e.errno or 0, "%s: %s" % (proc.args[0], why))
         os._exit(EXIT_RUNTIME)
+
+
+def merge_env(env, extra):
+    """KEY=VALUE lists: `extra` wins over `env` for the same KEY."""
+    merged = dict(e.split("=", 1) for e in env if "=" in e)
+    merged.update(e.split("=", 1) for e in extra if "=" in e)
+    return ["%s=%s" % kv for kv in merged.items()]
 
 
 def resolve(cmd, search_path):

@@ -247,6 +247,10 @@ def remove(paths, store, name, st, force):
             raise PyctrError("container %s is running (stop it or use rm -f)" % name)
         os.kill(st["pid"], 9)
         _wait_gone(st["pid"], st["pid_start"])
+        # Let the container's owner (run or the -d monitor) finish its own
+        # cleanup first, so the two never remove the same things at once.
+        if st.get("owner_pid") != os.getpid():
+            _wait_gone(st.get("owner_pid"), st.get("owner_start"))
     if st.get("networks"):
         from pyctr import network
         network.detach(paths, st["id"], st["networks"])
@@ -300,13 +304,9 @@ def cmd_gc(paths, argv):
         if crashed:
             remove(paths, store, name, st, force=True)
             removed.append("container %s" % name)
-    try:
-        from pyctr import network
-        gc_network = network.gc
-    except (ImportError, AttributeError):
-        gc_network = None
-    if gc_network:
-        removed += gc_network(paths)
+    from pyctr import images, network
+    removed += network.gc(paths)
+    removed += images.gc(paths)
     for item in removed:
         print("removed " + item)
     return 0

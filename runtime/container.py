@@ -30,6 +30,7 @@ class Container:
         self.channel = None
         self.networks = []
         self.state = None
+        self.extra_env = []  # set between create and start, reaches the workload
 
     # -- create ------------------------------------------------------------
     def create(self, log=False):
@@ -167,7 +168,7 @@ class Container:
     # -- start -------------------------------------------------------------
     def start(self):
         try:
-            self.channel.send(GO)
+            self.channel.send(GO, self.extra_env)
             error = self.channel.wait_exec()
         except BaseException:
             self.destroy()

@@ -9,7 +9,7 @@ close-on-exec report pipe `run` uses.
 import os
 
 from pyctr import syscalls as S
-from pyctr.child import exec_workload, exit_code, prepare_process
+from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Process
 from pyctr.state import StateStore, is_alive
@@ -19,13 +19,11 @@ from pyctr.sync import Channel
 def process_from_config(config, args, env=(), cwd=None, user=None):
     p = config["process"]
     caps = [c[4:].lower() for c in p["capabilities"]["bounding"]]
-    merged = dict(e.split("=", 1) for e in p["env"] if "=" in e)
-    merged.update(e.split("=", 1) for e in env)
     uid, gid = p["user"]["uid"], p["user"]["gid"]
     if user:
         u, _, g = user.partition(":")
         uid, gid = int(u), int(g or u)
-    return Process(args=list(args), env=["%s=%s" % kv for kv in merged.items()],
+    return Process(args=list(args), env=merge_env(p["env"], env),
                    cwd=cwd or p["cwd"], uid=uid, gid=gid, capabilities=caps,
                    no_new_privileges=p.get("noNewPrivileges", True))
 

@@ -26,7 +26,10 @@ def process_start_time(pid):
     except OSError:
         return None
     # comm (field 2) may hold spaces or parentheses: split after the last ')'
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie has finished: only its parent has yet to notice
+    return int(fields[19])
 
 
 def is_alive(pid, start_time):
@@ -52,11 +55,17 @@ class StateStore:
         return self.dir(name)
 
     def write(self, name, state, filename="state.json"):
+        """Replace a record atomically. Never recreates a removed container:
+        an owner recording the exit of a container `rm -f` just removed
+        would otherwise bring its directory back."""
         path = os.path.join(self.dir(name), filename)
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(jsonio.dumps(state))
-        os.rename(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(jsonio.dumps(state))
+            os.rename(tmp, path)
+        except FileNotFoundError:
+            pass
 
     def read(self, name, filename="state.json"):
         try:

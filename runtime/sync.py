@@ -20,7 +20,7 @@ child, so end-of-file with nothing written means the exec succeeded
         │                                       setuid(0) in the user ns
   network: veth/macvlan into /proc/PID/ns/net   hostname, mounts, pivot_root
   etc/hosts rewritten in place (bind-mounted)   read(ctl) ....... blocks
-  write(ctl, GO) ─────────────────────────────▶ ids, capabilities, fds
+  write(ctl, GO + env) ───────────────────────▶ ids, capabilities, fds
   read(report) .................. blocks        execve(CMD)
         │  ◀──────────── EOF (exec worked) ───  (report closes on exec)
         │  ◀── "step\0errno\0message" ───────  or: any step failed, exit 125
@@ -39,7 +39,7 @@ import os
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 
 IDS = b"I"
-GO = b"G"
+GO = b"G"  # followed by environment additions, "KEY=VALUE\0..." up to EOF
 SEP = b"\0"
 
 
@@ -57,11 +57,15 @@ class Channel:
         _close(self.ctl_r)
         os.close(self.report_w)
 
-    def send(self, message):
-        """IDS or GO. A child that already failed has closed its end: its
-        report, read next, says why, so a broken pipe is not an error here."""
+    def send(self, message, env=()):
+        """IDS, or GO with the environment the parent learnt while the child
+        waited (e.g. MPI settings for the container's interface). A child
+        that already failed has closed its end: its report, read next, says
+        why, so a broken pipe is not an error here."""
+        data = message + SEP.join(e.encode() for e in env)
         try:
-            os.write(self.ctl_w, message)
+            while data:
+                data = data[os.write(self.ctl_w, data):]
         except BrokenPipeError:
             pass
         if message == GO:
@@ -95,12 +99,22 @@ class Channel:
         os.close(self.report_r)
 
     def expect(self, message):
+        """Block for `message`; for GO, return the environment that came with it."""
         got = os.read(self.ctl_r, 1)
         if got != message:
             # Parent gave up (EOF) or spoke out of turn: nothing to report to.
             os._exit(EXIT_RUNTIME)
-        if message == GO:
-            os.close(self.ctl_r)
+        if message != GO:
+            return None
+        chunks = []
+        while True:
+            data = os.read(self.ctl_r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        os.close(self.ctl_r)
+        raw = b"".join(chunks)
+        return [e.decode(errors="replace") for e in raw.split(SEP)] if raw else []
 
     def report(self, step, errno, message):
         os.write(self.report_w, encode_report(step, errno, message))

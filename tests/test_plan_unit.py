@@ -138,8 +138,9 @@ def test_child_protocol_rejects_out_of_order(monkeypatch):
     monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
     ch = sync.Channel()
     os.write(ch.ctl_w, sync.IDS + sync.GO)
+    os.close(ch.ctl_w)
     ch.expect(sync.IDS)
-    ch.expect(sync.GO)
+    assert ch.expect(sync.GO) == []
     assert exited == []
     ch = sync.Channel()
     os.write(ch.ctl_w, sync.GO)
@@ -148,3 +149,13 @@ def test_child_protocol_rejects_out_of_order(monkeypatch):
     os.close(ch.ctl_w)
     ch.expect(sync.GO)  # EOF
     assert exited == [125, 125]
+
+
+def test_go_carries_environment_to_the_child():
+    ch = sync.Channel()
+    ch.send(sync.IDS)
+    ch.send(sync.GO, ["OMPI_MCA_btl_tcp_if_include=10.0.0.0/24", "B=2=3"])
+    assert ch.expect(sync.IDS) is None
+    assert ch.expect(sync.GO) == ["OMPI_MCA_btl_tcp_if_include=10.0.0.0/24", "B=2=3"]
+    for fd in (ch.report_r, ch.report_w):
+        os.close(fd)
