@@ -84,11 +84,16 @@ def prepare_process(proc, sys):
         sys.set_no_new_privs()
     sys.set_pdeathsig(SIGKILL)
     sys.chdir(proc.cwd)
-    # fds 3 .. 3+N-1 are passed on (MPI launchers hand PMI_FD down); every
-    # other one closes at exec.
-    for fd in range(3, 3 + proc.preserve_fds):
+    # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
+    # PMI_FD); every other one closes at exec.
+    keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))
+    first = 3
+    for fd in keep:
         os.set_inheritable(fd, True)
-    sys.close_range(3 + proc.preserve_fds, 0xFFFFFFFF, S.CLOSE_RANGE_CLOEXEC)
+        if fd > first:
+            sys.close_range(first, fd - 1, S.CLOSE_RANGE_CLOEXEC)
+        first = max(first, fd + 1)
+    sys.close_range(first, 0xFFFFFFFF, S.CLOSE_RANGE_CLOEXEC)
     sys.reset_signals()
 
 

@@ -76,10 +76,27 @@ def cmd_run(paths, argv):
     from pyctr.container import Container
     c = Container(paths, spec)
     c.create()
+    if "pyctr.mpi" in spec.annotations and c.networks:
+        _mpi_rank_env(c)
     c.start()
     code = c.wait()
     c.cleanup()
     return code
+
+
+def _mpi_rank_env(c):
+    """A rank started by an MPI launcher: make its MPI use the container's
+    own interface (see pyctr.mpi); settings the user made win. Rank 0 says
+    what was set, and every rank records it in its state."""
+    from pyctr import mpi
+    env = dict(e.split("=", 1) for e in c.spec.process.env)
+    added = {k: v for k, v in mpi.mpi_env(c.networks).items() if k not in env}
+    c.extra_env = ["%s=%s" % kv for kv in added.items()]
+    c.state["mpi_env"] = added
+    c.store.write(c.name, c.state)
+    if env.get("OMPI_COMM_WORLD_RANK", env.get("PMI_RANK", env.get("PMIX_RANK"))) == "0":
+        sys.stderr.write("pyctr: MPI rank in a container: %s\n" % ", ".join(
+            "%s=%s" % kv for kv in added.items()))
 
 
 def _run_detached(paths, spec):

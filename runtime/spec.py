@@ -38,11 +38,13 @@ class Record:
 
 
 class Process(Record):
+    # preserve_fds: fds 3..3+N-1 pass to the workload (OCI/runc semantics);
+    # pass_fds: further single fds, e.g. the PMI_FD an MPI launcher handed us.
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
-                 "no_new_privileges", "preserve_fds", "init")
+                 "no_new_privileges", "preserve_fds", "pass_fds", "init")
     DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
                 "additional_gids": list, "capabilities": list,
-                "no_new_privileges": True, "preserve_fds": 0, "init": False}
+                "no_new_privileges": True, "preserve_fds": 0, "pass_fds": list, "init": False}
 
 
 class Root(Record):

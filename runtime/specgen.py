@@ -56,6 +56,7 @@ def build(paths, opts):
         preserve_fds=int(opts.get("preserve_fds") or 0),
         init=bool(opts.get("init")),
     )
+    _mpi_launch(spec)
     for fd in range(3, 3 + spec.process.preserve_fds):
         try:
             os.fstat(fd)
@@ -92,6 +93,30 @@ def _root(paths, target, opts):
         hint = " (pyctr image build busybox)" if target == "busybox" else ""
         raise PyctrError("image %r not found%s" % (target, hint))
     return S.Root(path=image.rootfs, image=target, readonly=bool(opts.get("read_only"))), image
+
+
+# What an MPI launcher (mpirun/orted, hydra) tells the rank it starts.
+MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "HYDRA_", "MPI_LOCAL", "MPIR_", "OPAL_", "PRTE_",
+                    "UCX_", "FI_")
+MPI_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_FD", "PMI_SIZE")
+
+
+def _mpi_launch(spec):
+    """`mpirun -np N pyctr run ...`: pyctr is the rank the launcher started,
+    so the launcher's environment and its PMI fd go on to the workload, and
+    pyctr marks the spec so that the network's MPI settings are added."""
+    environ = os.environ
+    if not any(k in environ for k in MPI_MARKERS):
+        return
+    env = dict(e.split("=", 1) for e in spec.process.env)
+    for key, value in environ.items():
+        if key.startswith(MPI_ENV_PREFIXES):
+            env.setdefault(key, value)
+    spec.process.env = ["%s=%s" % kv for kv in env.items()]
+    if environ.get("PMI_FD", "").isdigit():
+        spec.process.pass_fds.append(int(environ["PMI_FD"]))
+    spec.annotations["pyctr.mpi"] = "launched by %s" % (
+        "Open MPI" if "OMPI_COMM_WORLD_SIZE" in environ else "an MPI launcher")
 
 
 def _check_name(name):

@@ -1,0 +1,263 @@
+"""Helpers for the network tests (imported by tests/test_network*.py):
+
+- FakeKernel / FakeNetlink: a recording stand-in for pyctr.network's kernel
+  layer (attach.Kernel + rtnl.Netlink), with just enough link/address/route
+  state for the attach/detach/gc logic to run without root; any method can
+  be made to fail.
+- stand_in(node): a process with its own netns, in place of a container,
+  for exercising attach/detach directly.
+"""
+import errno
+import itertools
+import os
+import subprocess
+import sys
+import time
+
+
+class FakeLink:
+    def __init__(self, index, name, kind=None, master=0, mtu=1500, mac=None, link=0, mode=None):
+        self.index, self.name, self.kind, self.master = index, name, kind, master
+        self.mtu, self.link, self.macvlan_mode = mtu, link, mode
+        self.mac = mac or "02:00:00:00:%02x:%02x" % (index >> 8 & 255, index & 255)
+        self.flags = 0
+        self.link_netnsid = None
+        self.alias = None
+
+    @property
+    def up(self):
+        return bool(self.flags & 1)
+
+
+class FakeNs:
+    def __init__(self, name):
+        self.name = name
+        self.links = {}
+        self.addrs = []   # (index, ip, prefix)
+        self.routes = []  # dicts like rtnl.Netlink.routes()
+        self.sysctls = {}
+
+
+class FakeNetlink:
+    """rtnl.Netlink's interface over a FakeNs; calls go to kernel.calls."""
+
+    def __init__(self, kernel, ns):
+        self.kernel, self.ns = kernel, ns
+        self.closed = False
+
+    def _call(self, _op, *args, **kw):
+        self.kernel.calls.append((self.ns.name, _op, args, kw))
+        fail = self.kernel.fail.get(_op)
+        if fail is not None:
+            if callable(fail):
+                fail = fail(*args, **kw)
+            if fail is not None:
+                raise fail
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _find(self, name=None, index=0):
+        for link in self.ns.links.values():
+            if (name and link.name == name) or (index and link.index == index):
+                return link
+        return None
+
+    def _add(self, ns, name, **kw):
+        if any(l.name == name for l in ns.links.values()):
+            raise OSError(errno.EEXIST, "exists")
+        link = FakeLink(next(self.kernel.index), name, **kw)
+        ns.links[link.index] = link
+        return link
+
+    # reads
+    def link(self, name=None, index=0):
+        return self._find(name, index)
+
+    def links(self):
+        return list(self.ns.links.values())
+
+    def addrs(self, index=0):
+        return [a for a in self.ns.addrs if not index or a[0] == index]
+
+    def routes(self):
+        return [dict(r) for r in self.ns.routes]
+
+    # writes
+    def create_veth(self, name, peer, peer_netns_fd=None, mtu=None, mac=None, peer_mac=None,
+                    master=None, up=True):
+        self._call("create_veth", name, peer, peer_netns_fd=peer_netns_fd, mtu=mtu,
+                   peer_mac=peer_mac, master=master)
+        if master:
+            br = self._find(index=master)
+            ports = [l for l in self.ns.links.values() if l.master == master]
+            if len(ports) >= self.kernel.bridge_max_ports:
+                raise OSError(54, "Exchange full")
+        peer_ns = self.kernel.ns_by_fd[peer_netns_fd] if peer_netns_fd is not None else self.ns
+        if self._find(name):
+            raise OSError(errno.EEXIST, "exists")
+        host = self._add(self.ns, name, kind="veth", master=master or 0, mtu=mtu or 1500)
+        host.flags = 1 if up else 0
+        self._add(peer_ns, peer, kind="veth", mtu=mtu or 1500, mac=peer_mac)
+        self.kernel.pairs[(self.ns.name, name)] = (peer_ns.name, peer)
+
+    def create_macvlan(self, name, lower_index, mode, netns_fd=None, mtu=None, mac=None,
+                       source_macs=(), up=False):
+        self._call("create_macvlan", name, lower_index, mode, netns_fd=netns_fd, mtu=mtu,
+                   mac=mac, source_macs=tuple(source_macs))
+        ns = self.kernel.ns_by_fd[netns_fd] if netns_fd is not None else self.ns
+        link = self._add(ns, name, kind="macvlan", mtu=mtu or 1500, mac=mac, link=lower_index,
+                         mode=mode)
+        link.flags = 1 if up else 0
+
+    def create_bridge(self, name, mtu=None, mac=None, up=True):
+        self._call("create_bridge", name, mtu=mtu, mac=mac)
+        link = self._add(self.ns, name, kind="bridge", mtu=mtu or 1500, mac=mac)
+        link.flags = 1 if up else 0
+
+    def set_link(self, index, up=None, master=None, mtu=None, mac=None, name=None, alias=None):
+        self._call("set_link", index, up=up, master=master, mtu=mtu, alias=alias)
+        link = self._find(index=index)
+        if link is None:
+            raise OSError(errno.ENODEV, "no device")
+        if up is not None:
+            link.flags = 1 if up else 0
+        if master is not None:
+            link.master = master
+        if alias is not None:
+            link.alias = alias
+
+    def delete_link(self, name=None, index=0):
+        self._call("delete_link", name=name, index=index)
+        link = self._find(name, index)
+        if link is None:
+            return False
+        self._remove(self.ns, link)
+        pair = self.kernel.pairs.pop((self.ns.name, link.name), None)
+        if pair:  # a veth pair goes as one
+            other_ns = self.kernel.namespaces[pair[0]]
+            for l in list(other_ns.links.values()):
+                if l.name == pair[1]:
+                    self._remove(other_ns, l)
+        return True
+
+    def _remove(self, ns, link):
+        del ns.links[link.index]
+        ns.addrs = [a for a in ns.addrs if a[0] != link.index]
+        ns.routes = [r for r in ns.routes if r["oif"] != link.index]
+
+    def add_addr(self, index, ip, prefix):
+        self._call("add_addr", index, ip, prefix)
+        if (index, ip, prefix) in self.ns.addrs:
+            raise OSError(errno.EEXIST, "exists")
+        self.ns.addrs.append((index, ip, prefix))
+
+    def del_addr(self, index, ip, prefix):
+        self._call("del_addr", index, ip, prefix)
+        if (index, ip, prefix) in self.ns.addrs:
+            self.ns.addrs.remove((index, ip, prefix))
+
+    def add_route(self, dst="0.0.0.0", dst_len=0, gateway=None, oif=0, src=None,
+                  replace=False, protocol=4):
+        self._call("add_route", dst, dst_len, gateway=gateway, oif=oif, src=src)
+        self.ns.routes = [r for r in self.ns.routes
+                          if not (r["dst"] == dst and r["dst_len"] == dst_len)]
+        self.ns.routes.append({"dst": dst, "dst_len": dst_len, "gateway": gateway, "oif": oif,
+                               "src": src, "protocol": protocol, "scope": 0})
+
+    def del_route(self, dst="0.0.0.0", dst_len=0, oif=0):
+        self._call("del_route", dst, dst_len, oif=oif)
+        before = len(self.ns.routes)
+        self.ns.routes = [r for r in self.ns.routes
+                          if not (r["dst"] == dst and r["dst_len"] == dst_len)]
+        return len(self.ns.routes) != before
+
+
+class FakeKernel:
+    """attach.Kernel's interface. `host` is the host netns; each open_ns(pid)
+    makes (once per pid) a container netns with only lo."""
+
+    def __init__(self):
+        self.calls = []
+        self.fail = {}
+        self.index = itertools.count(1)
+        self.namespaces = {}
+        self.ns_by_fd = {}
+        self.pid_ns = {}
+        self.pairs = {}
+        self.bridge_max_ports = 1023
+        self.fds = itertools.count(100)
+        self.open_fds = set()
+        self.host_ns = self._new_ns("host")
+
+    def _new_ns(self, name):
+        ns = FakeNs(name)
+        lo = FakeLink(next(self.index), "lo", mac="00:00:00:00:00:00")
+        lo.index = 1 if name != "host" else lo.index
+        ns.links[lo.index] = lo
+        self.namespaces[name] = ns
+        return ns
+
+    def add_host_link(self, name, kind=None, **kw):
+        link = FakeLink(next(self.index), name, kind=kind, **kw)
+        self.host_ns.links[link.index] = link
+        return link
+
+    def host(self):
+        return FakeNetlink(self, self.host_ns)
+
+    def container_ns(self, pid):
+        name = "pid%d" % pid
+        return self.namespaces.get(name) or self._new_ns(name)
+
+    def open_ns(self, pid):
+        fd = next(self.fds)
+        self.ns_by_fd[fd] = self.container_ns(pid)
+        self.open_fds.add(fd)
+        return fd
+
+    def enter(self, fd):
+        self.calls.append((self.ns_by_fd[fd].name, "enter", (), {}))
+        return FakeNetlink(self, self.ns_by_fd[fd])
+
+    def close_ns(self, fd):
+        self.open_fds.discard(fd)
+
+    def start_time(self, pid):
+        from pyctr.network.ipam import start_time
+        return start_time(pid)
+
+    def names(self, ns="host"):
+        return sorted(l.name for l in self.namespaces[ns].links.values())
+
+
+def dead_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def stand_in(node, seconds=120):
+    """A process in a netns of its own, started inside `node`, waiting to be
+    wired like a container. Returns the Popen (its pid's netns is the new one)."""
+    p = node.popen(["unshare", "--net", "sleep", str(seconds)])
+    for _ in range(500):  # until unshare has made the netns and exec'd sleep
+        try:
+            if _comm(p.pid) == "sleep":
+                return p
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("stand-in container did not start")
+
+
+def _comm(pid):
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().strip()

@@ -1,0 +1,493 @@
+"""Fast tests of pyctr.network without root: parsing, IPAM on a temp dir,
+and the attach/detach/gc logic against a recording fake of the kernel
+layer. The real thing is exercised in test_network.py."""
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from conftest_net import FakeKernel, dead_pid
+from pyctr import network
+from pyctr.errors import PyctrError
+from pyctr.network import config, ipam, rtnl
+from pyctr.network.addr import Subnet, ip_int, parse_range, random_mac
+from pyctr.network.wiring import host_ifname, shim_ifname
+from pyctr.paths import Paths
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return Paths(root=str(tmp_path / "state"), config=str(tmp_path / "config"),
+                 data=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def owners():
+    """Live processes to own leases (a lease is alive while its owner is)."""
+    procs = []
+
+    def make():
+        p = subprocess.Popen(["sleep", "60"])
+        procs.append(p)
+        return p.pid
+    yield make
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def leases(paths, pool):
+    d = os.path.join(paths.leases, pool)
+    return sorted(f for f in os.listdir(d) if f != "lock") if os.path.isdir(d) else []
+
+
+# -- parse ---------------------------------------------------------------------
+
+def test_parse_forms():
+    r = network.parse("veth:br0,ip=10.1.0.5/24,mac=02:AA:bb:cc:dd:ee,mtu=1400")
+    assert (r.kind, r.network, r.ip, r.mac, r.mtu) == ("veth", "br0", "10.1.0.5/24",
+                                                       "02:aa:bb:cc:dd:ee", 1400)
+    r = network.parse("macvlan:nic0:private")
+    assert (r.kind, r.network, r.mode) == ("macvlan", "nic0", "private")
+    r = network.parse("macvlan:nic0:source,source_macs=02:00:00:00:00:01|02:00:00:00:00:02")
+    assert r.source_macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
+    r = network.parse("cluster,route=10.9.0.0/16@10.77.0.254,route=default,host_shim=no")
+    assert (r.kind, r.network, r.host_shim) == ("network", "cluster", False)
+    assert r.routes == ["10.9.0.0/16@10.77.0.254", "0.0.0.0/0"]
+    assert network.parse("none").kind == "none"
+    assert network.parse("host").kind == "host"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("veth:thisbridgenameistoolong", "too long"),
+    ("macvlan:averyveryverylongnic", "too long"),
+    ("veth:br/0", "invalid bridge name"),
+    ("veth:", "empty bridge name"),
+    ("macvlan:nic0:loopy", "unknown macvlan mode"),
+    ("veth:br0,ip=10.0.0.300", "malformed IPv4"),
+    ("veth:br0,ip=10.0.0.3/33", "prefix"),
+    ("veth:br0,ip=10.0.0", "malformed IPv4"),
+    ("veth:br0,mac=02:00:00:00:00", "malformed MAC"),
+    ("veth:br0,mac=01:00:00:00:00:01", "multicast"),
+    ("veth:br0,mtu=9x", "malformed MTU"),
+    ("veth:br0,mtu=20", "out of range"),
+    ("veth:br0,colour=blue", "unknown option"),
+    ("veth:br0,ip", "needs a value"),
+    ("macvlan:nic0:source", "needs source_macs"),
+    ("macvlan:nic0,source_macs=02:00:00:00:00:01", "only apply to macvlan mode source"),
+    ("veth:br0,mode=vepa", "macvlan options"),
+    ("vxlan:foo", "unknown kind"),
+    ("", "empty"),
+    ("cluster,route=10.0.0.0/8@nowhere", "malformed IPv4"),
+])
+def test_parse_rejects_bad_input_in_one_line(text, words):
+    with pytest.raises(PyctrError) as e:
+        network.parse(text)
+    assert words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_input_exits_125_with_one_line_via_the_cli(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pyctr", "--root", str(tmp_path), "--config",
+                        str(tmp_path), "net", "create", "x", "--subnet", "10.0.0.0/40"],
+                       capture_output=True, text=True)
+    assert p.returncode == 125
+    assert p.stderr.count("\n") == 1 and "malformed subnet" in p.stderr
+
+
+# -- names, addresses ------------------------------------------------------------
+
+def test_host_names_fit_and_say_whose():
+    names = {host_ifname("0123456789abcdef", n) for n in range(12)}
+    assert len(names) == 12 and all(len(n) <= 15 and n.startswith("pyv0123456") for n in names)
+    assert shim_ifname("nic0") == "pys-nic0"
+    assert len(shim_ifname("enp0s31f6longer")) <= 15
+
+
+def test_subnet_and_range():
+    s = Subnet.parse("10.77.0.0/24")
+    assert ip_int("10.77.0.9") in s and ip_int("10.78.0.9") not in s
+    assert not s.host(s.net) and not s.host(s.broadcast) and s.host(s.first)
+    assert parse_range("10.77.0.10-10.77.0.20", s) == (ip_int("10.77.0.10"), ip_int("10.77.0.20"))
+    for bad in ("10.77.0.20-10.77.0.10", "10.77.0.10-10.78.0.1", "10.77.0.10"):
+        with pytest.raises(PyctrError):
+            parse_range(bad, s)
+    with pytest.raises(PyctrError, match="malformed subnet"):
+        Subnet.parse("10.77.0.0")
+
+
+def test_random_bridge_mac_is_local_unicast():
+    macs = {random_mac() for _ in range(50)}
+    assert len(macs) == 50
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert first & 2 and not first & 1
+
+
+# -- network definitions -----------------------------------------------------------
+
+def test_definition_round_trip(paths):
+    net = config.from_dict("cluster", {"kind": "bridge", "subnet": "10.77.0.0/24",
+                                       "range": "10.77.0.100-10.77.0.149", "uplink": "nic0",
+                                       "mtu": 1400})
+    config.save(paths, net)
+    back = config.load(paths, "cluster")
+    assert back.to_dict() == net.to_dict()
+    assert back.device == "cluster" and back.pool == "br-cluster"
+    assert config.names(paths) == ["cluster"]
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"kind": "bridge"}, "no subnet"),
+    ({"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}, "not a host of subnet"),
+    ({"subnet": "10.0.0.0/24", "kind": "macvlan"}, "needs an uplink"),
+    ({"subnet": "10.0.0.0/24", "kind": "vxlan"}, "kind must be"),
+    ({"subnet": "10.0.0.0/24", "colour": "red"}, "unknown key"),
+    ({"subnet": "10.0.0.0/24", "mtu": "big"}, "wrong type"),
+    ({"subnet": "10.0.0.0/24", "range": "10.0.0.9-10.0.0.2"}, "start after end"),
+])
+def test_definition_errors(data, words):
+    with pytest.raises(PyctrError, match=words):
+        config.from_dict("n", data)
+
+
+def test_malformed_toml_is_one_line(paths):
+    os.makedirs(paths.networks)
+    with open(config.path(paths, "bad"), "w") as f:
+        f.write("subnet = \n")
+    with pytest.raises(PyctrError, match="malformed TOML"):
+        config.load(paths, "bad")
+    with pytest.raises(PyctrError, match="unknown network"):
+        config.load(paths, "missing")
+
+
+# -- IPAM --------------------------------------------------------------------------
+
+def _owner(pid, cid="c1"):
+    return {"pid": pid, "start": ipam.start_time(pid), "container": cid, "ifname": "eth0"}
+
+
+def test_ipam_hands_out_lowest_free_and_distinct(paths, owners):
+    s = Subnet.parse("10.5.0.0/24")
+    got = []
+    for i in range(5):
+        with ipam.Pool(paths, "br-x") as pool:
+            ip, _ = pool.allocate(s.first, s.last, _owner(owners(), "c%d" % i),
+                                  exclude={s.first})
+            got.append(ip)
+    assert got == [s.first + 1 + i for i in range(5)]
+
+
+def test_ipam_in_use_outside_and_exhausted(paths, owners):
+    s = Subnet.parse("10.5.0.0/24")
+    first, last = parse_range("10.5.0.10-10.5.0.11", s)
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.allocate(first, last, _owner(owners(), "a"), want=ip_int("10.5.0.10"), subnet=s)
+        with pytest.raises(PyctrError, match="in use by container a"):
+            pool.allocate(first, last, _owner(owners(), "b"), want=ip_int("10.5.0.10"), subnet=s)
+        with pytest.raises(PyctrError, match="not a host address"):
+            pool.allocate(first, last, _owner(owners(), "b"), want=ip_int("10.5.0.255"), subnet=s)
+        pool.allocate(first, last, _owner(owners(), "b"))
+        with pytest.raises(PyctrError, match="no free address"):
+            pool.allocate(first, last, _owner(owners(), "c"))
+    assert leases(paths, "br-x") == ["10.5.0.10", "10.5.0.11"]
+
+
+def test_ipam_reclaims_lease_of_dead_owner(paths, owners):
+    s = Subnet.parse("10.5.0.0/24")
+    pid = dead_pid()
+    with ipam.Pool(paths, "br-x") as pool:
+        pool._create(s.first, {"pid": pid, "start": 12345, "container": "gone"})
+        ip, reclaimed = pool.allocate(s.first, s.first, _owner(owners(), "new"))
+    assert ip == s.first and [r.container for r in reclaimed] == ["gone"]
+    assert ipam.Pool(paths, "br-x").read("10.5.0.1").container == "new"
+
+
+def test_ipam_recycled_pid_is_not_the_owner(paths):
+    """Same pid, other start time: the owner is gone."""
+    with ipam.Pool(paths, "br-x") as pool:
+        pool._create(ip_int("10.5.0.1"), {"pid": os.getpid(), "start": 1, "container": "old"})
+        assert [lease.container for lease in pool.reap()] == ["old"]
+
+
+def test_ipam_release_only_own_lease(paths, owners):
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.allocate(ip_int("10.5.0.1"), ip_int("10.5.0.1"), _owner(owners(), "mine"))
+        assert not pool.release(ip_int("10.5.0.1"), container="other")
+        assert pool.release(ip_int("10.5.0.1"), container="mine")
+        assert not pool.release(ip_int("10.5.0.1"), container="mine")
+
+
+# -- attach / detach against the fake kernel ----------------------------------------
+
+def test_veth_attach_plan(paths, owners):
+    k = FakeKernel()
+    pid = owners()
+    recs = network.attach(paths, "abcdef012345", [network.parse("veth:br0,ip=10.9.0.7/24")],
+                          pid, kernel=k)
+    (rec,) = recs
+    assert rec["ip"] == "10.9.0.7/24" and rec["gateway"] == "10.9.0.1"
+    assert rec["ifname"] == "eth0" and rec["host_ifname"] == "pyvabcdef012340"
+    ops = [(ns, name) for ns, name, _, _ in k.calls]
+    cns = "pid%d" % pid
+    # lo up, bridge made with a pinned MAC and gateway address, veth born with
+    # its peer in the container's netns and its host end on the bridge, then
+    # address, link up, default route inside.
+    assert ops == [(cns, "enter"), (cns, "set_link"), ("host", "create_bridge"),
+                   ("host", "set_link"), ("host", "add_addr"), ("host", "create_veth"),
+                   (cns, "add_addr"), (cns, "set_link"), (cns, "add_route")]
+    br = k.host_ns.links[[l.index for l in k.host_ns.links.values() if l.name == "br0"][0]]
+    made = [c for c in k.calls if c[1] == "create_bridge"][0]
+    assert made[3]["mac"] and br.mac == made[3]["mac"]  # pinned at creation
+    assert br.alias == "pyctr network br0"
+    veth = [c for c in k.calls if c[1] == "create_veth"][0]
+    assert veth[3]["master"] == br.index and veth[3]["peer_netns_fd"] is not None
+    assert k.names(cns) == ["eth0", "lo"]
+    assert leases(paths, "br-br0") == ["10.9.0.7"]
+    assert not k.open_fds
+    network.detach(paths, "abcdef012345", recs, kernel=k)
+    network.detach(paths, "abcdef012345", recs, kernel=k)  # idempotent
+    assert k.names() == ["br0", "lo"] and leases(paths, "br-br0") == []
+
+
+def test_uplinked_bridge_takes_the_uplink_address_and_mac(paths, owners):
+    k = FakeKernel()
+    nic = k.add_host_link("nic0", mac="52:54:00:00:00:01")
+    k.host_ns.addrs.append((nic.index, "10.77.0.1", 24))
+    config.save(paths, config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0",
+                                                    "range": "10.77.0.100-10.77.0.149"}))
+    recs = network.attach(paths, "c1", [network.parse("cluster")], owners(), kernel=k)
+    br = [l for l in k.host_ns.links.values() if l.name == "cluster"][0]
+    assert br.mac == nic.mac and nic.master == br.index
+    assert k.host_ns.addrs == [(br.index, "10.77.0.1", 24)]
+    assert recs[0]["ip"] == "10.77.0.100/24" and recs[0]["gateway"] == "10.77.0.1"
+    network.detach(paths, "c1", recs, kernel=k)
+
+
+def test_detach_after_the_container_died_leaves_the_veth_to_the_kernel(paths):
+    """Its netns takes the pair along; deleting it ourselves would only wait."""
+    k = FakeKernel()
+    p = subprocess.Popen(["sleep", "60"])
+    recs = network.attach(paths, "c1", [network.parse("veth:br0")], p.pid, kernel=k)
+    p.kill()
+    p.wait()
+    k.calls.clear()
+    network.detach(paths, "c1", recs, kernel=k)
+    assert not [c for c in k.calls if c[1] == "delete_link"]
+    assert leases(paths, "br-br0") == []
+
+
+def test_failed_attach_gives_the_uplink_its_address_back(paths, owners):
+    k = FakeKernel()
+    nic = k.add_host_link("nic0", mac="52:54:00:00:00:01")
+    k.host_ns.addrs.append((nic.index, "10.77.0.1", 24))
+    k.host_ns.routes.append({"dst": "0.0.0.0", "dst_len": 0, "gateway": "10.77.0.254",
+                             "oif": nic.index, "src": None, "protocol": 3, "scope": 0})
+    config.save(paths, config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0"}))
+    k.fail["create_veth"] = OSError(12, "Cannot allocate memory")
+    with pytest.raises(PyctrError, match="cannot create veth"):
+        network.attach(paths, "c1", [network.parse("cluster")], owners(), kernel=k)
+    assert k.names() == ["lo", "nic0"] and nic.master == 0
+    assert k.host_ns.addrs == [(nic.index, "10.77.0.1", 24)]
+    assert [(r["gateway"], r["oif"]) for r in k.host_ns.routes] == [("10.77.0.254", nic.index)]
+    assert leases(paths, "br-cluster") == []
+
+
+def test_failure_inside_container_undoes_everything(paths, owners):
+    k = FakeKernel()
+    k.fail["add_route"] = OSError(101, "Network is unreachable")
+    with pytest.raises(PyctrError, match="cannot configure eth0"):
+        network.attach(paths, "c1", [network.parse("veth:br0")], owners(), kernel=k)
+    assert k.names() == ["lo"]  # veth and the bridge it made are gone
+    assert leases(paths, "br-br0") == []
+
+
+def test_full_bridge_is_refused_cleanly(paths, owners):
+    k = FakeKernel()
+    k.bridge_max_ports = 2
+    recs = [network.attach(paths, "c%d" % i, [network.parse("veth:br0")], owners(), kernel=k)
+            for i in range(2)]
+    with pytest.raises(PyctrError, match="bridge br0 is full"):
+        network.attach(paths, "c9", [network.parse("veth:br0")], owners(), kernel=k)
+    assert len(leases(paths, "br-br0")) == 2 and len(k.names()) == 4  # lo br0 + 2 veths
+    for i, r in enumerate(recs):
+        network.detach(paths, "c%d" % i, r, kernel=k)
+
+
+def test_second_request_failing_undoes_the_first(paths, owners):
+    k = FakeKernel()
+    with pytest.raises(PyctrError, match="unknown lower device nic9"):
+        network.attach(paths, "c1", [network.parse("veth:br0"), network.parse("macvlan:nic9")],
+                       owners(), kernel=k)
+    assert k.names() == ["lo"] and leases(paths, "br-br0") == []
+
+
+def test_not_a_bridge(paths, owners):
+    k = FakeKernel()
+    k.add_host_link("nic0", kind=None)
+    with pytest.raises(PyctrError, match="nic0 is not a bridge"):
+        network.attach(paths, "c1", [network.parse("veth:nic0")], owners(), kernel=k)
+
+
+def _macvlan_host(k):
+    nic = k.add_host_link("nic0")
+    k.host_ns.addrs.append((nic.index, "10.77.0.1", 24))
+    return nic
+
+
+def test_macvlan_with_host_shim(paths, owners):
+    k = FakeKernel()
+    nic = _macvlan_host(k)
+    a = network.attach(paths, "ca", [network.parse("macvlan:nic0,ip=10.77.0.50")], owners(),
+                       kernel=k)
+    b = network.attach(paths, "cb", [network.parse("macvlan:nic0")], owners(), kernel=k)
+    assert a[0]["ip"] == "10.77.0.50/24" and b[0]["ip"] == "10.77.0.2/24"
+    assert a[0]["shim"] == "pys-nic0" and a[0]["shim_ip"] == "10.77.0.1"  # the host's own
+    shim = [l for l in k.host_ns.links.values() if l.name == "pys-nic0"][0]
+    assert shim.link == nic.index and shim.macvlan_mode == "bridge"
+    assert (shim.index, "10.77.0.1", 32) in k.host_ns.addrs
+    assert sorted(r["dst"] for r in k.host_ns.routes if r["oif"] == shim.index) == \
+        ["10.77.0.2", "10.77.0.50"]
+    mv = [c for c in k.calls if c[1] == "create_macvlan" and c[2][0] == "eth0"][0]
+    assert mv[2][2] == "bridge" and mv[3]["netns_fd"] is not None
+    network.detach(paths, "ca", a, kernel=k)
+    assert "pys-nic0" in k.names()  # b still uses it
+    network.detach(paths, "cb", b, kernel=k)
+    assert leases(paths, "mv-nic0") == [] and not [r for r in k.host_ns.routes
+                                                   if r["oif"] == shim.index]
+    assert "pys-nic0" in k.names()  # stays, like a bridge, until gc finds it unused
+    assert network.gc(paths, kernel=k) == ["interface pys-nic0 (host shim)"]
+    assert k.names() == ["lo", "nic0"]
+
+
+@pytest.mark.parametrize("spec", ["macvlan:nic0:private", "macvlan:nic0,host_shim=no"])
+def test_no_shim_when_it_could_not_help_or_is_refused(paths, owners, spec):
+    k = FakeKernel()
+    _macvlan_host(k)
+    recs = network.attach(paths, "c1", [network.parse(spec)], owners(), kernel=k)
+    assert recs[0]["shim"] is None and "pys-nic0" not in k.names()
+
+
+def test_macvlan_bad_lower_devices(paths, owners):
+    k = FakeKernel()
+    br = k.add_host_link("br0", kind="bridge")
+    k.add_host_link("nic1", master=br.index)
+    with pytest.raises(PyctrError, match="unknown lower device nic7"):
+        network.attach(paths, "c1", [network.parse("macvlan:nic7")], owners(), kernel=k)
+    with pytest.raises(PyctrError, match="nic1 is a port of bridge br0"):
+        network.attach(paths, "c1", [network.parse("macvlan:nic1,ip=10.1.0.2/24")], owners(),
+                       kernel=k)
+    k.add_host_link("nic2")
+    with pytest.raises(PyctrError, match="no IPv4 address"):
+        network.attach(paths, "c1", [network.parse("macvlan:nic2")], owners(), kernel=k)
+
+
+def test_passthru_takes_the_lower_alone(paths, owners):
+    k = FakeKernel()
+    _macvlan_host(k)
+    first = network.attach(paths, "c1", [network.parse("macvlan:nic0:passthru")], owners(),
+                           kernel=k)
+    assert first[0]["shim"] is None
+    with pytest.raises(PyctrError, match="held by a passthru macvlan"):
+        network.attach(paths, "c2", [network.parse("macvlan:nic0:passthru")], owners(), kernel=k)
+    with pytest.raises(PyctrError, match="held by a passthru macvlan"):
+        network.attach(paths, "c3", [network.parse("macvlan:nic0")], owners(), kernel=k)
+    network.detach(paths, "c1", first, kernel=k)
+    other = network.attach(paths, "c4", [network.parse("macvlan:nic0")], owners(), kernel=k)
+    with pytest.raises(PyctrError, match="passthru needs nic0 alone"):
+        network.attach(paths, "c5", [network.parse("macvlan:nic0:passthru")], owners(), kernel=k)
+    network.detach(paths, "c4", other, kernel=k)
+
+
+def test_address_errors_leave_nothing(paths, owners):
+    k = FakeKernel()
+    net = config.from_dict("lab", {"subnet": "10.6.0.0/24", "range": "10.6.0.10-10.6.0.10"})
+    config.save(paths, net)
+    ok = network.attach(paths, "c1", [network.parse("lab")], owners(), kernel=k)
+    assert ok[0]["ip"] == "10.6.0.10/24"
+    for spec, words in [("lab", "no free address"),
+                        ("lab,ip=10.7.0.3", "outside subnet"),
+                        ("lab,ip=10.6.0.3/16", "does not match subnet"),
+                        ("lab,ip=10.6.0.10", "in use by container c1"),
+                        ("lab,ip=10.6.0.1", r"in use \(network gateway"),
+                        ("nosuchnet", "unknown network")]:
+        before = (k.names(), leases(paths, "br-lab"))
+        with pytest.raises(PyctrError, match=words):
+            network.attach(paths, "c2", [network.parse(spec)], owners(), kernel=k)
+        assert (k.names(), leases(paths, "br-lab")) == before
+    network.detach(paths, "c1", ok, kernel=k)
+
+
+def test_gc_removes_dead_leases_and_unused_shim(paths, owners):
+    k = FakeKernel()
+    _macvlan_host(k)
+    p = subprocess.Popen(["sleep", "60"])
+    network.attach(paths, "c1", [network.parse("macvlan:nic0")], p.pid, kernel=k)
+    assert network.gc(paths, kernel=k) == []  # owner alive: nothing to do
+    p.kill()
+    p.wait()
+    removed = network.gc(paths, kernel=k)
+    assert "lease 10.77.0.2 in mv-nic0 (container c1)" in removed
+    assert "interface pys-nic0 (host shim)" in removed
+    assert k.names() == ["lo", "nic0"] and network.gc(paths, kernel=k) == []
+
+
+# -- the netlink encoder, checked against pyroute2's decoder -------------------------
+
+class _Capture:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append(data)
+
+    def recv(self, n):  # an ACK for the last request
+        length, kind, flags, seq, pid = struct.unpack_from("=IHHII", self.sent[-1])
+        return struct.pack("=IHHIIi", 36, rtnl.NLMSG_ERROR, 0, seq, 0, 0) + self.sent[-1][:16]
+
+    def close(self):
+        pass
+
+
+def _encoded(call):
+    nl = rtnl.Netlink.__new__(rtnl.Netlink)
+    nl.sock, nl.seq = _Capture(), 0
+    call(nl)
+    return nl.sock.sent[-1]
+
+
+def test_veth_message_decodes_with_pyroute2():
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    raw = _encoded(lambda nl: nl.create_veth("pyvx0", "eth0", peer_netns_fd=7, mtu=1400,
+                                             peer_mac="02:00:00:00:00:09", master=5))
+    msg = ifinfmsg(raw)
+    msg.decode()
+    assert msg["header"]["type"] == rtnl.RTM_NEWLINK
+    assert msg.get_attr("IFLA_IFNAME") == "pyvx0" and msg.get_attr("IFLA_MASTER") == 5
+    assert msg.get_attr("IFLA_MTU") == 1400 and msg["flags"] & 1
+    info = msg.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_KIND") == "veth"
+    peer = info.get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
+    assert peer.get_attr("IFLA_IFNAME") == "eth0" and peer.get_attr("IFLA_NET_NS_FD") == 7
+    assert peer.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:09"
+
+
+def test_macvlan_and_route_messages_decode_with_pyroute2():
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    raw = _encoded(lambda nl: nl.create_macvlan("eth0", 3, "source", netns_fd=9,
+                                                source_macs=["02:00:00:00:00:01"]))
+    msg = ifinfmsg(raw)
+    msg.decode()
+    assert msg.get_attr("IFLA_LINK") == 3 and msg.get_attr("IFLA_NET_NS_FD") == 9
+    data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+    assert data.get_attr("IFLA_MACVLAN_MODE") == "source"
+    assert data.get_attr("IFLA_MACVLAN_MACADDR_MODE") == "set"
+    raw = _encoded(lambda nl: nl.add_route(gateway="10.0.0.1", oif=4))
+    msg = rtmsg(raw)
+    msg.decode()
+    assert msg.get_attr("RTA_GATEWAY") == "10.0.0.1" and msg.get_attr("RTA_OIF") == 4
+    assert msg["dst_len"] == 0 and msg["table"] == 254
