@@ -286,5 +286,10 @@ def test_rootless_maps_caller_to_root(rootfs, tmp_path):
         p = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c", shlex.join(argv)],
                            capture_output=True, text=True, timeout=60)
         assert p.stdout.split()[:4] == ["0", "0", str(user.pw_uid), "1"], p.stderr
+        # wiring a veth needs root on the host: one clear line, not a traceback
+        argv[argv.index("--rm")] = "--net=veth:br0"
+        p = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c", shlex.join(argv)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 125 and "rootless" in one_line_error(p)
     finally:
         subprocess.run(["rm", "-rf", state])
