@@ -123,14 +123,8 @@ def _run_detached(paths, spec):
             os.write(w, ("err 125 %s" % e).encode())
         os._exit(code)
     os.close(w)
-    chunks = []
-    while True:
-        data = os.read(r, 4096)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(r)
-    msg = b"".join(chunks).decode(errors="replace")
+    from pyctr.sync import read_all
+    msg = read_all(r).decode(errors="replace")
     if msg.startswith("ok "):
         print(msg[3:])
         return 0

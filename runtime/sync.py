@@ -81,17 +81,9 @@ class Channel:
     def wait_exec(self):
         """Block until the child exec'd (returns None) or reported a failure
         (returns a PyctrError with the exit code that failure deserves)."""
-        chunks = []
-        while True:
-            data = os.read(self.report_r, 4096)
-            if not data:
-                break
-            chunks.append(data)
-        os.close(self.report_r)
+        raw = read_all(self.report_r)
         self.report_r = -1
-        if not chunks:
-            return None
-        return decode_report(b"".join(chunks))
+        return decode_report(raw) if raw else None
 
     # -- child ----------------------------------------------------------
     def child_side(self):
@@ -106,18 +98,23 @@ class Channel:
             os._exit(EXIT_RUNTIME)
         if message != GO:
             return None
-        chunks = []
-        while True:
-            data = os.read(self.ctl_r, 65536)
-            if not data:
-                break
-            chunks.append(data)
-        os.close(self.ctl_r)
-        raw = b"".join(chunks)
+        raw = read_all(self.ctl_r)
         return [e.decode(errors="replace") for e in raw.split(SEP)] if raw else []
 
     def report(self, step, errno, message):
         os.write(self.report_w, encode_report(step, errno, message))
+
+
+def read_all(fd):
+    """Everything until end-of-file; closes `fd`."""
+    chunks = []
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    return b"".join(chunks)
 
 
 def _close(fd):
