@@ -12,21 +12,23 @@ cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
 
 BASE="python3 python3-venv python3-dev gcc libcap-dev iproute2 busybox-static procps"
-EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 strace
+EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples"
-packages=$BASE
 pip_extras=""
-if [ "${1:-}" = "--test" ]; then
-    packages="$BASE $EXTRA"
-    pip_extras="[test,bench]"
-fi
+[ "${1:-}" = "--test" ] && pip_extras="[test,bench]"
 
-echo "install.sh: apt packages: $(echo $packages | wc -w)" >&2
 export DEBIAN_FRONTEND=noninteractive
+echo "install.sh: apt-get install (base)" >&2
 apt-get update -qq
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $packages >/dev/null
+apt-get install -y -qq --no-install-recommends $BASE >/dev/null
+if [ -n "$pip_extras" ]; then
+    # As a user of these tools gets them: with their recommended packages.
+    echo "install.sh: apt-get install (tests and benchmarks; a few minutes)" >&2
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $EXTRA >/dev/null
+fi
 
 echo "install.sh: building pyctr into $PREFIX" >&2
 # Debian's interpreter, not whatever python3 comes first on PATH (pyenv).
