@@ -159,3 +159,28 @@ def test_go_carries_environment_to_the_child():
     assert ch.expect(sync.GO) == ["OMPI_MCA_btl_tcp_if_include=10.0.0.0/24", "B=2=3"]
     for fd in (ch.report_r, ch.report_w):
         os.close(fd)
+
+
+def test_getopt_stops_at_the_image():
+    """Flags after IMAGE belong to the command, as with docker/podman run."""
+    from pyctr.cli import Opt, parse_options
+    opts = [Opt("--rm", "bool", dest="remove"), Opt("-e --env", "list"), Opt("--mtu", "int")]
+    got = parse_options("run", "", opts, ["--rm", "-e", "A=1", "--env=B=2", "--mtu", "9000",
+                                          "img", "ls", "--rm", "-l"],
+                        positionals=("target",), rest="command")
+    assert got == {"remove": True, "env": ["A=1", "B=2"], "mtu": 9000, "target": "img",
+                   "command": ["ls", "--rm", "-l"]}
+    got = parse_options("run", "", opts, ["--", "-img-"], positionals=("target",),
+                        rest="command")
+    assert got["target"] == "-img-"
+    for bad, words in ((["--nope", "img"], "unknown option --nope"),
+                       (["--mtu", "big", "img"], "wants a number"),
+                       (["--rm=yes", "img"], "takes no value"),
+                       (["img", "x", "--env"], None)):
+        if words is None:  # after the image nothing is an option: no error
+            parse_options("run", "", opts, bad, positionals=("target",), rest="command")
+            continue
+        with pytest.raises(PyctrError, match=words):
+            parse_options("run", "", opts, bad, positionals=("target",), rest="command")
+    with pytest.raises(PyctrError, match="needs a value"):
+        parse_options("run", "", opts, ["-e"], positionals=("target",), rest="command")
