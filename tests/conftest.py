@@ -60,10 +60,19 @@ def image_data():
     return data
 
 
+@pytest.fixture(scope="session")
+def worlds_dir():
+    """Parent of every test's pyctr world; gone when the session ends."""
+    path = "/run/pyctr-test-%d" % os.getpid()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
-def pyctr(image_data):
-    world = Pyctr(root="/run/pyctr-test/%s" % uuid.uuid4().hex[:8], data=image_data,
-                  config="/run/pyctr-test/config-%s" % uuid.uuid4().hex[:8])
+def pyctr(image_data, worlds_dir):
+    tag = uuid.uuid4().hex[:8]
+    world = Pyctr(root="%s/%s" % (worlds_dir, tag), data=image_data,
+                  config="%s/config-%s" % (worlds_dir, tag))
     yield world
     world.cleanup()
     shutil.rmtree(world.config, ignore_errors=True)
