@@ -107,7 +107,9 @@ def run_init(proc, channel, sys):
         sys.reset_signals()
         exec_workload(proc, sys, channel)  # reports and _exits on failure
         os._exit(EXIT_RUNTIME)
-    os.close(channel.report_w)
+    # PID 1 never execs, so close-on-exec never closes what it inherited:
+    # the report pipe and, with -d, the pipe `pyctr run` waits on.
+    sys.close_range(3, 0xFFFFFFFF, 0)
     status = sys.supervise(pid, reap_all=True)
     os._exit(exit_code(status))
 
