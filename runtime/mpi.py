@@ -68,6 +68,9 @@ REASONS = {
     "UCX_TLS":
         "UCX transports %s: without shared memory, since UCX would otherwise use it "
         "between ranks of one kernel that cannot share memory across containers",
+    "MPIR_CVAR_NOLOCAL":
+        "MPICH treats every other rank as remote (%s): hydra counts the ranks of one host "
+        "as local, and MPI_Init then fails allocating shared memory across containers",
     "FI_TCP_IFACE":
         "libfabric's tcp provider (Open MPI ofi MTL, MPICH ch4:ofi) uses %s",
     "HYDRA_IFACE":
@@ -150,6 +153,7 @@ def mpi_env(attachments, launcher="any", shared_memory=False):
         env["UCX_NET_DEVICES"] = names
         if not shared_memory:
             env["UCX_TLS"] = "tcp,self"
+            env["MPIR_CVAR_NOLOCAL"] = "1"
     # libfabric takes a single interface.
     env["FI_TCP_IFACE"] = ifaces[0].ifname
     return env
