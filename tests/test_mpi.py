@@ -35,7 +35,10 @@ def test_interfaces_are_named_by_the_containers_subnet_for_open_mpi_and_pmix():
     assert env["OMPI_MCA_oob_tcp_if_include"] == "10.77.0.0/24"
     assert env["PMIX_MCA_ptl_tcp_if_include"] == "10.77.0.0/24"
     assert env["OMPI_MCA_mpi_yield_when_idle"] == "1"
+    assert env["OMPI_MCA_hwloc_base_binding_policy"] == "none"
     assert "UCX_NET_DEVICES" not in env   # MPICH's, not asked for
+    spread = mpi.mpi_env([att("10.77.0.101/24")], "openmpi", colocated=False)
+    assert "OMPI_MCA_hwloc_base_binding_policy" not in spread
 
 
 def test_isolated_containers_talk_tcp_and_groups_keep_shared_memory_without_cma():

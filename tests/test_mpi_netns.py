@@ -232,11 +232,32 @@ def test_cma_single_copy_is_refused_across_user_namespaces_and_none_works(work):
     argv = ["mpirun.openmpi", "-np", "2", "--bind-to", "none", "--mca", "btl", "vader,self",
             "unshare", "--user", "--map-root-user", ring]
     forced = run(argv, {"OMPI_MCA_btl_vader_single_copy_mechanism": "cma"})
-    assert forced.returncode != 0
-    assert "different user namespaces" in forced.stdout + forced.stderr
+    assert forced.returncode != 0, forced.stdout
+    assert "different user namespaces" in forced.stdout + forced.stderr, forced.stderr[-2000:]
     env = mpi.mpi_env([mpi.Iface("lo", "127.0.0.1", 8)], "openmpi", shared_memory=True)
     ok = run(argv, {"OMPI_MCA_btl_vader_single_copy_mechanism":
                     env["OMPI_MCA_btl_vader_single_copy_mechanism"]})
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "different user namespaces" not in ok.stdout + ok.stderr
-    assert sorted(ranks(ok.stdout)) == [0, 1]
+    assert "different user namespaces" not in ok.stdout + ok.stderr, ok.stderr[-2000:]
+    assert sorted(ranks(ok.stdout)) == [0, 1], ok.stdout
+
+
+def test_two_virtual_nodes_pin_their_ranks_to_the_same_core_unless_told_not_to(work, bed):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    a = bed.nodes[0]
+    show = ["sh", "-c", 'echo "cpus $OMPI_COMM_WORLD_RANK $(grep Cpus_allowed_list '
+            '/proc/self/status | cut -f2)"']
+    argv = a.argv(["mpirun.openmpi", "-np", "2", "--host", "nodeA:1,nodeB:1", "--mca",
+                   "plm_rsh_agent", agent(work, bed)] + show)
+
+    def cpus(p):
+        assert p.returncode == 0, p.stderr[-2000:]
+        return sorted(l.split()[2] for l in p.stdout.splitlines() if l.startswith("cpus "))
+
+    pinned = cpus(run(argv))
+    assert len(pinned) == 2 and pinned[0] == pinned[1] and "-" not in pinned[0]
+    env = mpi.mpi_env([mpi.Iface("nic0", a.ip, a.prefix)], "openmpi")
+    free = cpus(run(argv, {"OMPI_MCA_hwloc_base_binding_policy":
+                           env["OMPI_MCA_hwloc_base_binding_policy"]}))
+    assert all(c != pinned[0] for c in free)
