@@ -7,7 +7,7 @@ N; 125 pyctr failed; 126 command cannot be executed; 127 command not found.
 import os
 import sys
 
-from pyctr.errors import EXIT_RUNTIME, PyctrError
+from pyctr.errors import PyctrError
 
 # verb -> (module, function, one-line help). function(paths, argv) -> int
 VERBS = {

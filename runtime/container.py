@@ -9,7 +9,7 @@ import os
 
 from pyctr import syscalls as S
 from pyctr.child import Plan, child_main, exit_code
-from pyctr.errors import PyctrError, from_oserror
+from pyctr.errors import from_oserror
 from pyctr.spec import Mount
 from pyctr.state import StateStore, now, process_start_time
 from pyctr.sync import GO, IDS, Channel

@@ -10,7 +10,6 @@ from pyctr import oci, rootfs, specgen, sync
 from pyctr import syscalls as S
 from pyctr.errors import PyctrError
 from pyctr.paths import Paths
-from pyctr.spec import Spec
 
 
 @pytest.fixture

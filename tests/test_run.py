@@ -5,7 +5,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import one_line_error, host_leftovers, root_only
 
