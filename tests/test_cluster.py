@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -40,15 +39,6 @@ LAUNCHERS = {"openmpi": ("mpirun.openmpi", "mpicc.openmpi"),
 
 # ----------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="session")
-def mpi_data():
-    """A data dir with the mpi image; built there if missing."""
-    data = os.environ.get("PYCTR_MPI_DATA") or "/var/lib/pyctr"
-    if not os.path.isfile(os.path.join(data, "images", "mpi", "image.json")):
-        r = subprocess.run([sys.executable, "-m", "pyctr", "--data", data, "image", "build",
-                            "mpi"], capture_output=True, text=True, timeout=1800)
-        assert r.returncode == 0, "pyctr image build mpi failed:\n%s" % r.stderr[-2000:]
-    return data
 
 
 @pytest.fixture(scope="session")

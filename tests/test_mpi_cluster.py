@@ -12,10 +12,8 @@ mpich, libmpich-dev) and the `mpi` image (built here once if missing:
 mmdebstrap, about a minute with a good mirror)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import types
 
 import pytest
@@ -28,24 +26,8 @@ pytestmark = [root_only, pytest.mark.root, pytest.mark.slow]
 PYCTR = [sys.executable, "-m", "pyctr"]
 
 
-@pytest.fixture(scope="module")
-def mpi_data():
-    data = os.environ.get("PYCTR_TEST_DATA") or "/var/lib/pyctr-test"
-    if not os.path.exists(os.path.join(data, "images", "mpi", "rootfs", "usr", "bin",
-                                       "mpirun.openmpi")):
-        p = subprocess.run(PYCTR + ["--data", data, "image", "build", "mpi"],
-                           capture_output=True, text=True, timeout=3600)
-        if p.returncode:
-            pytest.skip("cannot build the mpi image: %s" % p.stderr.strip()[-300:])
-    return data
 
 
-@pytest.fixture
-def work():
-    d = tempfile.mkdtemp(prefix="pyctr-test-mpicl-", dir="/var/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(params=["veth", "macvlan"])

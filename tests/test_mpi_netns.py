@@ -60,13 +60,6 @@ def compile_ring(tmp, compiler):
     return out
 
 
-@pytest.fixture
-def work():
-    import tempfile
-    d = tempfile.mkdtemp(prefix="pyctr-test-mpi-", dir="/var/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -232,8 +225,10 @@ def test_cma_single_copy_is_refused_across_user_namespaces_and_none_works(work):
     argv = ["mpirun.openmpi", "-np", "2", "--bind-to", "none", "--mca", "btl", "vader,self",
             "unshare", "--user", "--map-root-user", ring]
     forced = run(argv, {"OMPI_MCA_btl_vader_single_copy_mechanism": "cma"})
+    # Forced CMA must fail. Its explanation ("different user namespaces") is
+    # usually printed, but Open MPI's help system sometimes loses it under load
+    # ("ORTE_ERROR_LOG: Out of resource in show_help.c"), so only the outcome counts.
     assert forced.returncode != 0, forced.stdout
-    assert "different user namespaces" in forced.stdout + forced.stderr, forced.stderr[-2000:]
     env = mpi.mpi_env([mpi.Iface("lo", "127.0.0.1", 8)], "openmpi", shared_memory=True)
     ok = run(argv, {"OMPI_MCA_btl_vader_single_copy_mechanism":
                     env["OMPI_MCA_btl_vader_single_copy_mechanism"]})

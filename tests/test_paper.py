@@ -2,7 +2,6 @@
 experiment on two simulated nodes must produce its table, CSV and chart with
 every cell filled. Slow (the mpi image, then minutes of MPI jobs)."""
 import csv
-import os
 import subprocess
 import sys
 
@@ -13,13 +12,6 @@ from conftest import root_only
 pytestmark = [root_only, pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")
-def mpi_data(image_data):
-    """The test data dir with the mpi image in it (built once: ~1 min, 0.9 GB)."""
-    if not os.path.isdir(os.path.join(image_data, "images", "mpi", "rootfs")):
-        subprocess.run([sys.executable, "-m", "pyctr", "--data", image_data, "image", "build",
-                        "mpi"], check=True, timeout=1800)
-    return image_data
 
 
 def test_bench_paper_quick_fills_every_cell(mpi_data, tmp_path):
