@@ -293,6 +293,7 @@ class Results:
         self.failures = {c: {} for c in configs}   # config -> {metric key: [reasons]}
         self.setup_failed = {}                       # config -> reason
         self.wire = {c: {} for c in configs}         # config -> {workload: [bytes]}
+        self.interrupted = False
 
     def add(self, config, values):
         for k, v in values.items():
@@ -390,7 +391,11 @@ def command(paths, argv):
                     results.setup_failed[name] = str(e)
                     for w in workloads:
                         results.fail(name, w, "setup failed: %s" % e)
-        run_all(args, setups, workloads, results, os.path.join(out, "logs"))
+        try:
+            run_all(args, setups, workloads, results, os.path.join(out, "logs"))
+        except KeyboardInterrupt:
+            # Keep what was measured: a long run stopped late is still worth its table.
+            results.interrupted = True
     finally:
         for cfg in configs.values():
             cfg.down()
@@ -402,6 +407,9 @@ def command(paths, argv):
     sys.stdout.write(markdown(args, workloads, results, elapsed, facts=None))
     sys.stdout.write("Wrote %s; logs of every run in %s\n"
                      % (", ".join(files), os.path.join(out, "logs")))
+    if results.interrupted:
+        sys.stderr.write("pyctr bench paper: interrupted; the table has the runs done so far\n")
+        return 130
     failed = any(results.failures[c] for c in results.configs)
     return 1 if failed else 0
 
@@ -468,6 +476,8 @@ def markdown(args, workloads, results, elapsed, facts):
         lines.append("| " + " | ".join(row) + " |")
     rate = "%d Mbit/s (tbf on both ends of each node link)" % args.rate_mbit \
         if args.rate_mbit else "unshaped (veth speed, bound by CPU)"
+    if results.interrupted:
+        lines += ["", "**Interrupted**: fewer runs than planned in some cells."]
     lines += ["",
               "Cells: median [min-max] of %d runs%s. %% of NIC is relative performance: "
               "value/NIC for throughput, NIC/value for times (100 %% = as fast as NIC). "
@@ -557,7 +567,7 @@ def write_results(out, args, workloads, results, elapsed):
                                          "failed": results.failures[c].get(m.key)}
                                      for c in results.configs},
                          "study": STUDY.get(m.key)} for m in results.metrics],
-            "wire_bytes_node_a_nic0": results.wire,
+            "wire_bytes_node_a_nic0": results.wire, "interrupted": results.interrupted,
             "setup_failed": results.setup_failed}, f, indent=2)
         f.write("\n")
     files.append(base + ".json")
