@@ -49,15 +49,25 @@ class Pyctr:
 
 @pytest.fixture(scope="session")
 def image_data():
-    """A data dir holding the busybox image, built once per test session."""
+    """A data dir holding the busybox image, built once per test session.
+    PYCTR_TEST_DATA names one to reuse (and keep) across sessions; otherwise
+    a scratch dir is made and removed at the end, so the tests leave no
+    images behind (the mpi image alone is 0.9 GB)."""
     if not IS_ROOT:
         pytest.skip("needs root")
-    data = os.environ.get("PYCTR_TEST_DATA") or "/var/lib/pyctr-test"
+    data = os.environ.get("PYCTR_TEST_DATA")
+    keep = bool(data)
+    if not data:
+        import tempfile
+        data = tempfile.mkdtemp(prefix="pyctr-test-data-", dir="/var/tmp")
+        os.chmod(data, 0o755)  # an image's rootfs must be reachable from containers
     rootfs = os.path.join(data, "images", "busybox", "rootfs")
     if not os.path.isfile(os.path.join(rootfs, "bin", "busybox")):
         subprocess.run([sys.executable, "-m", "pyctr", "--data", data, "image", "build",
                         "busybox"], check=True, timeout=600)
-    return data
+    yield data
+    if not keep:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
