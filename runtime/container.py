@@ -138,9 +138,12 @@ class Container:
         with open(os.path.join(etc, "resolv.conf"), "w") as f:
             f.write(resolv)
         for name in ("hosts", "hostname", "resolv.conf"):
-            # Only over a file the root already has: creating one would write
-            # into a plain rootfs (or fail where container root may not).
-            if not os.path.exists(os.path.join(self.spec.root.path, "etc", name)):
+            # A missing file is created to mount on only in an image's overlay
+            # written as real root: never in a plain rootfs (the user's files),
+            # nor where container root is unprivileged and may not write /etc.
+            creatable = self.spec.root.image and not self.spec.uid_mappings
+            if not creatable and not os.path.exists(
+                    os.path.join(self.spec.root.path, "etc", name)):
                 continue
             self.spec.mounts.append(Mount(destination="/etc/" + name, type="bind",
                                           source=os.path.join(etc, name), options=["bind"]))
