@@ -77,26 +77,38 @@ def cmd_run(paths, argv):
     c = Container(paths, spec)
     c.create()
     if "pyctr.mpi" in spec.annotations and c.networks:
-        _mpi_rank_env(c)
+        try:
+            _mpi_rank(c)
+        except BaseException:
+            c.destroy()
+            raise
     c.start()
     code = c.wait()
     c.cleanup()
     return code
 
 
-def _mpi_rank_env(c):
+def _mpi_rank(c):
     """A rank started by an MPI launcher: make its MPI use the container's
-    own interface (see pyctr.mpi); settings the user made win. Rank 0 says
+    own interface (see pyctr.mpi) and reach a launcher that serves PMIx on
+    loopback (see pyctr.pmix_relay); settings the user made win. Rank 0 says
     what was set, and every rank records it in its state."""
-    from pyctr import mpi
+    from pyctr import mpi, pmix_relay
     env = dict(e.split("=", 1) for e in c.spec.process.env)
     added = {k: v for k, v in mpi.mpi_env(c.networks).items() if k not in env}
     c.extra_env = ["%s=%s" % kv for kv in added.items()]
     c.state["mpi_env"] = added
+    said = ["%s=%s" % kv for kv in added.items()]
+    servers = pmix_relay.loopback_servers(env)
+    if servers:
+        listeners = pmix_relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.sys)
+        pmix_relay.serve(listeners, servers)
+        c.state["pmix_relay"] = ["%s:%d" % s for s in servers]
+        said.append("PMIx server %s relayed into the container" % ", ".join(
+            c.state["pmix_relay"]))
     c.store.write(c.name, c.state)
     if env.get("OMPI_COMM_WORLD_RANK", env.get("PMI_RANK", env.get("PMIX_RANK"))) == "0":
-        sys.stderr.write("pyctr: MPI rank in a container: %s\n" % ", ".join(
-            "%s=%s" % kv for kv in added.items()))
+        sys.stderr.write("pyctr: MPI rank in a container: %s\n" % ", ".join(said))
 
 
 def _run_detached(paths, spec):

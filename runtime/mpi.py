@@ -12,11 +12,14 @@ ch4:ucx with UCX 1.13, libfabric 1.17):
   and `oob_tcp_if_include` (CIDR or interface name) fix it.
 - The PMIx server inside mpirun/orted advertises tcp4://127.0.0.1:PORT in
   PMIX_SERVER_URI*; a rank started in a private netns cannot reach that
-  (`OPAL ERROR: Unreachable` in MPI_Init). PMIX_MCA_ptl_tcp_if_include (subnet
-  or name) in the *launcher's* environment makes it listen on and advertise an
-  address in the container's subnet; the host then needs an address there (on
-  the bridge, or the macvlan shim). PMIX_MCA_ptl_tcp_remote_connections=1 alone
-  does not help, and the OMPI_MCA_ spelling is ignored by PMIx.
+  (`OPAL ERROR: Unreachable` in MPI_Init). `pyctr run` relays that address
+  into the rank's netns (pyctr.pmix_relay), so a hybrid launch needs no
+  launcher setting. Ranks started otherwise need PMIX_MCA_ptl_tcp_if_include
+  (subnet or name) in the *launcher's* environment, which makes it listen on
+  and advertise an address in the container's subnet; the host then needs an
+  address there (on the bridge, or the macvlan shim).
+  PMIX_MCA_ptl_tcp_remote_connections=1 alone does not help, and the OMPI_MCA_
+  spelling is ignored by PMIx.
 - PMIx clients attach to the server's shared-memory datastore (gds ds12)
   under the server's /tmp: from a container that fails with "PMIX ERROR ...
   gds_ds12_lock_pthread.c"; PMIX_MCA_gds=hash on the rank's side avoids it.
@@ -170,9 +173,9 @@ def mpi_env(attachments, launcher="any", shared_memory=False, colocated=True):
 
 
 def launcher_env(host_ifaces, launcher="any"):
-    """Environment for mpirun/mpiexec running on the host (hybrid launch:
-    `mpirun -np N pyctr run ...`), given the host's own interfaces in the
-    containers' subnets (the bridge, or the macvlan shim)."""
+    """Environment for an mpirun/mpiexec that ranks reach over the network
+    (a virtual cluster's launcher, or ranks that `pyctr run` did not start),
+    given the launcher's own interfaces in the containers' subnets."""
     ifaces = [iface(a) for a in host_ifaces]
     if not ifaces:
         raise PyctrError("mpi: the host has no address in the containers' subnet; ranks "
@@ -225,9 +228,10 @@ def _unique(items):
 
 # ------------------------------------------------------------------ doctor
 
-LOOPBACK_URI_HINT = (
-    "a rank in a private network namespace cannot reach 127.0.0.1 of the launcher's; "
-    "start mpirun with PMIX_MCA_ptl_tcp_if_include=%s (the host needs an address there: "
+LOOPBACK_URI_NOTE = (
+    "ranks that `pyctr run` starts reach it through pyctr's relay in their own network "
+    "namespace; ranks started any other way cannot reach 127.0.0.1 of the launcher's, and "
+    "need mpirun started with PMIX_MCA_ptl_tcp_if_include=%s (and a host address there: "
     "the bridge's, or the macvlan shim's)")
 
 
@@ -325,11 +329,6 @@ def netns_ifaces(netns_path):
     return out
 
 
-def host_ifaces():
-    """IPv4 interfaces of the doctor's own (the launcher's) network namespace."""
-    return netns_ifaces("/proc/self/ns/net")
-
-
 def _in_subnet(ip, subnet):
     import ipaddress
     return ipaddress.ip_address(ip) in ipaddress.ip_network(subnet, strict=False)
@@ -389,7 +388,7 @@ def doctor_command(paths, argv):
                    "mpirun), mpich (UCX) or any (both)")
     p.add_argument("--hybrid", action="store_true",
                    help="mpirun will run on this host, outside the containers (mpirun -np N "
-                   "pyctr run ...): also check that ranks can reach it")
+                   "pyctr run ...): also check what that launch needs")
     p.add_argument("--no-connect", action="store_true",
                    help="skip the TCP connection tests between containers")
     args = p.parse_args(argv)
@@ -411,10 +410,8 @@ def doctor_command(paths, argv):
     return 1 if report.problems else 0
 
 
-def doctor(probes, report, launcher="openmpi", hybrid=False, connect=True, environ=None,
-           host=None):
-    """Check containers (Probe objects) and the launcher's environment; `host`
-    lists the launcher's interfaces (default: this netns's)."""
+def doctor(probes, report, launcher="openmpi", hybrid=False, connect=True, environ=None):
+    """Check containers (Probe objects) and the launcher's environment."""
     environ = os.environ if environ is None else environ
     if not probes:
         report.info("no running containers to check")
@@ -424,7 +421,7 @@ def doctor(probes, report, launcher="openmpi", hybrid=False, connect=True, envir
         facts[pr.name] = ifs
         _check_container(pr, ifs, report, launcher)
     _check_pairs(probes, facts, report, connect)
-    _check_launcher(probes, facts, report, launcher, hybrid, environ, host)
+    _check_launcher(probes, facts, report, launcher, hybrid, environ)
 
 
 def _check_container(pr, ifs, report, launcher):
@@ -541,14 +538,13 @@ def _check_connect(a, b, facts, report):
             report.ok("%s -> %s %s: TCP connects" % (src.name, dst.name, t["ip"]))
 
 
-def _check_launcher(probes, facts, report, launcher, hybrid, environ, host):
-    uris = pmix_uris(environ)
+def _check_launcher(probes, facts, report, launcher, hybrid, environ):
     subnets = _unique(
         "%s" % Iface(i["ifname"], i["ip"], i["prefix"]).subnet
         for pr in probes for i in facts[pr.name] if i["up"])
-    for var, host in uris:
+    for var, host in pmix_uris(environ):
         if host.startswith("127.") and probes:
-            report.problem("%s points at %s: %s" % (var, host, LOOPBACK_URI_HINT % (
+            report.info("%s points at %s: %s" % (var, host, LOOPBACK_URI_NOTE % (
                 ",".join(subnets) or "SUBNET")))
             break
     if not hybrid:
@@ -562,19 +558,6 @@ def _check_launcher(probes, facts, report, launcher, hybrid, environ, host):
                                "ranks mpirun starts on this host, but their /dev/shm differ "
                                "(seen: a segfault in mca_btl_vader_sendi)" % pr.name,
                                "OMPI_MCA_btl=self,tcp")
-    mine = host_ifaces() if host is None else host
-    for subnet in subnets:
-        local = [i for i in mine if i["up"] and _in_subnet(i["ip"], subnet)]
-        if not local:
-            report.problem("this host has no address in %s: mpirun here cannot serve PMIx "
-                           "to the ranks in the containers" % subnet,
-                           "give the bridge an address in %s (or use a macvlan network "
-                           "with host_shim)" % subnet)
-            continue
-        env = launcher_env([Iface(i["ifname"], i["ip"], i["prefix"]) for i in local], launcher)
-        report.ok("launcher side: %s %s is in %s" % (local[0]["ifname"], local[0]["ip"],
-                                                      subnet))
-        for k, v in env.items():
-            if environ.get(k) is None and k in ("PMIX_MCA_ptl_tcp_if_include", "HYDRA_IFACE"):
-                report.problem("launcher: %s is not set in this environment" % k,
-                               "export %s=%s before mpirun/mpiexec" % (k, v))
+    report.ok("launcher side: ranks that `pyctr run` starts reach mpirun's PMIx server "
+              "through pyctr's relay (Open MPI) or the inherited PMI_FD (MPICH): no host "
+              "address or launcher setting is needed")
