@@ -12,6 +12,17 @@ from conftest import root_only
 pytestmark = [root_only, pytest.mark.slow]
 
 
+def test_an_image_nobody_can_build_is_one_line_and_leaves_nothing(image_data, tmp_path):
+    import glob
+    before = set(glob.glob("/var/tmp/pyctr-paper-*"))
+    out = tmp_path / "paper"
+    p = subprocess.run([sys.executable, "-m", "pyctr", "--data", image_data, "bench", "paper",
+                        "--image", "nosuch", "--configs", "nic,veth", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 125
+    assert p.stderr.strip() == ("pyctr: bench paper: no image 'nosuch' for the containers "
+                                "(import or build it; or run --configs nic)")
+    assert not out.exists() and set(glob.glob("/var/tmp/pyctr-paper-*")) == before
 
 
 def test_bench_paper_quick_fills_every_cell(mpi_data, tmp_path):

@@ -368,16 +368,25 @@ class Result:
         return paths
 
 
-def chart(result, path):
-    """Box plot of every contender's samples, the peer's median as a line.
-    Returns the path, or None (with a warning) when matplotlib is missing."""
+def pyplot(prog):
+    """matplotlib.pyplot drawing to files, or None (with a warning) when
+    matplotlib is missing: the tables are written either way."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        sys.stderr.write("pyctr bench: no chart (matplotlib not installed: "
-                         "pip install matplotlib)\n")
+        sys.stderr.write("%s: no chart (matplotlib not installed: pip install matplotlib)\n"
+                         % prog)
+        return None
+    return plt
+
+
+def chart(result, path):
+    """Box plot of every contender's samples, the peer's median as a line.
+    Returns the path, or None (with a warning) when matplotlib is missing."""
+    plt = pyplot("pyctr bench")
+    if plt is None:
         return None
     b = result.bench
     names = [c.name for c in b.contenders if result.stats[c.name]]

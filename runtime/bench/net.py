@@ -40,8 +40,7 @@ import time
 from pyctr.bench import harness
 from pyctr.bench.startup import (Runners, install_copy, install_kind,
                                  launcher_and_interpreter, precompile, resolve_rootfs,
-                                 timed_env)
-from pyctr.cli import arg_parser
+                                 timed_env, timing_parser)
 from pyctr.errors import PyctrError
 
 CNI_PATH = "/usr/lib/cni"
@@ -49,17 +48,8 @@ NODE_SUBNET = "10.77.0.0/24"    # testbed's default: nodes are .1, .2, ...
 
 
 def parse(argv):
-    p = arg_parser("bench net", "Time pyctr run with veth/macvlan networking against "
-                   "runc + CNI plugins; measure iperf3 throughput of the datapaths.")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per contender (20)")
-    p.add_argument("--warmup", type=int, default=3, help="discarded rounds first (3)")
-    p.add_argument("--out", help="results directory (default results/net-DATE)")
-    p.add_argument("--image", default="busybox", help="image name or rootfs directory")
-    p.add_argument("--pyctr", default=None, metavar="LAUNCHER",
-                   help="pyctr launcher to time (default /usr/local/bin/pyctr)")
-    p.add_argument("--venv", metavar="DIR",
-                   help="first install this source tree non-editable into venv DIR and "
-                   "time its launcher (see pyctr bench startup --help)")
+    p = timing_parser("bench net", "Time pyctr run with veth/macvlan networking against "
+                      "runc + CNI plugins; measure iperf3 throughput of the datapaths.", "net")
     p.add_argument("--iperf-runs", type=int, default=5,
                    help="iperf3 runs per datapath (5)")
     p.add_argument("--iperf-seconds", type=int, default=3,

@@ -66,7 +66,8 @@ def parse(argv):
     p.add_argument("--workloads", default=",".join(w.key for w in wl.ALL),
                    help="comma-separated subset of %s" % ",".join(w.key for w in wl.ALL))
     p.add_argument("--image", default="mpi",
-                   help="image for the containers (default mpi: pyctr image build mpi)")
+                   help="image for the containers (default mpi, built from its recipe "
+                   "first if missing)")
     p.add_argument("--keep-going", action="store_true",
                    help="when a configuration cannot be set up, report it and go on")
     args = p.parse_args(argv)
@@ -173,21 +174,27 @@ class ContainerConfig:
     Commands run in it through `pyctr exec`."""
     kind = ""
     note = ""
+    net_name = ""      # the network each node defines for its container
+    net_keys = {}      # its definition, besides subnet, uplink and range
+    first = 0          # node n's addresses: 10.77.0.(first + 10 n) and the 9 after
 
     def __init__(self, tb, workdir, args, paths):
         self.tb, self.workdir, self.args, self.paths = tb, workdir, args, paths
         self.started = []
 
     def network(self, node, n):
-        """Write the node's network definition; return its name."""
-        raise NotImplementedError
+        """Write the node's network definition; return its name and the
+        address of the node's container."""
+        lo = self.first + 10 * n
+        _write_network(node, self.net_name, subnet=SUBNET, uplink="nic0",
+                       range="10.77.0.%d-10.77.0.%d" % (lo, lo + 9), **self.net_keys)
+        return self.net_name, "10.77.0.%d" % lo
 
     def up(self):
         a, b = self.tb.nodes
         nodes, routes, expect = [], {}, {}
         for n, (node, host) in enumerate(((a, "nodeA"), (b, "nodeB"))):
-            net = self.network(node, n)
-            ip = "10.77.0.%d" % (100 + 10 * n + (50 if self.kind == "macvlan" else 0))
+            net, ip = self.network(node, n)
             name = "paper-%s-%s" % (self.kind, host)
             env = _mpi_settings("eth0")
             argv = ["run", "-d", "--name", name, "--net=%s,ip=%s/%d" % (net, ip, PREFIX),
@@ -259,24 +266,14 @@ class VethConfig(ContainerConfig):
     kind = "veth"
     note = ("a container per node on a bridge holding the node's NIC (veth pair), "
             "started with pyctr run, commands through pyctr exec")
-
-    def network(self, node, n):
-        lo = 100 + 10 * n
-        _write_network(node, "paperbr", kind="bridge", subnet=SUBNET, uplink="nic0",
-                       range="10.77.0.%d-10.77.0.%d" % (lo, lo + 9))
-        return "paperbr"
+    net_name, net_keys, first = "paperbr", {"kind": "bridge"}, 100
 
 
 class MacvlanConfig(ContainerConfig):
     kind = "macvlan"
     note = ("a container per node with a macvlan (bridge mode) on the node's NIC, "
             "started with pyctr run, commands through pyctr exec")
-
-    def network(self, node, n):
-        lo = 150 + 10 * n
-        _write_network(node, "papermv", kind="macvlan", subnet=SUBNET, uplink="nic0",
-                       mode="bridge", range="10.77.0.%d-10.77.0.%d" % (lo, lo + 9))
-        return "papermv"
+    net_name, net_keys, first = "papermv", {"kind": "macvlan", "mode": "bridge"}, 150
 
 
 BUILDERS = {"nic": NicConfig, "veth": VethConfig, "macvlan": MacvlanConfig}
@@ -346,6 +343,37 @@ def run_all(args, setups, workloads, results, logs):
                                          % (w.key, name, e))
 
 
+def _stop_on_signals():
+    """kill, a closed terminal, or `kill -INT` of a background run (where INT
+    starts out ignored) stop the run as Ctrl-C does: testbeds torn down, the
+    table of what was measured written. Later signals are ignored so that
+    the clean-up itself is not cut short."""
+    import signal
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def stop(signum, frame):
+        for sig in sigs:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in sigs:
+        signal.signal(sig, stop)
+
+
+def _ensure_image(paths, name):
+    """The containers' image; one that a shipped recipe makes (mpi: about a
+    minute, with progress) is built when missing, so the experiment stays
+    one command on a fresh machine."""
+    from pyctr import images
+    if images.lookup(paths, name) is not None:
+        return
+    if name not in images.recipe_names():
+        raise PyctrError("bench paper: no image %r for the containers (import or build it; "
+                         "or run --configs nic)" % name)
+    sys.stderr.write("bench paper: image %s is not built yet; building it first\n" % name)
+    images.build(paths, name)
+
+
 def command(paths, argv):
     args = parse(argv)
     if os.geteuid() != 0:
@@ -358,10 +386,7 @@ def command(paths, argv):
                          % ", ".join(missing))
     containers = [c for c in args.configs if c != "nic"]
     if containers:
-        from pyctr import images
-        if images.lookup(paths, args.image) is None:
-            raise PyctrError("bench paper: no image %r for the containers (build it: pyctr "
-                             "image build mpi; or run --configs nic)" % args.image)
+        _ensure_image(paths, args.image)
     out = args.out or _default_out()
     from pyctr.testbed import Testbed
     workdir = tempfile.mkdtemp(prefix="pyctr-paper-", dir="/var/tmp")
@@ -369,6 +394,7 @@ def command(paths, argv):
     beds, configs = [], {}
     results = Results(args.configs, workloads)
     t0 = time.monotonic()
+    _stop_on_signals()
     try:
         with Progress("bench paper: setting up", total=len(workloads) + len(args.configs)) as p:
             for w in workloads:
@@ -590,13 +616,9 @@ def chart(results, path, args, facts):
     """Grouped bars like the study's Fig. 3: per metric, each configuration's
     performance relative to NIC (median; whiskers: min-max of the runs),
     with the study's own ratios as markers where it has them."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        sys.stderr.write("pyctr bench paper: no chart (matplotlib not installed: "
-                         "pip install matplotlib)\n")
+    from pyctr.bench.harness import pyplot
+    plt = pyplot("pyctr bench paper")
+    if plt is None:
         return None
     metrics = results.metrics
     cfgs = results.configs

@@ -38,12 +38,12 @@ from pyctr.errors import PyctrError
 DEFAULT_LAUNCHER = "/usr/local/bin/pyctr"
 
 
-def parse(argv):
-    p = arg_parser("bench startup", "Time `pyctr run --rm --net=none IMAGE /bin/true` "
-                   "against runc, crun and bwrap on the same rootfs.")
+def timing_parser(prog, description, kind):
+    """The options every start-up timing benchmark takes (startup, net)."""
+    p = arg_parser(prog, description)
     p.add_argument("--runs", type=int, default=20, help="timed runs per contender (20)")
     p.add_argument("--warmup", type=int, default=3, help="discarded rounds first (3)")
-    p.add_argument("--out", help="results directory (default results/startup-DATE)")
+    p.add_argument("--out", help="results directory (default results/%s-DATE)" % kind)
     p.add_argument("--image", default="busybox",
                    help="image name (its rootfs is used by all) or a rootfs directory")
     p.add_argument("--pyctr", default=None, metavar="LAUNCHER",
@@ -52,6 +52,12 @@ def parse(argv):
     p.add_argument("--venv", metavar="DIR",
                    help="first install this source tree non-editable into venv DIR (made if "
                    "missing, e.g. /opt/pyctr-bench) and time its launcher")
+    return p
+
+
+def parse(argv):
+    p = timing_parser("bench startup", "Time `pyctr run --rm --net=none IMAGE /bin/true` "
+                      "against runc, crun and bwrap on the same rootfs.", "startup")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, print pyctr's `python -X importtime` top entries")
     p.add_argument("--top", type=int, default=25, help="entries shown by --profile (25)")
