@@ -188,6 +188,13 @@ from pyctr.cli import main; raise SystemExit(main())
 """
 
 
+def print_table(rows):
+    """rows[0] is the header; columns are as wide as their widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
 def write_launcher(path, python=None):
     """Install the `pyctr` command at `path` for this interpreter and install."""
     here = os.path.dirname(os.path.abspath(__file__))

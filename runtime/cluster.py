@@ -577,7 +577,7 @@ def mpirun(paths, argv):
 # --------------------------------------------------------------- ls, inspect
 
 def ls(paths, argv):
-    from pyctr.cli import arg_parser
+    from pyctr.cli import arg_parser, print_table
     from pyctr.state import StateStore, is_alive
     arg_parser("cluster ls", "List clusters.").parse_args(argv)
     store = StateStore(paths)
@@ -602,9 +602,7 @@ def ls(paths, argv):
             running += is_alive(st.get("pid"), st.get("pid_start"))
         rows.append((name, str(len(r["nodes"])), str(len(here)), str(running), r["net"],
                      r["subnet"], r["image"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print_table(rows)
     return 0
 
 

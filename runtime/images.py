@@ -163,7 +163,7 @@ def import_archive(paths, archive, name=None):
         raise PyctrError("%s: no such file" % archive)
     try:
         outer = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError):
         raise PyctrError("%s is not a tar archive (plain, gzip, bzip2 or xz)" % archive)
     with outer, _interruptible():
         label = os.path.basename(archive)
@@ -1118,7 +1118,7 @@ def _layer_opener(outer, byname, name, label, digest=None, media_type=""):
             _check_digest(_member_file(outer, byname, name, label), digest, label)
         try:
             return tarfile.open(fileobj=_member_file(outer, byname, name, label), mode="r:*")
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        except (tarfile.TarError, EOFError, zlib.error, OSError):
             raise PyctrError("%s: layer %s is not a tar archive (plain, gzip, bzip2 or xz)" % (label, name))
     return open_layer
 

@@ -9,7 +9,6 @@
 """
 import errno
 import itertools
-import os
 import subprocess
 import sys
 import time
@@ -95,7 +94,7 @@ class FakeNetlink:
         self._call("create_veth", name, peer, peer_netns_fd=peer_netns_fd, mtu=mtu,
                    peer_mac=peer_mac, master=master)
         if master:
-            br = self._find(index=master)
+            self._find(index=master)  # the bridge must exist
             ports = [l for l in self.ns.links.values() if l.master == master]
             if len(ports) >= self.kernel.bridge_max_ports:
                 raise OSError(54, "Exchange full")

@@ -2,7 +2,6 @@
 and the attach/detach/gc logic against a recording fake of the kernel
 layer. The real thing is exercised in test_network.py."""
 import os
-import socket
 import struct
 import subprocess
 import sys

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from pyctr.cli import arg_parser
+from pyctr.cli import arg_parser, print_table
 from pyctr.errors import PyctrError
 from pyctr.network import config, ipam
 from pyctr.network.addr import int_ip
@@ -91,9 +91,7 @@ def ls(paths, argv):
                 if lease.alive() and not lease.shim]
         rows.append((name, net.kind, net.device, d["subnet"], d.get("range", "-"),
                      str(len(live))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(rows)
     return 0
 
 
