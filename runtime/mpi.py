@@ -235,16 +235,22 @@ LOOPBACK_URI_NOTE = (
     "the bridge's, or the macvlan shim's)")
 
 
-def pmix_uris(environ):
-    """[(variable, host)] for each PMIX_SERVER_URI* in `environ`."""
+def pmix_servers(environ):
+    """[(variable, host, port)] for each PMIX_SERVER_URI* in `environ`
+    ("NSPACE.RANK;tcp4://HOST:PORT"), in variable order."""
     import re
     out = []
     for k, v in sorted(environ.items()):
         if k.startswith("PMIX_SERVER_URI"):
-            m = re.search(r"tcp4?://\[?([^\]/:]+)\]?:\d+", v)
+            m = re.search(r"tcp4?://\[?([^\]/:]+)\]?:(\d+)", v)
             if m:
-                out.append((k, m.group(1)))
+                out.append((k, m.group(1), int(m.group(2))))
     return out
+
+
+def pmix_uris(environ):
+    """[(variable, host)] for each PMIX_SERVER_URI* in `environ`."""
+    return [(k, host) for k, host, _ in pmix_servers(environ)]
 
 
 class Report:

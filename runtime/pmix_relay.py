@@ -15,23 +15,19 @@ copies bytes between each connection there and a new one to the launcher's
 127.0.0.1:PORT on the host. PMIx sees an ordinary loopback client.
 """
 import os
-import re
 import socket
 import threading
 
 from pyctr.errors import from_oserror
 
-_URI = re.compile(r"tcp4://(127\.[0-9.]+):(\d+)")
-
 
 def loopback_servers(env):
     """[(host, port)] of the PMIx servers `env` points at on loopback, each once."""
+    from pyctr.mpi import pmix_servers
     out = []
-    for key in sorted(env):
-        if key.startswith("PMIX_SERVER_URI"):
-            for host, port in _URI.findall(env[key]):
-                if (host, int(port)) not in out:
-                    out.append((host, int(port)))
+    for _, host, port in pmix_servers(env):
+        if host.startswith("127.") and (host, port) not in out:
+            out.append((host, port))
     return out
 
 
