@@ -3,6 +3,7 @@
 from setuptools import setup
 
 setup(
-    packages=["pyctr", "pyctr.network", "pyctr.bench", "pyctr.recipes"],
+    packages=["pyctr", "pyctr.network", "pyctr.bench", "pyctr.images",
+              "pyctr.recipes"],
     cffi_modules=["csrc/build_shim.py:ffibuilder"],
 )
