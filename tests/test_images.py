@@ -21,6 +21,11 @@ import time
 
 import pytest
 
+try:
+    from hypothesis import HealthCheck, event, given, settings, strategies
+except ImportError:         # the property test below is skipped without it
+    given = None
+
 from pyctr import images
 from pyctr.images import archive as image_archive
 from pyctr.errors import PyctrError
@@ -600,6 +605,61 @@ def test_import_drops_trusted_xattrs(tmp_path):
         assert os.getxattr(f, "user.kept") == b"yes"
     except OSError:
         pass                                        # filesystem without user xattrs
+
+
+if given:
+    HOST = "/HOST"          # stands for the host directory; put in when the archive is made
+    _COMPONENT = strategies.sampled_from(
+        ["etc", "a", "b", "victim", "..", ".", ".wh.a", ".wh.victim", ".wh..wh..opq", ".wh..",
+         ".wh...", ".wh.", "HOST"])
+    _NAME = strategies.tuples(strategies.sampled_from(["", "/", "./"]),
+                              strategies.lists(_COMPONENT, min_size=1, max_size=4)).map(
+        lambda t: t[0] + "/".join(t[1]))
+    _MEMBER = strategies.tuples(_NAME, strategies.sampled_from(["file", "dir", "sym", "link"]),
+                                _NAME)
+    _LAYERS = strategies.lists(strategies.lists(_MEMBER, max_size=6), min_size=1, max_size=2)
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(layers=_LAYERS)
+    def test_import_of_generated_archives_stays_inside(tmp_path, layers):
+        """Whatever names, links and whiteouts an archive has: it is imported or refused with
+        one PyctrError, nothing outside the store changes, and a refusal leaves nothing."""
+        import tempfile
+        work = tempfile.mkdtemp(dir=tmp_path)
+        try:
+            host = os.path.join(work, "host")
+            os.makedirs(os.path.join(host, "b"))
+            with open(os.path.join(host, "victim"), "w") as f:
+                f.write("the host's file\n")
+            before = snapshot(host)
+
+            def placed(name):
+                return name.replace("HOST", host.lstrip("/"))
+            layers = [[(placed(n), kind, {"to": placed(to), "data": b"x"})
+                       for n, kind, to in layer] for layer in layers]
+            archive = os.path.join(work, "gen.tar")
+            if len(layers) == 1:
+                with open(archive, "wb") as f:
+                    f.write(make_tar(layers[0]))
+            else:
+                make_docker_save(archive, layers, tag="gen:1")
+            paths = Paths(data=os.path.join(work, "data"))
+            try:
+                image_archive.import_archive(paths, archive, "gen")
+                refused = False
+            except PyctrError as e:
+                assert "\n" not in str(e)
+                refused = True
+            event("refused" if refused else "imported")    # both must be common
+            assert snapshot(host) == before
+            left = sorted(os.listdir(paths.images)) if os.path.isdir(paths.images) else []
+            assert [n for n in left if n != ".lock"] == ([] if refused else ["gen"])
+        finally:
+            shutil.rmtree(work)
+else:
+    def test_import_of_generated_archives_stays_inside():
+        pytest.skip("needs hypothesis")
 
 
 def test_failed_import_on_a_terminal_leaves_only_its_error(tmp_path):
