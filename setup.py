@@ -3,7 +3,6 @@
 from setuptools import setup
 
 setup(
-    packages=["pyctr", "pyctr.network", "pyctr.bench", "pyctr.images",
-              "pyctr.recipes"],
+    packages=["pyctr", "pyctr.network", "pyctr.bench", "pyctr.images", "pyctr.recipes"],
     cffi_modules=["csrc/build_shim.py:ffibuilder"],
 )
