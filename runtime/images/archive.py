@@ -19,8 +19,8 @@ import os
 
 from pyctr.errors import PyctrError
 from pyctr.images import inroot
-from pyctr.images.store import Staging, checked_name, interruptible, lookup, os_errors, \
-    NAME_CHARS, canonical, valid_name
+from pyctr.images.store import (NAME_CHARS, Staging, canonical, checked_name, interruptible,
+                                lookup, os_errors, valid_name)
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")

@@ -18,8 +18,8 @@ import os
 
 from pyctr.errors import PyctrError
 from pyctr.images import inroot
-from pyctr.images.store import DEFAULT_IMAGE, Staging, checked_name, interruptible, lookup, \
-    os_errors, valid_name
+from pyctr.images.store import (DEFAULT_IMAGE, Staging, checked_name, interruptible, lookup,
+                                os_errors, valid_name)
 
 
 @os_errors
