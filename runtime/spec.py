@@ -109,7 +109,8 @@ class Spec(Record):
                  "gid_mappings", "masked_paths", "readonly_paths", "annotations",
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
-                 "id", "name", "remove", "detach", "networks")
+                 # slurm: the srun task this container is (pyctr.slurm), or None.
+                 "id", "name", "remove", "detach", "networks", "slurm")
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
                 "remove": False, "detach": False, "networks": list, "annotations": dict}

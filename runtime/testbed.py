@@ -105,18 +105,9 @@ class Node:
         return "Node(%s %s)" % (self.netns, self.ip)
 
 
-class Testbed:
-    __test__ = False  # not a pytest test class, despite the name
-    def __init__(self, prefix="pyctr-tb", nodes=2, subnet="10.77.0.0/24", rate_mbit=None,
-                 hairpin=False, data=None):
-        self.tag = "%s-%d-%d" % (prefix, os.getpid(), next(_counter))
-        self.subnet = subnet
-        self.rate_mbit = rate_mbit
-        self.hairpin = hairpin
-        self.data = data or os.environ.get("PYCTR_DATA") or "/var/lib/pyctr"
-        self.switch = "%s-sw" % self.tag
-        self.nodes = [Node(self, i + 1) for i in range(nodes)]
-        self._made = []  # netns names created, for down()
+class UpDown:
+    """A context manager over up() and down(): down() also after a failed
+    up(), so a half-made bed is removed as well."""
 
     def __enter__(self):
         try:
@@ -128,6 +119,20 @@ class Testbed:
 
     def __exit__(self, *exc):
         self.down()
+
+
+class Testbed(UpDown):
+    __test__ = False  # not a pytest test class, despite the name
+    def __init__(self, prefix="pyctr-tb", nodes=2, subnet="10.77.0.0/24", rate_mbit=None,
+                 hairpin=False, data=None):
+        self.tag = "%s-%d-%d" % (prefix, os.getpid(), next(_counter))
+        self.subnet = subnet
+        self.rate_mbit = rate_mbit
+        self.hairpin = hairpin
+        self.data = data or os.environ.get("PYCTR_DATA") or "/var/lib/pyctr"
+        self.switch = "%s-sw" % self.tag
+        self.nodes = [Node(self, i + 1) for i in range(nodes)]
+        self._made = []  # netns names created, for down()
 
     def up(self):
         self._add_netns(self.switch)

@@ -1,0 +1,82 @@
+"""pyctr.slurm without root or Slurm: what a container of an srun task gets
+from the task's environment (the real thing is tests/test_slurm.py)."""
+import os
+
+import pytest
+
+from pyctr import slurm, specgen
+from pyctr.errors import PyctrError
+from pyctr.paths import Paths
+
+# What slurmstepd gives task 1 of a 2-node, 3-task --mpi=pmi2 step (Slurm 22.05).
+TASK_ENV = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1",
+            "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_STEP_TASKS_PER_NODE": "2,1",
+            "SLURM_STEP_NODELIST": "n[1-2]", "PMI_FD": "11", "PMI_RANK": "1", "PMI_SIZE": "3"}
+
+
+def build(tmp_path, monkeypatch, environ, **opts):
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir(exist_ok=True)
+    for key in [k for k in os.environ if k.startswith(("SLURM", "PMI"))]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    opts = dict({"target": str(rootfs), "command": ["true"]}, **opts)
+    return specgen.build(Paths(root=str(tmp_path / "state"), config=str(tmp_path / "cfg"),
+                               data=str(tmp_path / "data")), opts)
+
+
+def test_tasks_per_node_reads_slurms_compressed_counts():
+    assert slurm.tasks_per_node("1(x2)") == [1, 1]
+    assert slurm.tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+    assert slurm.tasks_per_node("4") == [4]
+
+
+def test_not_an_srun_task_is_none():
+    assert slurm.task({}) is None
+    assert slurm.task({"SLURM_JOB_ID": "7"}) is None  # a batch script, not a step's task
+
+
+def test_task_from_environment():
+    t = slurm.task(TASK_ENV)
+    assert (t.job, t.step, t.rank, t.local_rank, t.node_index, t.tasks_on_node, t.mpi) == \
+        ("7", "0", 1, 1, 0, 2, "pmi2")
+    assert slurm.task(dict(TASK_ENV, SLURM_NODEID="1")).tasks_on_node == 1
+    pmix = {k: v for k, v in TASK_ENV.items() if not k.startswith("PMI_")}
+    assert slurm.task(dict(pmix, PMIX_RANK="1")).mpi == "pmix"
+    assert slurm.task(pmix).mpi is None
+
+
+def test_malformed_task_environment_is_one_error():
+    with pytest.raises(PyctrError, match="malformed Slurm task environment"):
+        slurm.task(dict(TASK_ENV, SLURM_STEP_TASKS_PER_NODE="2(xx)"))
+
+
+def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, monkeypatch):
+    spec = build(tmp_path, monkeypatch, TASK_ENV)
+    env = dict(e.split("=", 1) for e in spec.process.env)
+    assert env["SLURM_PROCID"] == "1" and env["SLURM_JOB_ID"] == "7" and env["PMI_FD"] == "11"
+    assert 11 in spec.process.pass_fds
+    assert spec.slurm.node_shared
+    assert spec.annotations["pyctr.mpi"] == "launched by srun --mpi=pmi2"
+    types = [ns.type for ns in spec.namespaces]
+    assert "ipc" not in types and "pid" not in types and "network" in types
+    shm = [m for m in spec.mounts if m.destination == "/dev/shm"]
+    assert [(m.type, m.source) for m in shm] == [("bind", "/dev/shm")]
+    assert "the node's IPC, PID and /dev/shm shared by the step's 2 tasks here" in \
+        slurm.describe(spec.slurm)
+
+
+def test_alone_on_its_node_or_told_otherwise_the_task_is_isolated(tmp_path, monkeypatch):
+    alone = build(tmp_path, monkeypatch, dict(TASK_ENV, SLURM_NODEID="1"))
+    told = build(tmp_path, monkeypatch, TASK_ENV, ipc="private")
+    for spec in (alone, told):
+        assert not spec.slurm.node_shared
+        assert {"ipc", "pid"} <= {ns.type for ns in spec.namespaces}
+        assert [m.type for m in spec.mounts if m.destination == "/dev/shm"] == ["tmpfs"]
+
+
+def test_outside_slurm_nothing_changes(tmp_path, monkeypatch):
+    spec = build(tmp_path, monkeypatch, {})
+    assert spec.slurm is None
+    assert not any(e.startswith("SLURM_") for e in spec.process.env)
