@@ -20,6 +20,7 @@ srun command line fits all nodes:
   tmpfs       Slurm's TmpFS (PMIx puts its per-step directories there)
   pyctr_root  pyctr's --root (state, leases), the node's own
   pyctr_config  pyctr's --config (network definitions), the node's own
+  local       anything else a node keeps for itself (an OCI runtime's --root)
 
 Several slurmd on one machine need proctrack/linuxproc and task/none (no
 cgroup of their own), and CPUs=1 each on a 2-core machine. down() stops
@@ -47,6 +48,10 @@ class SlurmError(RuntimeError):
     pass
 
 
+class SrunHang(SlurmError):
+    pass
+
+
 def missing_tools():
     """The programs a SlurmCluster needs that are not installed."""
     return [t for t in DAEMONS + ("nsenter", "unshare", "scontrol", "scancel", "sinfo")
@@ -65,6 +70,7 @@ class SlurmCluster(UpDown):
         self.tmpfs = os.path.join(self.base, "tmpfs")
         self.pyctr_root = os.path.join(self.base, "pyctr", "root")
         self.pyctr_config = os.path.join(self.base, "pyctr", "config")
+        self.local = os.path.join(self.base, "local")   # any other per-node state
         self.holders = {}      # node name -> Popen holding its namespaces
         self._daemons = []     # (what, Popen), started in this order
         self.controller = testbed.nodes[0]
@@ -76,7 +82,7 @@ class SlurmCluster(UpDown):
             raise SlurmError("slurmbed needs %s (install.sh --test: slurmctld slurmd "
                              "slurm-client munge)" % ", ".join(missing))
         for d in ("munge", "ctld", "log", "spool", "tmpfs", "etc",
-                  "pyctr/root", "pyctr/config", "scratch"):
+                  "pyctr/root", "pyctr/config", "local"):
             os.makedirs(os.path.join(self.base, d), exist_ok=True)
         os.chmod(self.base, 0o755)
         self._munged()
@@ -141,10 +147,24 @@ class SlurmCluster(UpDown):
                                                       r.stderr.strip()[-500:]))
         return r
 
-    def srun(self, args, timeout=180, env=None, **kw):
-        """srun ARGS on the first node (the login node)."""
-        return self.run_on(self.controller, ["srun"] + list(args), timeout=timeout,
-                           env=env, **kw)
+    def srun(self, args, timeout=180, env=None):
+        """srun ARGS on the first node (the login node): CompletedProcess
+        (text). A step still running after `timeout` seconds is a hang:
+        SrunHang says what each of its processes was doing at that moment,
+        and the step is cancelled."""
+        proc = self.srun_popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            report = self.job_report()
+            proc.kill()
+            out, err = proc.communicate()
+            self.run_on(self.controller, ["scancel", "--full", "-u", "root"], timeout=30)
+            raise SrunHang("srun %s did not end in %d s\nstdout: %s\nstderr: %s\n"
+                           "the job's processes then:\n%s" % (
+                               " ".join(args), timeout, out, err, report))
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def srun_popen(self, args, env=None, **kw):
         kw.setdefault("cwd", self.base)
@@ -157,6 +177,19 @@ class SlurmCluster(UpDown):
     def node_netns(self, node):
         """The inode of the node's network namespace."""
         return os.stat("/proc/%d/ns/net" % self.holders[node.name].pid).st_ino
+
+    def set_oci(self, **settings):
+        """Write oci.conf beside slurm.conf (slurmstepd reads it for each
+        step, so no daemon restarts): set_oci(RunTimeRun="exec runc ...").
+        set_oci() with nothing removes it: --container is then refused."""
+        path = os.path.join(self.base, "oci.conf")
+        if not settings:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        with open(path, "w") as f:
+            for key, value in settings.items():
+                f.write('%s="%s"\n' % (key, value) if " " in value else "%s=%s\n" % (key, value))
 
     def node_pids(self, node):
         """pids of the processes in `node`'s network namespace."""
@@ -197,8 +230,9 @@ class SlurmCluster(UpDown):
                 r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex",
                                     "thread apply all bt 15"], capture_output=True, text=True,
                                    timeout=60)
-                out += ["    " + line for line in r.stdout.splitlines()
-                        if line.startswith(("#", "Thread"))]
+                frames = [line for line in r.stdout.splitlines()
+                          if line.startswith(("#", "Thread"))]
+                out += ["    " + line for line in frames or r.stderr.splitlines()[-3:]]
         return "\n".join(out)
 
     def log(self, name):
@@ -279,7 +313,7 @@ class SlurmCluster(UpDown):
     def _hold(self, node):
         """The node's namespaces, held by a process that only waits."""
         own = os.path.join(self.base, "nodes", node.name)
-        for d in ("tmpfs", "etc"):
+        for d in ("tmpfs", "etc", "local"):
             os.makedirs(os.path.join(own, d), exist_ok=True)
         os.makedirs(node.paths.root, exist_ok=True)
         os.makedirs(node.paths.config, exist_ok=True)
@@ -288,7 +322,8 @@ class SlurmCluster(UpDown):
         shutil.copy(os.path.join(self.base, "etc", "hosts"), hosts)
         q = shlex.quote
         binds = ((hosts, "/etc/hosts"), (os.path.join(own, "tmpfs"), self.tmpfs),
-                 (node.paths.root, self.pyctr_root), (node.paths.config, self.pyctr_config))
+                 (node.paths.root, self.pyctr_root), (node.paths.config, self.pyctr_config),
+                 (os.path.join(own, "local"), self.local))
         script = "; ".join(
             ["set -e", "hostname %s" % q(node.name)]
             + ["mount --bind %s %s" % (q(src), q(dst)) for src, dst in binds]

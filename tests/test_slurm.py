@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import root_only
-from pyctr.slurmbed import SlurmCluster, missing_tools
+from pyctr.slurmbed import SlurmCluster, SrunHang, missing_tools
 from pyctr.testbed import Testbed
 from test_cluster import SIZE, assert_crossed, links, nic_bytes, ranks, ring  # noqa: F401
 
@@ -67,14 +67,11 @@ def pyctr_run(slurm, ring, program, *extra):  # noqa: F811
 
 
 def srun(slurm, args):
-    """srun ARGS; on a timeout, fail with what every process of the job waits on."""
+    """srun ARGS; a hang fails the test with what each process of the job was doing."""
     try:
         return slurm.srun(args, timeout=SRUN_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        evidence = slurm.job_report()
-        slurm.run_on(slurm.controller, ["scancel", "--full", "-u", "root"], timeout=30)
-        pytest.fail("srun %s did not end in %d s\nstdout: %s\nstderr: %s\n%s" % (
-            " ".join(args), SRUN_TIMEOUT, e.stdout, e.stderr, evidence))
+    except SrunHang as e:
+        pytest.fail(str(e))
 
 
 def leftovers(slurm, node, kind):
