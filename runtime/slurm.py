@@ -35,10 +35,11 @@ ENV_PREFIXES = ("SLURM_", "SLURMD_")
 
 class SlurmTask(Record):
     """One srun task, from its environment. mpi: "pmix", "pmi2" or None;
+    pmi_fd: the PMI-2 socket slurmstepd handed over (passed on), or None;
     node_shared: the container shares the node's IPC and PID namespaces and
     /dev/shm with the step's other tasks on this node."""
     __slots__ = ("job", "step", "rank", "local_rank", "node_index", "tasks_on_node", "mpi",
-                 "node_shared")
+                 "pmi_fd", "node_shared")
     DEFAULTS = {"node_shared": False}
 
 
@@ -56,7 +57,7 @@ def task(environ):
                          local_rank=int(environ.get("SLURM_LOCALID", "0")),
                          node_index=node_index,
                          tasks_on_node=per_node[node_index] if node_index < len(per_node) else 1,
-                         mpi=mpi)
+                         mpi=mpi, pmi_fd=int(environ["PMI_FD"]) if mpi == "pmi2" else None)
     except ValueError as e:
         raise PyctrError("malformed Slurm task environment (SLURM_PROCID %r, SLURM_NODEID %r,"
                          " SLURM_STEP_TASKS_PER_NODE %r): %s" % (
@@ -101,6 +102,8 @@ def describe(slurm_task):
     """What rank 0 says about its Slurm side."""
     what = "Slurm task %d of step %s.%s (--mpi=%s)" % (
         slurm_task.rank, slurm_task.job, slurm_task.step, slurm_task.mpi or "none")
+    if slurm_task.pmi_fd is not None:
+        what += ", PMI-2 fd %d passed on" % slurm_task.pmi_fd
     if slurm_task.node_shared:
         what += ", the node's IPC, PID and /dev/shm shared by the step's %d tasks here" \
             % slurm_task.tasks_on_node

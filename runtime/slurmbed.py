@@ -112,6 +112,7 @@ class SlurmCluster(UpDown):
         self._daemons = []
         for pid in self._stepds():
             _kill(pid)
+        self._sweep()
         for node, holder in list(self.holders.items()):
             _stop(holder)
         self.holders = {}
@@ -369,6 +370,16 @@ class SlurmCluster(UpDown):
             raise SlurmError("slurmbed: timed out waiting for %s" % what)
         return False
 
+    def _sweep(self):
+        """Kill what is left of any job: every process started with this
+        cluster's SLURM_CONF, which Slurm passes down to the tasks and
+        their containers, even those in network namespaces of their own
+        (a created OCI container that scancel did not reach)."""
+        mark = ("SLURM_CONF=%s\0" % self.conf).encode()
+        for pid in _pids():
+            if pid != os.getpid() and mark in _read_bytes("/proc/%d/environ" % pid):
+                _kill(pid)
+
     def _stepds(self):
         """pids of slurmstepd processes in this cluster's nodes."""
         inodes = set()
@@ -394,6 +405,14 @@ def _pids():
 
 def _comm(pid):
     return _read("/proc/%d/comm" % pid).strip()
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _read(path):

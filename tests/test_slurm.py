@@ -119,6 +119,8 @@ def test_srun_two_ranks_in_two_containers_on_two_nodes(cluster, ring, launcher):
     if launcher == "openmpi":
         assert re.search(r"PMIx server 127\.0\.0\.1:\d+ relayed into the container",
                          said.group(1)), said.group(1)
+    else:
+        assert re.search(r"PMI-2 fd \d+ passed on", said.group(1)), said.group(1)
     assert "OMPI_MCA_btl=self,tcp" in said.group(1)
 
 

@@ -39,8 +39,8 @@ def test_not_an_srun_task_is_none():
 
 def test_task_from_environment():
     t = slurm.task(TASK_ENV)
-    assert (t.job, t.step, t.rank, t.local_rank, t.node_index, t.tasks_on_node, t.mpi) == \
-        ("7", "0", 1, 1, 0, 2, "pmi2")
+    assert (t.job, t.step, t.rank, t.local_rank, t.node_index, t.tasks_on_node, t.mpi,
+            t.pmi_fd) == ("7", "0", 1, 1, 0, 2, "pmi2", 11)
     assert slurm.task(dict(TASK_ENV, SLURM_NODEID="1")).tasks_on_node == 1
     pmix = {k: v for k, v in TASK_ENV.items() if not k.startswith("PMI_")}
     assert slurm.task(dict(pmix, PMIX_RANK="1")).mpi == "pmix"
@@ -63,8 +63,9 @@ def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, 
     assert "ipc" not in types and "pid" not in types and "network" in types
     shm = [m for m in spec.mounts if m.destination == "/dev/shm"]
     assert [(m.type, m.source) for m in shm] == [("bind", "/dev/shm")]
-    assert "the node's IPC, PID and /dev/shm shared by the step's 2 tasks here" in \
-        slurm.describe(spec.slurm)
+    assert slurm.describe(spec.slurm) == (
+        "Slurm task 1 of step 7.0 (--mpi=pmi2), PMI-2 fd 11 passed on, the node's IPC, PID "
+        "and /dev/shm shared by the step's 2 tasks here")
 
 
 def test_alone_on_its_node_or_told_otherwise_the_task_is_isolated(tmp_path, monkeypatch):
