@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import root_only
-from pyctr.slurmbed import SlurmCluster, SrunHang, missing_tools
+from pyctr.slurmbed import SlurmCluster, SrunHang, define_network, missing_tools
 from pyctr.testbed import Testbed
 from test_cluster import SIZE, assert_crossed, links, nic_bytes, ranks, ring  # noqa: F401
 
@@ -44,14 +44,7 @@ def cluster(request, mpi_data, ring):  # noqa: F811
     the node segment 10.77.0.0/24, but with its own address range."""
     kind = request.param
     with Testbed(prefix="psl", nodes=2, data=mpi_data) as tb:
-        for i, node in enumerate(tb.nodes):
-            first = 100 + 10 * i
-            args = ["net", "create", "seg", "--subnet", "10.77.0.0/24", "--uplink", "nic0",
-                    "--range", "10.77.0.%d-10.77.0.%d" % (first, first + 9)]
-            if kind == "macvlan":
-                args += ["--kind", "macvlan", "--no-host-shim"]
-            r = node.pyctr(*args)
-            assert r.returncode == 0, r.stderr
+        define_network(tb, "seg", kind)
         with SlurmCluster(tb) as slurm:
             yield kind, tb, slurm
             for node in tb.nodes:
