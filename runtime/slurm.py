@@ -13,7 +13,8 @@ seen with Debian 12's Slurm 22.05, Open MPI 4.1.4 + PMIx 4.2.2, MPICH 4.0.2):
   PMIX_SERVER_URI*, which is the container's own loopback; pyctr relays it
   into the container's netns (pyctr.pmix_relay), as for mpirun. Its
   PMIX_SERVER_TMPDIR (under SlurmdSpoolDir) holds only the shared-memory
-  datastores (gds ds12/ds21), no rendezvous socket: the rank uses
+  datastores (gds ds12/ds21), no rendezvous socket, and the step's directory
+  in the node's TmpFS (spmix_appdir_UID_JOB.STEP) stays empty: the rank uses
   PMIX_MCA_gds=hash instead, so nothing of the node is mounted in.
 - Ranks of one step on one node share memory as uncontained ranks (and
   Apptainer's) do: when the step has more than one task on this node and
