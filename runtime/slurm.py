@@ -26,7 +26,10 @@ seen with Debian 12's Slurm 22.05, Open MPI 4.1.4 + PMIx 4.2.2, MPICH 4.0.2):
   tells a segment's creator by its pid); in the node's PID namespace it works.
   MPICH's UCX was seen to keep to TCP between two such containers (their
   eth0 counters carried the exchange); MPICH's own shared memory works.
-  With one task on the node the container is isolated as usual.
+  With one task on the node the container is isolated as usual. Sharing is
+  what --ipc=host --pid=host give: the task sees the node's processes and, as
+  their user, may signal them, as an uncontained rank could; a task that
+  must not gets --ipc=private (its peers on the node then talk TCP).
 """
 from pyctr.errors import PyctrError
 from pyctr.spec import Mount, Record
