@@ -98,8 +98,7 @@ def runtime_argv(cluster, runtime):
 def configure(cluster, runtime, mode):
     rt = runtime_argv(cluster, runtime).replace("exec ", "")
     common = {"RunTimeQuery": "%s state %s" % (rt, ID),
-              "RunTimeKill": "%s kill -a %s" % (rt, ID) if runtime == "runc"
-              else "%s kill %s" % (rt, ID),
+              "RunTimeKill": "%s kill -a %s" % (rt, ID),
               "RunTimeDelete": "%s delete --force %s" % (rt, ID)}
     if mode == "run":
         cluster.set_oci(RunTimeRun="exec %s run %s -b %%b" % (rt, ID), **common)
@@ -225,3 +224,13 @@ def test_scancel_stops_the_container_and_leaves_nothing(cluster, bundle, runtime
             rt = runtime_argv(cluster, runtime).replace("exec ", "").split()
             cluster.run_on(cluster.testbed.nodes[0],
                            rt + ["delete", "--force", "n1.root.%s.0.0" % job], timeout=60)
+
+
+def test_delete_force_of_an_unknown_id_succeeds(cluster, runtime):
+    """Slurm runs RunTimeDelete also for a container that never came to be
+    (a failed create) or is gone already."""
+    rt = runtime_argv(cluster, runtime).replace("exec ", "").split()
+    r = cluster.run_on(cluster.testbed.nodes[0], rt + ["delete", "--force", "n1.root.0.0.0"],
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
