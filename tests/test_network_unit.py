@@ -492,6 +492,7 @@ def _request(text, **after_parse):
     ("lab,ip=10.6.0.3/16", {}, "does not match subnet"),
     ("macvlan:nic7", {}, "unknown lower device nic7"),
     ("veth:nic0", {}, "nic0 is not a bridge"),
+    ("macvlan:nic0,mtu=9000", {}, "mtu 9000 is larger than lower device nic0's 1500"),
     ("uplinked", {}, "unknown uplink device nic5"),
 ])
 def test_prepare_refuses_before_anything_exists(paths, text, after_parse, words):

@@ -87,7 +87,9 @@ class Macvlan(Kind):
             raise PyctrError("source_macs only apply to macvlan mode source")
 
     def check_host(self, host, net, req):
-        _lower(host, net)
+        too_large = _mtu_too_large(_lower(host, net), req.mtu or net.mtu)
+        if too_large:
+            raise PyctrError(too_large)
 
     def mode(self, req, net):
         """The request's mode, else its network's, else the default."""
@@ -118,9 +120,9 @@ class Macvlan(Kind):
                                 mtu=req.mtu or net.mtu, mac=req.mac,
                                 source_macs=req.source_macs if mode == "source" else ())
         except OSError as e:
-            if e.errno == errno.EINVAL and req.mtu and req.mtu > lower.mtu:
-                raise PyctrError("mtu %d is larger than lower device %s's %d"
-                                 % (req.mtu, net.device, lower.mtu)) from e
+            too_large = _mtu_too_large(lower, req.mtu or net.mtu)
+            if e.errno == errno.EINVAL and too_large:
+                raise PyctrError(too_large) from e
             if e.errno in (errno.EINVAL, errno.EBUSY):
                 raise PyctrError("the kernel refused a %s macvlan on %s (held by a passthru "
                                  "macvlan, or not an Ethernet device?)" % (mode, net.device),
@@ -181,6 +183,13 @@ def _lower(host, net):
                          "its own" % (net.device, master.link_type if master else "device",
                                       master.name if master else lower.master))
     return lower
+
+
+def _mtu_too_large(lower, mtu):
+    """Why a macvlan cannot have this MTU on lower (the kernel says EINVAL), or None."""
+    if mtu and lower.mtu and mtu > lower.mtu:
+        return "mtu %d is larger than lower device %s's %d" % (mtu, lower.name, lower.mtu)
+    return None
 
 
 def _learn_lower(host, req, net, lower):
