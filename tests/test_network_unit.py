@@ -530,14 +530,16 @@ def test_a_bad_network_request_fails_before_clone(paths, tmp_path):
     """Container.create: no state entry is reserved, no clone is made."""
     from fakes import RecordingSyscalls
     from pyctr.container import Container
-    from pyctr.spec import Spec
+    from pyctr.spec import Process, Root, Spec
     os.makedirs(paths.networks)
     with open(config.path(paths, "broken"), "w") as f:
         f.write("subnet = [\n")
     for req in (_request("veth:br0", mac="02:00:00:00:00:zz"), network.parse("broken")):
         syscall = RecordingSyscalls()
-        c = Container(paths, Spec(name="early", networks=[req]), syscall)
-        with pytest.raises(PyctrError):
+        spec = Spec(id="0123456789ab", name="early", root=Root(path=str(tmp_path)),
+                    process=Process(args=["true"]), networks=[req]).freeze()
+        c = Container(paths, spec, syscall)
+        with pytest.raises(PyctrError, match="malformed MAC|invalid TOML"):
             c.create()
         assert syscall.calls == [] and c.pid == 0
         assert not os.path.exists(paths.containers)
