@@ -159,6 +159,35 @@ def test_older_definitions_say_bridge_for_veth(paths):
         assert 'kind = "veth"' in f.read()
 
 
+def test_a_new_kind_is_one_module_and_a_registry_line(paths, owners, monkeypatch):
+    """Nothing outside the kind's module names veth or macvlan: a kind
+    registered under another name is parsed, defined, attached, detached and
+    swept by gc through the registry alone."""
+    import types
+    from pyctr.network.kinds.veth import Veth
+
+    class Toy(Veth):
+        name, pool_prefix = "toy", "toy-"
+    module = types.ModuleType("toykind")
+    module.KIND = Toy()
+    monkeypatch.setitem(sys.modules, "toykind", module)
+    monkeypatch.setitem(kinds.REGISTRY, "toy", "toykind")
+    k = FakeKernel()
+    p = subprocess.Popen(["sleep", "60"])
+    recs = attach(paths, "c1", ["toy:br5,ip=10.5.5.9/24"], p.pid, k)
+    assert (recs[0]["kind"], recs[0]["pool"], recs[0]["bridge"]) == ("toy", "toy-br5", "br5")
+    assert leases(paths, "toy-br5") == ["10.5.5.9"]
+    p.kill()
+    p.wait()
+    assert network.gc(paths, kernel=k) == ["lease 10.5.5.9 in toy-br5 (container c1)",
+                                           "interface %s" % recs[0]["host_ifname"]]
+    network.detach(paths, "c1", recs, kernel=k)  # idempotent after gc
+    net = config.from_dict("lab", {"kind": "toy", "subnet": "10.6.0.0/24"})
+    assert (net.kind, net.pool) == ("toy", "toy-lab")
+    with pytest.raises(PyctrError, match="kind must be veth or macvlan or toy"):
+        config.from_dict("lab", {"kind": "vxlan", "subnet": "10.6.0.0/24"})
+
+
 def test_kinds_registry():
     assert kinds.names() == ("veth", "macvlan")
     assert [kinds.by_pool(k)[1] for k in ("br-x", "mv-nic0")] == ["x", "nic0"]
