@@ -219,9 +219,12 @@ def test_macvlan_across_nodes_and_host_shim(tb):
     assert node_pings(a, ip_a2)
     ok(a, "rm", "-f", "a2")
     ok(b, "rm", "-f", "b1")
-    # the shim stays with the network, like a bridge, until gc finds it unused
+    # the shim stays with the network, like a bridge: gc (crash repair) keeps
+    # it, `net rm` removes it with the network
     assert leftovers(a)["interfaces"] == ["pys-nic0"] and leftovers(a)["leases"] == []
-    assert "interface pys-nic0 (host shim)" in ok(a, "gc").stdout
+    assert ok(a, "gc").stdout == ""
+    assert leftovers(a)["interfaces"] == ["pys-nic0"]
+    ok(a, "net", "rm", "cluster")
     assert leftovers(a) == CLEAN
 
 
@@ -397,8 +400,9 @@ def test_failed_start_leaves_nothing(tb):
     assert r.returncode == 127, r.stderr
     assert leftovers(a)["interfaces"] == ["pys-nic0"]  # the network's, not the container's
     assert leftovers(a)["leases"] == [] and leftovers(a)["containers"] == []
-    ok(a, "gc")
+    ok(a, "net", "rm", "macvlan:nic0", "veth:br0")  # what the ad-hoc networks made
     assert leftovers(a) == CLEAN
+    assert "br0" not in links(a)
 
 
 def test_kill_9_of_pyctr_then_lease_reclaimed_and_gc_clean(tb):
@@ -451,5 +455,7 @@ def test_gc_removes_a_crashed_attach_leftovers(tb):
     p.kill()
     p.wait()
     out = ok(a, "gc").stdout
-    assert "lease 10.77.0.130" in out and "pys-nic0" in out
+    assert "lease 10.77.0.130" in out and "route 10.77.0.130/32 via host shim pys-nic0" in out
+    assert leftovers(a)["interfaces"] == ["pys-nic0"]  # the network's presence, kept
+    ok(a, "net", "rm", "macvlan:nic0")
     assert leftovers(a) == CLEAN

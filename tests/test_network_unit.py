@@ -421,8 +421,9 @@ def test_macvlan_with_host_shim(paths, owners):
     network.detach(paths, "cb", b, kernel=k)
     assert leases(paths, "mv-nic0") == [] and not [r for r in k.host_ns.routes
                                                    if r["oif"] == shim.index]
-    assert "pys-nic0" in k.names()  # stays, like a bridge, until gc finds it unused
-    assert network.gc(paths, kernel=k) == ["interface pys-nic0 (host shim)"]
+    assert "pys-nic0" in k.names()  # stays, like a bridge: gc only repairs crashes
+    assert network.gc(paths, kernel=k) == []
+    assert network.teardown(paths, "macvlan", "nic0", kernel=k) is None  # net rm
     assert k.names() == ["lo", "nic0"]
 
 
@@ -482,7 +483,7 @@ def test_address_errors_leave_nothing(paths, owners):
     network.detach(paths, "c1", ok, kernel=k)
 
 
-def test_gc_removes_dead_leases_and_unused_shim(paths, owners):
+def test_gc_removes_dead_leases_and_their_routes_but_keeps_the_shim(paths, owners):
     k = FakeKernel()
     _macvlan_host(k)
     p = subprocess.Popen(["sleep", "60"])
@@ -492,8 +493,8 @@ def test_gc_removes_dead_leases_and_unused_shim(paths, owners):
     p.wait()
     removed = network.gc(paths, kernel=k)
     assert "lease 10.77.0.2 in mv-nic0 (container c1)" in removed
-    assert "interface pys-nic0 (host shim)" in removed
-    assert k.names() == ["lo", "nic0"] and network.gc(paths, kernel=k) == []
+    assert "route 10.77.0.2/32 via host shim pys-nic0" in removed
+    assert "pys-nic0" in k.names() and network.gc(paths, kernel=k) == []
 
 
 # -- prepare: every check before clone -----------------------------------------------

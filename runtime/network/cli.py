@@ -5,7 +5,7 @@
                      [--mtu N] [--bridge DEV] [--no-host-shim]
     pyctr net ls
     pyctr net inspect NAME        (JSON)
-    pyctr net rm NAME
+    pyctr net rm NAME|KIND:TARGET   (KIND:TARGET: what an ad-hoc --net made)
 
 A definition is a TOML file in the networks directory (config.py); its
 bridge (veth) is made on the first container start. `rm` refuses while a
@@ -127,9 +127,22 @@ def rm(paths, argv):
 
 
 def _rm(paths, name):
+    """NAME: a definition and its host side. KIND:TARGET (veth:br0,
+    macvlan:eth1): the host side an ad-hoc --net made on demand (a bridge,
+    a host shim), which stays between containers, like a defined network's."""
+    from pyctr.network import parse
     from pyctr.network.cleanup import teardown
-    net = config.load(paths, name)
+    adhoc = ":" in name
+    if adhoc:
+        req = parse(name)
+        if req.form not in kinds.names():
+            raise PyctrError("net rm %s: not a network (NAME, or KIND:TARGET of %s)"
+                             % (name, ", ".join(kinds.names())))
+        net = kinds.get(req.form).adhoc(paths, req)
+    else:
+        net = config.load(paths, name)
     why = teardown(paths, net.kind, net.device, net.uplink)
     if why:
         raise PyctrError("network %s: %s" % (name, why))
-    os.unlink(config.path(paths, name))
+    if not adhoc:
+        os.unlink(config.path(paths, name))

@@ -50,6 +50,7 @@ IFF_UP = 1
 # address and route attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+RT_SCOPE_NOWHERE = 255
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -347,7 +348,11 @@ class Netlink:
                                                     protocol), flags)
 
     def del_route(self, dst="0.0.0.0", dst_len=0, oif=0):
-        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, 0, 0, 0, 0)
+        """True if a route was deleted, False if none matched. The scope is
+        RT_SCOPE_NOWHERE, which the kernel reads as "any" on delete (as
+        iproute2 sends it): a host shim's /32 routes have link scope."""
+        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE,
+                           0, 0)
         if dst_len:
             body += attr(RTA_DST, ip4_bytes(dst))
         if oif:

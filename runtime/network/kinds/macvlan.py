@@ -10,9 +10,11 @@ container's netns, in one of the kernel's modes (rtnl.MACVLAN_MODES):
 The lower device itself never sees its macvlans' traffic. In bridge mode
 the host therefore gets its own macvlan on the lower, the host shim
 (pys-<lower>), with a /32 address and a /32 route to each container, so
-that the node reaches its containers. Once made, the shim stays until
-`pyctr gc` or `pyctr net rm` finds it unused: deleting a device costs an RCU
-grace period (~15 ms here), too much to pay at every container exit.
+that the node reaches its containers. Once made, the shim stays, like a
+bridge made on demand, until `pyctr net rm NAME` (or `macvlan:LOWER`) finds
+it unused: deleting a device costs an RCU grace period (~15 ms here), too
+much to pay at every container exit. `pyctr gc` removes only what a crash
+left: routes to containers that are gone.
 
 Record keys: lower, mode, shim, shim_ip, host_ifname (None).
 """
@@ -149,19 +151,17 @@ class Macvlan(Kind):
                 host.del_route(rec["ip"].split("/")[0], 32, oif=shim.index)
 
     def gc(self, host, pool, device):
+        """Routes via the shim to containers that are gone (the shim itself
+        is the network's presence on the host, kept as a normal exit keeps it)."""
         removed = []
-        name = shim_ifname(device)
-        link = host.link(name)
+        link = host.link(shim_ifname(device))
         if link is None:
-            return removed
-        if remove_shim_if_unused(host, pool, name):
-            removed.append("interface %s (host shim)" % name)
             return removed
         live = {ip for ip, lease in pool.leases().items() if lease.holder == "container"}
         for r in host.routes():
             if r["oif"] == link.index and r["dst_len"] == 32 and ip_int(r["dst"]) not in live:
-                host.del_route(r["dst"], 32, oif=link.index)
-                removed.append("route %s/32 via host shim %s" % (r["dst"], name))
+                if host.del_route(r["dst"], 32, oif=link.index):
+                    removed.append("route %s/32 via host shim %s" % (r["dst"], link.name))
         return removed
 
     def teardown(self, host, pool, net, own_ports=()):
