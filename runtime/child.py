@@ -74,12 +74,17 @@ def child_main(plan, channel, sys):
 def prepare_process(proc, sys):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
-    root keeps its capabilities; pdeathsig again since setuid clears it."""
-    caps = [CAPABILITIES[c] for c in proc.capabilities]
-    sys.drop_bounding(caps)
+    root keeps its capabilities; the three thread sets, then ambient (which
+    setuid clears and which needs permitted and inheritable); pdeathsig
+    again since setuid clears it."""
+    caps = proc.capabilities
+    numbers = lambda names: [CAPABILITIES[c] for c in names]
+    sys.drop_bounding(numbers(caps.bounding))
     sys.set_keepcaps(True)
     sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
-    sys.set_capabilities(caps)
+    sys.set_capabilities(numbers(caps.effective), numbers(caps.permitted),
+                         numbers(caps.inheritable))
+    sys.set_ambient(numbers(caps.ambient))
     if proc.no_new_privileges:
         sys.set_no_new_privs()
     sys.set_pdeathsig(SIGKILL)

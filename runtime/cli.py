@@ -52,6 +52,8 @@ def main(argv=None):
 
 
 def _say(message):
+    # One line, whatever the message quotes from the input.
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     sys.stderr.write("pyctr: %s\n" % message)
     sys.stderr.flush()
 

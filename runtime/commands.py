@@ -167,9 +167,11 @@ def cmd_exec(paths, argv):
         raise PyctrError("exec: usage: pyctr exec [OPTIONS] NAME CMD...")
     from pyctr import enter
     from pyctr.state import StateStore
-    config = StateStore(paths).read(args["name"], "config.json")
+    store = StateStore(paths)
+    config = store.read(args["name"], "config.json")
+    root = "/proc/%s/root" % store.read(args["name"]).get("pid")  # -u NAME is looked up there
     process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
-                                        args["user"])
+                                        args["user"], root)
     return enter.enter(paths, args["name"], process)
 
 
@@ -225,14 +227,17 @@ def _names_verb(prog, summary, options, argv):
 
 def _signal_number(text):
     import signal
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if not 1 <= number <= signal.SIGRTMAX:
+            raise PyctrError("signal %s out of range (1..%d)" % (text, signal.SIGRTMAX))
+        return number
     name = text.upper()
     name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(getattr(signal, name))
-    except AttributeError:
+    number = getattr(signal.Signals, name, None)
+    if number is None:
         raise PyctrError("unknown signal %r" % text)
+    return int(number)
 
 
 def cmd_kill(paths, argv):

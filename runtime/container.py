@@ -137,13 +137,16 @@ class Container:
             resolv = ""
         with open(os.path.join(etc, "resolv.conf"), "w") as f:
             f.write(resolv)
+        root = self.spec.root.path
+        # A missing file is created to mount on only in an image's overlay
+        # written as real root: never in a plain rootfs (the user's files),
+        # nor where container root is unprivileged and may not write /etc.
+        # Both questions are asked inside the root: an /etc that is a symlink
+        # to a host directory is followed in the root, never on the host.
+        creatable = self.spec.root.image and not self.spec.uid_mappings and \
+            self.sys.exists_in_root(root, "/etc")
         for name in ("hosts", "hostname", "resolv.conf"):
-            # A missing file is created to mount on only in an image's overlay
-            # written as real root: never in a plain rootfs (the user's files),
-            # nor where container root is unprivileged and may not write /etc.
-            creatable = self.spec.root.image and not self.spec.uid_mappings
-            if not creatable and not os.path.exists(
-                    os.path.join(self.spec.root.path, "etc", name)):
+            if not creatable and not self.sys.exists_in_root(root, "/etc/" + name):
                 continue
             self.spec.mounts.append(Mount(destination="/etc/" + name, type="bind",
                                           source=os.path.join(etc, name), options=["bind"]))

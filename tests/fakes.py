@@ -1,6 +1,7 @@
 """A recording double of pyctr.syscalls.Syscalls, for unit tests without
 root: every call is appended to .calls as a tuple, and the questions the
-rootfs steps ask (exists? directory?) are answered from .dirs/.files."""
+rootfs steps ask (exists? directory?) are answered from .dirs/.files (a
+path inside a root is looked up as the plain string root + path)."""
 
 
 class RecordingSyscalls:
@@ -21,7 +22,13 @@ class RecordingSyscalls:
     def is_dir(self, path):
         return path in self.dirs
 
+    def exists_in_root(self, root, path):
+        return self.exists(root + path)
+
     def locked_flags(self, path):
+        return 0
+
+    def locked_flags_in_root(self, root, path):
         return 0
 
     def names(self):
