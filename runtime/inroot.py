@@ -37,6 +37,16 @@ def check_mounts(mounts, what="mounts"):
                                                                    m.destination))
 
 
+def check_mount_namespace(spec):
+    """pyctr builds the container's root and pivots into it: that needs a
+    new mount namespace. Without one, or joining an existing one (the
+    host's /proc/1/ns/mnt), it would do so in someone else's."""
+    ns = spec.namespace("mount")
+    if ns is None or ns.path:
+        raise PyctrError("linux.namespaces: the container needs a new mount namespace of "
+                         "its own (a mount entry without a path)")
+
+
 def read_text(root, path):
     """The text of regular file `path` resolved inside `root` ("" if there
     is none). Never opens a FIFO or a device node an image may hold."""

@@ -76,6 +76,7 @@ def from_config(config, bundle):
     )
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
+    inroot.check_mount_namespace(spec)
     inroot.check_mounts(spec.mounts)
     identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
     return spec
