@@ -7,6 +7,7 @@ Every method raises OSError with the errno on failure.
 """
 import errno
 import os
+import stat
 
 # clone(2)/unshare(2)/setns(2) flags
 CLONE_NEWNS = 0x00020000
@@ -118,11 +119,19 @@ class Syscalls:
             fd, raw, mode), "create"))
 
     def mount_in_root(self, root, path, source, fstype, flags=0, data=None):
-        fd = self.open_in_root(root, path)
+        # proc and sysfs only on a real directory, never through a symlink
+        # (as runc since CVE-2019-19921): what masks and read-only paths
+        # protect must be where the kernel's files are.
+        kernel_fs = fstype in ("proc", "sysfs")
+        fd = self.open_in_root(root, path, os.O_PATH | (os.O_NOFOLLOW if kernel_fs else 0))
         try:
-            self.mount(source, "/proc/self/fd/%d" % fd, fstype, flags, data)
-        except OSError as e:
-            raise OSError(e.errno, "mount %s: %s" % (path, os.strerror(e.errno))) from e
+            if kernel_fs and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.ENOTDIR, "mount %s: %s needs a directory, not a symlink "
+                              "or a file" % (path, fstype))
+            try:
+                self.mount(source, "/proc/self/fd/%d" % fd, fstype, flags, data)
+            except OSError as e:
+                raise OSError(e.errno, "mount %s: %s" % (path, os.strerror(e.errno))) from e
         finally:
             os.close(fd)
 

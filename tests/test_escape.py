@@ -26,17 +26,16 @@ def status_field(pyctr, name, *flags):
     return int(out.split()[1], 16)
 
 
-def make_image(pyctr, rootfs, work, name, etc_target=None, dev_target=None):
-    """A copy of busybox as image `name` in a data dir of its own, with /etc
-    (or /dev) replaced by a symlink to `etc_target` (`dev_target`).
+def make_image(pyctr, rootfs, work, name, **links):
+    """A copy of busybox as image `name` in a data dir of its own, with
+    top-level directories replaced by symlinks (etc="/somewhere").
     Returns a Pyctr on that data dir, sharing the test's state root."""
     data = os.path.join(work, "data")
     image = os.path.join(data, "images", name)
     shutil.copytree(rootfs, os.path.join(image, "rootfs"), symlinks=True)
-    for path, target in (("etc", etc_target), ("dev", dev_target)):
-        if target:
-            shutil.rmtree(os.path.join(image, "rootfs", path))
-            os.symlink(target, os.path.join(image, "rootfs", path))
+    for path, target in links.items():
+        shutil.rmtree(os.path.join(image, "rootfs", path))
+        os.symlink(target, os.path.join(image, "rootfs", path))
     with open(os.path.join(image, "image.json"), "w") as f:
         json.dump({"name": name, "cmd": ["/bin/sh"]}, f)
     return Pyctr(pyctr.root, data, pyctr.config)
@@ -59,7 +58,7 @@ def listing(path):
 
 # -- paths stay in the root --------------------------------------------------------
 def test_image_etc_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, work, host_dir):
-    evil = make_image(pyctr, rootfs, work, "evil", etc_target=host_dir)
+    evil = make_image(pyctr, rootfs, work, "evil", etc=host_dir)
     before = listing(host_dir)
     source = os.path.join(work, "src")
     os.mkdir(source)
@@ -78,7 +77,7 @@ def test_image_etc_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, wor
 
 
 def test_image_etc_symlinked_inside_the_root_still_works(pyctr, rootfs, work):
-    fine = make_image(pyctr, rootfs, work, "fine", etc_target="/real-etc")
+    fine = make_image(pyctr, rootfs, work, "fine", etc="/real-etc")
     shutil.copytree(os.path.join(rootfs, "etc"),
                     os.path.join(work, "data", "images", "fine", "rootfs", "real-etc"))
     source = os.path.join(work, "src")
@@ -94,7 +93,7 @@ def test_image_etc_symlinked_inside_the_root_still_works(pyctr, rootfs, work):
 def test_dev_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, work, host_dir):
     """/dev leads nowhere inside the root: one line, and the host directory
     gets no tmpfs, device node or link."""
-    evil = make_image(pyctr, rootfs, work, "evil", dev_target=host_dir)
+    evil = make_image(pyctr, rootfs, work, "evil", dev=host_dir)
     before = listing(host_dir)
     p = run(evil, "evil", "true")
     assert p.returncode == 125 and "/dev" in one_line_error(p)
@@ -102,10 +101,19 @@ def test_dev_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, work, hos
 
 
 def test_dev_symlinked_inside_the_root_still_works(pyctr, rootfs, work):
-    fine = make_image(pyctr, rootfs, work, "fine", dev_target="/real-dev")
+    fine = make_image(pyctr, rootfs, work, "fine", dev="/real-dev")
     os.mkdir(os.path.join(work, "data", "images", "fine", "rootfs", "real-dev"))
     p = run(fine, "fine", "sh", "-c", "echo x > /dev/null && ls /real-dev/zero /dev/fd/")
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("fs", ["proc", "sys"])
+def test_proc_and_sys_on_a_symlink_are_refused(pyctr, rootfs, work, fs):
+    """The kernel's files only on a real directory: masks and read-only
+    paths must cover them (runc's CVE-2019-19921)."""
+    linked = make_image(pyctr, rootfs, work, "linked", **{fs: "/tmp"})
+    p = run(linked, "linked", "true")
+    assert p.returncode == 125 and "needs a directory" in one_line_error(p)
 
 
 def test_volume_on_the_root_is_refused(pyctr, work):
