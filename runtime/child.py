@@ -88,7 +88,10 @@ def prepare_process(proc, sys):
     if proc.no_new_privileges:
         sys.set_no_new_privs()
     sys.set_pdeathsig(SIGKILL)
-    sys.chdir(proc.cwd)
+    try:
+        sys.chdir(proc.cwd)
+    except OSError as e:
+        raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
     # PMI_FD); every other one closes at exec.
     keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))

@@ -82,6 +82,10 @@ def plan_mounts(spec, rootfs):
                 steps.append(("bind", "/dev/" + dev, rootfs, "/dev/" + dev, S.MS_BIND))
             for src, name in DEV_LINKS:
                 steps.append(("symlink_in_root", rootfs, src, "/dev/" + name))
+    if spec.root.image and spec.process and spec.process.cwd:
+        # A missing working directory is made inside the root, as runc does,
+        # but only in an image's overlay: a plain rootfs is the user's files.
+        steps.append(("mkdir_in_root", rootfs, spec.process.cwd))
     steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
               ("chdir", "/")]
     return steps

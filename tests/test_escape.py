@@ -15,6 +15,8 @@ from conftest import Pyctr, one_line_error, root_only
 pytestmark = root_only
 
 NET_RAW = 1 << 13
+# Each attempt is made by a default container and by one in a user namespace.
+both = pytest.mark.parametrize("flags", [[], ["--userns"]], ids=["default", "userns"])
 
 
 def run(pyctr, *args, **kw):
@@ -57,21 +59,23 @@ def listing(path):
 
 
 # -- paths stay in the root --------------------------------------------------------
-def test_image_etc_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, work, host_dir):
+@both
+def test_image_etc_symlinked_to_a_host_dir_gets_nothing_there(pyctr, rootfs, work, host_dir,
+                                                              flags):
     evil = make_image(pyctr, rootfs, work, "evil", etc=host_dir)
     before = listing(host_dir)
     source = os.path.join(work, "src")
     os.mkdir(source)
-    p = run(evil, "--hostname", "h", "evil", "sh", "-c", "echo started")
+    p = run(evil, *flags, "--hostname", "h", "evil", "sh", "-c", "echo started")
     assert p.returncode == 0 and p.stdout.strip() == "started", p.stderr
     # mount targets below the symlinked /etc are looked up in the root, where
     # the host path does not exist: refused, nothing made on the host
-    for flags in (["-v", "%s:/etc/data" % source], ["--tmpfs", "/etc/scratch"]):
-        p = run(evil, *flags, "evil", "true")
+    for mount in (["-v", "%s:/etc/data" % source], ["--tmpfs", "/etc/scratch"]):
+        p = run(evil, *flags, *mount, "evil", "true")
         assert p.returncode == 125, p.stderr
         one_line_error(p)
     # a plain rootfs (no overlay) with the same symlink
-    p = run(pyctr, os.path.join(work, "data", "images", "evil", "rootfs"), "true")
+    p = run(pyctr, *flags, os.path.join(work, "data", "images", "evil", "rootfs"), "true")
     assert p.returncode == 0, p.stderr
     assert listing(host_dir) == before
 
@@ -116,8 +120,9 @@ def test_proc_and_sys_on_a_symlink_are_refused(pyctr, rootfs, work, fs):
     assert p.returncode == 125 and "needs a directory" in one_line_error(p)
 
 
-def test_volume_on_the_root_is_refused(pyctr, work):
-    p = run(pyctr, "-v", "%s:/" % work, "busybox", "true")
+@both
+def test_volume_on_the_root_is_refused(pyctr, work, flags):
+    p = run(pyctr, *flags, "-v", "%s:/" % work, "busybox", "true")
     assert p.returncode == 125 and "the container's root" in one_line_error(p)
     assert os.listdir(work) == []
 
@@ -130,13 +135,14 @@ def test_volume_on_a_directory_works(pyctr, work):
     assert p.stdout == "shared\n"
 
 
-def test_dotdot_in_destinations_is_refused(pyctr, rootfs, work):
+@both
+def test_dotdot_in_destinations_is_refused(pyctr, rootfs, work, flags):
     escape = os.path.join(work, "made-by-pyctr")
     dotdots = "/.." * 12 + escape
-    for flags in (["-v", "%s:%s" % (work, dotdots)], ["--tmpfs", dotdots]):
-        p = run(pyctr, *flags, "busybox", "true")
+    for mount in (["-v", "%s:%s" % (work, dotdots)], ["--tmpfs", dotdots]):
+        p = run(pyctr, *flags, *mount, "busybox", "true")
         assert p.returncode == 125 and "'..'" in one_line_error(p)
-    config = json.loads(pyctr("spec", rootfs, "true", check=True).stdout)
+    config = json.loads(pyctr("spec", *flags, rootfs, "true", check=True).stdout)
     config["mounts"].append({"destination": "/tmp/" + dotdots, "type": "tmpfs",
                              "source": "tmpfs", "options": []})
     bundle = os.path.join(work, "bundle")
@@ -148,7 +154,8 @@ def test_dotdot_in_destinations_is_refused(pyctr, rootfs, work):
     assert not os.path.exists(escape)
 
 
-def test_workdir_through_a_symlink_stays_inside(pyctr, rootfs, work):
+@both
+def test_workdir_through_a_symlink_stays_inside(pyctr, rootfs, work, flags):
     """-w names a symlink whose target exists both on the host and in the
     root: the container lands in its own."""
     hostside = os.path.join(work, "place")
@@ -159,8 +166,14 @@ def test_workdir_through_a_symlink_stays_inside(pyctr, rootfs, work):
     os.makedirs(inside)
     open(os.path.join(inside, "root-marker"), "w").close()
     os.symlink(hostside, os.path.join(work, "data", "images", "wl", "rootfs", "wl"))
-    p = run(image, "-w", "/wl", "wl", "ls", check=True)
+    p = run(image, *flags, "-w", "/wl", "wl", "ls", check=True)
     assert p.stdout.split() == ["root-marker"]
+    if not flags:  # (in a user namespace the image's directories are not root's to write)
+        # a missing workdir is made, in the root too
+        p = run(image, "-w", "/wl/made", "wl", "sh", "-c", "test -d /wl/made && echo made",
+                check=True)
+        assert p.stdout.strip() == "made"
+        assert os.listdir(hostside) == ["host-marker"]
 
 
 # -- identity ----------------------------------------------------------------------
@@ -182,7 +195,7 @@ def test_unmapped_uid_in_a_user_namespace_is_refused_mapped_works(pyctr):
     assert p.stdout.strip() == "1000"
 
 
-@pytest.mark.parametrize("flags", [[], ["--userns"]], ids=["default", "userns"])
+@both
 def test_inheritable_and_ambient_sets_empty_by_default(pyctr, flags):
     assert status_field(pyctr, "CapInh", *flags) == 0
     assert status_field(pyctr, "CapAmb", *flags) == 0

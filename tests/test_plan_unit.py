@@ -110,6 +110,7 @@ def test_rootfs_plan_order(rootdir):
     assert ("mkdir_in_root", "/r", "/proc") in before
     assert ("mount_in_root", "/r", "/dev/null", "/dev/null", None, S.MS_BIND, None) in before
     assert ("symlink_in_root", "/r", "/proc/self/fd", "/dev/fd") in before
+    assert not [c for c in before if c[1:] == ("/r", "/")]  # a plain rootfs gets no workdir
     assert ("mount", "/dev/null", "/proc/kcore", None, S.MS_BIND, None) in after
     assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", S.MS_RDONLY, None) in after
     remount_ro = S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY
@@ -118,6 +119,13 @@ def test_rootfs_plan_order(rootdir):
     assert ("umount", ".", S.MNT_DETACH) in after  # old root detached
     # /proc/timer_stats does not exist here: masking it must not fail
     assert not any(c[0] == "mount" and c[2] == "/proc/timer_stats" for c in calls)
+
+
+def test_workdir_made_only_in_an_image(rootdir):
+    spec = build(rootdir, workdir="/new/dir")
+    assert ("mkdir_in_root", "/r", "/new/dir") not in rootfs.plan_mounts(spec, "/r")
+    spec.root.image = "busybox"
+    assert rootfs.plan_mounts(spec, "/r")[-5] == ("mkdir_in_root", "/r", "/new/dir")
 
 
 def test_overlay_root_when_image(rootdir):
