@@ -115,8 +115,9 @@ def _mpi_launch(spec):
         if key.startswith(MPI_ENV_PREFIXES):
             env.setdefault(key, value)
     spec.process.env = ["%s=%s" % kv for kv in env.items()]
-    if environ.get("PMI_FD", "").isascii() and environ["PMI_FD"].isdigit():
-        spec.process.pass_fds.append(int(environ["PMI_FD"]))
+    pmi_fd = environ.get("PMI_FD", "")
+    if pmi_fd.isascii() and pmi_fd.isdigit():
+        spec.process.pass_fds.append(int(pmi_fd))
     spec.annotations["pyctr.mpi"] = "launched by %s" % (
         "Open MPI" if "OMPI_COMM_WORLD_SIZE" in environ else "an MPI launcher")
 

@@ -150,6 +150,31 @@ def test_non_utf8_env_file(rootdir, world, tmp_path):
                               "env_file": [str(env_file)]})
 
 
+def test_mpi_launcher_environment(rootdir, world, tmp_path, monkeypatch):
+    """Open MPI sets no PMI_FD; hydra's must be open and a socket or pipe."""
+    def build():
+        return specgen.build(world, {"target": rootdir, "command": ["true"]})
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.delenv("PMI_FD", raising=False)
+    spec = build()
+    assert spec.process.pass_fds == [] and "OMPI_COMM_WORLD_SIZE=2" in spec.process.env
+    monkeypatch.setenv("PMI_FD", "\u0663")  # a digit, but not an fd number
+    assert build().process.pass_fds == []
+    read, write = os.pipe()
+    directory = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        monkeypatch.setenv("PMI_FD", str(read))
+        assert build().process.pass_fds == [read]
+        monkeypatch.setenv("PMI_FD", str(directory))
+        with pytest.raises(PyctrError, match="PMI_FD %d is a directory" % directory):
+            build()
+    finally:
+        for fd in (read, write, directory):
+            os.close(fd)
+    with pytest.raises(PyctrError, match="PMI_FD %d is not open" % directory):
+        build()
+
+
 # config.json: a valid config with one field replaced by something else.
 CONFIG_FIELDS = [
     (), ("process",), ("process", "args"), ("process", "env"), ("process", "cwd"),
