@@ -13,7 +13,6 @@ from pyctr import syscalls as S
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Capabilities, IdMapping, Process
-from pyctr.state import StateStore, is_alive
 from pyctr.sync import Channel
 
 
@@ -47,11 +46,8 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
 
 def enter(paths, name, process, sys=None):
     sys = sys or S.Syscalls()
-    store = StateStore(paths)
-    state = store.read(name)
-    pid = state.get("pid")
-    if not is_alive(pid, state.get("pid_start")):
-        raise PyctrError("container %s is not running" % name)
+    from pyctr.container import load_running
+    pid = load_running(paths, name).pid
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
@@ -71,14 +67,14 @@ def enter(paths, name, process, sys=None):
         finally:
             os.close(fd)
 
-    channel = Channel(ctl=False)
+    channel = Channel()
     sys.block_signals()
     child = os.fork()
     if child == 0:
         try:
             channel.child_side()
             prepare_process(process, sys)
-            exec_workload(process, sys, channel)
+            exec_workload(process, process.env, sys, channel)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
         except BaseException as e:

@@ -59,14 +59,15 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs):
-    """Steps for spec.mounts, /dev's contents, and the switch of root.
+def plan_mounts(spec, rootfs, extra=()):
+    """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
+    contents, and the switch of root.
 
     Every destination is a path inside the container's root, resolved by
     the *_in_root calls below `rootfs` (never as the string rootfs + dest,
     which a symlink in the image could lead out of the root)."""
     steps = []
-    for m in spec.mounts:
+    for m in tuple(spec.mounts) + tuple(extra):
         dest = m.destination
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:

@@ -19,6 +19,7 @@ import os
 from pyctr import identity, inroot
 from pyctr import spec as S
 from pyctr.errors import PyctrError
+from pyctr.state import check_name
 
 NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
 
@@ -36,20 +37,20 @@ def build(paths, opts):
         raise PyctrError("no command given and image %r has no default" % target)
 
     rootless = paths.rootless
+    container_id = os.urandom(6).hex()
     spec = S.Spec(
         root=root,
-        hostname=opts.get("hostname"),
-        name=opts.get("name"),
+        id=container_id,
+        hostname=opts.get("hostname") or container_id,
+        name=opts.get("name") or container_id,
         remove=bool(opts.get("remove")),
         detach=bool(opts.get("detach")),
         mounts=S.default_mounts(),
         masked_paths=list(S.DEFAULT_MASKED_PATHS),
         readonly_paths=list(S.DEFAULT_READONLY_PATHS),
     )
-    if spec.name:
-        _check_name(spec.name)
-    if spec.hostname is not None:
-        check_hostname(spec.hostname)
+    check_name(spec.name)
+    check_hostname(spec.hostname)
     uid, gid = identity.resolve_user(opts.get("user") or (image.user if image else None),
                                      root.path)
     spec.process = S.Process(
@@ -77,10 +78,10 @@ def build(paths, opts):
         spec.namespaces.insert(0, S.Namespace(type="user"))
         from pyctr.idmap import maps_for
         spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
-        if rootless and spec.net_mode not in ("none", "host"):
+        if rootless and spec.networks:
             raise PyctrError("rootless containers support --net=none or --net=host only")
     identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
-    return spec
+    return spec.freeze()
 
 
 def _root(paths, target, opts):
@@ -131,12 +132,6 @@ def check_hostname(name):
         raise PyctrError("hostname %r is not valid text" % name) from e
     if not 1 <= size <= 64:
         raise PyctrError("hostname %r must be 1 to 64 bytes long" % name)
-
-
-def _check_name(name):
-    ok = name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name)
-    if not ok or len(name) > 64:
-        raise PyctrError("invalid container name %r: use letters, digits, _ . - (max 64)" % name)
 
 
 def _env(opts, image, uid):
@@ -220,12 +215,9 @@ def _namespace(paths, spec, ns_type, mode):
 
 
 def _container_ns(paths, name, ns_type):
-    from pyctr.state import StateStore, is_alive
+    from pyctr.container import load_running
     from pyctr.syscalls import NAMESPACES
-    state = StateStore(paths).read(name)
-    if not is_alive(state.get("pid"), state.get("pid_start")):
-        raise PyctrError("container %s is not running" % name)
-    return "/proc/%d/ns/%s" % (state["pid"], NAMESPACES[ns_type][1])
+    return "/proc/%d/ns/%s" % (load_running(paths, name).pid, NAMESPACES[ns_type][1])
 
 
 def _network(paths, spec, opts):
@@ -239,20 +231,20 @@ def _network(paths, spec, opts):
         raise PyctrError("--net=%s cannot be combined with other --net options" % simple[0])
     mode = nets[0]
     if mode == "host":
-        spec.net_mode = "host"
+        pass
     elif mode.startswith("container:"):
-        spec.net_mode = "container"
         _namespace(paths, spec, "network", mode)
     else:
         spec.namespaces.append(S.Namespace(type="network"))
         if mode != "none":
             from pyctr import network
-            spec.net_mode = "bridge"
             spec.networks = [network.parse(n) for n in nets]
+            first = spec.networks[0]
             from pyctr.network.addr import check_mac, check_mtu
             from pyctr.network.request import check_ip
-            first = spec.networks[0]
-            for key, check in (("ip", check_ip), ("mac", check_mac), ("mtu", check_mtu)):
+            checks = {"ip": lambda v: check_ip(str(v)), "mac": lambda v: check_mac(str(v)),
+                      "mtu": check_mtu}
+            for key, check in checks.items():
                 if opts.get(key) is not None:
                     setattr(first, key, check(opts[key]))
     if (opts.get("ip") or opts.get("mac") or opts.get("mtu")) and not spec.networks:
