@@ -19,7 +19,7 @@ from pyctr import network, oci, specgen
 from pyctr.errors import PyctrError
 from pyctr.paths import Paths
 
-from conftest import root_only
+from conftest import host_leftovers, root_only
 
 SETTINGS = dict(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow,
@@ -232,6 +232,63 @@ def test_config_without_its_own_mount_namespace_is_refused(valid_config, tmp_pat
             oci.load_bundle(str(bundle))
 
 
+@IN_PROCESS
+@given(path=st.lists(st.sampled_from(["a", "..", ".", "", "b", "/", "x\x00"]), max_size=6)
+       .map("/".join))
+def test_destinations_are_clean_paths_inside(path):
+    """A destination that passes is absolute, without "." or ".." or empty
+    components, not the root itself, and passes again unchanged."""
+    from pyctr import inroot
+    error = refused_in_one_line(lambda: inroot.destination(path, "test"))
+    if error is None:
+        clean = inroot.destination(path, "test")
+        parts = clean.split("/")[1:]
+        assert clean.startswith("/") and parts and not set(parts) & {"", ".", ".."}
+        assert inroot.destination(clean, "test") == clean
+
+
+# A root full of symlinks that point out of it, and paths that walk them.
+LINK_TARGETS = ["/", "..", "../..", "../../outside", "/a", "a/../..", "/proc/self/root",
+                "/proc/self/cwd", "b", "c/..", "x"]
+COMPONENTS = ["a", "b", "c", "..", ".", "x", "new"]
+
+
+@IN_PROCESS
+@given(links=st.dictionaries(st.sampled_from(["a", "b", "c", "a/l", "x"]),
+                             st.sampled_from(LINK_TARGETS + ["<outside>"]), max_size=4),
+       paths=st.lists(st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=5)
+                      .map(lambda parts: "/" + "/".join(parts)), min_size=1, max_size=4))
+def test_shim_walks_never_leave_the_root(tmp_path_factory, links, paths):
+    """mkdir_in_root, touch_in_root and open_in_root on any path through
+    any symlinks: nothing is made, and nothing opened, outside the root."""
+    from pyctr.syscalls import Syscalls
+    syscall = Syscalls()
+    base = tmp_path_factory.mktemp("walk")
+    root, outside = base / "root", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    for name, target in sorted(links.items()):
+        link = root / name
+        if link.parent.exists() and not link.parent.is_symlink() and not link.exists():
+            os.symlink(str(outside) if target == "<outside>" else target, link)
+    for path in paths:
+        for call in (syscall.mkdir_in_root, syscall.touch_in_root):
+            try:
+                call(str(root), path)
+            except OSError:
+                pass
+        try:
+            fd = syscall.open_in_root(str(root), path)
+        except OSError:
+            continue
+        try:
+            where = os.readlink("/proc/self/fd/%d" % fd)
+        finally:
+            os.close(fd)
+        assert where == str(root) or where.startswith(str(root) + "/"), (path, where)
+    assert sorted(os.listdir(base)) == ["outside", "root"] and os.listdir(outside) == []
+
+
 NET_WORDS = ["veth", "macvlan", "container", "none", "host", "br0", "eth1", "lan", "", ":",
              ",", "=", "ip", "mac", "mtu", "mode", "route", "source_macs", "host_shim",
              "10.1.2.3/24", "default@10.1.2.1", "02:00:00:00:00:01", "9000", "|", "@", "yes",
@@ -255,7 +312,7 @@ def one_pyctr_line(p):
 
 
 def nothing_left(pyctr):
-    assert pyctr.containers() == []
+    assert pyctr.containers() == [] and host_leftovers(pyctr) == []
 
 
 # Only what cannot reach past the container: no network that would create
