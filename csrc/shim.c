@@ -1,6 +1,11 @@
 /* See shim.h. Kept deliberately small: policy lives in Python. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -43,6 +48,116 @@ int pyctr_sethostname(const char *name, size_t len) { return sethostname(name, l
 int pyctr_close_range(unsigned int first, unsigned int last, int flags)
 {
     return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+#ifndef SYS_openat2
+#define SYS_openat2 437 /* the same on every architecture */
+#endif
+
+int pyctr_open_in_root(int root_fd, const char *path, int flags)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (unsigned long long)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+}
+
+static int close_keeping_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* A writable copy of `path` in buf[PATH_MAX]. */
+static int copy_path(char *buf, const char *path)
+{
+    size_t len = strlen(path);
+    if (len >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    return 0;
+}
+
+int pyctr_mkdir_in_root(int root_fd, const char *path, int mode)
+{
+    char prefix[PATH_MAX];
+    if (copy_path(prefix, path) < 0)
+        return -1;
+    int dir = pyctr_open_in_root(root_fd, "/", O_PATH | O_DIRECTORY);
+    if (dir < 0)
+        return -1;
+    char *name = prefix;
+    for (;;) {
+        while (*name == '/')
+            name++;
+        if (!*name)
+            return dir;
+        char *end = strchr(name, '/');
+        if (end)
+            *end = '\0';
+        /* The whole prefix is looked up from the root each time: "..", a
+         * symlink, or a component swapped meanwhile all resolve in it. */
+        int next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+        if (next < 0 && errno == ENOENT) {
+            /* `dir` is the parent as just resolved; only a plain name is
+             * ever created ("." and ".." always exist). */
+            if (mkdirat(dir, name, (mode_t)mode) < 0 && errno != EEXIST)
+                return close_keeping_errno(dir);
+            next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+        }
+        if (next < 0)
+            return close_keeping_errno(dir);
+        close(dir);
+        dir = next;
+        if (!end)
+            return dir;
+        *end = '/';
+        name = end;
+    }
+}
+
+int pyctr_touch_in_root(int root_fd, const char *path, int mode)
+{
+    int fd = pyctr_open_in_root(root_fd, path, O_PATH);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    char parent[PATH_MAX];
+    if (copy_path(parent, path) < 0)
+        return -1;
+    char *slash = strrchr(parent, '/');
+    const char *name = slash ? slash + 1 : parent;
+    if (slash)
+        *slash = '\0';
+    if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
+        errno = EINVAL;
+        return -1;
+    }
+    int dir = pyctr_mkdir_in_root(root_fd, slash ? parent : "/", 0755);
+    if (dir < 0)
+        return -1;
+    /* O_EXCL never follows a final symlink: a dangling one fails here. */
+    fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0 && errno != EEXIST)
+        return close_keeping_errno(dir);
+    if (fd >= 0)
+        close(fd);
+    close(dir);
+    return pyctr_open_in_root(root_fd, path, O_PATH);
+}
+
+int pyctr_set_ambient(const int *caps, int n)
+{
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, caps[i], 0, 0) < 0)
+            return -1;
+    return 0;
 }
 
 int pyctr_loopback_up(void)

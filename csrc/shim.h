@@ -17,6 +17,22 @@ int pyctr_umount2(const char *target, int flags);
 int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);
+
+/* Paths inside a container's root. `root_fd` is a directory fd standing for
+ * the container's "/": every lookup stays below it, absolute symlinks and
+ * ".." are taken relative to it (openat2 RESOLVE_IN_ROOT) and procfs magic
+ * links are refused, so an image cannot point pyctr at a host file.
+ * open_in_root returns a close-on-exec fd for `path`. */
+int pyctr_open_in_root(int root_fd, const char *path, int flags);
+/* mkdir -p below root_fd, one component at a time, each looked up again in
+ * the root before the next is made. Returns an O_PATH fd of the directory. */
+int pyctr_mkdir_in_root(int root_fd, const char *path, int mode);
+/* An empty regular file to mount on (parents made as above), or the file
+ * already there. Never creates through a symlink. Returns an O_PATH fd. */
+int pyctr_touch_in_root(int root_fd, const char *path, int mode);
+/* The ambient capability set becomes exactly caps[0..n-1] (each must be
+ * permitted and inheritable already). */
+int pyctr_set_ambient(const int *caps, int n);
 /* `ip link set lo up` in the caller's network namespace, by ioctl: after
  * pivot_root the child can no longer import Python's socket module. */
 int pyctr_loopback_up(void);

@@ -83,17 +83,25 @@ def child_main(plan, channel, sys):
 def prepare_process(proc, sys, tie_to_parent=True):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
-    root keeps its capabilities; pdeathsig again since setuid clears it."""
-    caps = [CAPABILITIES[c] for c in proc.capabilities]
-    sys.drop_bounding(caps)
+    root keeps its capabilities; the three thread sets, then ambient (which
+    setuid clears and which needs permitted and inheritable); pdeathsig
+    again since setuid clears it."""
+    caps = proc.capabilities
+    numbers = lambda names: [CAPABILITIES[c] for c in names]
+    sys.drop_bounding(numbers(caps.bounding))
     sys.set_keepcaps(True)
     sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
-    sys.set_capabilities(caps)
+    sys.set_capabilities(numbers(caps.effective), numbers(caps.permitted),
+                         numbers(caps.inheritable))
+    sys.set_ambient(numbers(caps.ambient))
     if proc.no_new_privileges:
         sys.set_no_new_privs()
     if tie_to_parent:
         sys.set_pdeathsig(SIGKILL)
-    sys.chdir(proc.cwd)
+    try:
+        sys.chdir(proc.cwd)
+    except OSError as e:
+        raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
     # PMI_FD); every other one closes at exec.
     keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))

@@ -90,12 +90,15 @@ def etc_files(c):
     with open(os.path.join(etc, "resolv.conf"), "w") as f:
         f.write(resolv)
     root = c.spec.root
+    # A missing file is created to mount on only in an image's overlay
+    # written as real root: never in a plain rootfs (the user's files),
+    # nor where container root is unprivileged and may not write /etc.
+    # Both questions are asked inside the root: an /etc that is a symlink
+    # to a host directory is followed in the root, never on the host.
+    creatable = root.image and not c.spec.uid_mappings and \
+        c.syscall.exists_in_root(root.path, "/etc")
     for name in ("hosts", "hostname", "resolv.conf"):
-        # A missing file is created to mount on only in an image's overlay
-        # written as real root: never in a plain rootfs (the user's files),
-        # nor where container root is unprivileged and may not write /etc.
-        creatable = root.image and not c.spec.uid_mappings
-        if not creatable and not os.path.exists(os.path.join(root.path, "etc", name)):
+        if not creatable and not c.syscall.exists_in_root(root.path, "/etc/" + name):
             continue
         c.etc_mounts.append(Mount(destination="/etc/" + name, type="bind",
                                   source=os.path.join(etc, name), options=("bind",)))

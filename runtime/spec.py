@@ -64,13 +64,23 @@ def _frozen(value):
     return value
 
 
+class Capabilities(Record):
+    """The five capability sets of OCI's process.capabilities, as names
+    without CAP_, lower case. Inheritable and ambient stay empty unless
+    asked for: an inheritable set equal to the permitted one lets any
+    program with file capabilities gain them (runc's CVE-2022-29162)."""
+    SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+    __slots__ = SETS
+    DEFAULTS = {name: list for name in SETS}
+
+
 class Process(Record):
     # preserve_fds: fds 3..3+N-1 pass to the workload (OCI/runc semantics);
     # pass_fds: further single fds, e.g. the PMI_FD an MPI launcher handed us.
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
                  "no_new_privileges", "preserve_fds", "pass_fds", "init")
     DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
-                "additional_gids": list, "capabilities": list,
+                "additional_gids": list, "capabilities": Capabilities,
                 "no_new_privileges": True, "preserve_fds": 0, "pass_fds": list, "init": False}
 
 
@@ -125,7 +135,6 @@ class Spec(Record):
     def to_oci(self):
         """The OCI runtime-spec config.json equivalent (for inspect and `pyctr spec`)."""
         p = self.process
-        caps = ["CAP_" + c.upper() for c in p.capabilities]
         linux = {
             "namespaces": [{"type": n.type, **({"path": n.path} if n.path else {})}
                            for n in self.namespaces],
@@ -141,8 +150,8 @@ class Spec(Record):
                 "terminal": False,
                 "user": {"uid": p.uid, "gid": p.gid, "additionalGids": list(p.additional_gids)},
                 "args": list(p.args), "env": list(p.env), "cwd": p.cwd,
-                "capabilities": {k: caps for k in ("bounding", "effective", "permitted",
-                                                   "inheritable")},
+                "capabilities": {k: ["CAP_" + c.upper() for c in getattr(p.capabilities, k)]
+                                 for k in Capabilities.SETS},
                 "noNewPrivileges": p.no_new_privileges,
             },
             "root": {"path": self.root.path, "readonly": self.root.readonly},
