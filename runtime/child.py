@@ -19,11 +19,15 @@ SIGKILL = 9
 class Plan:
     """Everything the child needs, computed by the parent before clone so
     that the child does as little as possible after it."""
-    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join")
+    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join",
+                 "new_cgroupns", "cgroup_view")
 
     def __init__(self, spec, rootfs, layers, new_userns, new_netns, join):
         self.spec, self.rootfs, self.layers = spec, rootfs, layers
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
+        # cgroups: unshare the cgroup namespace after IDS (the parent has put
+        # us in our group by then); what to mount at /sys/fs/cgroup
+        self.new_cgroupns, self.cgroup_view = False, None
 
 
 def child_main(plan, channel, sys):
@@ -40,6 +44,9 @@ def child_main(plan, channel, sys):
         if plan.new_userns:
             step = "become root in the user namespace"
             sys.set_ids(0, 0, [])
+        if plan.new_cgroupns:
+            step = "unshare the cgroup namespace"
+            sys.unshare(S.CLONE_NEWCGROUP)
         spec = plan.spec
         uts = spec.namespace("uts")
         if spec.hostname and uts and not uts.path:  # never rename the host
@@ -48,7 +55,7 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.cgroup_view), sys)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:

@@ -40,6 +40,15 @@ RUN_OPTIONS = [
     Opt("--ip", help="address for the first network, ADDR[/PREFIX]"),
     Opt("--mac", help="MAC address for the first network"),
     Opt("--mtu", "int", "MTU for the first network"),
+    Opt("--cgroupns", help="private (default), host or container:NAME"),
+    Opt("-m --memory", help="memory limit, e.g. 512m"),
+    Opt("--memory-swap", help="memory plus swap limit (-1: unlimited swap)"),
+    Opt("--cpus", help="CPU time, in CPUs (1.5)"),
+    Opt("--cpu-shares", help="relative CPU weight (default 1024)"),
+    Opt("--cpuset-cpus", help="CPUs the container may run on (0-3,6)"),
+    Opt("--cpuset-mems", help="memory nodes the container may use"),
+    Opt("--pids-limit", help="maximum number of processes (-1: unlimited)"),
+    Opt("--device", "list", "HOST[:CONTAINER][:rwm] device node to add and allow"),
 ]
 _NOT_SPEC_KEYS = ("file", "bundle", "target", "command")
 
@@ -277,6 +286,9 @@ def remove(paths, store, name, st, force):
     if st.get("networks"):
         from pyctr import network
         network.detach(paths, st["id"], st["networks"])
+    if st.get("cgroup"):
+        from pyctr import cgroups
+        cgroups.remove(st)
     store.remove(name)
 
 
@@ -327,7 +339,17 @@ def cmd_gc(paths, argv):
         if crashed:
             remove(paths, store, name, st, force=True)
             removed.append("container %s" % name)
-    from pyctr import images, network
+    from pyctr import cgroups, images, network
+    live = set()  # cgroups: containers whose record exists and is not dead
+    for name in store.names():
+        try:
+            st = store.read(name)
+        except PyctrError:
+            continue
+        if is_alive(st.get("pid"), st.get("pid_start")) or is_alive(
+                st.get("owner_pid"), st.get("owner_start")):
+            live.add(st.get("id"))
+    removed += cgroups.gc(paths, live)
     removed += network.gc(paths)
     removed += images.gc(paths)
     for item in removed:

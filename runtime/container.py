@@ -29,6 +29,7 @@ class Container:
         self.dir = None
         self.channel = None
         self.networks = []
+        self.cgroup = None  # cgroups.Group, once made
         self.state = None
         self.extra_env = []  # set between create and start, reaches the workload
 
@@ -61,7 +62,9 @@ class Container:
         flags, join = 0, []
         for ns in spec.namespaces:
             flag = S.NAMESPACES[ns.type][0]
-            if not ns.path:
+            if ns.type == "cgroup" and not ns.path:
+                pass  # cgroups: the child unshares it once it is in its own group
+            elif not ns.path:
                 flags |= flag
             elif ns.type == "pid":
                 # A pid namespace applies to children: enter it before clone.
@@ -70,12 +73,14 @@ class Container:
                 join.append((ns.type, self._open_ns(ns.path)))
         plan = Plan(spec, rootfs, layers, bool(flags & S.CLONE_NEWUSER),
                     bool(flags & S.CLONE_NEWNET), join)
+        self._create_cgroup(plan)  # cgroups: before clone, undone by destroy()
 
         self.state = {
             "id": self.id, "name": self.name, "status": "creating", "pid": 0, "pid_start": None,
             "owner_pid": os.getpid(), "owner_start": process_start_time(os.getpid()),
             "rootfs": spec.root.path, "image": spec.root.image, "command": spec.process.args,
             "created": now(), "remove": spec.remove, "detach": spec.detach, "networks": [],
+            "cgroup": self.cgroup.record() if self.cgroup else None,
         }
         self.store.write(self.name, self.state)
         self.store.write(self.name, spec.to_oci(), "config.json")
@@ -91,6 +96,8 @@ class Container:
         self.channel.parent_side()
         for _, fd in join:
             os.close(fd)
+        if self.cgroup:
+            self.cgroup.attach(self.pid)  # cgroups: before the child does anything (IDS)
 
         if plan.new_userns:
             from pyctr.idmap import write_maps
@@ -111,6 +118,23 @@ class Container:
             self.state["networks"] = self.networks
             self.store.write(self.name, self.state)
             self._write_hosts()
+
+    def _create_cgroup(self, plan):
+        """cgroups: the container's own group (root only) with its limits
+        and device policy, and what the child mounts at /sys/fs/cgroup."""
+        from pyctr import cgroups
+        layout = cgroups.detect()
+        if not self.paths.rootless:
+            self.cgroup = cgroups.create(self.paths, self.id, self.spec.resources, layout)
+        plan.new_cgroupns = any(ns.type == "cgroup" and not ns.path
+                                for ns in self.spec.namespaces)
+        plan.cgroup_view = cgroups.view(layout, self.cgroup,
+                                        self.spec.namespace("cgroup") is not None)
+
+    def _remove_cgroup(self):
+        if self.cgroup:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def _redirect_to_log(self):
         """Detached: the workload's stdout/stderr go to <state>/log (pyctr logs)."""
@@ -198,6 +222,7 @@ class Container:
     def cleanup(self):
         """After a normal exit: network down, then the record (kept unless --rm)."""
         self._detach_networks()
+        self._remove_cgroup()
         if self.spec.remove:
             self.store.remove(self.name)
         else:
@@ -217,6 +242,7 @@ class Container:
         if self.channel:
             self.channel.abort()
         self._detach_networks()
+        self._remove_cgroup()
         if self.dir:
             self.store.remove(self.name)
             self.dir = None

@@ -35,6 +35,8 @@ def enter(paths, name, process, sys=None):
     pid = state.get("pid")
     if not is_alive(pid, state.get("pid_start")):
         raise PyctrError("container %s is not running" % name)
+    from pyctr import cgroups
+    cgroup = cgroups.open_procs(state)  # cgroups: opened here, in the host's namespaces
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
@@ -60,6 +62,7 @@ def enter(paths, name, process, sys=None):
     if child == 0:
         try:
             channel.child_side()
+            cgroups.join(cgroup)
             prepare_process(process, sys)
             exec_workload(process, sys, channel)
         except OSError as e:
@@ -68,6 +71,7 @@ def enter(paths, name, process, sys=None):
             channel.report("exec setup", 0, "exec setup: %s" % e)
         os._exit(125)
     channel.parent_side()
+    cgroups.close(cgroup)
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)

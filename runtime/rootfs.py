@@ -8,6 +8,7 @@ methods; the few composite ones (bind a device node, mask a path, make a
 path read-only, mount sysfs) are interpreted here because what they do
 depends on what exists at the time.
 """
+from pyctr import cgroups, devices
 from pyctr import syscalls as S
 
 # Mount option -> (flags to set, flags to clear). Anything else is fs data.
@@ -59,14 +60,19 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs):
-    """Steps for spec.mounts, /dev's contents, and the switch of root."""
+def plan_mounts(spec, rootfs, cgroup_view=None):
+    """Steps for spec.mounts, /dev's contents, and the switch of root.
+    cgroup_view: what a "cgroup" mount shows (cgroups.view)."""
     steps = []
     for m in spec.mounts:
         target = rootfs + m.destination
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:
             steps.append(("bind", m.source, target, flags | S.MS_BIND))
+        elif m.type == "cgroup":
+            if cgroup_view:
+                steps.append(("mkdir", target))
+                steps.append(("mount_cgroup", target, flags, cgroup_view))
         elif m.type == "sysfs":
             steps.append(("mkdir", target))
             steps.append(("mount_sysfs", target, flags))
@@ -78,6 +84,8 @@ def plan_mounts(spec, rootfs):
                 steps.append(("bind", "/dev/" + dev, "%s/dev/%s" % (rootfs, dev), S.MS_BIND))
             for src, name in DEV_LINKS:
                 steps.append(("symlink", src, "%s/dev/%s" % (rootfs, name)))
+            for device in spec.resources.devices:  # --device, linux.devices
+                steps.append(("device", rootfs + device.path, device))
     steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
               ("chdir", "/")]
     return steps
@@ -145,4 +153,5 @@ def _readonly(sys, path):
               S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | sys.locked_flags(path), None)
 
 
-_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly}
+_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly,
+              "mount_cgroup": cgroups.mount_view, "device": devices.make_node}

@@ -81,11 +81,12 @@ class Spec(Record):
     __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
                  "gid_mappings", "masked_paths", "readonly_paths",
                  # pyctr's own
-                 "name", "remove", "detach", "networks", "net_mode", "annotations")
+                 "name", "remove", "detach", "networks", "net_mode", "annotations",
+                 "resources")  # cgroups.Resources: limits, device policy, cgroup path
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
                 "remove": False, "detach": False, "networks": list, "net_mode": "none",
-                "annotations": dict}
+                "annotations": dict, "resources": lambda: _no_resources()}
 
     def namespace(self, ns_type):
         for ns in self.namespaces:
@@ -103,6 +104,7 @@ class Spec(Record):
             "maskedPaths": list(self.masked_paths),
             "readonlyPaths": list(self.readonly_paths),
         }
+        linux.update(self.resources.oci_linux())
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
@@ -123,6 +125,11 @@ class Spec(Record):
             "linux": linux,
             "annotations": dict(self.annotations),
         }
+
+
+def _no_resources():
+    from pyctr.cgroups import Resources
+    return Resources()
 
 
 def _idmap_oci(m):
@@ -174,4 +181,6 @@ def default_mounts():
               options=["nosuid", "noexec", "nodev"]),
         Mount(destination="/sys", type="sysfs", source="sysfs",
               options=["nosuid", "noexec", "nodev", "ro"]),
+        Mount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+              options=["nosuid", "noexec", "nodev", "relatime", "ro"]),
     ]

@@ -13,13 +13,15 @@ Keys, all optional but `target` and `command`:
   net               list of --net values: none, host, container:NAME,
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
+  memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit,
+  device, cgroupns  cgroup limits and devices (see cgroups.from_options)
 """
 import os
 
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 
-NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
+NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("cgroupns", "cgroup"))
 
 
 def build(paths, opts):
@@ -65,6 +67,8 @@ def build(paths, opts):
                 spec.process.preserve_fds, fd))
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
+    from pyctr import cgroups
+    spec.resources = cgroups.from_options(opts, rootless)
     spec.mounts += _volumes(opts.get("volumes") or [])
     spec.mounts += _tmpfs(opts.get("tmpfs") or [])
 
@@ -303,7 +307,8 @@ def load_toml(path):
     except toml.TomlDecodeError as e:
         raise PyctrError("%s: invalid TOML: %s" % (path, e))
     opts = {k.replace("-", "_"): v for k, v in data.items()}
-    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net"}
+    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net",
+               "devices": "device"}
     for old, new in aliases.items():
         if old in opts:
             opts[new] = opts.pop(old)
@@ -312,8 +317,9 @@ def load_toml(path):
         opts["command"] = shlex.split(opts["command"])
     if isinstance(opts.get("env"), dict):
         opts["env"] = ["%s=%s" % kv for kv in opts["env"].items()]
-    if isinstance(opts.get("net"), str):
-        opts["net"] = [opts["net"]]
+    for key in ("net", "device"):
+        if isinstance(opts.get(key), str):
+            opts[key] = [opts[key]]
     unknown = set(opts) - KNOWN_KEYS
     if unknown:
         raise PyctrError("%s: unknown key(s): %s" % (path, ", ".join(sorted(unknown))))
@@ -323,4 +329,6 @@ def load_toml(path):
 KNOWN_KEYS = frozenset((
     "target", "command", "name", "hostname", "workdir", "user", "env", "env_file", "volumes",
     "tmpfs", "read_only", "remove", "detach", "init", "userns", "preserve_fds", "cap_add",
-    "cap_drop", "pid", "ipc", "uts", "net_ns", "net", "ip", "mac", "mtu"))
+    "cap_drop", "pid", "ipc", "uts", "net_ns", "net", "ip", "mac", "mtu",
+    "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "cpuset_mems", "pids_limit",
+    "device", "cgroupns"))

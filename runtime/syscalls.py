@@ -102,6 +102,13 @@ class Syscalls:
     def touch(self, path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
+    def mknod(self, path, mode, device):
+        os.mknod(path, mode, device)
+        os.chmod(path, mode & 0o7777)  # what the umask took away
+
+    def chown(self, path, uid, gid):
+        os.chown(path, uid, gid)
+
     def symlink(self, target, path):
         os.symlink(target, path)
 
