@@ -53,9 +53,12 @@ class Resources(Record):
                  "devices", "path")
     DEFAULTS = {"device_rules": list, "devices": list}
 
+    LIMITS = ("memory", "memory_swap", "memory_reservation", "cpu_shares", "cpu_quota",
+              "cpu_period", "cpuset_cpus", "cpuset_mems", "pids_limit")
+
     def limits(self):
         """The settings that are set, as {name: value} (for inspect)."""
-        return {name: getattr(self, name) for name in self.__slots__[:9]
+        return {name: getattr(self, name) for name in self.LIMITS
                 if getattr(self, name) is not None}
 
     def oci_linux(self):
@@ -684,7 +687,8 @@ def _make_parents(h, parent, layout):
             os.mkdir(directory, 0o755)
         except FileExistsError:
             pass
-        if "cpuset" in h.controllers and h.version == 1:
+    if "cpuset" in h.controllers and h.version == 1:
+        for directory in reversed(missing or [parent]):
             _inherit_cpuset(directory)
 
 
