@@ -117,8 +117,8 @@ def parse_cpu_list(option, text):
     text = str(text).strip()
     try:
         for part in text.split(","):
-            first, _, last = part.partition("-")
-            if not first.isdigit() or (last and (not last.isdigit() or int(last) < int(first))):
+            first, dash, last = part.partition("-")
+            if not first.isdigit() or (dash and (not last.isdigit() or int(last) < int(first))):
                 raise ValueError(part)
     except ValueError as e:
         raise PyctrError("invalid %s %r: expected a list such as 0-3,6" % (option, text)) from e
@@ -213,6 +213,8 @@ def from_oci(linux):
         res.cpuset_cpus = parse_cpu_list("linux.resources.cpu.cpus", cpu["cpus"])
     if cpu.get("mems"):
         res.cpuset_mems = parse_cpu_list("linux.resources.cpu.mems", cpu["mems"])
+    if res.memory is not None and res.memory < 0:
+        res.memory = None  # -1: no limit
     res.pids_limit = _oci_int(resources.get("pids") or {}, "limit", "pids")
     if res.pids_limit is not None and res.pids_limit <= 0:
         res.pids_limit = -1
@@ -663,6 +665,9 @@ def _limit(h, directory, res):
         if wanted:
             _enable(os.path.dirname(directory), wanted, h)
     for controller, name, value in limit_files(res, h.version, memsw=_memsw(h)):
+        if name == "memory.swap.max" and res.memory_swap is None and not os.path.exists(
+                os.path.join(directory, name)):
+            continue  # swap not asked for, and this kernel has none to limit
         if controller in h.controllers:
             _write(directory, name, value)
 

@@ -9,7 +9,7 @@ import os
 
 from pyctr import syscalls as S
 from pyctr.child import Plan, child_main, exit_code
-from pyctr.errors import from_oserror
+from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Mount
 from pyctr.state import StateStore, now, process_start_time
 from pyctr.sync import GO, IDS, Channel
@@ -123,7 +123,12 @@ class Container:
         """cgroups: the container's own group (root only) with its limits
         and device policy, and what the child mounts at /sys/fs/cgroup."""
         from pyctr import cgroups
-        layout = cgroups.detect()
+        try:
+            layout = cgroups.detect()
+        except (OSError, PyctrError):
+            if not self.paths.rootless:
+                raise
+            return  # rootless where no cgroupfs is mounted: nothing to show either
         if not self.paths.rootless:
             self.cgroup = cgroups.create(self.paths, self.id, self.spec.resources, layout)
         plan.new_cgroupns = any(ns.type == "cgroup" and not ns.path
