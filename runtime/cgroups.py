@@ -316,40 +316,87 @@ class Layout(Record):
 
 def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
     """The cgroup hierarchies mounted under /sys/fs/cgroup, each with pyctr's
-    own group in it. v2 controllers are those cgroup.controllers offers."""
+    own group in it. v2 controllers are those cgroup.controllers offers.
+
+    `ip netns exec` (how simulated cluster nodes run pyctr) mounts a fresh
+    /sys without them. In such a mount namespace pyctr mounts the
+    hierarchies PID 1 has, where PID 1 has them (a v1 mount with the same
+    options is the same hierarchy), under a lock, since the processes of one
+    `mpirun` share the namespace."""
     own = {}
     with open(cgroup) as f:
         for line in f:
             number, controllers, path = line.rstrip("\n").split(":", 2)
             own[controllers or ""] = path
+    mounts = _mounts(mountinfo)
+    if mountinfo == "/proc/self/mountinfo" and (not mounts or MOUNT_SOURCE in (
+            m[4] for m in mounts if m[2] == ROOT)):
+        mounts = _mount_as_init(mountinfo)
     hierarchies = {}
+    for fstype, key, mountpoint, mount_root, _ in mounts:
+        if key in hierarchies or key not in own or fstype == "tmpfs":
+            continue  # a second mount of the same hierarchy
+        h = Hierarchy(name=mountpoint[len(ROOT) + 1:], version=2 if fstype == "cgroup2" else 1,
+                      mountpoint=mountpoint, mount_root=mount_root, options=key,
+                      controllers=set(key.split(",")) if key else set(), own=own[key])
+        if h.version == 2:  # what the parent of pyctr's parent group offers
+            h.controllers = set(_read(os.path.dirname(_default_parent(h)),
+                                      "cgroup.controllers", "").split())
+        hierarchies[key] = h
+    if not hierarchies:
+        raise PyctrError("no cgroup hierarchy is mounted under %s" % ROOT)
+    return Layout(hierarchies=sorted(hierarchies.values(), key=lambda h: h.name))
+
+
+MOUNT_SOURCE = "pyctr-cgroup"  # marks the mounts _mount_as_init made
+
+
+def _mount_as_init(mountinfo):
+    """Mount what PID 1 has under /sys/fs/cgroup and this namespace lacks;
+    returns the mounts then here."""
+    import fcntl
+    try:
+        wanted = _mounts("/proc/1/mountinfo")
+    except OSError:
+        return []
+    lock = os.open("/sys/fs", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = {m[2] for m in _mounts(mountinfo)}
+        syscall = syscalls.Syscalls()
+        flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+        for fstype, key, mountpoint, _, _ in wanted:
+            if mountpoint not in have:
+                os.makedirs(mountpoint, exist_ok=True)
+                syscall.mount(MOUNT_SOURCE, mountpoint, fstype, flags,
+                              "mode=755" if fstype == "tmpfs" else key or None)
+        return _mounts(mountinfo)
+    except OSError as e:
+        raise PyctrError("no cgroup hierarchy is mounted under %s, and mounting PID 1's "
+                         "failed: %s" % (ROOT, e.strerror)) from e
+    finally:
+        os.close(lock)  # and with it the lock
+
+
+def _mounts(mountinfo):
+    """[(fstype, hierarchy key, mountpoint, mount root, source)] of the cgroup
+    mounts under /sys/fs/cgroup, and of a tmpfs at /sys/fs/cgroup itself."""
+    mounts = []
     with open(mountinfo) as f:
         for line in f:
             fields = line.split()
             dash = fields.index("-")
-            fstype, super_options = fields[dash + 1], fields[dash + 3].split(",")
+            fstype, source = fields[dash + 1], fields[dash + 2]
             mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-            if fstype not in ("cgroup", "cgroup2") or not (
-                    mountpoint == ROOT or mountpoint.startswith(ROOT + "/")):
-                continue
-            if fstype == "cgroup2":
-                key, version, controllers = "", 2, set()
-            else:
-                names = [o for o in super_options
+            if fstype == "tmpfs" and mountpoint == ROOT:
+                mounts.append((fstype, None, mountpoint, mount_root, source))
+            elif fstype in ("cgroup", "cgroup2") and mountpoint.startswith(ROOT + "/") or \
+                    fstype == "cgroup2" and mountpoint == ROOT:
+                names = [o for o in fields[dash + 3].split(",")
                          if o in V1_CONTROLLERS or o.startswith("name=")]
-                key, version, controllers = ",".join(names), 1, set(names)
-            if key in hierarchies or key not in own:
-                continue  # a second mount of the same hierarchy
-            h = Hierarchy(name=mountpoint[len(ROOT) + 1:], version=version,
-                          mountpoint=mountpoint, mount_root=mount_root, options=key,
-                          controllers=controllers, own=own[key])
-            if version == 2:  # what the parent of pyctr's parent group offers
-                h.controllers = set(_read(os.path.dirname(_default_parent(h)),
-                                          "cgroup.controllers", "").split())
-            hierarchies[key] = h
-    if not hierarchies:
-        raise PyctrError("no cgroup hierarchy is mounted under %s" % ROOT)
-    return Layout(hierarchies=sorted(hierarchies.values(), key=lambda h: h.name))
+                key = ",".join(names) if fstype == "cgroup" else ""
+                mounts.append((fstype, key, mountpoint, mount_root, source))
+    return mounts
 
 
 # Order as /proc/cgroups lists them; the mount options name them the same way.
@@ -445,10 +492,17 @@ class Group:
 
     @classmethod
     def from_record(cls, record):
+        """The group a container's state names, with its hierarchies mounted
+        here (see detect: a later `ip netns exec pyctr ...` needs them again)."""
         if not isinstance(record, dict) or not isinstance(record.get("dirs"), dict):
             return None
-        return cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
-                   record.get("path"))
+        group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
+                    record.get("path"))
+        try:
+            detect()
+        except (OSError, PyctrError):
+            pass  # then there is nothing this process can reach or remove
+        return group
 
     def process_dirs(self):
         return [os.path.join(d, self.leaf) if self.leaf else d for d in self.dirs.values()]
@@ -557,13 +611,13 @@ class Group:
 
 
 def _safe(group):
-    """A recorded group is acted on only if each dir is a real cgroup below
-    a cgroup mount (never a mount's root): records are files, and a damaged
-    one must not make pyctr kill the host's processes."""
+    """A recorded group is acted on only if each dir is below a cgroup
+    mount (never a mount's root): records are files, and a damaged one must
+    not make pyctr kill the host's processes."""
     for directory in group.dirs.values():
-        real = os.path.realpath(directory)
-        if real != directory or not real.startswith(ROOT + "/") or os.path.ismount(real) \
-                or ".." in real.split("/"):
+        if not isinstance(directory, str) or not directory.startswith(ROOT + "/") \
+                or os.path.ismount(directory) \
+                or {"..", ".", ""} & set(directory[1:].split("/")):
             return False
     return True
 
