@@ -491,17 +491,19 @@ class Group:
                 "dirs": dict(self.dirs), "limits": dict(self.limits)}
 
     @classmethod
-    def from_record(cls, record):
-        """The group a container's state names, with its hierarchies mounted
-        here (see detect: a later `ip netns exec pyctr ...` needs them again)."""
+    def from_record(cls, record, reach=True):
+        """The group a container's state names. reach: make sure its
+        hierarchies are mounted here (see detect: a later `ip netns exec
+        pyctr ...` needs them again)."""
         if not isinstance(record, dict) or not isinstance(record.get("dirs"), dict):
             return None
         group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
-                    record.get("path"))
-        try:
-            detect()
-        except (OSError, PyctrError):
-            pass  # then there is nothing this process can reach or remove
+                    record.get("path"), record.get("limits"))
+        if reach:
+            try:
+                detect()
+            except (OSError, PyctrError):
+                pass  # then there is nothing this process can reach or remove
         return group
 
     def process_dirs(self):
@@ -823,22 +825,24 @@ def mount_view(syscall, target, flags, view):
 # -- what other verbs call -----------------------------------------------------------
 
 def remove(state):
-    """Remove the group a state record names (idempotent)."""
-    group = Group.from_record((state or {}).get("cgroup"))
+    """Remove the group a ContainerState names (idempotent)."""
+    group = Group.from_record(state.cgroup)
     return group.remove() if group else True
 
 
 def freeze(state):
-    group = Group.from_record((state or {}).get("cgroup"))
+    """OCI pause: stop every process of the container (a ContainerState)."""
+    group = Group.from_record(state.cgroup)
     if not group:
-        raise PyctrError("container %s has no cgroup to freeze" % state.get("name"))
+        raise PyctrError("container %s has no cgroup to freeze" % state.name)
     group.freeze()
 
 
 def thaw(state):
-    group = Group.from_record((state or {}).get("cgroup"))
+    """OCI resume."""
+    group = Group.from_record(state.cgroup)
     if not group:
-        raise PyctrError("container %s has no cgroup to thaw" % state.get("name"))
+        raise PyctrError("container %s has no cgroup to thaw" % state.name)
     group.thaw()
 
 
@@ -846,7 +850,7 @@ def open_procs(state):
     """`pyctr exec`: the container's cgroup.procs files, opened before it
     joins the container's namespaces (the kernel checks a write against
     the opener's cgroup namespace)."""
-    group = Group.from_record((state or {}).get("cgroup"))
+    group = Group.from_record(state.cgroup)
     if not group or not _safe(group):
         return []
     fds = []

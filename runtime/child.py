@@ -18,16 +18,21 @@ SIGKILL = 9
 
 class Plan:
     """Everything the child needs, computed by the parent before clone so
-    that the child does as little as possible after it."""
-    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join",
-                 "new_cgroupns", "cgroup_view")
+    that the child does as little as possible after it. etc_mounts: the
+    state dir's hosts/hostname/resolv.conf, mounted after spec.mounts.
+    tie_to_parent: die with the parent (PDEATHSIG); off for an OCI create,
+    whose init must outlive the `pyctr create` process."""
+    __slots__ = ("spec", "rootfs", "layers", "etc_mounts", "new_userns", "new_netns", "join",
+                 "tie_to_parent", "new_cgroupns", "cgroup_view")
 
-    def __init__(self, spec, rootfs, layers, new_userns, new_netns, join):
-        self.spec, self.rootfs, self.layers = spec, rootfs, layers
+    def __init__(self, spec, rootfs, layers, etc_mounts, new_userns, new_netns, join,
+                 tie_to_parent=True, new_cgroupns=False, cgroup_view=None):
+        self.spec, self.rootfs, self.layers, self.etc_mounts = spec, rootfs, layers, etc_mounts
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
+        self.tie_to_parent = tie_to_parent
         # cgroups: unshare the cgroup namespace after IDS (the parent has put
-        # us in our group by then); what to mount at /sys/fs/cgroup
-        self.new_cgroupns, self.cgroup_view = False, None
+        # the child in its group by then); what to mount at /sys/fs/cgroup
+        self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
 def child_main(plan, channel, sys):
@@ -35,7 +40,8 @@ def child_main(plan, channel, sys):
     step = "start"
     try:
         channel.child_side()
-        sys.set_pdeathsig(SIGKILL)
+        if plan.tie_to_parent:
+            sys.set_pdeathsig(SIGKILL)
         channel.expect(IDS)
         step = "join namespaces"
         for ns_type, fd in plan.join:
@@ -55,22 +61,24 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, plan.cgroup_view), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view), sys)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
+        step = "wait at the exec barrier"
+        channel.ready()
         extra_env = channel.expect(GO)  # the exec barrier: `start`
-        if extra_env:
-            spec.process.env = merge_env(spec.process.env, extra_env)
+        proc = spec.process
+        env = merge_env(proc.env, extra_env) if extra_env else proc.env
         step = "set up the process (ids, capabilities, fds)"
-        prepare_process(spec.process, sys)
-        if spec.process.init:
+        prepare_process(proc, sys, plan.tie_to_parent)
+        if proc.init:
             step = "start init"
-            run_init(spec.process, channel, sys)
+            run_init(proc, env, channel, sys)
         step = "exec"
-        exec_workload(spec.process, sys, channel)
+        exec_workload(proc, env, sys, channel)
     except OSError as e:
         channel.report(step, e.errno or 0, "%s: %s" % (step, e.strerror or e))
     except BaseException as e:  # never unwind into the parent's code
@@ -78,7 +86,7 @@ def child_main(plan, channel, sys):
     os._exit(EXIT_RUNTIME)
 
 
-def prepare_process(proc, sys):
+def prepare_process(proc, sys, tie_to_parent=True):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
     root keeps its capabilities; pdeathsig again since setuid clears it."""
@@ -89,7 +97,8 @@ def prepare_process(proc, sys):
     sys.set_capabilities(caps)
     if proc.no_new_privileges:
         sys.set_no_new_privs()
-    sys.set_pdeathsig(SIGKILL)
+    if tie_to_parent:
+        sys.set_pdeathsig(SIGKILL)
     sys.chdir(proc.cwd)
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
     # PMI_FD); every other one closes at exec.
@@ -104,7 +113,7 @@ def prepare_process(proc, sys):
     sys.reset_signals()
 
 
-def run_init(proc, channel, sys):
+def run_init(proc, env, channel, sys):
     """--init: stay as PID 1, reaping zombies and forwarding signals to the
     workload, and exit with its status. The workload's exec failure still
     reaches the parent: the forked process inherits the report pipe."""
@@ -112,7 +121,7 @@ def run_init(proc, channel, sys):
     pid = os.fork()
     if pid == 0:
         sys.reset_signals()
-        exec_workload(proc, sys, channel)  # reports and _exits on failure
+        exec_workload(proc, env, sys, channel)  # reports and _exits on failure
         os._exit(EXIT_RUNTIME)
     # PID 1 never execs, so close-on-exec never closes what it inherited:
     # the report pipe and, with -d, the pipe `pyctr run` waits on.
@@ -121,8 +130,8 @@ def run_init(proc, channel, sys):
     os._exit(exit_code(status))
 
 
-def exec_workload(proc, sys, channel):
-    env = dict(e.split("=", 1) for e in proc.env if "=" in e)
+def exec_workload(proc, env_list, sys, channel):
+    env = dict(e.split("=", 1) for e in env_list if "=" in e)
     path = resolve(proc.args[0], env.get("PATH", ""))
     try:
         sys.execve(path, proc.args, env)

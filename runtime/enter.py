@@ -12,7 +12,6 @@ from pyctr import syscalls as S
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Process
-from pyctr.state import StateStore, is_alive
 from pyctr.sync import Channel
 
 
@@ -30,12 +29,10 @@ def process_from_config(config, args, env=(), cwd=None, user=None):
 
 def enter(paths, name, process, sys=None):
     sys = sys or S.Syscalls()
-    store = StateStore(paths)
-    state = store.read(name)
-    pid = state.get("pid")
-    if not is_alive(pid, state.get("pid_start")):
-        raise PyctrError("container %s is not running" % name)
     from pyctr import cgroups
+    from pyctr.container import load_running
+    state = load_running(paths, name)
+    pid = state.pid
     cgroup = cgroups.open_procs(state)  # cgroups: opened here, in the host's namespaces
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
@@ -56,7 +53,7 @@ def enter(paths, name, process, sys=None):
         finally:
             os.close(fd)
 
-    channel = Channel(ctl=False)
+    channel = Channel()
     sys.block_signals()
     child = os.fork()
     if child == 0:
@@ -64,7 +61,7 @@ def enter(paths, name, process, sys=None):
             channel.child_side()
             cgroups.join(cgroup)
             prepare_process(process, sys)
-            exec_workload(process, sys, channel)
+            exec_workload(process, process.env, sys, channel)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
         except BaseException as e:

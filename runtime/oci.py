@@ -26,6 +26,11 @@ def load_bundle(bundle, args=None):
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e))
     if args:  # run's flags that apply to a bundle
+        ignored = sorted("--" + k.replace("_", "-") for k, v in args.items()
+                         if k not in BUNDLE_FLAGS and v not in (None, [], False))
+        if ignored:
+            raise PyctrError("--bundle takes its settings from %s; %s cannot be combined with it"
+                             % (path, ", ".join(ignored)))
         if args.get("command"):
             spec.process.args = list(args["command"])
         spec.name = args.get("name") or spec.name
@@ -33,7 +38,13 @@ def load_bundle(bundle, args=None):
         spec.detach = bool(args.get("detach"))
     if not spec.process.args:
         raise PyctrError("%s: process.args is empty" % path)
-    return spec
+    from pyctr.state import check_name
+    check_name(spec.name)
+    return spec.freeze()
+
+
+# `pyctr run` flags that mean something for a bundle (the rest is config.json's).
+BUNDLE_FLAGS = ("bundle", "command", "target", "name", "remove", "detach")
 
 
 def from_config(config, bundle):
@@ -53,7 +64,9 @@ def from_config(config, bundle):
         if ns["type"] not in _KNOWN_NS:
             raise ValueError("unknown namespace type %r" % ns["type"])
         namespaces.append(S.Namespace(type=ns["type"], path=ns.get("path")))
+    container_id = os.urandom(6).hex()
     spec = S.Spec(
+        id=container_id, name=container_id,
         process=S.Process(
             args=list(proc.get("args") or []), env=list(proc.get("env") or []),
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
@@ -61,7 +74,7 @@ def from_config(config, bundle):
             capabilities=sorted(c[4:].lower() for c in caps),
             no_new_privileges=bool(proc.get("noNewPrivileges", True))),
         root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
-        hostname=config.get("hostname"),
+        hostname=config.get("hostname") or container_id,
         mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
                         source=m.get("source"), options=list(m.get("options") or []))
                 for m in config.get("mounts") or []],

@@ -60,11 +60,12 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs, cgroup_view=None):
-    """Steps for spec.mounts, /dev's contents, and the switch of root.
-    cgroup_view: what a "cgroup" mount shows (cgroups.view)."""
+def plan_mounts(spec, rootfs, extra=(), cgroup_view=None):
+    """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
+    contents, and the switch of root. cgroup_view: what a "cgroup" mount
+    shows (cgroups.view)."""
     steps = []
-    for m in spec.mounts:
+    for m in tuple(spec.mounts) + tuple(extra):
         target = rootfs + m.destination
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:

@@ -340,8 +340,10 @@ def test_freeze_and_thaw(pyctr):
     from pyctr import cgroups
     pyctr("run", "-d", "--name", "cold", "busybox", "sh", "-c", "sleep 60 & sleep 60",
           check=True)
-    state = json.loads(pyctr("inspect", "cold", check=True).stdout)[0]
-    freezer = state["cgroup"]["dirs"]["freezer"]
+    from pyctr.paths import Paths
+    from pyctr.state import StateStore
+    state = StateStore(Paths(root=pyctr.root)).load("cold")
+    freezer = state.cgroup["dirs"]["freezer"]
     cgroups.freeze(state)
     try:
         with open(os.path.join(freezer, "freezer.state")) as f:

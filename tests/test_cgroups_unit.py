@@ -163,7 +163,7 @@ def test_plan_has_the_cgroup_mount_and_devices(tmp_path):
     from pyctr import spec
     s = spec.Spec(mounts=spec.default_mounts())
     s.resources.devices.append(devices.Device(path="/dev/fuse", type="c", major=10, minor=229))
-    steps = rootfs.plan_mounts(s, "/r", (True, []))
+    steps = rootfs.plan_mounts(s, "/r", (), (True, []))
     ops = [step[0] for step in steps]
     assert "mount_cgroup" in ops and "device" in ops
     assert all(step[0] != "mount_cgroup" for step in rootfs.plan_mounts(s, "/r"))

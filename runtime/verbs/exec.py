@@ -1,0 +1,20 @@
+"""`pyctr exec NAME CMD...`: run a command in a running container."""
+from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
+
+
+def cmd_exec(paths, argv):
+    args = parse_options("exec", "Run CMD in a running container (joins all its namespaces).",
+                         [Opt("-e --env", "list", "KEY=VALUE"), Opt("-w --workdir"),
+                          Opt("-u --user", help="UID[:GID]")],
+                         argv, positionals=("name",), rest="command")
+    if args is None:
+        return 0
+    if not args["name"] or not args["command"]:
+        raise PyctrError("exec: usage: pyctr exec [OPTIONS] NAME CMD...")
+    from pyctr import enter, jsonio
+    from pyctr.state import StateStore
+    config = jsonio.loads(StateStore(paths).read_file(args["name"], "config.json"))
+    process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
+                                        args["user"])
+    return enter.enter(paths, args["name"], process)

@@ -1,0 +1,111 @@
+"""`pyctr kill`, `pyctr rm`, `pyctr gc`: signals, removal, and repair
+after crashes. Removal works from the record alone (container.teardown)."""
+import os
+import time
+
+from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
+from pyctr.verbs.show import names_verb
+
+SIGKILL = 9
+
+
+def signal_number(text):
+    import signal
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < signal.NSIG:
+            raise PyctrError("unknown signal %s (1 to %d)" % (text, signal.NSIG - 1))
+        return number
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    value = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    if value is None:
+        raise PyctrError("unknown signal %r" % text)
+    return int(value)
+
+
+def cmd_kill(paths, argv):
+    args = names_verb("kill", "Send a signal (default TERM) to containers' PID 1.",
+                      [Opt("-s --signal", help="name or number")], argv)
+    if args is None:
+        return 0
+    from pyctr.container import load_running
+    sig = signal_number(args["signal"] or "TERM")
+    for name in args["names"]:
+        os.kill(load_running(paths, name).pid, sig)
+    return 0
+
+
+def cmd_rm(paths, argv):
+    args = names_verb("rm", "Remove containers.",
+                      [Opt("-f --force", "bool", "kill them first if running")], argv)
+    if args is None:
+        return 0
+    from pyctr.state import StateStore
+    store = StateStore(paths)
+    for name in args["names"]:
+        remove(paths, store.load(name), args["force"])
+    return 0
+
+
+def remove(paths, state, force):
+    """Kill (if forced) and remove one container: network, record."""
+    from pyctr.container import teardown
+    if state.process_alive():
+        if not force:
+            raise PyctrError("container %s is running (stop it or use rm -f)" % state.name)
+        os.kill(state.pid, SIGKILL)
+        _wait_gone(state.process_alive)
+    if state.owner_pid != os.getpid() and state.owner_alive():
+        if not force and state.status == "creating":
+            raise PyctrError("container %s is being created (use rm -f)" % state.name)
+        # Let the container's owner (run or the -d monitor) finish its own
+        # cleanup first, so the two never remove the same things at once.
+        _wait_gone(state.owner_alive)
+    teardown(paths, state)
+
+
+def _wait_gone(alive, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def cmd_gc(paths, argv):
+    if parse_options("gc", "Remove what crashed pyctr processes left behind. Idempotent.",
+                     [], argv) is None:
+        return 0
+    from pyctr.state import StateStore, remove_tree
+    store = StateStore(paths)
+    removed = []
+    for path in store.stale_reservations():
+        remove_tree(path)
+        removed.append("half-created container record %s" % os.path.basename(path))
+    for name in store.names():
+        try:
+            st = store.load(name)
+        except PyctrError:
+            if not os.path.exists(os.path.join(store.dir(name), "state.json")):
+                continue  # removed meanwhile
+            store.remove(name)  # damaged record: nothing can use it
+            removed.append("container %s (damaged record)" % name)
+            continue
+        if st.crashed():
+            remove(paths, st, force=True)
+            removed.append("container %s" % name)
+    from pyctr import cgroups, images, network
+    live = set()  # cgroups: containers whose record exists and is not dead
+    for name in store.names():
+        try:
+            st = store.load(name)
+        except PyctrError:
+            continue
+        if st.process_alive() or st.owner_alive():
+            live.add(st.id)
+    removed += cgroups.gc(paths, live)
+    removed += network.gc(paths)
+    removed += images.gc(paths)
+    for item in removed:
+        print("removed " + item)
+    return 0

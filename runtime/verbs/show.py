@@ -1,0 +1,79 @@
+"""`pyctr ps`, `pyctr inspect`, `pyctr logs`: what pyctr knows of its
+containers, read from their records."""
+import os
+import sys
+
+from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
+
+
+def cmd_ps(paths, argv):
+    args = parse_options("ps", "List containers.",
+                         [Opt("-q --quiet", "bool", "names only")], argv)
+    if args is None:
+        return 0
+    from pyctr.state import StateStore
+    store = StateStore(paths)
+    rows = []
+    for name in store.names():
+        try:
+            st = store.load(name)
+        except PyctrError:
+            continue  # removed meanwhile, or damaged (gc says so)
+        rows.append((st.id or "?", name, st.live_status(), str(st.pid or "-"),
+                     st.created or "?", " ".join(st.command)[:40]))
+    if args["quiet"]:
+        print("\n".join(r[1] for r in rows))
+        return 0
+    fmt = "%-12s  %-20s  %-8s  %-7s  %-20s  %s"
+    print(fmt % ("ID", "NAME", "STATUS", "PID", "CREATED", "COMMAND"))
+    for row in rows:
+        print(fmt % row)
+    return 0
+
+
+def names_verb(prog, summary, options, argv):
+    """Options, then one or more container names."""
+    args = parse_options(prog, summary, options, argv, rest="names")
+    if args is not None and not args["names"]:
+        raise PyctrError("%s: name at least one container" % prog)
+    return args
+
+
+def cmd_inspect(paths, argv):
+    import json
+    args = names_verb("inspect", "Show containers' state (and OCI config) as JSON.", [], argv)
+    if args is None:
+        return 0
+    from pyctr.state import StateStore
+    store = StateStore(paths)
+    out = []
+    for name in args["names"]:
+        st = store.load(name)
+        record = st.to_json()
+        record["status"] = st.live_status()
+        record["bundle"] = store.dir(name)
+        record["config"] = json.loads(store.read_file(name, "config.json"))
+        out.append(record)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_logs(paths, argv):
+    args = parse_options("logs", "Print the output of a detached container.", [], argv,
+                         positionals=("name",))
+    if args is None:
+        return 0
+    if not args["name"]:
+        raise PyctrError("logs: usage: pyctr logs NAME")
+    from pyctr.state import StateStore
+    store = StateStore(paths)
+    store.load(args["name"])
+    try:
+        fd = os.open(os.path.join(store.dir(args["name"]), "log"), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError as e:
+        raise PyctrError("container %s has no log (only detached containers keep one)"
+                         % args["name"]) from e
+    with os.fdopen(fd, "rb") as f:
+        sys.stdout.buffer.write(f.read())
+    return 0
