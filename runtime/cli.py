@@ -20,7 +20,7 @@ VERBS = {
     "logs": ("pyctr.verbs.show", "cmd_logs", "print a detached container's output"),
     "spec": ("pyctr.verbs.run", "cmd_spec", "print the OCI config a run would use"),
     "gc": ("pyctr.verbs.remove", "cmd_gc", "remove whatever a crash left behind"),
-    "image": ("pyctr.images", "command", "build, import, list and remove images"),
+    "image": ("pyctr.images.cli", "command", "build, import, list and remove images"),
     "net": ("pyctr.network.cli", "command", "create, list, inspect and remove networks"),
     "cluster": ("pyctr.cluster", "command", "start and stop a virtual cluster of containers"),
     "mpi-doctor": ("pyctr.mpi", "doctor_command", "check a container setup for MPI pitfalls"),
