@@ -326,7 +326,7 @@ def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
     own = {}
     with open(cgroup) as f:
         for line in f:
-            number, controllers, path = line.rstrip("\n").split(":", 2)
+            _, controllers, path = line.rstrip("\n").split(":", 2)
             own[controllers or ""] = path
     mounts = _mounts(mountinfo)
     if mountinfo == "/proc/self/mountinfo" and (not mounts or MOUNT_SOURCE in (
@@ -877,15 +877,17 @@ def close(fds):
 
 
 def gc(paths, live_ids, layout=None):
-    """Remove this world's default groups whose container is not in
-    `live_ids` (ids of records that exist and are alive). Returns what it
-    removed, for `pyctr gc` to print."""
+    """Remove this world's default groups whose container is not among
+    live_ids() (ids of records that exist and are alive), called once the
+    groups are listed: a group is made after its record, so a container
+    created meanwhile is counted live. Returns what it removed, for
+    `pyctr gc` to print."""
     try:
         layout = layout or detect()
     except (OSError, PyctrError):
         return []
     prefix = world_tag(paths) + "-"
-    stale = {}
+    found = {}
     for h in layout.hierarchies:
         parent = _default_parent(h)
         try:
@@ -893,11 +895,13 @@ def gc(paths, live_ids, layout=None):
         except OSError:
             continue
         for name in names:
-            if name.startswith(prefix) and name[len(prefix):] not in live_ids \
-                    and os.path.isdir(os.path.join(parent, name)):
-                stale.setdefault(name, {})[h.name] = os.path.join(parent, name)
+            if name.startswith(prefix) and os.path.isdir(os.path.join(parent, name)):
+                found.setdefault(name, {})[h.name] = os.path.join(parent, name)
+    live = live_ids()
     removed = []
-    for name, dirs in sorted(stale.items()):
+    for name, dirs in sorted(found.items()):
+        if name[len(prefix):] in live:
+            continue
         group = Group(dirs, LEAF, 2 if layout.v2_only else 1, "%s/%s" % (PARENT, name))
         if group.remove():
             removed.append("cgroup %s" % group.path)

@@ -253,7 +253,7 @@ def test_kill_9_of_pyctr_then_gc_removes_the_cgroup(pyctr):
             proc.wait()
     deadline = time.monotonic() + 10
     while groups_of(pyctr) and time.monotonic() < deadline:
-        p = pyctr("gc", check=True)
+        pyctr("gc", check=True)
         if not groups_of(pyctr):
             break
         time.sleep(0.2)  # the container's processes are still dying
@@ -359,3 +359,33 @@ def test_freeze_and_thaw(pyctr):
         cgroups.thaw(state)
     with open(os.path.join(freezer, "freezer.state")) as f:
         assert f.read().strip() == "THAWED"
+
+
+def test_gc_leaves_other_worlds_and_foreign_groups_alone(pyctr):
+    """Another pyctr world's containers (another agent's, a cluster node's)
+    and groups pyctr did not name are never gc's to remove."""
+    from conftest import Pyctr
+    other = Pyctr(root=pyctr.root + "-other", data=pyctr.data, config=pyctr.config)
+    from pyctr import cgroups
+    pids = cgroups.detect().controller("pids")
+    foreign = os.path.join(cgroups._default_parent(pids), "not-pyctrs-%s" % uuid.uuid4().hex[:6])
+    os.makedirs(foreign)
+    try:
+        other("run", "-d", "--name", "theirs", "busybox", "sleep", "60", check=True)
+        theirs = groups_of(other)
+        assert theirs
+        # A crashed container of this world, for gc to find beside them.
+        proc = pyctr.popen("run", "--name", "mine", "busybox", "sh", "-c", "echo up; sleep 60")
+        assert proc.stdout.readline().strip() == "up"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while groups_of(pyctr) and time.monotonic() < deadline:
+            pyctr("gc", check=True)
+        assert groups_of(pyctr) == []
+        assert groups_of(other) == theirs
+        assert os.path.isdir(foreign)
+    finally:
+        other.cleanup()
+        os.rmdir(foreign)
+    assert groups_of(other) == []

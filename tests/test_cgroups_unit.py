@@ -145,7 +145,7 @@ def test_view_as_rootfs_steps():
             syscalls.MS_BIND, None) in rec.calls
 
 
-def test_device_node_made_or_bound(tmp_path):
+def test_device_node_made_or_bound():
     node = devices.Device(path="/dev/fuse", type="c", major=10, minor=229, host_path="/dev/fuse")
     rec = RecordingSyscalls()
     devices.make_node(rec, "/r/dev/fuse", node)
@@ -159,7 +159,7 @@ def test_device_node_made_or_bound(tmp_path):
     assert rec.calls[-1] == ("mount", "/dev/fuse", "/r/dev/fuse", None, syscalls.MS_BIND, None)
 
 
-def test_plan_has_the_cgroup_mount_and_devices(tmp_path):
+def test_plan_has_the_cgroup_mount_and_devices():
     from pyctr import spec
     s = spec.Spec(mounts=spec.default_mounts())
     s.resources.devices.append(devices.Device(path="/dev/fuse", type="c", major=10, minor=229))
