@@ -389,3 +389,41 @@ def test_gc_leaves_other_worlds_and_foreign_groups_alone(pyctr):
         other.cleanup()
         os.rmdir(foreign)
     assert groups_of(other) == []
+
+
+def _gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1].startswith(("Z", "X"))
+    except FileNotFoundError:
+        return True
+
+
+def test_processes_left_in_the_cgroup_die_with_the_container(pyctr, work):
+    """With --pid=host nothing kills a background process when the
+    container's first process exits; removing its cgroup does (as runc's
+    delete kills what is left in the container's cgroup)."""
+    p = run(pyctr, "--pid", "host", "-v", "%s:/w" % work, "busybox", "sh", "-c",
+            "sleep 300 & echo $! > /w/pid", check=True)
+    with open(os.path.join(work, "pid")) as f:
+        pid = int(f.read())
+    try:
+        assert _gone(pid), p.stderr
+        assert groups_of(pyctr) == []
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    pyctr("run", "-d", "--name", "bg", "--pid", "host", "-v", "%s:/w" % work, "busybox", "sh",
+          "-c", "sleep 300 & echo $! > /w/pid2; sleep 300", check=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(os.path.join(work, "pid2")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(os.path.join(work, "pid2")) as f:
+        pid = int(f.read())
+    try:
+        pyctr("rm", "-f", "bg", check=True)
+        assert _gone(pid)
+        assert groups_of(pyctr) == []
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
