@@ -85,8 +85,8 @@ def from_config(config, bundle):
         readonly_paths=list(linux.get("readonlyPaths") or []),
         annotations=dict(config.get("annotations") or {}),
     )
-    from pyctr import cgroups
-    spec.resources = cgroups.from_oci(linux)
+    from pyctr import resources
+    spec.resources = resources.from_oci(linux)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
     return spec

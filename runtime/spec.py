@@ -110,7 +110,7 @@ class Spec(Record):
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
                  "id", "name", "remove", "detach", "networks",
-                 "resources")  # cgroups.Resources: limits, device policy, cgroup path
+                 "resources")  # resources.Resources: limits, device policy, cgroup path
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
                 "remove": False, "detach": False, "networks": list, "annotations": dict,
@@ -156,7 +156,7 @@ class Spec(Record):
 
 
 def _no_resources():
-    from pyctr.cgroups import Resources
+    from pyctr.resources import Resources
     return Resources()
 
 

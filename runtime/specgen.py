@@ -14,7 +14,7 @@ Keys, all optional but `target` and `command`:
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
   memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit,
-  device, cgroupns  cgroup limits and devices (see cgroups.from_options)
+  device, cgroupns  cgroup limits and devices (see resources.from_options)
 """
 import os
 
@@ -69,8 +69,8 @@ def build(paths, opts):
                 spec.process.preserve_fds, fd))
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
-    from pyctr import cgroups
-    spec.resources = cgroups.from_options(opts, rootless)
+    from pyctr import resources
+    spec.resources = resources.from_options(opts, rootless)
     spec.mounts += _volumes(opts.get("volumes") or [])
     spec.mounts += _tmpfs(opts.get("tmpfs") or [])
 

@@ -1,10 +1,10 @@
-"""Fast unit tests of cgroups.py and devices.py: parsing, the files a limit
+"""Fast unit tests of resources.py, cgroups.py and devices.py: parsing, the files a limit
 becomes, layout detection from mountinfo text, the device rule order and
 the /sys/fs/cgroup view as rootfs steps. No root, no kernel."""
 import pytest
 
 from fakes import RecordingSyscalls
-from pyctr import cgroups, devices, rootfs
+from pyctr import cgroups, devices, resources, rootfs
 from pyctr import syscalls
 from pyctr.errors import PyctrError
 
@@ -14,64 +14,64 @@ from pyctr.errors import PyctrError
     ("64mib", 64 << 20), ("100b", 100), (7 << 20, 7 << 20),
 ])
 def test_sizes_as_podman_writes_them(text, value):
-    assert cgroups.parse_bytes("--memory", text) == value
+    assert resources.parse_bytes("--memory", text) == value
 
 
 @pytest.mark.parametrize("text", ["", "m", "-1m", "+5m", "1x", "inf", "nan", "1e400", "5 m b"])
 def test_bad_sizes(text):
     with pytest.raises(PyctrError):
-        cgroups.parse_bytes("--memory", text)
+        resources.parse_bytes("--memory", text)
 
 
 def test_options_become_v1_and_v2_files():
-    res = cgroups.from_options({"memory": "64m", "cpus": "1.5", "cpu_shares": "512",
+    res = resources.from_options({"memory": "64m", "cpus": "1.5", "cpu_shares": "512",
                                 "cpuset_cpus": "0-1", "pids_limit": "0"})
     assert res.pids_limit == -1
-    assert cgroups.limit_files(res, 1) == [
+    assert resources.limit_files(res, 1) == [
         ("memory", "memory.limit_in_bytes", 64 << 20),
         ("memory", "memory.memsw.limit_in_bytes", 128 << 20),  # podman: swap = memory
         ("cpu", "cpu.shares", 512),
         ("cpu", "cpu.cfs_period_us", 100000), ("cpu", "cpu.cfs_quota_us", 150000),
         ("cpuset", "cpuset.cpus", "0-1"), ("pids", "pids.max", "max")]
-    assert cgroups.limit_files(res, 2) == [
+    assert resources.limit_files(res, 2) == [
         ("memory", "memory.max", 64 << 20), ("memory", "memory.swap.max", 64 << 20),
         ("cpu", "cpu.weight", 20), ("cpu", "cpu.max", "150000 100000"),
         ("cpuset", "cpuset.cpus", "0-1"), ("pids", "pids.max", "max")]
 
 
 def test_swap_without_accounting_is_refused_only_when_asked():
-    res = cgroups.from_options({"memory": "64m"})
-    assert [f for _, f, _ in cgroups.limit_files(res, 1, memsw=False)] == \
+    res = resources.from_options({"memory": "64m"})
+    assert [f for _, f, _ in resources.limit_files(res, 1, memsw=False)] == \
         ["memory.limit_in_bytes"]
-    res = cgroups.from_options({"memory": "64m", "memory_swap": "128m"})
+    res = resources.from_options({"memory": "64m", "memory_swap": "128m"})
     with pytest.raises(PyctrError, match="swapaccount"):
-        cgroups.limit_files(res, 1, memsw=False)
+        resources.limit_files(res, 1, memsw=False)
 
 
 def test_rootless_refuses_limits():
     with pytest.raises(PyctrError, match="--pids-limit needs root"):
-        cgroups.from_options({"pids_limit": 5}, rootless=True)
+        resources.from_options({"pids_limit": 5}, rootless=True)
 
 
 def test_oci_resources_and_refusals():
-    res = cgroups.from_oci({"resources": {"memory": {"limit": 1 << 30, "swap": -1},
+    res = resources.from_oci({"resources": {"memory": {"limit": 1 << 30, "swap": -1},
                                           "cpu": {"quota": -1, "shares": 100, "cpus": "0"},
                                           "pids": {"limit": 0}, "blockIO": {}},
                             "cgroupsPath": "machine.slice:libpod:abc"})
     assert (res.memory, res.memory_swap, res.cpu_quota, res.cpu_shares, res.pids_limit) == \
         (1 << 30, -1, None, 100, -1)
     assert res.path == "/machine.slice/libpod-abc.scope"
-    assert cgroups.oci_path("a-b.slice:pfx:x") == "/a.slice/a-b.slice/pfx-x.scope"
+    assert resources.oci_path("a-b.slice:pfx:x") == "/a.slice/a-b.slice/pfx-x.scope"
     for bad in ({"resources": {"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]}},
                 {"resources": {"memory": {"swappiness": 10}}},
                 {"resources": {"memory": {"limit": "1g"}}},
                 {"cgroupsPath": "/a/../b"}):
         with pytest.raises(PyctrError):
-            cgroups.from_oci(bad)
+            resources.from_oci(bad)
 
 
 def test_device_rules_in_order_last_match_decides():
-    res = cgroups.from_oci({"resources": {"devices": [
+    res = resources.from_oci({"resources": {"devices": [
         {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"}]},
         "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]})
     lines = [(r.allow, r.v1()) for r in devices.policy(res)]
