@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -427,3 +428,35 @@ def test_processes_left_in_the_cgroup_die_with_the_container(pyctr, work):
     finally:
         if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+V2_SCRIPT = """
+import subprocess, sys
+from pyctr import cgroups
+from pyctr.paths import Paths
+from pyctr.state import StateStore
+argv = sys.argv[1:]
+subprocess.run(argv + ["run", "-d", "--name", "v2", "busybox", "sleep", "60"], check=True,
+               stdout=subprocess.DEVNULL)
+state = StateStore(Paths(root=argv[argv.index("--root") + 1])).load("v2")
+print("layout", cgroups.detect().v2_only, state.cgroup["version"])
+group = cgroups.Group.from_record(state.cgroup)
+cgroups.freeze(state)
+print("frozen", open(group.dirs[""] + "/cgroup.events").read().split("frozen ")[1][0])
+cgroups.thaw(state)
+print("thawed", open(group.dirs[""] + "/cgroup.events").read().split("frozen ")[1][0])
+subprocess.run(argv + ["rm", "-f", "v2"], check=True)
+print("left", [d for d in group.dirs.values() if __import__("os").path.exists(d)])
+"""
+
+
+def test_v2_freeze_thaw_and_removal_on_a_unified_only_view(pyctr, work):
+    script = os.path.join(work, "v2.py")
+    with open(script, "w") as f:
+        f.write(V2_SCRIPT)
+    inner = " ".join([sys.executable, script] + pyctr.argv())
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        "umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && "
+                        + inner], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["layout True 2", "frozen 1", "thawed 0", "left []"]
