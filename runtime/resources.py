@@ -159,6 +159,9 @@ def from_options(opts, rootless=False):
         res.pids_limit = -1 if limit == 0 else limit  # podman: 0 and -1 mean unlimited
     if opts.get("device"):
         from pyctr import devices
+        if not isinstance(opts["device"], (list, tuple)) or not all(
+                isinstance(d, str) for d in opts["device"]):
+            raise PyctrError("device must be a list of HOST[:CONTAINER][:PERMISSIONS] strings")
         for text in opts["device"]:
             devices.add_option(res, text)
     check(res)

@@ -167,3 +167,12 @@ def test_plan_has_the_cgroup_mount_and_devices():
     ops = [step[0] for step in steps]
     assert "mount_cgroup" in ops and "device" in ops
     assert all(step[0] != "mount_cgroup" for step in rootfs.plan_mounts(s, "/r"))
+
+
+@pytest.mark.parametrize("opts", [
+    {"memory": True}, {"cpus": [1]}, {"pids_limit": 1.5}, {"device": 5}, {"device": [1]},
+    {"cpu_shares": "many"}, {"cpuset_cpus": "3-1"}, {"memory_swap": "x"},
+])
+def test_wrong_types_from_a_job_file_are_one_error(opts):
+    with pytest.raises(PyctrError):
+        resources.from_options(opts)
