@@ -128,7 +128,7 @@ def cgroup(c):
     if not c.paths.rootless:
         group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
         c.state.cgroup = group.record()
-        c.undo.push(_remove_cgroup, c)
+        c.undo.push(release, c.paths, c.state)
         c.store.save(c.state)
     c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
                                  c.spec.namespace("cgroup") is not None)
@@ -342,12 +342,6 @@ def _kill(c):
 
 def _detach_networks(c):
     release(c.paths, c.state)
-
-
-def _remove_cgroup(c):
-    from pyctr import cgroups
-    cgroups.remove(c.state)
-    c.state.cgroup = None
 
 
 def _close_joined(c):
