@@ -6,6 +6,8 @@
 #include <linux/openat2.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <linux/bpf.h>
+#include <stdlib.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -16,6 +18,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "shim.h"
 
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
                                 SIGUSR1, SIGUSR2, SIGWINCH};
@@ -230,4 +234,100 @@ int pyctr_supervise(int pid, int reap_all)
         if (sig != SIGCHLD)
             kill(pid, sig);
     }
+}
+
+/* -- cgroup v2 device policy ---------------------------------------------- */
+
+#define INSN(c, d, s, o, i) \
+    ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
+#define LDX_W(dst, src, off) INSN(BPF_LDX | BPF_W | BPF_MEM, dst, src, off, 0)
+#define MOV_X(dst, src) INSN(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+#define MOV_K(dst, imm) INSN(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+#define ALU_K(op, dst, imm) INSN(BPF_ALU64 | (op) | BPF_K, dst, 0, 0, imm)
+#define JNE_K(dst, imm, off) INSN(BPF_JMP | BPF_JNE | BPF_K, dst, 0, off, imm)
+#define EXIT() INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+
+/* Registers after the prologue: r3 device type, r4 access requested,
+ * r5 major, r6 minor (struct bpf_cgroup_dev_ctx). */
+#define PROLOGUE 6
+#define PER_RULE 7
+
+int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *rules, int n)
+{
+    if (n < 0 || n > 4096) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct bpf_insn *prog = calloc(PROLOGUE + (size_t)n * PER_RULE + 2, sizeof(*prog));
+    if (!prog)
+        return -1;
+    int len = 0;
+    prog[len++] = LDX_W(BPF_REG_2, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, access_type));
+    prog[len++] = MOV_X(BPF_REG_3, BPF_REG_2);
+    prog[len++] = ALU_K(BPF_AND, BPF_REG_3, 0xffff);
+    prog[len++] = ALU_K(BPF_RSH, BPF_REG_2, 16);
+    prog[len++] = LDX_W(BPF_REG_5, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, major));
+    prog[len++] = LDX_W(BPF_REG_6, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, minor));
+    /* r2 holds the access bits from here on. Rules are checked last first:
+     * the first match found is the one that decides. */
+    int matched_all = 0;
+    for (int i = n - 1; i >= 0 && !matched_all; i--) {
+        const struct pyctr_device_rule *r = &rules[i];
+        struct bpf_insn block[PER_RULE];
+        int jumps[PER_RULE], nj = 0, b = 0;
+        if (r->type) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_3, r->type, 0);
+        }
+        if (r->major >= 0) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_5, (int)r->major, 0);
+        }
+        if (r->minor >= 0) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_6, (int)r->minor, 0);
+        }
+        if ((r->access & 7) != 7) { /* every bit asked must be in the rule */
+            block[b++] = MOV_X(BPF_REG_7, BPF_REG_2);
+            block[b++] = ALU_K(BPF_AND, BPF_REG_7, ~r->access & 7);
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_7, 0, 0);
+        }
+        block[b++] = MOV_K(BPF_REG_0, r->allow ? 1 : 0);
+        block[b++] = EXIT();
+        for (int j = 0; j < nj; j++)
+            block[jumps[j]].off = (short)(b - jumps[j] - 1); /* to the next rule */
+        memcpy(prog + len, block, b * sizeof(*block));
+        len += b;
+        matched_all = nj == 0; /* what follows would be unreachable: the verifier refuses it */
+    }
+    if (!matched_all) {
+        prog[len++] = MOV_K(BPF_REG_0, 0);
+        prog[len++] = EXIT();
+    }
+
+    union bpf_attr load;
+    memset(&load, 0, sizeof(load));
+    load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    load.insns = (unsigned long)prog;
+    load.insn_cnt = len;
+    load.license = (unsigned long)"Apache-2.0";
+    int prog_fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load));
+    int saved = errno;
+    free(prog);
+    if (prog_fd < 0) {
+        errno = saved;
+        return -1;
+    }
+    union bpf_attr attach;
+    memset(&attach, 0, sizeof(attach));
+    attach.target_fd = cgroup_fd;
+    attach.attach_bpf_fd = prog_fd;
+    attach.attach_type = BPF_CGROUP_DEVICE;
+    attach.attach_flags = BPF_F_ALLOW_MULTI;
+    int rc = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof(attach));
+    saved = errno;
+    close(prog_fd);
+    errno = saved;
+    return rc;
 }

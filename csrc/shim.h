@@ -47,3 +47,19 @@ int pyctr_reset_signals(void);
  * With reap_all (an init at PID 1), also reap every other child.
  * Returns the raw wait status of `pid`, or -1. */
 int pyctr_supervise(int pid, int reap_all);
+
+/* One device rule for the cgroup v2 device program. type: 0 any, 1 block,
+ * 2 char (BPF_DEVCG_DEV_*); major/minor: -1 for any; access: bits of
+ * BPF_DEVCG_ACC_MKNOD (1), _READ (2), _WRITE (4). */
+struct pyctr_device_rule {
+    int allow;
+    int type;
+    long major;
+    long minor;
+    int access;
+};
+/* Build a BPF_PROG_TYPE_CGROUP_DEVICE program from `rules` (the last
+ * matching rule decides; none matching: deny), load it and attach it to
+ * the cgroup directory `cgroup_fd` (BPF_F_ALLOW_MULTI). The program stays
+ * attached until the cgroup is removed. Returns 0, or -1 with errno. */
+int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *rules, int n);

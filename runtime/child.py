@@ -23,13 +23,16 @@ class Plan:
     tie_to_parent: die with the parent (PDEATHSIG); off for an OCI create,
     whose init must outlive the `pyctr create` process."""
     __slots__ = ("spec", "rootfs", "layers", "etc_mounts", "new_userns", "new_netns", "join",
-                 "tie_to_parent")
+                 "tie_to_parent", "new_cgroupns", "cgroup_view")
 
     def __init__(self, spec, rootfs, layers, etc_mounts, new_userns, new_netns, join,
-                 tie_to_parent=True):
+                 tie_to_parent=True, new_cgroupns=False, cgroup_view=None):
         self.spec, self.rootfs, self.layers, self.etc_mounts = spec, rootfs, layers, etc_mounts
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
         self.tie_to_parent = tie_to_parent
+        # cgroups: unshare the cgroup namespace after IDS (the parent has put
+        # the child in its group by then); what to mount at /sys/fs/cgroup
+        self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
 def child_main(plan, channel, sys):
@@ -47,6 +50,9 @@ def child_main(plan, channel, sys):
         if plan.new_userns:
             step = "become root in the user namespace"
             sys.set_ids(0, 0, [])
+        if plan.new_cgroupns:
+            step = "unshare the cgroup namespace"
+            sys.unshare(S.CLONE_NEWCGROUP)
         spec = plan.spec
         uts = spec.namespace("uts")
         if spec.hostname and uts and not uts.path:  # never rename the host
@@ -55,7 +61,7 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view), sys)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:

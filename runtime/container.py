@@ -11,8 +11,10 @@ the Container (paths, fds, pid) and its ContainerState record.
   reserve        the name, with the first record (status creating)
   etc_files      hosts, hostname, resolv.conf in the state dir
   namespaces     open the namespaces to join (a pid one is entered now)
+  cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
+  cgroup_attach  the child into its group, before it does anything
   record         status created, pid
   ids            the child builds its root meanwhile
   networks       devices into the child's netns (pyctr.network)
@@ -107,7 +109,9 @@ def etc_files(c):
 def namespaces(c):
     for ns in c.spec.namespaces:
         flag = syscalls.NAMESPACES[ns.type][0]
-        if not ns.path:
+        if ns.type == "cgroup" and not ns.path:
+            c.new_cgroupns = True  # unshared by the child once it is in its group
+        elif not ns.path:
             c.clone_flags |= flag
         elif ns.type == "pid":
             # A pid namespace applies to children: enter it before clone.
@@ -123,6 +127,25 @@ def namespaces(c):
     c.undo.push(_close_joined, c)
 
 
+def cgroup(c):
+    """The container's own group (root only) with its limits and device
+    policy, and what the child mounts at /sys/fs/cgroup."""
+    from pyctr import cgroups
+    try:
+        layout = cgroups.detect()
+    except (OSError, PyctrError):
+        if not c.paths.rootless:
+            raise
+        return  # rootless where no cgroupfs is mounted: nothing to show either
+    if not c.paths.rootless:
+        group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
+        c.state.cgroup = group.record()
+        c.undo.push(release, c.paths, c.state)
+        c.store.save(c.state)
+    c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
+                                 c.spec.namespace("cgroup") is not None)
+
+
 def clone(c):
     spec = c.spec
     rootfs, layers = spec.root.path, None
@@ -134,7 +157,8 @@ def clone(c):
         rootfs, layers = scratch + "/merged", (spec.root.path, scratch)
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
-                bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent)
+                bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
+                c.new_cgroupns, c.cgroup_view)
     c.channel = Channel()
     c.syscall.block_signals()  # none may slip by between clone and wait
     try:
@@ -156,6 +180,12 @@ def id_maps(c):
             write_maps(c.pid, c.spec.uid_mappings, c.spec.gid_mappings)
         except OSError as e:
             raise from_oserror("cannot write uid/gid map", e) from e
+
+
+def cgroup_attach(c):
+    if c.state.cgroup:
+        from pyctr import cgroups
+        cgroups.Group.from_record(c.state.cgroup, reach=False).attach(c.pid)
 
 
 def record(c):
@@ -210,8 +240,8 @@ def ready(c):
     c.fds = c.channel.wait_ready()
 
 
-STAGES = (networks_plan, reserve, etc_files, namespaces, clone, id_maps, record, ids, networks,
-          mpi_rank, ready)
+STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
+          record, ids, networks, mpi_rank, ready)
 
 
 class Container:
@@ -232,6 +262,8 @@ class Container:
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins
         self.etc_mounts = []
+        self.new_cgroupns = False
+        self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
@@ -290,11 +322,16 @@ class Container:
 
 def release(paths, state):
     """Give back what a container holds besides its record: its network
-    devices and addresses. Idempotent; the record then lists nothing."""
+    devices and addresses, its cgroup. Idempotent; the record then lists
+    nothing."""
     if state.networks:
         from pyctr import network
         network.detach(paths, state.id, state.networks)
         state.networks = []
+    if state.cgroup:
+        from pyctr import cgroups
+        cgroups.remove(state)
+        state.cgroup = None
 
 
 def teardown(paths, state):

@@ -46,8 +46,11 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
 
 def enter(paths, name, process, sys=None):
     sys = sys or S.Syscalls()
+    from pyctr import cgroups
     from pyctr.container import load_running
-    pid = load_running(paths, name).pid
+    state = load_running(paths, name)
+    pid = state.pid
+    cgroup = cgroups.open_procs(state)  # cgroups: opened here, in the host's namespaces
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
@@ -73,6 +76,7 @@ def enter(paths, name, process, sys=None):
     if child == 0:
         try:
             channel.child_side()
+            cgroups.join(cgroup)
             prepare_process(process, sys)
             exec_workload(process, process.env, sys, channel)
         except OSError as e:
@@ -81,6 +85,7 @@ def enter(paths, name, process, sys=None):
             channel.report("exec setup", 0, "exec setup: %s" % e)
         os._exit(125)
     channel.parent_side()
+    cgroups.close(cgroup)
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)

@@ -87,6 +87,8 @@ def from_config(config, bundle):
         readonly_paths=list(linux.get("readonlyPaths") or []),
         annotations=dict(config.get("annotations") or {}),
     )
+    from pyctr import resources
+    spec.resources = resources.from_oci(linux)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
     inroot.check_mount_namespace(spec)

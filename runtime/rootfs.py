@@ -8,6 +8,7 @@ methods; the few composite ones (bind a device node, mask a path, make a
 path read-only, mount sysfs) are interpreted here because what they do
 depends on what exists at the time.
 """
+from pyctr import cgroups, devices
 from pyctr import syscalls as S
 
 # Mount option -> (flags to set, flags to clear). Anything else is fs data.
@@ -59,9 +60,10 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs, extra=()):
+def plan_mounts(spec, rootfs, extra=(), cgroup_view=None):
     """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
-    contents, and the switch of root.
+    contents, and the switch of root. cgroup_view: what a "cgroup" mount
+    shows (cgroups.view).
 
     Every destination is a path inside the container's root, resolved by
     the *_in_root calls below `rootfs` (never as the string rootfs + dest,
@@ -72,6 +74,10 @@ def plan_mounts(spec, rootfs, extra=()):
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:
             steps.append(("bind", m.source, rootfs, dest, flags | S.MS_BIND))
+        elif m.type == "cgroup":
+            if cgroup_view:
+                steps.append(("mkdir_in_root", rootfs, dest))
+                steps.append(("mount_cgroup", rootfs, dest, flags, cgroup_view))
         elif m.type == "sysfs":
             steps.append(("mkdir_in_root", rootfs, dest))
             steps.append(("mount_sysfs", rootfs, dest, flags))
@@ -83,6 +89,8 @@ def plan_mounts(spec, rootfs, extra=()):
                 steps.append(("bind", "/dev/" + dev, rootfs, "/dev/" + dev, S.MS_BIND))
             for src, name in DEV_LINKS:
                 steps.append(("symlink_in_root", rootfs, src, "/dev/" + name))
+            for device in spec.resources.devices:  # --device, linux.devices
+                steps.append(("device", rootfs, device.path, device))
     if spec.root.image and spec.process and spec.process.cwd:
         # A missing working directory is made inside the root, as runc does,
         # but only in an image's overlay: a plain rootfs is the user's files.
@@ -154,4 +162,5 @@ def _readonly(sys, path):
               S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | sys.locked_flags(path), None)
 
 
-_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly}
+_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly,
+              "mount_cgroup": cgroups.mount_view, "device": devices.make_node}

@@ -121,10 +121,12 @@ class Spec(Record):
                  "gid_mappings", "masked_paths", "readonly_paths", "annotations",
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
-                 "id", "name", "remove", "detach", "networks")
+                 "id", "name", "remove", "detach", "networks",
+                 "resources")  # resources.Resources: limits, device policy, cgroup path
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
-                "remove": False, "detach": False, "networks": list, "annotations": dict}
+                "remove": False, "detach": False, "networks": list, "annotations": dict,
+                "resources": lambda: _no_resources()}
 
     def namespace(self, ns_type):
         for ns in self.namespaces:
@@ -141,6 +143,7 @@ class Spec(Record):
             "maskedPaths": list(self.masked_paths),
             "readonlyPaths": list(self.readonly_paths),
         }
+        linux.update(self.resources.oci_linux())
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
@@ -161,6 +164,11 @@ class Spec(Record):
             "linux": linux,
             "annotations": dict(self.annotations),
         }
+
+
+def _no_resources():
+    from pyctr.resources import Resources
+    return Resources()
 
 
 def _idmap_oci(m):
@@ -212,4 +220,6 @@ def default_mounts():
               options=["nosuid", "noexec", "nodev"]),
         Mount(destination="/sys", type="sysfs", source="sysfs",
               options=["nosuid", "noexec", "nodev", "ro"]),
+        Mount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+              options=["nosuid", "noexec", "nodev", "relatime", "ro"]),
     ]

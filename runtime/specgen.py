@@ -13,6 +13,8 @@ Keys, all optional but `target` and `command`:
   net               list of --net values: none, host, container:NAME,
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
+  memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit,
+  device, cgroupns  cgroup limits and devices (see resources.from_options)
 """
 import os
 
@@ -21,7 +23,7 @@ from pyctr import spec as S
 from pyctr.errors import PyctrError
 from pyctr.state import check_name
 
-NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
+NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("cgroupns", "cgroup"))
 
 
 def build(paths, opts):
@@ -67,6 +69,8 @@ def build(paths, opts):
     identity.check_passed_fds(spec.process)
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
+    from pyctr import resources
+    spec.resources = resources.from_options(opts, rootless)
     spec.mounts += _volumes(opts.get("volumes") or [])
     spec.mounts += _tmpfs(opts.get("tmpfs") or [])
 
@@ -256,7 +260,8 @@ def load_toml(path):
     from pyctr import tomlio
     data = tomlio.load(path, "job file")
     opts = {k.replace("-", "_"): v for k, v in data.items()}
-    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net"}
+    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net",
+               "devices": "device"}
     for old, new in aliases.items():
         if old in opts:
             opts[new] = opts.pop(old)
@@ -274,20 +279,25 @@ def load_toml(path):
         if not all(isinstance(v, (str, int, float)) for v in env.values()):
             raise PyctrError("%s: [env] values must be strings or numbers" % path)
         opts["env"] = ["%s=%s" % kv for kv in env.items()]
-    if isinstance(opts.get("net"), str):
-        opts["net"] = [opts["net"]]
+    for key in ("net", "device"):
+        if isinstance(opts.get(key), str):
+            opts[key] = [opts[key]]
     check_types(opts, path + ": ")
     return opts
 
 
-STR, STRINGS, BOOL, INT, USER = "a string", "a list of strings", "true or false", \
-    "a whole number", "a user (UID[:GID] or NAME[:GROUP])"
+STR, STRINGS, BOOL, INT, USER, VALUE = "a string", "a list of strings", "true or false", \
+    "a whole number", "a user (UID[:GID] or NAME[:GROUP])", "a number or a string"
 OPTION_TYPES = {
     "target": STR, "command": STRINGS, "name": STR, "hostname": STR, "workdir": STR,
     "user": USER, "env": STRINGS, "env_file": STRINGS, "volumes": STRINGS, "tmpfs": STRINGS,
     "read_only": BOOL, "remove": BOOL, "detach": BOOL, "init": BOOL, "userns": BOOL,
     "preserve_fds": INT, "cap_add": STRINGS, "cap_drop": STRINGS, "pid": STR, "ipc": STR,
     "uts": STR, "net_ns": STR, "net": STRINGS, "ip": STR, "mac": STR, "mtu": INT,
+    # cgroup limits and devices: values checked by resources.from_options
+    "memory": VALUE, "memory_swap": VALUE, "cpus": VALUE, "cpu_shares": VALUE,
+    "cpuset_cpus": VALUE, "cpuset_mems": VALUE, "pids_limit": VALUE, "device": STRINGS,
+    "cgroupns": STR,
 }
 
 
@@ -302,7 +312,8 @@ def check_types(opts, where=""):
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
             texts = value if ok else []
         else:
-            ok = isinstance(value, {STR: str, BOOL: bool, INT: int, USER: (str, int)}[want]) \
+            ok = isinstance(value, {STR: str, BOOL: bool, INT: int, USER: (str, int),
+                                    VALUE: (str, int, float)}[want]) \
                 and (want == BOOL or not isinstance(value, bool))
             texts = [value] if isinstance(value, str) else []
         if not ok:

@@ -166,6 +166,18 @@ class Syscalls:
         finally:
             os.close(root_fd)
 
+    def mknod_in_root(self, root, path, mode, device, uid, gid):
+        """A device node at `path` inside the root, owned by uid:gid,
+        created relative to its parent (never through a symlink)."""
+        parent, _, name = path.rstrip("/").rpartition("/")
+        fd = self.open_in_root(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mknod(name, mode, device, dir_fd=fd)
+            os.chmod(name, mode & 0o7777, dir_fd=fd, follow_symlinks=False)  # umask's part
+            os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
     def chdir(self, path):
         os.chdir(path)
 
