@@ -1,6 +1,13 @@
 /* See shim.h. Kept deliberately small: policy lives in Python. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <linux/bpf.h>
+#include <stdlib.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -11,6 +18,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "shim.h"
 
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
                                 SIGUSR1, SIGUSR2, SIGWINCH};
@@ -43,6 +52,116 @@ int pyctr_sethostname(const char *name, size_t len) { return sethostname(name, l
 int pyctr_close_range(unsigned int first, unsigned int last, int flags)
 {
     return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+#ifndef SYS_openat2
+#define SYS_openat2 437 /* the same on every architecture */
+#endif
+
+int pyctr_open_in_root(int root_fd, const char *path, int flags)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (unsigned long long)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+}
+
+static int close_keeping_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* A writable copy of `path` in buf[PATH_MAX]. */
+static int copy_path(char *buf, const char *path)
+{
+    size_t len = strlen(path);
+    if (len >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    return 0;
+}
+
+int pyctr_mkdir_in_root(int root_fd, const char *path, int mode)
+{
+    char prefix[PATH_MAX];
+    if (copy_path(prefix, path) < 0)
+        return -1;
+    int dir = pyctr_open_in_root(root_fd, "/", O_PATH | O_DIRECTORY);
+    if (dir < 0)
+        return -1;
+    char *name = prefix;
+    for (;;) {
+        while (*name == '/')
+            name++;
+        if (!*name)
+            return dir;
+        char *end = strchr(name, '/');
+        if (end)
+            *end = '\0';
+        /* The whole prefix is looked up from the root each time: "..", a
+         * symlink, or a component swapped meanwhile all resolve in it. */
+        int next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+        if (next < 0 && errno == ENOENT) {
+            /* `dir` is the parent as just resolved; only a plain name is
+             * ever created ("." and ".." always exist). */
+            if (mkdirat(dir, name, (mode_t)mode) < 0 && errno != EEXIST)
+                return close_keeping_errno(dir);
+            next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+        }
+        if (next < 0)
+            return close_keeping_errno(dir);
+        close(dir);
+        dir = next;
+        if (!end)
+            return dir;
+        *end = '/';
+        name = end;
+    }
+}
+
+int pyctr_touch_in_root(int root_fd, const char *path, int mode)
+{
+    int fd = pyctr_open_in_root(root_fd, path, O_PATH);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    char parent[PATH_MAX];
+    if (copy_path(parent, path) < 0)
+        return -1;
+    char *slash = strrchr(parent, '/');
+    const char *name = slash ? slash + 1 : parent;
+    if (slash)
+        *slash = '\0';
+    if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
+        errno = EINVAL;
+        return -1;
+    }
+    int dir = pyctr_mkdir_in_root(root_fd, slash ? parent : "/", 0755);
+    if (dir < 0)
+        return -1;
+    /* O_EXCL never follows a final symlink: a dangling one fails here. */
+    fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0 && errno != EEXIST)
+        return close_keeping_errno(dir);
+    if (fd >= 0)
+        close(fd);
+    close(dir);
+    return pyctr_open_in_root(root_fd, path, O_PATH);
+}
+
+int pyctr_set_ambient(const int *caps, int n)
+{
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, caps[i], 0, 0) < 0)
+            return -1;
+    return 0;
 }
 
 int pyctr_loopback_up(void)
@@ -115,4 +234,100 @@ int pyctr_supervise(int pid, int reap_all)
         if (sig != SIGCHLD)
             kill(pid, sig);
     }
+}
+
+/* -- cgroup v2 device policy ---------------------------------------------- */
+
+#define INSN(c, d, s, o, i) \
+    ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
+#define LDX_W(dst, src, off) INSN(BPF_LDX | BPF_W | BPF_MEM, dst, src, off, 0)
+#define MOV_X(dst, src) INSN(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+#define MOV_K(dst, imm) INSN(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+#define ALU_K(op, dst, imm) INSN(BPF_ALU64 | (op) | BPF_K, dst, 0, 0, imm)
+#define JNE_K(dst, imm, off) INSN(BPF_JMP | BPF_JNE | BPF_K, dst, 0, off, imm)
+#define EXIT() INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+
+/* Registers after the prologue: r3 device type, r4 access requested,
+ * r5 major, r6 minor (struct bpf_cgroup_dev_ctx). */
+#define PROLOGUE 6
+#define PER_RULE 7
+
+int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *rules, int n)
+{
+    if (n < 0 || n > 4096) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct bpf_insn *prog = calloc(PROLOGUE + (size_t)n * PER_RULE + 2, sizeof(*prog));
+    if (!prog)
+        return -1;
+    int len = 0;
+    prog[len++] = LDX_W(BPF_REG_2, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, access_type));
+    prog[len++] = MOV_X(BPF_REG_3, BPF_REG_2);
+    prog[len++] = ALU_K(BPF_AND, BPF_REG_3, 0xffff);
+    prog[len++] = ALU_K(BPF_RSH, BPF_REG_2, 16);
+    prog[len++] = LDX_W(BPF_REG_5, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, major));
+    prog[len++] = LDX_W(BPF_REG_6, BPF_REG_1, offsetof(struct bpf_cgroup_dev_ctx, minor));
+    /* r2 holds the access bits from here on. Rules are checked last first:
+     * the first match found is the one that decides. */
+    int matched_all = 0;
+    for (int i = n - 1; i >= 0 && !matched_all; i--) {
+        const struct pyctr_device_rule *r = &rules[i];
+        struct bpf_insn block[PER_RULE];
+        int jumps[PER_RULE], nj = 0, b = 0;
+        if (r->type) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_3, r->type, 0);
+        }
+        if (r->major >= 0) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_5, (int)r->major, 0);
+        }
+        if (r->minor >= 0) {
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_6, (int)r->minor, 0);
+        }
+        if ((r->access & 7) != 7) { /* every bit asked must be in the rule */
+            block[b++] = MOV_X(BPF_REG_7, BPF_REG_2);
+            block[b++] = ALU_K(BPF_AND, BPF_REG_7, ~r->access & 7);
+            jumps[nj++] = b;
+            block[b++] = JNE_K(BPF_REG_7, 0, 0);
+        }
+        block[b++] = MOV_K(BPF_REG_0, r->allow ? 1 : 0);
+        block[b++] = EXIT();
+        for (int j = 0; j < nj; j++)
+            block[jumps[j]].off = (short)(b - jumps[j] - 1); /* to the next rule */
+        memcpy(prog + len, block, b * sizeof(*block));
+        len += b;
+        matched_all = nj == 0; /* what follows would be unreachable: the verifier refuses it */
+    }
+    if (!matched_all) {
+        prog[len++] = MOV_K(BPF_REG_0, 0);
+        prog[len++] = EXIT();
+    }
+
+    union bpf_attr load;
+    memset(&load, 0, sizeof(load));
+    load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    load.insns = (unsigned long)prog;
+    load.insn_cnt = len;
+    load.license = (unsigned long)"Apache-2.0";
+    int prog_fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load));
+    int saved = errno;
+    free(prog);
+    if (prog_fd < 0) {
+        errno = saved;
+        return -1;
+    }
+    union bpf_attr attach;
+    memset(&attach, 0, sizeof(attach));
+    attach.target_fd = cgroup_fd;
+    attach.attach_bpf_fd = prog_fd;
+    attach.attach_type = BPF_CGROUP_DEVICE;
+    attach.attach_flags = BPF_F_ALLOW_MULTI;
+    int rc = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof(attach));
+    saved = errno;
+    close(prog_fd);
+    errno = saved;
+    return rc;
 }

@@ -17,6 +17,22 @@ int pyctr_umount2(const char *target, int flags);
 int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);
+
+/* Paths inside a container's root. `root_fd` is a directory fd standing for
+ * the container's "/": every lookup stays below it, absolute symlinks and
+ * ".." are taken relative to it (openat2 RESOLVE_IN_ROOT) and procfs magic
+ * links are refused, so an image cannot point pyctr at a host file.
+ * open_in_root returns a close-on-exec fd for `path`. */
+int pyctr_open_in_root(int root_fd, const char *path, int flags);
+/* mkdir -p below root_fd, one component at a time, each looked up again in
+ * the root before the next is made. Returns an O_PATH fd of the directory. */
+int pyctr_mkdir_in_root(int root_fd, const char *path, int mode);
+/* An empty regular file to mount on (parents made as above), or the file
+ * already there. Never creates through a symlink. Returns an O_PATH fd. */
+int pyctr_touch_in_root(int root_fd, const char *path, int mode);
+/* The ambient capability set becomes exactly caps[0..n-1] (each must be
+ * permitted and inheritable already). */
+int pyctr_set_ambient(const int *caps, int n);
 /* `ip link set lo up` in the caller's network namespace, by ioctl: after
  * pivot_root the child can no longer import Python's socket module. */
 int pyctr_loopback_up(void);
@@ -31,3 +47,19 @@ int pyctr_reset_signals(void);
  * With reap_all (an init at PID 1), also reap every other child.
  * Returns the raw wait status of `pid`, or -1. */
 int pyctr_supervise(int pid, int reap_all);
+
+/* One device rule for the cgroup v2 device program. type: 0 any, 1 block,
+ * 2 char (BPF_DEVCG_DEV_*); major/minor: -1 for any; access: bits of
+ * BPF_DEVCG_ACC_MKNOD (1), _READ (2), _WRITE (4). */
+struct pyctr_device_rule {
+    int allow;
+    int type;
+    long major;
+    long minor;
+    int access;
+};
+/* Build a BPF_PROG_TYPE_CGROUP_DEVICE program from `rules` (the last
+ * matching rule decides; none matching: deny), load it and attach it to
+ * the cgroup directory `cgroup_fd` (BPF_F_ALLOW_MULTI). The program stays
+ * attached until the cgroup is removed. Returns 0, or -1 with errno. */
+int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *rules, int n);

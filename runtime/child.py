@@ -23,13 +23,16 @@ class Plan:
     tie_to_parent: die with the parent (PDEATHSIG); off for an OCI create,
     whose init must outlive the `pyctr create` process."""
     __slots__ = ("spec", "rootfs", "layers", "etc_mounts", "new_userns", "new_netns", "join",
-                 "tie_to_parent")
+                 "tie_to_parent", "new_cgroupns", "cgroup_view")
 
     def __init__(self, spec, rootfs, layers, etc_mounts, new_userns, new_netns, join,
-                 tie_to_parent=True):
+                 tie_to_parent=True, new_cgroupns=False, cgroup_view=None):
         self.spec, self.rootfs, self.layers, self.etc_mounts = spec, rootfs, layers, etc_mounts
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
         self.tie_to_parent = tie_to_parent
+        # cgroups: unshare the cgroup namespace after IDS (the parent has put
+        # the child in its group by then); what to mount at /sys/fs/cgroup
+        self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
 def child_main(plan, channel, sys):
@@ -47,6 +50,9 @@ def child_main(plan, channel, sys):
         if plan.new_userns:
             step = "become root in the user namespace"
             sys.set_ids(0, 0, [])
+        if plan.new_cgroupns:
+            step = "unshare the cgroup namespace"
+            sys.unshare(S.CLONE_NEWCGROUP)
         spec = plan.spec
         uts = spec.namespace("uts")
         if spec.hostname and uts and not uts.path:  # never rename the host
@@ -55,7 +61,7 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view), sys)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:
@@ -83,17 +89,25 @@ def child_main(plan, channel, sys):
 def prepare_process(proc, sys, tie_to_parent=True):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
-    root keeps its capabilities; pdeathsig again since setuid clears it."""
-    caps = [CAPABILITIES[c] for c in proc.capabilities]
-    sys.drop_bounding(caps)
+    root keeps its capabilities; the three thread sets, then ambient (which
+    setuid clears and which needs permitted and inheritable); pdeathsig
+    again since setuid clears it."""
+    caps = proc.capabilities
+    numbers = lambda names: [CAPABILITIES[c] for c in names]
+    sys.drop_bounding(numbers(caps.bounding))
     sys.set_keepcaps(True)
     sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
-    sys.set_capabilities(caps)
+    sys.set_capabilities(numbers(caps.effective), numbers(caps.permitted),
+                         numbers(caps.inheritable))
+    sys.set_ambient(numbers(caps.ambient))
     if proc.no_new_privileges:
         sys.set_no_new_privs()
     if tie_to_parent:
         sys.set_pdeathsig(SIGKILL)
-    sys.chdir(proc.cwd)
+    try:
+        sys.chdir(proc.cwd)
+    except OSError as e:
+        raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
     # PMI_FD); every other one closes at exec.
     keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))

@@ -52,6 +52,9 @@ def main(argv=None):
 
 
 def _say(message):
+    # One line, whatever the message quotes from the input: line breaks and
+    # other control characters (a terminal's escape sequences) are escaped.
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
     sys.stderr.write("pyctr: %s\n" % message)
     sys.stderr.flush()
 

@@ -7,11 +7,14 @@ record removed) before the error goes up, as crun does on every early
 return. The Spec is frozen: stages read it, and what they learn goes into
 the Container (paths, fds, pid) and its ContainerState record.
 
+  networks_plan  every network check that needs no device (pyctr.network)
   reserve        the name, with the first record (status creating)
   etc_files      hosts, hostname, resolv.conf in the state dir
   namespaces     open the namespaces to join (a pid one is entered now)
+  cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
+  cgroup_attach  the child into its group, before it does anything
   record         status created, pid
   ids            the child builds its root meanwhile
   networks       devices into the child's netns (pyctr.network)
@@ -57,6 +60,14 @@ class Undo:
 
 # -- the stages ------------------------------------------------------------
 
+def networks_plan(c):
+    """Network files, kinds, MAC/IP/MTU and host devices are checked before
+    anything exists: a bad request leaves no record and makes no child."""
+    if c.spec.networks:
+        from pyctr import network
+        c.prepared = network.prepare(c.paths, c.spec.networks)
+
+
 def reserve(c):
     c.store.reserve(c.state)
     c.dir = c.store.dir(c.state.name)
@@ -81,12 +92,15 @@ def etc_files(c):
     with open(os.path.join(etc, "resolv.conf"), "w") as f:
         f.write(resolv)
     root = c.spec.root
+    # A missing file is created to mount on only in an image's overlay
+    # written as real root: never in a plain rootfs (the user's files),
+    # nor where container root is unprivileged and may not write /etc.
+    # Both questions are asked inside the root: an /etc that is a symlink
+    # to a host directory is followed in the root, never on the host.
+    creatable = root.image and not c.spec.uid_mappings and \
+        c.syscall.exists_in_root(root.path, "/etc")
     for name in ("hosts", "hostname", "resolv.conf"):
-        # A missing file is created to mount on only in an image's overlay
-        # written as real root: never in a plain rootfs (the user's files),
-        # nor where container root is unprivileged and may not write /etc.
-        creatable = root.image and not c.spec.uid_mappings
-        if not creatable and not os.path.exists(os.path.join(root.path, "etc", name)):
+        if not creatable and not c.syscall.exists_in_root(root.path, "/etc/" + name):
             continue
         c.etc_mounts.append(Mount(destination="/etc/" + name, type="bind",
                                   source=os.path.join(etc, name), options=("bind",)))
@@ -95,7 +109,9 @@ def etc_files(c):
 def namespaces(c):
     for ns in c.spec.namespaces:
         flag = syscalls.NAMESPACES[ns.type][0]
-        if not ns.path:
+        if ns.type == "cgroup" and not ns.path:
+            c.new_cgroupns = True  # unshared by the child once it is in its group
+        elif not ns.path:
             c.clone_flags |= flag
         elif ns.type == "pid":
             # A pid namespace applies to children: enter it before clone.
@@ -111,6 +127,25 @@ def namespaces(c):
     c.undo.push(_close_joined, c)
 
 
+def cgroup(c):
+    """The container's own group (root only) with its limits and device
+    policy, and what the child mounts at /sys/fs/cgroup."""
+    from pyctr import cgroups
+    try:
+        layout = cgroups.detect()
+    except (OSError, PyctrError):
+        if not c.paths.rootless:
+            raise
+        return  # rootless where no cgroupfs is mounted: nothing to show either
+    if not c.paths.rootless:
+        group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
+        c.state.cgroup = group.record()
+        c.undo.push(release, c.paths, c.state)
+        c.store.save(c.state)
+    c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
+                                 c.spec.namespace("cgroup") is not None)
+
+
 def clone(c):
     spec = c.spec
     rootfs, layers = spec.root.path, None
@@ -122,7 +157,8 @@ def clone(c):
         rootfs, layers = scratch + "/merged", (spec.root.path, scratch)
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
-                bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent)
+                bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
+                c.new_cgroupns, c.cgroup_view)
     c.channel = Channel()
     c.syscall.block_signals()  # none may slip by between clone and wait
     try:
@@ -146,6 +182,12 @@ def id_maps(c):
             raise from_oserror("cannot write uid/gid map", e) from e
 
 
+def cgroup_attach(c):
+    if c.state.cgroup:
+        from pyctr import cgroups
+        cgroups.Group.from_record(c.state.cgroup, reach=False).attach(c.pid)
+
+
 def record(c):
     c.state.status, c.state.pid = "created", c.pid
     c.state.pid_start = process_start_time(c.pid)
@@ -163,7 +205,7 @@ def networks(c):
     from pyctr import network
     # attach() undoes its own partial work on failure; on success its
     # records go into the state first, so a later failure can detach.
-    c.state.networks = network.attach(c.paths, c.spec.id, c.spec.networks, c.pid)
+    c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
     c.undo.push(_detach_networks, c)
     c.store.save(c.state)
     _write_hosts(c)
@@ -202,7 +244,8 @@ def ready(c):
     c.fds = c.channel.wait_ready()
 
 
-STAGES = (reserve, etc_files, namespaces, clone, id_maps, record, ids, networks, mpi_rank, ready)
+STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
+          record, ids, networks, mpi_rank, ready)
 
 
 class Container:
@@ -223,8 +266,11 @@ class Container:
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins
         self.etc_mounts = []
+        self.new_cgroupns = False
+        self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.channel = None
         self.pid = 0
+        self.prepared = []         # network.prepare()'s, for the networks stage
         self.extra_env = []        # learnt before start, reaches the workload
         self.fds = {}              # sent by the child before READY ("pty")
 
@@ -280,11 +326,16 @@ class Container:
 
 def release(paths, state):
     """Give back what a container holds besides its record: its network
-    devices and addresses. Idempotent; the record then lists nothing."""
+    devices and addresses, its cgroup. Idempotent; the record then lists
+    nothing."""
     if state.networks:
         from pyctr import network
         network.detach(paths, state.id, state.networks)
         state.networks = []
+    if state.cgroup:
+        from pyctr import cgroups
+        cgroups.remove(state)
+        state.cgroup = None
 
 
 def teardown(paths, state):

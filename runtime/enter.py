@@ -8,29 +8,49 @@ close-on-exec report pipe `run` uses.
 """
 import os
 
+from pyctr import identity
 from pyctr import syscalls as S
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
-from pyctr.spec import Process
+from pyctr.spec import Capabilities, IdMapping, Process
 from pyctr.sync import Channel
 
 
-def process_from_config(config, args, env=(), cwd=None, user=None):
+def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
+    """The exec'd process: the container's settings, changed by exec's -e,
+    -w and -u. -u NAME is looked up in the container's files below `root`
+    (its /proc/PID/root). Another user gets capabilities the way `podman
+    run` gives them: root its bounding set, anyone else only the
+    container's ambient set (what --cap-add granted a non-root user)."""
     p = config["process"]
-    caps = [c[4:].lower() for c in p["capabilities"]["bounding"]]
+    caps = identity.capabilities_from_oci(p.get("capabilities"))
     uid, gid = p["user"]["uid"], p["user"]["gid"]
     if user:
-        u, _, g = user.partition(":")
-        uid, gid = int(u), int(g or u)
-    return Process(args=list(args), env=merge_env(p["env"], env),
-                   cwd=cwd or p["cwd"], uid=uid, gid=gid, capabilities=caps,
-                   no_new_privileges=p.get("noNewPrivileges", True))
+        uid, gid = identity.resolve_user(user, root or "/nonexistent")
+        if uid == 0:
+            caps = Capabilities(bounding=caps.bounding, effective=caps.bounding,
+                                permitted=caps.bounding)
+        else:
+            granted = caps.ambient
+            caps = Capabilities(bounding=caps.bounding, effective=granted, permitted=granted,
+                                inheritable=granted, ambient=granted)
+    process = Process(args=list(args), env=merge_env(p["env"], env),
+                      cwd=cwd or p["cwd"], uid=uid, gid=gid, capabilities=caps,
+                      no_new_privileges=p.get("noNewPrivileges", True))
+    linux = config.get("linux") or {}
+    mappings = [[IdMapping(container_id=m["containerID"], host_id=m["hostID"], size=m["size"])
+                 for m in linux.get(key) or []] for key in ("uidMappings", "gidMappings")]
+    identity.check_ids(process, *mappings)
+    return process
 
 
 def enter(paths, name, process, sys=None):
     sys = sys or S.Syscalls()
+    from pyctr import cgroups
     from pyctr.container import load_running
-    pid = load_running(paths, name).pid
+    state = load_running(paths, name)
+    pid = state.pid
+    cgroup = cgroups.open_procs(state)  # cgroups: opened here, in the host's namespaces
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
@@ -56,6 +76,7 @@ def enter(paths, name, process, sys=None):
     if child == 0:
         try:
             channel.child_side()
+            cgroups.join(cgroup)
             prepare_process(process, sys)
             exec_workload(process, process.env, sys, channel)
         except OSError as e:
@@ -64,6 +85,7 @@ def enter(paths, name, process, sys=None):
             channel.report("exec setup", 0, "exec setup: %s" % e)
         os._exit(125)
     channel.parent_side()
+    cgroups.close(cgroup)
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)

@@ -6,6 +6,7 @@ spec allows. Malformed input is one clear line naming the field.
 import json
 import os
 
+from pyctr import identity, inroot
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 
@@ -19,12 +20,14 @@ def load_bundle(bundle, args=None):
             config = json.load(f)
     except OSError as e:
         raise PyctrError("cannot read %s: %s" % (path, e.strerror))
-    except ValueError as e:
-        raise PyctrError("%s: invalid JSON: %s" % (path, e))
+    except (ValueError, RecursionError) as e:
+        raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
     try:
         spec = from_config(config, bundle)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e))
+    except PyctrError as e:
+        raise PyctrError("%s: %s" % (path, e)) from e
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e)) from e
     if args:  # run's flags that apply to a bundle
         ignored = sorted("--" + k.replace("_", "-") for k, v in args.items()
                          if k not in BUNDLE_FLAGS and v not in (None, [], False))
@@ -52,7 +55,6 @@ def from_config(config, bundle):
         raise TypeError("top level is not an object")
     proc = config.get("process") or {}
     user = proc.get("user") or {}
-    caps = (proc.get("capabilities") or {}).get("bounding") or []
     root_path = config["root"]["path"]
     if not os.path.isabs(root_path):
         root_path = os.path.join(os.path.abspath(bundle), root_path)
@@ -71,7 +73,7 @@ def from_config(config, bundle):
             args=list(proc.get("args") or []), env=list(proc.get("env") or []),
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=[int(g) for g in user.get("additionalGids") or []],
-            capabilities=sorted(c[4:].lower() for c in caps),
+            capabilities=identity.capabilities_from_oci(proc.get("capabilities")),
             no_new_privileges=bool(proc.get("noNewPrivileges", True))),
         root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
         hostname=config.get("hostname") or container_id,
@@ -85,8 +87,13 @@ def from_config(config, bundle):
         readonly_paths=list(linux.get("readonlyPaths") or []),
         annotations=dict(config.get("annotations") or {}),
     )
+    from pyctr import resources
+    spec.resources = resources.from_oci(linux)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
+    inroot.check_mount_namespace(spec)
+    inroot.check_mounts(spec.mounts)
+    identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
     return spec
 
 

@@ -8,6 +8,7 @@ methods; the few composite ones (bind a device node, mask a path, make a
 path read-only, mount sysfs) are interpreted here because what they do
 depends on what exists at the time.
 """
+from pyctr import cgroups, devices
 from pyctr import syscalls as S
 
 # Mount option -> (flags to set, flags to clear). Anything else is fs data.
@@ -59,26 +60,41 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs, extra=()):
+def plan_mounts(spec, rootfs, extra=(), cgroup_view=None):
     """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
-    contents, and the switch of root."""
+    contents, and the switch of root. cgroup_view: what a "cgroup" mount
+    shows (cgroups.view).
+
+    Every destination is a path inside the container's root, resolved by
+    the *_in_root calls below `rootfs` (never as the string rootfs + dest,
+    which a symlink in the image could lead out of the root)."""
     steps = []
     for m in tuple(spec.mounts) + tuple(extra):
-        target = rootfs + m.destination
+        dest = m.destination
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:
-            steps.append(("bind", m.source, target, flags | S.MS_BIND))
+            steps.append(("bind", m.source, rootfs, dest, flags | S.MS_BIND))
+        elif m.type == "cgroup":
+            if cgroup_view:
+                steps.append(("mkdir_in_root", rootfs, dest))
+                steps.append(("mount_cgroup", rootfs, dest, flags, cgroup_view))
         elif m.type == "sysfs":
-            steps.append(("mkdir", target))
-            steps.append(("mount_sysfs", target, flags))
+            steps.append(("mkdir_in_root", rootfs, dest))
+            steps.append(("mount_sysfs", rootfs, dest, flags))
         else:
-            steps.append(("mkdir", target))
-            steps.append(("mount", m.source, target, m.type, flags, data))
-        if m.destination == "/dev" and m.type == "tmpfs":
+            steps.append(("mkdir_in_root", rootfs, dest))
+            steps.append(("mount_in_root", rootfs, dest, m.source, m.type, flags, data))
+        if dest == "/dev" and m.type == "tmpfs":
             for dev in DEVICES:
-                steps.append(("bind", "/dev/" + dev, "%s/dev/%s" % (rootfs, dev), S.MS_BIND))
+                steps.append(("bind", "/dev/" + dev, rootfs, "/dev/" + dev, S.MS_BIND))
             for src, name in DEV_LINKS:
-                steps.append(("symlink", src, "%s/dev/%s" % (rootfs, name)))
+                steps.append(("symlink_in_root", rootfs, src, "/dev/" + name))
+            for device in spec.resources.devices:  # --device, linux.devices
+                steps.append(("device", rootfs, device.path, device))
+    if spec.root.image and spec.process and spec.process.cwd:
+        # A missing working directory is made inside the root, as runc does,
+        # but only in an image's overlay: a plain rootfs is the user's files.
+        steps.append(("mkdir_in_root", rootfs, spec.process.cwd))
     steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
               ("chdir", "/")]
     return steps
@@ -102,28 +118,28 @@ def apply(steps, sys):
             getattr(sys, op)(*args)
 
 
-def _bind(sys, source, target, flags):
-    """Bind `source` at `target` (creating a file or directory to mount on),
-    then remount read-only if asked: MS_RDONLY is ignored on the bind itself."""
+def _bind(sys, source, root, dest, flags):
+    """Bind host `source` at `dest` in the root (creating a file or
+    directory to mount on), then remount read-only if asked: MS_RDONLY is
+    ignored on the bind itself."""
     if sys.is_dir(source):
-        sys.mkdir(target)
-    elif not sys.exists(target):
-        sys.mkdir(target.rsplit("/", 1)[0])
-        sys.touch(target)
-    sys.mount(source, target, None, flags & (S.MS_BIND | S.MS_REC), None)
+        sys.mkdir_in_root(root, dest)
+    else:
+        sys.touch_in_root(root, dest)
+    sys.mount_in_root(root, dest, source, None, flags & (S.MS_BIND | S.MS_REC), None)
     extra = flags & ~(S.MS_BIND | S.MS_REC)
     if extra:
-        sys.mount(None, target, None, S.MS_BIND | S.MS_REMOUNT | extra | sys.locked_flags(target),
-                  None)
+        sys.mount_in_root(root, dest, None, None, S.MS_BIND | S.MS_REMOUNT | extra
+                          | sys.locked_flags_in_root(root, dest), None)
 
 
-def _mount_sysfs(sys, target, flags):
+def _mount_sysfs(sys, root, dest, flags):
     # A fresh sysfs needs a network namespace this user namespace owns; with
     # --net=host in a user namespace, bind the host's instead (as runc does).
     try:
-        sys.mount("sysfs", target, "sysfs", flags, None)
+        sys.mount_in_root(root, dest, "sysfs", "sysfs", flags, None)
     except PermissionError:
-        _bind(sys, "/sys", target, S.MS_BIND | S.MS_REC | (flags & S.MS_RDONLY))
+        _bind(sys, "/sys", root, dest, S.MS_BIND | S.MS_REC | (flags & S.MS_RDONLY))
 
 
 def _mask(sys, path):
@@ -146,4 +162,5 @@ def _readonly(sys, path):
               S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | sys.locked_flags(path), None)
 
 
-_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly}
+_COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly,
+              "mount_cgroup": cgroups.mount_view, "device": devices.make_node}

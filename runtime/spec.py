@@ -64,13 +64,23 @@ def _frozen(value):
     return value
 
 
+class Capabilities(Record):
+    """The five capability sets of OCI's process.capabilities, as names
+    without CAP_, lower case. Inheritable and ambient stay empty unless
+    asked for: an inheritable set equal to the permitted one lets any
+    program with file capabilities gain them (runc's CVE-2022-29162)."""
+    SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+    __slots__ = SETS
+    DEFAULTS = {name: list for name in SETS}
+
+
 class Process(Record):
     # preserve_fds: fds 3..3+N-1 pass to the workload (OCI/runc semantics);
     # pass_fds: further single fds, e.g. the PMI_FD an MPI launcher handed us.
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
                  "no_new_privileges", "preserve_fds", "pass_fds", "init")
     DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
-                "additional_gids": list, "capabilities": list,
+                "additional_gids": list, "capabilities": Capabilities,
                 "no_new_privileges": True, "preserve_fds": 0, "pass_fds": list, "init": False}
 
 
@@ -97,9 +107,11 @@ class IdMapping(Record):
 
 
 class NetworkRequest(Record):
-    """One --net: kind is veth or macvlan; network names the bridge or the
-    lower device; the rest are optional overrides (see pyctr.network)."""
-    __slots__ = ("kind", "network", "mode", "ip", "mac", "mtu", "routes", "source_macs",
+    """One --net: form is none, host, container, network (a defined one) or
+    a network kind (veth, macvlan); network names the container, the defined
+    network, the bridge or the lower device; the rest are optional overrides
+    (see pyctr.network.request)."""
+    __slots__ = ("form", "network", "mode", "ip", "mac", "mtu", "routes", "source_macs",
                  "host_shim")
     DEFAULTS = {"routes": list, "source_macs": list, "host_shim": True}
 
@@ -110,10 +122,12 @@ class Spec(Record):
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
                  # slurm: the srun task this container is (pyctr.slurm), or None.
-                 "id", "name", "remove", "detach", "networks", "slurm")
+                 "id", "name", "remove", "detach", "networks", "slurm",
+                 "resources")  # resources.Resources: limits, device policy, cgroup path
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
-                "remove": False, "detach": False, "networks": list, "annotations": dict}
+                "remove": False, "detach": False, "networks": list, "annotations": dict,
+                "resources": lambda: _no_resources()}
 
     def namespace(self, ns_type):
         for ns in self.namespaces:
@@ -124,13 +138,13 @@ class Spec(Record):
     def to_oci(self):
         """The OCI runtime-spec config.json equivalent (for inspect and `pyctr spec`)."""
         p = self.process
-        caps = ["CAP_" + c.upper() for c in p.capabilities]
         linux = {
             "namespaces": [{"type": n.type, **({"path": n.path} if n.path else {})}
                            for n in self.namespaces],
             "maskedPaths": list(self.masked_paths),
             "readonlyPaths": list(self.readonly_paths),
         }
+        linux.update(self.resources.oci_linux())
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
@@ -140,8 +154,8 @@ class Spec(Record):
                 "terminal": False,
                 "user": {"uid": p.uid, "gid": p.gid, "additionalGids": list(p.additional_gids)},
                 "args": list(p.args), "env": list(p.env), "cwd": p.cwd,
-                "capabilities": {k: caps for k in ("bounding", "effective", "permitted",
-                                                   "inheritable")},
+                "capabilities": {k: ["CAP_" + c.upper() for c in getattr(p.capabilities, k)]
+                                 for k in Capabilities.SETS},
                 "noNewPrivileges": p.no_new_privileges,
             },
             "root": {"path": self.root.path, "readonly": self.root.readonly},
@@ -151,6 +165,11 @@ class Spec(Record):
             "linux": linux,
             "annotations": dict(self.annotations),
         }
+
+
+def _no_resources():
+    from pyctr.resources import Resources
+    return Resources()
 
 
 def _idmap_oci(m):
@@ -202,4 +221,6 @@ def default_mounts():
               options=["nosuid", "noexec", "nodev"]),
         Mount(destination="/sys", type="sysfs", source="sysfs",
               options=["nosuid", "noexec", "nodev", "ro"]),
+        Mount(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+              options=["nosuid", "noexec", "nodev", "relatime", "ro"]),
     ]

@@ -13,17 +13,21 @@ Keys, all optional but `target` and `command`:
   net               list of --net values: none, host, container:NAME,
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
+  memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit,
+  device, cgroupns  cgroup limits and devices (see resources.from_options)
 """
 import os
 
+from pyctr import identity, inroot
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 from pyctr.state import check_name
 
-NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
+NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("cgroupns", "cgroup"))
 
 
 def build(paths, opts):
+    check_types(opts)
     target = opts.get("target")
     if not target:
         raise PyctrError("no image or rootfs given")
@@ -48,25 +52,25 @@ def build(paths, opts):
         readonly_paths=list(S.DEFAULT_READONLY_PATHS),
     )
     check_name(spec.name)
-    uid, gid = _user(opts.get("user") or (image.user if image else None), root.path)
+    check_hostname(spec.hostname)
+    uid, gid = identity.resolve_user(opts.get("user") or (image.user if image else None),
+                                     root.path)
     spec.process = S.Process(
         args=command,
         env=_env(opts, image, uid),
         cwd=opts.get("workdir") or (image.workdir if image else None) or "/",
         uid=uid, gid=gid,
-        capabilities=_caps(opts.get("cap_add") or [], opts.get("cap_drop") or []),
-        preserve_fds=int(opts.get("preserve_fds") or 0),
+        capabilities=identity.podman_capabilities(uid, opts.get("cap_add") or [],
+                                                  opts.get("cap_drop") or []),
+        preserve_fds=opts.get("preserve_fds") or 0,
         init=bool(opts.get("init")),
     )
     _mpi_launch(spec)
-    for fd in range(3, 3 + spec.process.preserve_fds):
-        try:
-            os.fstat(fd)
-        except OSError:
-            raise PyctrError("--preserve-fds %d: fd %d is not open" % (
-                spec.process.preserve_fds, fd))
+    identity.check_passed_fds(spec.process)
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
+    from pyctr import resources
+    spec.resources = resources.from_options(opts, rootless)
     spec.mounts += _volumes(opts.get("volumes") or [])
     spec.mounts += _tmpfs(opts.get("tmpfs") or [])
 
@@ -82,6 +86,7 @@ def build(paths, opts):
         spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
         if rootless and spec.networks:
             raise PyctrError("rootless containers support --net=none or --net=host only")
+    identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
     return spec.freeze()
 
 
@@ -113,8 +118,9 @@ def _mpi_launch(spec):
     if not any(k in environ for k in MPI_MARKERS):
         return
     inherit_env(spec, environ, MPI_ENV_PREFIXES)
-    if environ.get("PMI_FD", "").isdigit():
-        spec.process.pass_fds.append(int(environ["PMI_FD"]))
+    pmi_fd = environ.get("PMI_FD", "")
+    if pmi_fd.isascii() and pmi_fd.isdigit():
+        spec.process.pass_fds.append(int(pmi_fd))
     spec.annotations["pyctr.mpi"] = "launched by %s" % (
         "Open MPI" if "OMPI_COMM_WORLD_SIZE" in environ else "an MPI launcher")
 
@@ -129,41 +135,15 @@ def inherit_env(spec, environ, prefixes):
     spec.process.env = ["%s=%s" % kv for kv in env.items()]
 
 
-def _user(user, rootfs):
-    if not user:
-        return 0, 0
-    name, _, group = str(user).partition(":")
-    uid, gid = _lookup_id(name, rootfs, "passwd"), None
-    if group:
-        gid = _lookup_id(group, rootfs, "group")
-    elif not name.isdigit():
-        gid = _passwd_gid(name, rootfs)
-    return uid, gid if gid is not None else uid
-
-
-def _lookup_id(name, rootfs, db):
-    if name.isdigit():
-        return int(name)
-    for fields in _db(rootfs, db):
-        if fields[0] == name:
-            return int(fields[2])
-    raise PyctrError("unknown %s %r in the container's /etc/%s" % (
-        "user" if db == "passwd" else "group", name, db))
-
-
-def _passwd_gid(name, rootfs):
-    for fields in _db(rootfs, "passwd"):
-        if fields[0] == name:
-            return int(fields[3])
-    return None
-
-
-def _db(rootfs, db):
+def check_hostname(name):
+    """What sethostname(2) takes: 1..64 bytes (and no NUL, checked with
+    the types)."""
     try:
-        with open(os.path.join(rootfs, "etc", db)) as f:
-            return [line.split(":") for line in f if line.count(":") >= 3]
-    except OSError:
-        return []
+        size = len(name.encode())
+    except UnicodeEncodeError as e:
+        raise PyctrError("hostname %r is not valid text" % name) from e
+    if not 1 <= size <= 64:
+        raise PyctrError("hostname %r must be 1 to 64 bytes long" % name)
 
 
 def _env(opts, image, uid):
@@ -187,10 +167,12 @@ def _env(opts, image, uid):
 
 def _read_env_file(path):
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8").splitlines()
     except OSError as e:
-        raise PyctrError("cannot read env file %s: %s" % (path, e.strerror))
+        raise PyctrError("cannot read env file %s: %s" % (path, e.strerror)) from e
+    except UnicodeDecodeError as e:
+        raise PyctrError("env file %s: not UTF-8 text (byte %d)" % (path, e.start)) from e
     env = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -199,24 +181,10 @@ def _read_env_file(path):
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise PyctrError("%s:%d: expected KEY=VALUE" % (path, number))
+        if "\0" in line:
+            raise PyctrError("%s:%d: a NUL byte is not allowed" % (path, number))
         env[key.strip()] = value
     return env
-
-
-def _caps(add, drop):
-    def norm(name):
-        n = name.lower()
-        n = n[4:] if n.startswith("cap_") else n
-        if n != "all" and n not in S.CAPABILITIES:
-            raise PyctrError("unknown capability %r" % name)
-        return n
-    add, drop = [norm(c) for c in add], [norm(c) for c in drop]
-    caps = set(S.DEFAULT_CAPABILITIES)
-    if "all" in drop:
-        caps = set()
-    caps -= set(drop)
-    caps |= set(S.CAPABILITIES) if "all" in add else set(add)
-    return sorted(caps)
 
 
 def _volumes(volumes):
@@ -226,11 +194,12 @@ def _volumes(volumes):
         if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") \
                 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise PyctrError("invalid volume %r: expected SRC:DST[:ro|rw] with DST absolute" % v)
+        dst = inroot.destination(parts[1], "invalid volume %r" % v)
         src = os.path.abspath(parts[0])
         if not os.path.exists(src):
             raise PyctrError("volume source %s does not exist" % src)
         opts = ["rbind"] + (["ro"] if len(parts) == 3 and parts[2] == "ro" else [])
-        mounts.append(S.Mount(destination=parts[1], type="bind", source=src, options=opts))
+        mounts.append(S.Mount(destination=dst, type="bind", source=src, options=opts))
     return mounts
 
 
@@ -238,8 +207,7 @@ def _tmpfs(items):
     mounts = []
     for item in items:
         dst, _, options = item.partition(":")
-        if not dst.startswith("/"):
-            raise PyctrError("invalid --tmpfs %r: destination must be absolute" % item)
+        dst = inroot.destination(dst, "invalid --tmpfs %r" % item)
         opts = ["nosuid", "nodev"] + [o for o in options.split(",") if o]
         mounts.append(S.Mount(destination=dst, type="tmpfs", source="tmpfs", options=opts))
     return mounts
@@ -297,33 +265,66 @@ def _network(paths, spec, opts):
 
 def load_toml(path):
     """A job file: the same keys as the options above (dashes allowed)."""
-    import toml
-    try:
-        with open(path) as f:
-            data = toml.load(f)
-    except OSError as e:
-        raise PyctrError("cannot read %s: %s" % (path, e.strerror))
-    except toml.TomlDecodeError as e:
-        raise PyctrError("%s: invalid TOML: %s" % (path, e))
+    from pyctr import tomlio
+    data = tomlio.load(path, "job file")
     opts = {k.replace("-", "_"): v for k, v in data.items()}
-    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net"}
+    aliases = {"image": "target", "rootfs": "target", "rm": "remove", "network": "net",
+               "devices": "device"}
     for old, new in aliases.items():
         if old in opts:
             opts[new] = opts.pop(old)
-    if isinstance(opts.get("command"), str):
-        import shlex
-        opts["command"] = shlex.split(opts["command"])
-    if isinstance(opts.get("env"), dict):
-        opts["env"] = ["%s=%s" % kv for kv in opts["env"].items()]
-    if isinstance(opts.get("net"), str):
-        opts["net"] = [opts["net"]]
-    unknown = set(opts) - KNOWN_KEYS
+    unknown = set(opts) - set(OPTION_TYPES)
     if unknown:
         raise PyctrError("%s: unknown key(s): %s" % (path, ", ".join(sorted(unknown))))
+    if isinstance(opts.get("command"), str):
+        import shlex
+        try:
+            opts["command"] = shlex.split(opts["command"])
+        except ValueError as e:
+            raise PyctrError("%s: command: %s" % (path, e)) from e
+    if isinstance(opts.get("env"), dict):
+        env = opts["env"]
+        if not all(isinstance(v, (str, int, float)) for v in env.values()):
+            raise PyctrError("%s: [env] values must be strings or numbers" % path)
+        opts["env"] = ["%s=%s" % kv for kv in env.items()]
+    for key in ("net", "device"):
+        if isinstance(opts.get(key), str):
+            opts[key] = [opts[key]]
+    check_types(opts, path + ": ")
     return opts
 
 
-KNOWN_KEYS = frozenset((
-    "target", "command", "name", "hostname", "workdir", "user", "env", "env_file", "volumes",
-    "tmpfs", "read_only", "remove", "detach", "init", "userns", "preserve_fds", "cap_add",
-    "cap_drop", "pid", "ipc", "uts", "net_ns", "net", "ip", "mac", "mtu"))
+STR, STRINGS, BOOL, INT, USER, VALUE = "a string", "a list of strings", "true or false", \
+    "a whole number", "a user (UID[:GID] or NAME[:GROUP])", "a number or a string"
+OPTION_TYPES = {
+    "target": STR, "command": STRINGS, "name": STR, "hostname": STR, "workdir": STR,
+    "user": USER, "env": STRINGS, "env_file": STRINGS, "volumes": STRINGS, "tmpfs": STRINGS,
+    "read_only": BOOL, "remove": BOOL, "detach": BOOL, "init": BOOL, "userns": BOOL,
+    "preserve_fds": INT, "cap_add": STRINGS, "cap_drop": STRINGS, "pid": STR, "ipc": STR,
+    "uts": STR, "net_ns": STR, "net": STRINGS, "ip": STR, "mac": STR, "mtu": INT,
+    # cgroup limits and devices: values checked by resources.from_options
+    "memory": VALUE, "memory_swap": VALUE, "cpus": VALUE, "cpu_shares": VALUE,
+    "cpuset_cpus": VALUE, "cpuset_mems": VALUE, "pids_limit": VALUE, "device": STRINGS,
+    "cgroupns": STR,
+}
+
+
+def check_types(opts, where=""):
+    """Each option has the type its key wants (a TOML file can hold any),
+    and no string holds a NUL byte (no kernel interface takes one)."""
+    for key, value in opts.items():
+        want = OPTION_TYPES.get(key)
+        if want is None or value is None:
+            continue
+        if want == STRINGS:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            texts = value if ok else []
+        else:
+            ok = isinstance(value, {STR: str, BOOL: bool, INT: int, USER: (str, int),
+                                    VALUE: (str, int, float)}[want]) \
+                and (want == BOOL or not isinstance(value, bool))
+            texts = [value] if isinstance(value, str) else []
+        if not ok:
+            raise PyctrError("%s%s must be %s, not %r" % (where, key, want, value))
+        if any("\0" in t for t in texts):
+            raise PyctrError("%s%s: a NUL byte is not allowed" % (where, key))

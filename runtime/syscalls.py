@@ -5,7 +5,9 @@ way youki swaps its Syscall trait.
 
 Every method raises OSError with the errno on failure.
 """
+import errno
 import os
+import stat
 
 # clone(2)/unshare(2)/setns(2) flags
 CLONE_NEWNS = 0x00020000
@@ -99,11 +101,82 @@ class Syscalls:
     def mkdir(self, path, mode=0o755):
         os.makedirs(path, mode, exist_ok=True)
 
-    def touch(self, path):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    # -- paths inside a container's root --------------------------------
+    # `root` is the host path of the container's "/"; `path` is resolved
+    # below it by the shim (openat2 RESOLVE_IN_ROOT), so a symlink or ".." in
+    # the image can never lead pyctr to a host file. Mounts land on the
+    # resolved fd through /proc/self/fd, as runc does.
+    def open_in_root(self, root, path, flags=os.O_PATH):
+        return self._at_root(root, path, lambda fd, raw: self._lib.pyctr_open_in_root(
+            fd, raw, flags), "open")
 
-    def symlink(self, target, path):
-        os.symlink(target, path)
+    def mkdir_in_root(self, root, path, mode=0o755):
+        os.close(self._at_root(root, path, lambda fd, raw: self._lib.pyctr_mkdir_in_root(
+            fd, raw, mode), "mkdir"))
+
+    def touch_in_root(self, root, path, mode=0o644):
+        os.close(self._at_root(root, path, lambda fd, raw: self._lib.pyctr_touch_in_root(
+            fd, raw, mode), "create"))
+
+    def mount_in_root(self, root, path, source, fstype, flags=0, data=None):
+        # proc and sysfs only on a real directory, never through a symlink
+        # (as runc since CVE-2019-19921): what masks and read-only paths
+        # protect must be where the kernel's files are.
+        kernel_fs = fstype in ("proc", "sysfs")
+        fd = self.open_in_root(root, path, os.O_PATH | (os.O_NOFOLLOW if kernel_fs else 0))
+        try:
+            if kernel_fs and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.ENOTDIR, "mount %s: %s needs a directory, not a symlink "
+                              "or a file" % (path, fstype))
+            try:
+                self.mount(source, "/proc/self/fd/%d" % fd, fstype, flags, data)
+            except OSError as e:
+                raise OSError(e.errno, "mount %s: %s" % (path, os.strerror(e.errno))) from e
+        finally:
+            os.close(fd)
+
+    def symlink_in_root(self, root, target, path):
+        parent, _, name = path.rstrip("/").rpartition("/")
+        fd = self.open_in_root(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.symlink(target, name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def exists_in_root(self, root, path):
+        try:
+            os.close(self.open_in_root(root, path))
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False
+            raise
+        return True
+
+    def locked_flags_in_root(self, root, path):
+        fd = self.open_in_root(root, path)
+        try:
+            return self.locked_flags(fd)
+        finally:
+            os.close(fd)
+
+    def _at_root(self, root, path, call, what):
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return self._check(call(root_fd, path.encode()), "%s %s" % (what, path))
+        finally:
+            os.close(root_fd)
+
+    def mknod_in_root(self, root, path, mode, device, uid, gid):
+        """A device node at `path` inside the root, owned by uid:gid,
+        created relative to its parent (never through a symlink)."""
+        parent, _, name = path.rstrip("/").rpartition("/")
+        fd = self.open_in_root(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.mknod(name, mode, device, dir_fd=fd)
+            os.chmod(name, mode & 0o7777, dir_fd=fd, follow_symlinks=False)  # umask's part
+            os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     def chdir(self, path):
         os.chdir(path)
@@ -138,10 +211,16 @@ class Syscalls:
         for number in self._cap_split(keep)[1]:
             P.prctl(P.PR_CAPBSET_DROP, number)
 
-    def set_capabilities(self, keep):
-        """Permitted, effective and inheritable sets = `keep`."""
-        keep, drop = self._cap_split(keep)
-        self._prctl.set_caps(keep, keep, keep, drop, drop, drop)
+    def set_capabilities(self, effective, permitted, inheritable):
+        """The three per-thread sets, each exactly as given (numbers)."""
+        sets = [self._cap_split(s) for s in (effective, permitted, inheritable)]
+        self._prctl.set_caps(*(keep for keep, _ in sets), *(drop for _, drop in sets))
+
+    def set_ambient(self, caps):
+        """The ambient set = `caps` (each already permitted and inheritable)."""
+        caps = self._cap_split(caps)[0]
+        self._check(self._lib.pyctr_set_ambient(self._ffi.new("int[]", caps), len(caps)),
+                    "set ambient capabilities")
 
     def set_keepcaps(self, on):
         self._prctl.prctl(self._prctl.PR_SET_KEEPCAPS, int(on))
@@ -168,5 +247,6 @@ class Syscalls:
 
     def locked_flags(self, path):
         """nosuid/nodev/noexec as currently set on the mount holding `path`
-        (statvfs's ST_* bits have the same values as the MS_* ones)."""
+        (a path or an fd; statvfs's ST_* bits have the same values as the
+        MS_* ones)."""
         return os.statvfs(path).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)

@@ -1,13 +1,14 @@
 """A recording double of pyctr.syscalls.Syscalls, for unit tests without
 root: every call is appended to .calls as a tuple, and the questions the
-rootfs steps ask (exists? directory?) are answered from .dirs/.files.
+rootfs steps ask (exists? directory?) are answered from .dirs/.files (a
+path inside a root is looked up as the plain string root + path).
 
 Like youki's test double of its Syscall trait, it has exactly the real
 class's methods: a name Syscalls lacks raises AttributeError, so a
 misspelt call fails the unit test instead of being recorded."""
 from pyctr.syscalls import Syscalls
 
-_ANSWERS = ("exists", "is_dir", "locked_flags")
+_ANSWERS = ("exists", "is_dir", "locked_flags", "exists_in_root", "locked_flags_in_root")
 
 
 class RecordingSyscalls:
@@ -31,7 +32,13 @@ class RecordingSyscalls:
     def is_dir(self, path):
         return path in self.dirs
 
+    def exists_in_root(self, root, path):
+        return self.exists(root + path)
+
     def locked_flags(self, path):
+        return 0
+
+    def locked_flags_in_root(self, root, path):
         return 0
 
     def names(self):

@@ -219,9 +219,12 @@ def test_macvlan_across_nodes_and_host_shim(tb):
     assert node_pings(a, ip_a2)
     ok(a, "rm", "-f", "a2")
     ok(b, "rm", "-f", "b1")
-    # the shim stays with the network, like a bridge, until gc finds it unused
+    # the shim stays with the network, like a bridge: gc (crash repair) keeps
+    # it, `net rm` removes it with the network
     assert leftovers(a)["interfaces"] == ["pys-nic0"] and leftovers(a)["leases"] == []
-    assert "interface pys-nic0 (host shim)" in ok(a, "gc").stdout
+    assert ok(a, "gc").stdout == ""
+    assert leftovers(a)["interfaces"] == ["pys-nic0"]
+    ok(a, "net", "rm", "cluster")
     assert leftovers(a) == CLEAN
 
 
@@ -314,6 +317,29 @@ def test_bad_requests_leave_nothing(tb):
     fails(a, "net", "rm", "small", words="in use by container")
 
 
+def test_bad_mac_or_network_file_fails_before_the_container_exists(tb):
+    """Checked before the state entry is made (and so before clone): with
+    the state directory made impossible, the network error is still the one
+    reported, and nothing appears on the node."""
+    a = tb.nodes[0]
+    os.makedirs(a.paths.networks, exist_ok=True)
+    with open(os.path.join(a.paths.networks, "broken.toml"), "w") as f:
+        f.write('subnet = "10.6.0.0/24"\nmtu = "big"\n')
+    os.makedirs(a.paths.root, exist_ok=True)
+    with open(a.paths.containers, "w"):
+        pass  # a file where the containers' directory would be made
+    try:
+        before = links(a)
+        fails(a, "run", "--rm", "--name", "early", "--net=veth:br0", "--mac", "02:00:00:00:00:zz",
+              "busybox", "true", words="malformed MAC")
+        fails(a, "run", "--rm", "--net=broken", "busybox", "true", words="wrong type")
+        fails(a, "run", "--rm", "--net=veth:br0", "--net=macvlan:nic9", "busybox", "true",
+              words="unknown lower device nic9")
+        assert links(a) == before and leases(a) == []
+    finally:
+        os.unlink(a.paths.containers)
+
+
 def test_lower_device_that_is_a_bridge_port_is_refused(tb):
     a = tb.nodes[0]
     cluster_networks(tb, "bridge")
@@ -374,8 +400,9 @@ def test_failed_start_leaves_nothing(tb):
     assert r.returncode == 127, r.stderr
     assert leftovers(a)["interfaces"] == ["pys-nic0"]  # the network's, not the container's
     assert leftovers(a)["leases"] == [] and leftovers(a)["containers"] == []
-    ok(a, "gc")
+    ok(a, "net", "rm", "macvlan:nic0", "veth:br0")  # what the ad-hoc networks made
     assert leftovers(a) == CLEAN
+    assert "br0" not in links(a)
 
 
 def test_kill_9_of_pyctr_then_lease_reclaimed_and_gc_clean(tb):
@@ -419,8 +446,8 @@ def test_gc_removes_a_crashed_attach_leftovers(tb):
     p = stand_in(a)
     script = ("import json, sys; from pyctr import network; from pyctr.paths import Paths; "
               "p = Paths(%r, %r); "
-              "print(json.dumps(network.attach(p, 'standin0001', "
-              "[network.parse('macvlan:nic0,ip=10.77.0.130')], %d)))"
+              "ready = network.prepare(p, [network.parse('macvlan:nic0,ip=10.77.0.130')]); "
+              "print(json.dumps(network.attach(p, 'standin0001', ready, %d)))"
               % (a.paths.root, a.paths.config, p.pid))
     r = a.run([sys.executable, "-c", script])
     assert r.returncode == 0, r.stderr
@@ -428,5 +455,7 @@ def test_gc_removes_a_crashed_attach_leftovers(tb):
     p.kill()
     p.wait()
     out = ok(a, "gc").stdout
-    assert "lease 10.77.0.130" in out and "pys-nic0" in out
+    assert "lease 10.77.0.130" in out and "route 10.77.0.130/32 via host shim pys-nic0" in out
+    assert leftovers(a)["interfaces"] == ["pys-nic0"]  # the network's presence, kept
+    ok(a, "net", "rm", "macvlan:nic0")
     assert leftovers(a) == CLEAN

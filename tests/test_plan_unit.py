@@ -28,7 +28,10 @@ def build(rootdir, **opts):
 def test_defaults_are_what_runc_users_expect(rootdir):
     spec = build(rootdir)
     assert {n.type for n in spec.namespaces} >= {"pid", "ipc", "uts", "mount", "network"}
-    assert "net_admin" not in spec.process.capabilities
+    caps = spec.process.capabilities
+    assert "net_admin" not in caps.bounding
+    assert caps.effective == caps.permitted == caps.bounding  # root, as podman
+    assert caps.inheritable == caps.ambient == ()  # the CVE-2022-29162 pattern is gone
     assert "/proc/kcore" in spec.masked_paths and "/proc/sys" in spec.readonly_paths
     assert spec.process.no_new_privileges
     assert "container=pyctr" in spec.process.env
@@ -37,7 +40,10 @@ def test_defaults_are_what_runc_users_expect(rootdir):
 def test_user_by_name_and_caps(rootdir):
     spec = build(rootdir, user="app", cap_add=["CAP_NET_ADMIN"], cap_drop=["chown"])
     assert (spec.process.uid, spec.process.gid) == (1000, 1001)
-    assert "net_admin" in spec.process.capabilities and "chown" not in spec.process.capabilities
+    caps = spec.process.capabilities
+    assert "net_admin" in caps.bounding and "chown" not in caps.bounding
+    # a non-root user keeps only what --cap-add named, ambient included
+    assert caps.effective == caps.permitted == caps.inheritable == caps.ambient == ("net_admin",)
     with pytest.raises(PyctrError, match="unknown capability"):
         build(rootdir, cap_add=["CAP_FLY"])
     with pytest.raises(PyctrError, match="unknown user"):
@@ -96,7 +102,15 @@ def test_rootfs_plan_order(rootdir):
     assert calls[0] == ("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)
     pivot = calls.index(("pivot_root", ".", "."))
     before, after = calls[:pivot], calls[pivot:]
-    assert all(c[2].startswith("/r") for c in before if c[0] == "mount" and c[2] != "/")
+    # below the new root (itself a host path), every target is resolved inside
+    # it, never as a string
+    assert not [c for c in before if c[0] in ("mount", "mkdir") and c[2] not in ("/", "/r")]
+    in_root = [c for c in before if c[0].endswith("_in_root")]
+    assert in_root and all(c[1] == "/r" for c in in_root)
+    assert ("mkdir_in_root", "/r", "/proc") in before
+    assert ("mount_in_root", "/r", "/dev/null", "/dev/null", None, S.MS_BIND, None) in before
+    assert ("symlink_in_root", "/r", "/proc/self/fd", "/dev/fd") in before
+    assert not [c for c in before if c[1:] == ("/r", "/")]  # a plain rootfs gets no workdir
     assert ("mount", "/dev/null", "/proc/kcore", None, S.MS_BIND, None) in after
     assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", S.MS_RDONLY, None) in after
     remount_ro = S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY
@@ -105,6 +119,13 @@ def test_rootfs_plan_order(rootdir):
     assert ("umount", ".", S.MNT_DETACH) in after  # old root detached
     # /proc/timer_stats does not exist here: masking it must not fail
     assert not any(c[0] == "mount" and c[2] == "/proc/timer_stats" for c in calls)
+
+
+def test_workdir_made_only_in_an_image(rootdir):
+    spec = build(rootdir, workdir="/new/dir")
+    assert ("mkdir_in_root", "/r", "/new/dir") not in rootfs.plan_mounts(spec, "/r")
+    object.__setattr__(spec.root, "image", "busybox")  # as if built from an image
+    assert rootfs.plan_mounts(spec, "/r")[-5] == ("mkdir_in_root", "/r", "/new/dir")
 
 
 def test_overlay_root_when_image(rootdir):

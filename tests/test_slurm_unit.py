@@ -14,6 +14,17 @@ TASK_ENV = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1",
             "SLURM_STEP_NODELIST": "n[1-2]", "PMI_FD": "11", "PMI_RANK": "1", "PMI_SIZE": "3"}
 
 
+@pytest.fixture
+def pmi_env():
+    """TASK_ENV with PMI_FD naming a real socket (pyctr passes only a socket
+    or pipe on), as slurmstepd hands one to each --mpi=pmi2 task."""
+    import socket
+    ours, theirs = socket.socketpair()
+    yield dict(TASK_ENV, PMI_FD=str(theirs.fileno()))
+    ours.close()
+    theirs.close()
+
+
 def build(tmp_path, monkeypatch, environ, **opts):
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir(exist_ok=True)
@@ -52,11 +63,13 @@ def test_malformed_task_environment_is_one_error():
         slurm.task(dict(TASK_ENV, SLURM_STEP_TASKS_PER_NODE="2(xx)"))
 
 
-def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, monkeypatch):
-    spec = build(tmp_path, monkeypatch, TASK_ENV)
+def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, monkeypatch,
+                                                                       pmi_env):
+    spec = build(tmp_path, monkeypatch, pmi_env)
+    fd = int(pmi_env["PMI_FD"])
     env = dict(e.split("=", 1) for e in spec.process.env)
-    assert env["SLURM_PROCID"] == "1" and env["SLURM_JOB_ID"] == "7" and env["PMI_FD"] == "11"
-    assert 11 in spec.process.pass_fds
+    assert env["SLURM_PROCID"] == "1" and env["SLURM_JOB_ID"] == "7" and env["PMI_FD"] == str(fd)
+    assert fd in spec.process.pass_fds
     assert spec.slurm.node_shared
     assert spec.annotations["pyctr.mpi"] == "launched by srun --mpi=pmi2"
     types = [ns.type for ns in spec.namespaces]
@@ -64,13 +77,14 @@ def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, 
     shm = [m for m in spec.mounts if m.destination == "/dev/shm"]
     assert [(m.type, m.source) for m in shm] == [("bind", "/dev/shm")]
     assert slurm.describe(spec.slurm) == (
-        "Slurm task 1 of step 7.0 (--mpi=pmi2), PMI-2 fd 11 passed on, the node's IPC, PID "
-        "and /dev/shm shared by the step's 2 tasks here")
+        "Slurm task 1 of step 7.0 (--mpi=pmi2), PMI-2 fd %d passed on, the node's IPC, PID "
+        "and /dev/shm shared by the step's 2 tasks here" % fd)
 
 
-def test_alone_on_its_node_or_told_otherwise_the_task_is_isolated(tmp_path, monkeypatch):
-    alone = build(tmp_path, monkeypatch, dict(TASK_ENV, SLURM_NODEID="1"))
-    told = build(tmp_path, monkeypatch, TASK_ENV, ipc="private")
+def test_alone_on_its_node_or_told_otherwise_the_task_is_isolated(tmp_path, monkeypatch,
+                                                                  pmi_env):
+    alone = build(tmp_path, monkeypatch, dict(pmi_env, SLURM_NODEID="1"))
+    told = build(tmp_path, monkeypatch, pmi_env, ipc="private")
     for spec in (alone, told):
         assert not spec.slurm.node_shared
         assert {"ipc", "pid"} <= {ns.type for ns in spec.namespaces}

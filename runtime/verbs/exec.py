@@ -6,7 +6,7 @@ from pyctr.errors import PyctrError
 def cmd_exec(paths, argv):
     args = parse_options("exec", "Run CMD in a running container (joins all its namespaces).",
                          [Opt("-e --env", "list", "KEY=VALUE"), Opt("-w --workdir"),
-                          Opt("-u --user", help="UID[:GID]")],
+                          Opt("-u --user", help="UID[:GID] or a name from the container's /etc/passwd")],
                          argv, positionals=("name",), rest="command")
     if args is None:
         return 0
@@ -14,7 +14,9 @@ def cmd_exec(paths, argv):
         raise PyctrError("exec: usage: pyctr exec [OPTIONS] NAME CMD...")
     from pyctr import enter, jsonio
     from pyctr.state import StateStore
-    config = jsonio.loads(StateStore(paths).read_file(args["name"], "config.json"))
+    store = StateStore(paths)
+    config = jsonio.loads(store.read_file(args["name"], "config.json"))
+    root = "/proc/%d/root" % store.load(args["name"]).pid  # -u NAME is looked up there
     process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
-                                        args["user"])
+                                        args["user"], root)
     return enter.enter(paths, args["name"], process)

@@ -72,6 +72,19 @@ def _wait_gone(alive, timeout=5.0):
         time.sleep(0.01)
 
 
+def _live_ids(store):
+    """Ids of the containers whose record exists and is not dead."""
+    live = set()
+    for name in store.names():
+        try:
+            st = store.load(name)
+        except PyctrError:
+            continue
+        if st.process_alive() or st.owner_alive():
+            live.add(st.id)
+    return live
+
+
 def cmd_gc(paths, argv):
     if parse_options("gc", "Remove what crashed pyctr processes left behind. Idempotent.",
                      [], argv) is None:
@@ -94,7 +107,8 @@ def cmd_gc(paths, argv):
         if st.crashed():
             remove(paths, st, force=True)
             removed.append("container %s" % name)
-    from pyctr import images, network
+    from pyctr import cgroups, images, network
+    removed += cgroups.gc(paths, lambda: _live_ids(store))
     removed += network.gc(paths)
     removed += images.gc(paths)
     for item in removed:

@@ -30,6 +30,15 @@ RUN_OPTIONS = [
     Opt("--ip", help="address for the first network, ADDR[/PREFIX]"),
     Opt("--mac", help="MAC address for the first network"),
     Opt("--mtu", "int", "MTU for the first network"),
+    Opt("--cgroupns", help="private (default), host or container:NAME"),
+    Opt("-m --memory", help="memory limit, e.g. 512m"),
+    Opt("--memory-swap", help="memory plus swap limit (-1: unlimited swap)"),
+    Opt("--cpus", help="CPU time, in CPUs (1.5)"),
+    Opt("--cpu-shares", help="relative CPU weight (default 1024)"),
+    Opt("--cpuset-cpus", help="CPUs the container may run on (0-3,6)"),
+    Opt("--cpuset-mems", help="memory nodes the container may use"),
+    Opt("--pids-limit", help="maximum number of processes (-1: unlimited)"),
+    Opt("--device", "list", "HOST[:CONTAINER][:rwm] device node to add and allow"),
 ]
 _NOT_SPEC_KEYS = ("file", "bundle", "target", "command")
 

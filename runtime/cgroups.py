@@ -1,0 +1,620 @@
+"""A container's own cgroup: layout detection, create, attach, limits,
+freeze/thaw, removal and gc.
+
+Layouts (read from /proc/self/mountinfo, never assumed):
+  v1 / hybrid  one hierarchy per controller set under /sys/fs/cgroup/<name>,
+               maybe with a controller-less cgroup2 at /sys/fs/cgroup/unified;
+  v2           the unified tree at /sys/fs/cgroup, controllers in it.
+
+pyctr makes one group per container in EVERY mounted hierarchy (named ones
+too): the container's cgroup namespace is rooted at its groups, so a
+hierarchy left out would show it the host's groups there. A default group is
+
+  <own cgroup>/pyctr/<world>-<id>          limits and device rules
+  <own cgroup>/pyctr/<world>-<id>/ctr      the container's processes
+
+"own cgroup" is pyctr's own in v1 and its parent in v2 (pyctr's own may hold
+processes, and then v2 allows no controllers below it); relative paths
+mean the same for runc. <world> is a hash of the state root, so `gc` of one
+pyctr world never touches another's groups. The processes live one level
+below the limits: a container's root that mounts cgroupfs in a new user and
+cgroup namespace sees `ctr` as its root and cannot raise its own limits
+(cgroup v1 checks only file ownership there). An OCI bundle's
+linux.cgroupsPath is used as it stands, with no `ctr` level.
+
+What `create` made is recorded in the container's state as "cgroup" (see
+Group.record), and `remove`, `freeze`, `thaw` and `gc` work from that record.
+"""
+import os
+
+from pyctr import resources, syscalls
+from pyctr.errors import PyctrError
+from pyctr.spec import Record
+
+ROOT = "/sys/fs/cgroup"
+PARENT = "pyctr"
+LEAF = "ctr"
+
+
+# -- the host's layout ---------------------------------------------------------
+
+class Hierarchy(Record):
+    """One mounted cgroup hierarchy. name: its directory under /sys/fs/cgroup
+    (memory, cpu,cpuacct, systemd, unified; "" for a v2-only host); options:
+    what mounts it again (cgroup -o OPTIONS); own: pyctr's cgroup in it."""
+    __slots__ = ("name", "version", "mountpoint", "mount_root", "options", "controllers", "own")
+
+    def host_dir(self, cgroup_path):
+        """The directory of `cgroup_path` (as /proc/PID/cgroup shows it)."""
+        relative = cgroup_path
+        if self.mount_root != "/" and (cgroup_path + "/").startswith(self.mount_root + "/"):
+            relative = cgroup_path[len(self.mount_root):]
+        return self.mountpoint + "/" + relative.strip("/") if relative.strip("/") \
+            else self.mountpoint
+
+
+class Layout(Record):
+    __slots__ = ("hierarchies",)
+
+    @property
+    def v2_only(self):
+        return len(self.hierarchies) == 1 and self.hierarchies[0].version == 2
+
+    def controller(self, name):
+        """The hierarchy that has controller `name`, or None."""
+        for h in self.hierarchies:
+            if name in h.controllers:
+                return h
+        return None
+
+
+def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
+    """The cgroup hierarchies mounted under /sys/fs/cgroup, each with pyctr's
+    own group in it. v2 controllers are those cgroup.controllers offers.
+
+    `ip netns exec` (how simulated cluster nodes run pyctr) mounts a fresh
+    /sys without them. In such a mount namespace pyctr mounts the
+    hierarchies PID 1 has, where PID 1 has them (a v1 mount with the same
+    options is the same hierarchy), under a lock, since the processes of one
+    `mpirun` share the namespace."""
+    own = {}
+    with open(cgroup) as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            own[controllers or ""] = path
+    mounts = _mounts(mountinfo)
+    if mountinfo == "/proc/self/mountinfo" and (not mounts or MOUNT_SOURCE in (
+            m[4] for m in mounts if m[2] == ROOT)):
+        mounts = _mount_as_init(mountinfo)
+    hierarchies = {}
+    for fstype, key, mountpoint, mount_root, _ in mounts:
+        if key in hierarchies or key not in own or fstype == "tmpfs":
+            continue  # a second mount of the same hierarchy
+        h = Hierarchy(name=mountpoint[len(ROOT) + 1:], version=2 if fstype == "cgroup2" else 1,
+                      mountpoint=mountpoint, mount_root=mount_root, options=key,
+                      controllers=set(key.split(",")) if key else set(), own=own[key])
+        if h.version == 2:  # what the parent of pyctr's parent group offers
+            h.controllers = set(_read(os.path.dirname(_default_parent(h)),
+                                      "cgroup.controllers", "").split())
+        hierarchies[key] = h
+    if not hierarchies:
+        raise PyctrError("no cgroup hierarchy is mounted under %s" % ROOT)
+    return Layout(hierarchies=sorted(hierarchies.values(), key=lambda h: h.name))
+
+
+MOUNT_SOURCE = "pyctr-cgroup"  # marks the mounts _mount_as_init made
+
+
+def _mount_as_init(mountinfo):
+    """Mount what PID 1 has under /sys/fs/cgroup and this namespace lacks;
+    returns the mounts then here."""
+    import fcntl
+    try:
+        wanted = _mounts("/proc/1/mountinfo")
+    except OSError:
+        return []
+    lock = os.open("/sys/fs", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = {m[2] for m in _mounts(mountinfo)}
+        syscall = syscalls.Syscalls()
+        flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+        for fstype, key, mountpoint, _, _ in wanted:
+            if mountpoint not in have:
+                os.makedirs(mountpoint, exist_ok=True)
+                syscall.mount(MOUNT_SOURCE, mountpoint, fstype, flags,
+                              "mode=755" if fstype == "tmpfs" else key or None)
+        return _mounts(mountinfo)
+    except OSError as e:
+        raise PyctrError("no cgroup hierarchy is mounted under %s, and mounting PID 1's "
+                         "failed: %s" % (ROOT, e.strerror)) from e
+    finally:
+        os.close(lock)  # and with it the lock
+
+
+def _mounts(mountinfo):
+    """[(fstype, hierarchy key, mountpoint, mount root, source)] of the cgroup
+    mounts under /sys/fs/cgroup, and of a tmpfs at /sys/fs/cgroup itself."""
+    mounts = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            fstype, source = fields[dash + 1], fields[dash + 2]
+            mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+            if fstype == "tmpfs" and mountpoint == ROOT:
+                mounts.append((fstype, None, mountpoint, mount_root, source))
+            elif fstype in ("cgroup", "cgroup2") and mountpoint.startswith(ROOT + "/") or \
+                    fstype == "cgroup2" and mountpoint == ROOT:
+                names = [o for o in fields[dash + 3].split(",")
+                         if o in V1_CONTROLLERS or o.startswith("name=")]
+                key = ",".join(names) if fstype == "cgroup" else ""
+                mounts.append((fstype, key, mountpoint, mount_root, source))
+    return mounts
+
+
+# Order as /proc/cgroups lists them; the mount options name them the same way.
+V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer",
+                  "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc")
+
+
+def _unescape(text):
+    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+        .replace("\\134", "\\")
+
+
+def _read(directory, name, default=None):
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return f.read().strip()
+    except OSError:
+        if default is None:
+            raise
+        return default
+
+
+def _write(directory, name, value):
+    path = os.path.join(directory, name)
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise PyctrError("cannot write %s to %s: %s" % (value, path, e.strerror)) from e
+
+
+# -- one container's group ----------------------------------------------------------
+
+class Group:
+    """The directories of one container's cgroup: `dirs` maps a hierarchy's
+    name to the group that holds the limits; processes go into `leaf` below
+    each (or into the group itself when leaf is "")."""
+
+    def __init__(self, dirs, leaf, version, path, limits=None):
+        self.dirs, self.leaf, self.version, self.path = dirs, leaf, version, path
+        self.limits = limits or {}
+
+    def record(self):
+        """What the container's state keeps as "cgroup" (limits: for inspect)."""
+        return {"path": self.path, "version": self.version, "leaf": self.leaf,
+                "dirs": dict(self.dirs), "limits": dict(self.limits)}
+
+    @classmethod
+    def from_record(cls, record, reach=True):
+        """The group a container's state names. reach: make sure its
+        hierarchies are mounted here (see detect: a later `ip netns exec
+        pyctr ...` needs them again)."""
+        if not isinstance(record, dict) or not isinstance(record.get("dirs"), dict):
+            return None
+        group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
+                    record.get("path"), record.get("limits"))
+        if reach:
+            try:
+                detect()
+            except (OSError, PyctrError):
+                pass  # then there is nothing this process can reach or remove
+        return group
+
+    def process_dirs(self):
+        return [os.path.join(d, self.leaf) if self.leaf else d for d in self.dirs.values()]
+
+    def attach(self, pid):
+        """Move `pid` (the container's init, before it runs anything) in."""
+        for directory in self.process_dirs():
+            _write(directory, "cgroup.procs", pid)
+
+    def pids(self):
+        found = set()
+        for directory in self.dirs.values():
+            for top, _, _ in os.walk(directory):
+                found.update(int(p) for p in _read(top, "cgroup.procs", "").split())
+        return found
+
+    def kill(self):
+        """SIGKILL everything in the group (what --pid=host may leave)."""
+        v2 = self.dirs.get("unified", self.dirs.get(""))
+        if self.version == 2 and v2 and os.path.exists(os.path.join(v2, "cgroup.kill")):
+            _write(v2, "cgroup.kill", 1)
+            return
+        frozen = self.freeze(quiet=True)  # no fork can escape between read and kill
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if frozen:
+                self.thaw()
+
+    def remove(self):
+        """Remove the directories, first killing whatever is left in them.
+        True when all are gone. Never raises: cleanup goes on to the other
+        records."""
+        if not _safe(self):
+            return False
+        if self._rmdir_all(list(self.process_dirs()) + list(self.dirs.values())):
+            return True  # the usual case: the container's processes are gone
+        import time
+        try:
+            self.kill()
+        except (OSError, PyctrError):
+            pass
+        deadline = time.monotonic() + 2.0
+        while not self._rmdir_all(self._removal_order()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)  # killed processes are still exiting
+        return True
+
+    @staticmethod
+    def _rmdir_all(directories):
+        done = True
+        for directory in directories:
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False  # busy, or holds groups the container made
+        return done
+
+    def _removal_order(self):
+        order = []
+        for directory in self.dirs.values():
+            # children first: the leaf, and anything the container made in it
+            nested = [top for top, _, _ in os.walk(directory)]
+            order += sorted(nested, key=len, reverse=True)
+        return order
+
+    # -- freezer (OCI pause/resume) --
+    def _freezer(self):
+        if self.version == 2:
+            return self.dirs.get("unified", self.dirs.get("")), "cgroup.freeze"
+        return self.dirs.get("freezer"), "freezer.state"
+
+    def freeze(self, quiet=False):
+        """Stop every process of the container; returns once they are stopped."""
+        import time
+        directory, name = self._freezer()
+        if not directory or not os.path.exists(os.path.join(directory, name)):
+            if quiet:
+                return False
+            raise PyctrError("this host's cgroups have no freezer")
+        _write(directory, name, "1" if self.version == 2 else "FROZEN")
+        deadline = time.monotonic() + 5.0
+        while not self._frozen(directory):
+            if time.monotonic() > deadline:
+                self.thaw()
+                raise PyctrError("container did not freeze within 5 s")
+            time.sleep(0.001)
+        return True
+
+    def thaw(self):
+        directory, name = self._freezer()
+        if directory:
+            _write(directory, name, "0" if self.version == 2 else "THAWED")
+
+    def _frozen(self, directory):
+        if self.version == 2:
+            return "frozen 1" in _read(directory, "cgroup.events", "").splitlines()
+        return _read(directory, "freezer.state", "") == "FROZEN"
+
+
+def _safe(group):
+    """A recorded group is acted on only if each dir is below a cgroup
+    mount (never a mount's root): records are files, and a damaged one must
+    not make pyctr kill the host's processes."""
+    for directory in group.dirs.values():
+        if not isinstance(directory, str) or not directory.startswith(ROOT + "/") \
+                or os.path.ismount(directory) \
+                or {"..", ".", ""} & set(directory[1:].split("/")):
+            return False
+    return True
+
+
+def world_tag(paths):
+    """8 hex digits naming a pyctr world (its state root). CRC-32: hashlib
+    alone would add 15 ms to every `pyctr run`."""
+    import zlib
+    return "%08x" % zlib.crc32(os.path.realpath(paths.root).encode())
+
+
+def _default_parent(h):
+    own = h.own if h.version == 1 else os.path.dirname(h.own.rstrip("/")) or "/"
+    return h.host_dir(own) + "/" + PARENT
+
+
+def create(paths, container_id, res, layout=None):
+    """Make the container's group in every hierarchy, with its limits and
+    device policy; returns a Group to attach the container's init to.
+    On failure nothing is left and a PyctrError says why."""
+    layout = layout or detect()
+    _check_host(res, layout)
+    if res.path:
+        rel = res.path if res.path.startswith("/") else None
+        dirs = {h.name: (h.mountpoint + rel) if rel else
+                _default_parent(h)[:-len(PARENT)] + res.path for h in layout.hierarchies}
+        leaf, path = "", res.path
+    else:
+        name = "%s-%s" % (world_tag(paths), container_id)
+        dirs = {h.name: _default_parent(h) + "/" + name for h in layout.hierarchies}
+        leaf, path = LEAF, "%s/%s" % (PARENT, name)
+    group = Group(dirs, leaf, 2 if layout.v2_only else 1, path, res.limits())
+    made = []  # undone, leaf first, if a later step fails; nothing runs in them yet
+    try:
+        for h in layout.hierarchies:
+            _make_group(h, dirs[h.name], res, layout, group, made)
+    except BaseException:
+        for directory in reversed(made):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+        raise
+    return group
+
+
+def _check_host(res, layout):
+    """What the host must offer for the limits asked (before clone)."""
+    wanted = [c for c, _, _ in resources.limit_files(res, 2)]
+    for controller in dict.fromkeys(wanted):
+        if not layout.controller(controller):
+            raise PyctrError("the %s limits need the %s cgroup controller, which this host "
+                             "does not offer" % (controller, controller))
+    cpuset = layout.controller("cpuset")
+    if res.cpuset_cpus is not None:
+        available = resources.expand_cpu_list(_read(cpuset.host_dir(cpuset.own),
+                                          "cpuset.effective_cpus", "") or
+                                    _read(cpuset.host_dir(cpuset.own), "cpuset.cpus", ""))
+        missing = resources.expand_cpu_list(res.cpuset_cpus) - available
+        if available and missing:
+            raise PyctrError("--cpuset-cpus %s: CPU %s not available (this host offers %s)"
+                             % (res.cpuset_cpus, ",".join(map(str, sorted(missing))),
+                                ",".join(map(str, sorted(available)))))
+
+
+def _make_group(h, directory, res, layout, group, made):
+    parent = os.path.dirname(directory)
+    _make_parents(h, parent, layout)
+    try:
+        os.mkdir(directory, 0o755)
+        made.append(directory)
+    except FileExistsError as e:
+        if not group.leaf:  # an engine's path: reuse it if empty, as runc does
+            if _read(directory, "cgroup.procs", ""):
+                raise PyctrError("cgroup %s is in use" % directory) from e
+        else:
+            raise PyctrError("cgroup %s exists already" % directory) from e
+    except OSError as e:
+        raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
+    _limit(h, directory, res)
+    from pyctr import devices
+    if "devices" in h.controllers:
+        devices.apply_v1(directory, devices.policy(res))
+    elif h.version == 2 and not layout.controller("devices"):
+        devices.apply_bpf(directory, devices.policy(res))
+    if group.leaf:
+        # The same limits again where the container can see them (a JVM
+        # sizes its heap from them); the group above enforces them. The
+        # leaf copies the v1 device rules and runs the v2 program above it.
+        leaf = os.path.join(directory, group.leaf)
+        os.mkdir(leaf, 0o755)
+        made.append(leaf)
+        _limit(h, leaf, res)
+
+
+def _limit(h, directory, res):
+    if "cpuset" in h.controllers and h.version == 1:
+        _inherit_cpuset(directory)
+    if h.version == 2:
+        wanted = {c for c, _, _ in resources.limit_files(res, 2)} & h.controllers
+        if wanted:
+            _enable(os.path.dirname(directory), wanted, h)
+    for controller, name, value in resources.limit_files(res, h.version, memsw=_memsw(h)):
+        if name == "memory.swap.max" and res.memory_swap is None and not os.path.exists(
+                os.path.join(directory, name)):
+            continue  # swap not asked for, and this kernel has none to limit
+        if controller in h.controllers:
+            _write(directory, name, value)
+
+
+def _memsw(h):
+    return os.path.exists(os.path.join(h.mountpoint, "memory.memsw.limit_in_bytes"))
+
+
+def _controllers(directory):
+    return set(_read(directory, "cgroup.controllers", "").split())
+
+
+def _make_parents(h, parent, layout):
+    """mkdir -p for the parents, each v1 cpuset one given its parent's CPUs
+    and memory nodes (an empty cpuset takes no processes)."""
+    missing = []
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            pass
+    if "cpuset" in h.controllers and h.version == 1:
+        for directory in reversed(missing or [parent]):
+            _inherit_cpuset(directory)
+
+
+def _inherit_cpuset(directory):
+    parent = os.path.dirname(directory)
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not _read(directory, name, ""):
+            _write(directory, name, _read(parent, name, ""))
+
+
+def _enable(parent, controllers, h):
+    """v2: controllers reach a group only through every ancestor's
+    cgroup.subtree_control, from the mount's root down."""
+    chain = []
+    directory = parent
+    while directory.startswith(h.mountpoint):
+        chain.append(directory)
+        if directory == h.mountpoint:
+            break
+        directory = os.path.dirname(directory)
+    for directory in reversed(chain):
+        enabled = set(_read(directory, "cgroup.subtree_control", "").split())
+        todo = controllers - enabled
+        if todo:
+            _write(directory, "cgroup.subtree_control", " ".join("+" + c for c in sorted(todo)))
+
+
+# -- the container's view: /sys/fs/cgroup inside -------------------------------
+
+def view(layout, group, namespaced):
+    """What the child mounts at /sys/fs/cgroup: (namespaced, [(name, fstype,
+    options, host dir)]). In its own cgroup namespace it mounts cgroupfs
+    afresh, which shows its groups as the roots; otherwise it binds its
+    groups' directories (as runc does)."""
+    entries = []
+    for h in layout.hierarchies:
+        if group:
+            directory = group.dirs[h.name]
+            directory = os.path.join(directory, group.leaf) if group.leaf else directory
+        else:
+            directory = h.host_dir(h.own)
+        entries.append((h.name, "cgroup2" if h.version == 2 else "cgroup", h.options or None,
+                        directory))
+    return namespaced, entries
+
+
+def mount_view(syscall, root, dest, flags, view):
+    """The rootfs step for a "cgroup" mount at `dest` inside `root` (runs
+    in the child, before pivot_root): read-only, as the mount's options say
+    (OCI default: ro). Every path is resolved inside the root."""
+    namespaced, entries = view
+    locked = flags | syscalls.MS_BIND | syscalls.MS_REMOUNT
+
+    def one(fstype, options, directory, where):
+        if namespaced:
+            syscall.mount_in_root(root, where, fstype, fstype, flags, options)
+        else:
+            syscall.mount_in_root(root, where, directory, None, syscalls.MS_BIND, None)
+            syscall.mount_in_root(root, where, None, None, locked, None)
+
+    if len(entries) == 1 and entries[0][0] == "":  # a v2-only host
+        one(*entries[0][1:], dest)
+        return
+    syscall.mount_in_root(root, dest, "tmpfs", "tmpfs", flags & ~syscalls.MS_RDONLY, "mode=755")
+    for name, fstype, options, directory in entries:
+        syscall.mkdir_in_root(root, dest + "/" + name)
+        one(fstype, options, directory, dest + "/" + name)
+        for alias in name.split(",") if "," in name else ():
+            # cpu -> cpu,cpuacct as on the host
+            syscall.symlink_in_root(root, name, dest + "/" + alias)
+    if flags & syscalls.MS_RDONLY:
+        syscall.mount_in_root(root, dest, None, None, locked, None)
+
+
+# -- what other verbs call -----------------------------------------------------------
+
+def remove(state):
+    """Remove the group a ContainerState names (idempotent)."""
+    group = Group.from_record(state.cgroup)
+    return group.remove() if group else True
+
+
+def freeze(state):
+    """OCI pause: stop every process of the container (a ContainerState)."""
+    group = Group.from_record(state.cgroup)
+    if not group:
+        raise PyctrError("container %s has no cgroup to freeze" % state.name)
+    group.freeze()
+
+
+def thaw(state):
+    """OCI resume."""
+    group = Group.from_record(state.cgroup)
+    if not group:
+        raise PyctrError("container %s has no cgroup to thaw" % state.name)
+    group.thaw()
+
+
+def open_procs(state):
+    """`pyctr exec`: the container's cgroup.procs files, opened before it
+    joins the container's namespaces (the kernel checks a write against
+    the opener's cgroup namespace)."""
+    group = Group.from_record(state.cgroup)
+    if not group or not _safe(group):
+        return []
+    fds = []
+    try:
+        for directory in group.process_dirs():
+            fds.append(os.open(os.path.join(directory, "cgroup.procs"),
+                               os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as e:
+        close(fds)
+        raise PyctrError("cannot join the container's cgroup %s: %s"
+                         % (group.path, e.strerror)) from e
+    return fds
+
+
+def join(fds):
+    """In the forked process: move itself into the container's groups."""
+    for fd in fds:
+        os.write(fd, b"0")
+
+
+def close(fds):
+    for fd in fds:
+        os.close(fd)
+
+
+def gc(paths, live_ids, layout=None):
+    """Remove this world's default groups whose container is not among
+    live_ids() (ids of records that exist and are alive), called once the
+    groups are listed: a group is made after its record, so a container
+    created meanwhile is counted live. Returns what it removed, for
+    `pyctr gc` to print."""
+    try:
+        layout = layout or detect()
+    except (OSError, PyctrError):
+        return []
+    prefix = world_tag(paths) + "-"
+    found = {}
+    for h in layout.hierarchies:
+        parent = _default_parent(h)
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix) and os.path.isdir(os.path.join(parent, name)):
+                found.setdefault(name, {})[h.name] = os.path.join(parent, name)
+    live = live_ids()
+    removed = []
+    for name, dirs in sorted(found.items()):
+        if name[len(prefix):] in live:
+            continue
+        group = Group(dirs, LEAF, 2 if layout.v2_only else 1, "%s/%s" % (PARENT, name))
+        if group.remove():
+            removed.append("cgroup %s" % group.path)
+    return removed
