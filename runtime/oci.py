@@ -6,6 +6,7 @@ spec allows. Malformed input is one clear line naming the field.
 import json
 import os
 
+from pyctr import seccomp
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 
@@ -85,6 +86,7 @@ def from_config(config, bundle):
         readonly_paths=list(linux.get("readonlyPaths") or []),
         annotations=dict(config.get("annotations") or {}),
     )
+    spec.seccomp = seccomp.for_bundle(linux, spec.process.capabilities)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
     return spec

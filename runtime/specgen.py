@@ -10,12 +10,14 @@ Keys, all optional but `target` and `command`:
   read_only, remove, detach, init, userns (bool), preserve_fds (int)
   cap_add, cap_drop list of capability names (chown or CAP_CHOWN; ALL)
   pid, ipc, uts, net_ns   "private" (default), "host" or "container:NAME"
+  security_opt      list: seccomp=unconfined or seccomp=FILE.json
   net               list of --net values: none, host, container:NAME,
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
 """
 import os
 
+from pyctr import seccomp
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 from pyctr.state import check_name
@@ -59,6 +61,7 @@ def build(paths, opts):
         init=bool(opts.get("init")),
     )
     _mpi_launch(spec)
+    spec.seccomp = seccomp.for_run(paths, opts.get("security_opt"), spec.process.capabilities)
     for fd in range(3, 3 + spec.process.preserve_fds):
         try:
             os.fstat(fd)
@@ -318,4 +321,4 @@ def load_toml(path):
 KNOWN_KEYS = frozenset((
     "target", "command", "name", "hostname", "workdir", "user", "env", "env_file", "volumes",
     "tmpfs", "read_only", "remove", "detach", "init", "userns", "preserve_fds", "cap_add",
-    "cap_drop", "pid", "ipc", "uts", "net_ns", "net", "ip", "mac", "mtu"))
+    "cap_drop", "pid", "ipc", "uts", "net_ns", "net", "ip", "mac", "mtu", "security_opt"))

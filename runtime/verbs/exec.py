@@ -17,4 +17,5 @@ def cmd_exec(paths, argv):
     config = jsonio.loads(StateStore(paths).read_file(args["name"], "config.json"))
     process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
                                         args["user"])
-    return enter.enter(paths, args["name"], process)
+    from pyctr import seccomp
+    return enter.enter(paths, args["name"], process, seccomp=seccomp.for_exec(paths, config))
