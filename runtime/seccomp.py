@@ -114,10 +114,10 @@ def for_exec(paths, config):
 
 
 def _read_json(path):
-    from pyctr import jsonio
+    import json  # not jsonio: its scanner has no error message for bad JSON
     try:
         with open(path, "rb") as f:
-            return jsonio.loads(f.read().decode())
+            return json.loads(f.read().decode())
     except OSError as e:
         raise PyctrError("seccomp profile %s: %s" % (path, e.strerror)) from e
     except ValueError as e:  # UnicodeDecodeError too

@@ -8,8 +8,11 @@
  *                            can (bad pointer, bad flags), so EPERM is the
  *                            filter's answer.
  *   probe keyring            the id of this process's session keyring
+ *   probe int80 NR           x86 only: syscall NR through the 32-bit ABI
+ *                            (int 0x80) with zero arguments: "int80 ERRNO"
  *   probe race SECS DEV INO MARKER DIR
- *                            for up to SECS seconds, try to open
+ *                            until DIR/stop exists (at most SECS seconds),
+ *                            try to open
  *                            /proc/PID/{exe,environ,fd} of every other
  *                            process; a "leak" is an exe that is the file
  *                            DEV:INO (the host's interpreter) or pyctr-init,
@@ -143,8 +146,10 @@ static int race(double secs, unsigned long dev, unsigned long ino, const char *m
     snprintf(progress, sizeof(progress), "%s/progress", dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", progress);
     pid_t self = getpid();
+    char stop[4096];
+    snprintf(stop, sizeof(stop), "%s/stop", dir);
     double end = now() + secs;
-    while (now() < end) {
+    while (now() < end && access(stop, F_OK) != 0) {
         DIR *proc = opendir("/proc");
         struct dirent *de;
         while (proc && (de = readdir(proc))) {
@@ -218,9 +223,17 @@ int main(int argc, char **argv)
         printf("%ld\n", id);
         return 0;
     }
+#if defined(__x86_64__)
+    if (argc == 3 && !strcmp(argv[1], "int80")) {
+        long ret, nr = atol(argv[2]);
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(0), "c"(0), "d"(0) : "memory");
+        printf("int80 %ld\n", ret < 0 && ret > -4096 ? -ret : 0);
+        return 0;
+    }
+#endif
     if (argc == 7 && !strcmp(argv[1], "race"))
         return race(atof(argv[2]), strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10),
                     argv[5], argv[6]);
-    fprintf(stderr, "usage: probe try NAME... | keyring | race SECS DEV INO MARKER DIR\n");
+    fprintf(stderr, "usage: probe try NAME... | keyring | int80 NR | race SECS DEV INO MARKER DIR\n");
     return 2;
 }
