@@ -380,9 +380,8 @@ def compile_profile(profile, where):
     """Compile with libseccomp; sets and returns profile (its .program)."""
     from pyctr._shim import ffi, lib
 
-    def fail(what, err=None):
-        err = err or ffi.errno
-        return PyctrError("%s: %s: %s" % (where, what, os.strerror(err)), err)
+    def fail(what):
+        return PyctrError("%s: %s" % (where, what), ffi.errno)  # str() adds strerror
 
     default = action_value(profile.default_action, profile.default_errno)
     ctx = lib.pyctr_seccomp_new(default)
