@@ -78,6 +78,8 @@ def for_run(paths, security_opts, capabilities):
     """`--security-opt` values (and the container's capabilities, which the
     default profile depends on) -> a compiled Seccomp, or None (unconfined)."""
     choice = None
+    if isinstance(security_opts, str):  # a TOML job may give one as a string
+        security_opts = [security_opts]
     for opt in security_opts or []:
         key, sep, value = str(opt).partition("=")
         if key != "seccomp" or not value:
