@@ -85,17 +85,17 @@ class Syscalls:
         processes cannot open its /proc/PID/exe (the host's interpreter),
         environ or fd (runc's CVE-2019-5736). The parent gets its setting
         back; the workload's execve makes it dumpable again."""
-        P = self._prctl
-        was = int(P.prctl(P.PR_GET_DUMPABLE))
+        prctl = self._prctl
+        was = int(prctl.prctl(prctl.PR_GET_DUMPABLE))
         if hide:
-            P.prctl(P.PR_SET_DUMPABLE, 0)
+            prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
         try:
             pid = start()
         except BaseException:
-            P.prctl(P.PR_SET_DUMPABLE, was)
+            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
             raise
         if pid:
-            P.prctl(P.PR_SET_DUMPABLE, was)
+            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
         return pid
 
     def set_dumpable(self, on):
