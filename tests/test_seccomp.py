@@ -312,3 +312,25 @@ def test_security_opt_values():
     with pytest.raises(PyctrError, match="unsupported --security-opt"):
         seccomp.for_run(Paths(root="/nonexistent"), ["label=disable"], [])
     assert not os.path.exists("/nonexistent")
+
+
+# -- where the child loads the filter (recording syscalls, no root) ---------------
+def test_filter_goes_with_execve_or_before_the_capabilities_drop():
+    from fakes import RecordingSyscalls
+    from pyctr.child import exec_workload, prepare_process
+    profile = seccomp.Seccomp(default_action="SCMP_ACT_ALLOW", program=b"\0" * 8)
+    for no_new_privileges in (True, False):
+        proc = spec.Process(args=["/bin/true"], no_new_privileges=no_new_privileges)
+        fake = RecordingSyscalls()
+        prepare_process(proc, fake, seccomp=profile)
+        exec_workload(proc, ["PATH=/bin"], fake, channel=None, seccomp=profile)
+        names = fake.names()
+        assert names[0] == "join_session_keyring"  # before the ids change
+        execve = fake.calls[-1]
+        assert execve[:2] == ("execve", "/bin/true")
+        if no_new_privileges:
+            # In the same C call as execve: nothing of pyctr runs under it.
+            assert "seccomp_load" not in names and execve[4] == profile.program
+        else:
+            # The kernel then wants CAP_SYS_ADMIN: before the capabilities go.
+            assert names[1:3] == ["seccomp_load", "drop_bounding"] and execve[4] == b""
