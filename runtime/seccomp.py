@@ -81,7 +81,7 @@ def for_run(paths, security_opts, capabilities):
     if isinstance(security_opts, str):  # a TOML job may give one as a string
         security_opts = [security_opts]
     for opt in security_opts or []:
-        key, sep, value = str(opt).partition("=")
+        key, _, value = str(opt).partition("=")
         if key != "seccomp" or not value:
             raise PyctrError("unsupported --security-opt %r: pyctr knows seccomp=unconfined "
                              "and seccomp=FILE.json" % opt)
@@ -137,7 +137,7 @@ def default_profile(capabilities, machine=None, kernel=None):
         lines = f.read().splitlines()
     arches, rules = {}, []
     header = names = None
-    for number, line in enumerate(lines, 1):
+    for line in lines:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
