@@ -1,14 +1,15 @@
 /* pyctr-init: the PID 1 of a container run with --init.
  *
- *   pyctr-init REPORT_FD TAG PATH ARGV0 [ARG...]
+ *   PYCTR_INIT_REPORT=FD:TAG PYCTR_INIT_PATH=PATH pyctr-init -- ARGV0 [ARG...]
  *
- * Forks the workload (execve PATH with ARGV0 ARG... and this environment),
+ * Forks the workload (execve PATH with ARGV0 ARG... and this environment
+ * less the two PYCTR_INIT_ variables, which keep `ps` tidy),
  * forwards HUP INT QUIT TERM USR1 USR2 WINCH to it, reaps every child that
  * ends up here, and exits with the workload's code (128+N if signal N
  * killed it).
  *
  * If the workload cannot be exec'd, its process writes one report to
- * REPORT_FD, as pyctr's own child does (pyctr.sync): TAG, then
+ * FD, as pyctr's own child does (pyctr.sync): TAG, then
  * "exec\0ERRNO\0ARGV0: why", in one write. The fd is close-on-exec in the
  * workload and closed here right after fork, so pyctr sees end-of-file
  * when the exec succeeded.
@@ -61,13 +62,23 @@ int main(int argc, char **argv)
     /* Before anything else: while it is dumpable, a process of the
      * container could open /proc/1/exe and /proc/1/fd. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if (argc < 5) {
-        fprintf(stderr, "usage: pyctr-init REPORT_FD TAG PATH ARGV0 [ARG...]\n");
+    const char *channel = getenv("PYCTR_INIT_REPORT"), *path = getenv("PYCTR_INIT_PATH");
+    const char *colon = channel ? strchr(channel, ':') : NULL;
+    if (argc < 3 || strcmp(argv[1], "--") || !colon || !path) {
+        fprintf(stderr, "usage: PYCTR_INIT_REPORT=FD:TAG PYCTR_INIT_PATH=PATH "
+                        "pyctr-init -- ARGV0 [ARG...]\n");
         return 125;
     }
-    int report_fd = atoi(argv[1]);
-    const char *tag = argv[2], *path = argv[3];
-    char **child_argv = argv + 4;
+    int report_fd = atoi(channel);
+    char tag[16];
+    snprintf(tag, sizeof(tag), "%s", colon + 1);
+    char *path_copy = strdup(path);
+    if (path_copy == NULL)
+        return 125;
+    path = path_copy;
+    unsetenv("PYCTR_INIT_REPORT");
+    unsetenv("PYCTR_INIT_PATH");
+    char **child_argv = argv + 2;
 
     sigset_t set, old;
     sigemptyset(&set);

@@ -135,7 +135,8 @@ def exec_workload(proc, env_list, sys, channel, seccomp=None, init=-1):
     argv, step = proc.args, "exec"
     if init >= 0:
         os.set_inheritable(channel.child_fd, True)
-        argv, step = reaper.argv(channel.child_fd, path, proc.args), "start pyctr-init"
+        (argv, env), step = reaper.command(channel.child_fd, path, proc.args, env), \
+            "start pyctr-init"
     program = seccomp.program if seccomp and proc.no_new_privileges else b""
     try:
         sys.execve(path, argv, env, program, init)

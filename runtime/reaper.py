@@ -46,6 +46,8 @@ def load():
     return fd
 
 
-def argv(report_fd, path, args):
-    """pyctr-init's command line (see csrc/init.c)."""
-    return ["pyctr-init", str(report_fd), REPORT_TAG, path] + list(args)
+def command(report_fd, path, args, env):
+    """pyctr-init's argv and environment (see csrc/init.c) for the workload
+    `args`, exec'd from `path`, with `env` (a dict)."""
+    env = dict(env, PYCTR_INIT_REPORT="%d:%s" % (report_fd, REPORT_TAG), PYCTR_INIT_PATH=path)
+    return ["pyctr-init", "--"] + list(args), env
