@@ -76,6 +76,15 @@ def test_kernel_interfaces_blocked(pyctr, probe):
 
 
 @root_only
+def test_userns_container_filtered_too(pyctr, probe):
+    """--userns makes container root unprivileged on the host; the filter
+    holds in there all the same (no nested user namespace, no keyring)."""
+    names = ["keyctl", "add_key", "mount", "unshare_user", "clone_user", "bpf", "userfaultfd"]
+    assert calls(pyctr, probe, names, "--userns") == dict.fromkeys(names, errno.EPERM)
+    assert calls(pyctr, probe, ["fork", "inet"], "--userns") == {"fork": 0, "inet": 0}
+
+
+@root_only
 def test_clone3_fails_with_enosys_so_libc_falls_back(pyctr, probe):
     result = calls(pyctr, probe, ["clone3", "fork"])
     assert result == {"clone3": errno.ENOSYS, "fork": 0}
