@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
 
-BASE="python3 python3-venv python3-dev gcc libcap-dev iproute2 busybox-static procps"
+BASE="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev iproute2 busybox-static procps"
 EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples

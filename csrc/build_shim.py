@@ -19,6 +19,7 @@ ffibuilder.set_source(
     '#include "shim.h"',
     sources=["csrc/shim.c"],  # relative: setuptools rejects absolute paths
     include_dirs=["csrc"],
+    libraries=["seccomp"],
     extra_compile_args=["-O2", "-Wall"],
 )
 

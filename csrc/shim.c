@@ -8,6 +8,10 @@
 #include <sys/stat.h>
 #include <linux/bpf.h>
 #include <stdlib.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -331,3 +335,100 @@ int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *ru
     errno = saved;
     return rc;
 }
+static int load_filter(const void *filter, size_t filter_len)
+{
+    struct sock_fprog prog = {
+        .len = (unsigned short)(filter_len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)filter,
+    };
+    if (filter_len % sizeof(struct sock_filter) || prog.len * sizeof(struct sock_filter) != filter_len) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+int pyctr_seccomp_load(const void *filter, size_t filter_len)
+{
+    return load_filter(filter, filter_len);
+}
+
+int pyctr_exec(int fd, const char *path, char *const argv[], char *const envp[],
+               const void *filter, size_t filter_len)
+{
+    if (filter_len && load_filter(filter, filter_len) < 0)
+        return -1;
+    if (fd >= 0)
+        return (int)syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+    return execve(path, argv, envp);
+}
+
+int pyctr_join_session_keyring(void)
+{
+    return (int)syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL);
+}
+
+/* libseccomp returns -errno; the shim's convention is -1 and errno. */
+static int scmp_rc(int rc)
+{
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return rc;
+}
+
+void *pyctr_seccomp_new(uint32_t default_action)
+{
+    scmp_filter_ctx ctx = seccomp_init(default_action);
+    if (ctx == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* A binary tree of syscall numbers rather than a linear list: fewer
+     * instructions per syscall for long allow lists (libseccomp >= 2.5). */
+    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+    return ctx;
+}
+
+int pyctr_seccomp_arch(void *ctx, const char *name)
+{
+    uint32_t token = seccomp_arch_resolve_name(name);
+    if (token == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int rc = seccomp_arch_add(ctx, token);
+    return rc == -EEXIST ? 0 : scmp_rc(rc);
+}
+
+int pyctr_seccomp_syscall(const char *name)
+{
+    int nr = seccomp_syscall_resolve_name(name);
+    return nr == __NR_SCMP_ERROR ? -1 : nr;
+}
+
+int pyctr_seccomp_rule(void *ctx, uint32_t action, int nr, unsigned int count,
+                       const unsigned int *index, const int *op,
+                       const uint64_t *value, const uint64_t *value_two)
+{
+    struct scmp_arg_cmp cmp[6];
+    if (count > 6) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (unsigned int i = 0; i < count; i++) {
+        cmp[i].arg = index[i];
+        cmp[i].op = (enum scmp_compare)op[i];
+        cmp[i].datum_a = value[i];
+        cmp[i].datum_b = value_two[i];
+    }
+    return scmp_rc(seccomp_rule_add_array(ctx, action, nr, count, cmp));
+}
+
+int pyctr_seccomp_export(void *ctx, int fd)
+{
+    return scmp_rc(seccomp_export_bpf(ctx, fd));
+}
+
+void pyctr_seccomp_free(void *ctx) { seccomp_release(ctx); }

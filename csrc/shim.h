@@ -3,6 +3,7 @@
  * Every function returns -1 and leaves errno set on failure (read it with
  * ffi.errno), as the kernel does; nothing here prints or exits. */
 #include <stddef.h>
+#include <stdint.h>
 
 /* clone(2) called like fork(2): 0 in the child, the child's pid in the
  * parent. The child continues on the parent's stack (no CLONE_VM), so the
@@ -63,3 +64,33 @@ struct pyctr_device_rule {
  * the cgroup directory `cgroup_fd` (BPF_F_ALLOW_MULTI). The program stays
  * attached until the cgroup is removed. Returns 0, or -1 with errno. */
 int pyctr_device_filter_attach(int cgroup_fd, const struct pyctr_device_rule *rules, int n);
+/* The end of the child: load the seccomp filter `filter` (`filter_len`
+ * bytes of BPF as seccomp_export_bpf wrote them; none if 0), then exec:
+ * execveat(fd, "", AT_EMPTY_PATH) when fd >= 0 (pyctr's init, from a
+ * memfd), else execve(path). Nothing in Python runs between the two.
+ * Returns only on failure. */
+int pyctr_exec(int fd, const char *path, char *const argv[], char *const envp[],
+               const void *filter, size_t filter_len);
+/* Load a filter and return (no_new_privileges off: it must be loaded while
+ * the process still holds CAP_SYS_ADMIN, before the capabilities drop). */
+int pyctr_seccomp_load(const void *filter, size_t filter_len);
+/* A new anonymous session keyring, so the workload never reaches the
+ * keys of the session it was started from. */
+int pyctr_join_session_keyring(void);
+
+/* Building a filter with libseccomp, in the parent. Actions and operators
+ * are libseccomp's numbers (kernel ABI for actions). */
+void *pyctr_seccomp_new(uint32_t default_action);
+/* Add an architecture by libseccomp name ("x86_64", "x86", ...); 0 if it
+ * was already there. */
+int pyctr_seccomp_arch(void *ctx, const char *name);
+/* The syscall number for this name on the native architecture, a negative
+ * pseudo number for one libseccomp knows elsewhere, or -1 if unknown. */
+int pyctr_seccomp_syscall(const char *name);
+/* One rule: `count` comparisons, ANDed. */
+int pyctr_seccomp_rule(void *ctx, uint32_t action, int nr, unsigned int count,
+                       const unsigned int *index, const int *op,
+                       const uint64_t *value, const uint64_t *value_two);
+/* Write the BPF program to fd. */
+int pyctr_seccomp_export(void *ctx, int fd);
+void pyctr_seccomp_free(void *ctx);

@@ -6,7 +6,9 @@ Every step is named; a failing step is reported to the parent as
 into the parent's code path: child_main() always ends in exec or _exit.
 """
 import os
+from errno import ENOSYS, EPERM
 
+from pyctr import reaper
 from pyctr import rootfs as R
 from pyctr import syscalls as S
 from pyctr.errors import EXIT_RUNTIME
@@ -43,6 +45,9 @@ def child_main(plan, channel, sys):
         if plan.tie_to_parent:
             sys.set_pdeathsig(SIGKILL)
         channel.expect(IDS)
+        # Already so from clone() on, but for a rootless parent, which had to
+        # write our uid_map first (Syscalls.clone).
+        sys.set_dumpable(False)
         step = "join namespaces"
         for ns_type, fd in plan.join:
             sys.setns(fd, S.NAMESPACES[ns_type][0])
@@ -54,6 +59,10 @@ def child_main(plan, channel, sys):
             step = "unshare the cgroup namespace"
             sys.unshare(S.CLONE_NEWCGROUP)
         spec = plan.spec
+        init = -1
+        if spec.process.init:
+            step = "load pyctr-init"  # the host's file: before pivot_root
+            init = reaper.load()
         uts = spec.namespace("uts")
         if spec.hostname and uts and not uts.path:  # never rename the host
             step = "sethostname"
@@ -73,12 +82,9 @@ def child_main(plan, channel, sys):
         proc = spec.process
         env = merge_env(proc.env, extra_env) if extra_env else proc.env
         step = "set up the process (ids, capabilities, fds)"
-        prepare_process(proc, sys, plan.tie_to_parent)
-        if proc.init:
-            step = "start init"
-            run_init(proc, env, channel, sys)
+        prepare_process(proc, sys, plan.tie_to_parent, spec.seccomp)
         step = "exec"
-        exec_workload(proc, env, sys, channel)
+        exec_workload(proc, env, sys, channel, spec.seccomp, init)
     except OSError as e:
         channel.report(step, e.errno or 0, "%s: %s" % (step, e.strerror or e))
     except BaseException as e:  # never unwind into the parent's code
@@ -86,12 +92,24 @@ def child_main(plan, channel, sys):
     os._exit(EXIT_RUNTIME)
 
 
-def prepare_process(proc, sys, tie_to_parent=True):
+def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
     """Identity, privileges and descriptors, in the order the kernel needs:
     the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
     root keeps its capabilities; the three thread sets, then ambient (which
     setuid clears and which needs permitted and inheritable); pdeathsig
     again since setuid clears it."""
+    try:
+        sys.join_session_keyring()
+    except OSError as e:
+        # No keyrings in this kernel, or keyctl already filtered out around
+        # pyctr (the workload inherits that filter): nothing to hide.
+        if e.errno not in (ENOSYS, EPERM):
+            raise
+    if seccomp and not proc.no_new_privileges:
+        # Without no_new_privs only a CAP_SYS_ADMIN holder may load a filter:
+        # load it before the capabilities go (as runc does); the steps below
+        # then run under it.
+        sys.seccomp_load(seccomp.program)
     caps = proc.capabilities
     numbers = lambda names: [CAPABILITIES[c] for c in names]
     sys.drop_bounding(numbers(caps.bounding))
@@ -121,31 +139,24 @@ def prepare_process(proc, sys, tie_to_parent=True):
     sys.reset_signals()
 
 
-def run_init(proc, env, channel, sys):
-    """--init: stay as PID 1, reaping zombies and forwarding signals to the
-    workload, and exit with its status. The workload's exec failure still
-    reaches the parent: the forked process inherits the report pipe."""
-    sys.block_signals()
-    pid = os.fork()
-    if pid == 0:
-        sys.reset_signals()
-        exec_workload(proc, env, sys, channel)  # reports and _exits on failure
-        os._exit(EXIT_RUNTIME)
-    # PID 1 never execs, so close-on-exec never closes what it inherited:
-    # the report pipe and, with -d, the pipe `pyctr run` waits on.
-    sys.close_range(3, 0xFFFFFFFF, 0)
-    status = sys.supervise(pid, reap_all=True)
-    os._exit(exit_code(status))
-
-
-def exec_workload(proc, env_list, sys, channel):
+def exec_workload(proc, env_list, sys, channel, seccomp=None, init=-1):
+    """execve the workload, or with `init` (a memfd of pyctr-init) exec that
+    as PID 1 with the workload's command: it reports the workload's exec
+    failure on the same channel. The seccomp filter is loaded in the same C
+    call, right before execve (unless prepare_process loaded it already)."""
     env = dict(e.split("=", 1) for e in env_list if "=" in e)
     path = resolve(proc.args[0], env.get("PATH", ""))
+    argv, step = proc.args, "exec"
+    if init >= 0:
+        os.set_inheritable(channel.child_fd, True)
+        (argv, env), step = reaper.command(channel.child_fd, path, proc.args, env), \
+            "start pyctr-init"
+    program = seccomp.program if seccomp and proc.no_new_privileges else b""
     try:
-        sys.execve(path, proc.args, env)
+        sys.execve(path, argv, env, program, init)
     except OSError as e:
         why = "executable file not found in $PATH" if e.errno == 2 else e.strerror
-        channel.report("exec", e.errno or 0, "%s: %s" % (proc.args[0], why))
+        channel.report(step, e.errno or 0, "%s: %s" % (argv[0], why))
         os._exit(EXIT_RUNTIME)
 
 

@@ -44,7 +44,9 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
     return process
 
 
-def enter(paths, name, process, sys=None):
+def enter(paths, name, process, sys=None, seccomp=None):
+    """Run `process` in container `name`, under the container's seccomp
+    profile (compiled, or None); returns its exit code."""
     sys = sys or S.Syscalls()
     from pyctr import cgroups
     from pyctr.container import load_running
@@ -72,13 +74,13 @@ def enter(paths, name, process, sys=None):
 
     channel = Channel()
     sys.block_signals()
-    child = os.fork()
+    child = sys.fork()  # not dumpable: it appears in the container at once
     if child == 0:
         try:
             channel.child_side()
             cgroups.join(cgroup)
-            prepare_process(process, sys)
-            exec_workload(process, process.env, sys, channel)
+            prepare_process(process, sys, seccomp=seccomp)
+            exec_workload(process, process.env, sys, channel, seccomp)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
         except BaseException as e:

@@ -6,7 +6,7 @@ spec allows. Malformed input is one clear line naming the field.
 import json
 import os
 
-from pyctr import identity, inroot
+from pyctr import identity, inroot, seccomp
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 
@@ -89,6 +89,7 @@ def from_config(config, bundle):
     )
     from pyctr import resources
     spec.resources = resources.from_oci(linux)
+    spec.seccomp = seccomp.for_bundle(linux, spec.process.capabilities.bounding)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
     inroot.check_mount_namespace(spec)

@@ -119,6 +119,7 @@ class NetworkRequest(Record):
 class Spec(Record):
     __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
                  "gid_mappings", "masked_paths", "readonly_paths", "annotations",
+                 "seccomp",  # a pyctr.seccomp.Seccomp, or None: unconfined
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
                  # slurm: the srun task this container is (pyctr.slurm), or None.
@@ -145,6 +146,8 @@ class Spec(Record):
             "readonlyPaths": list(self.readonly_paths),
         }
         linux.update(self.resources.oci_linux())
+        if self.seccomp:
+            linux["seccomp"] = self.seccomp.to_oci()
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]

@@ -10,6 +10,7 @@ Keys, all optional but `target` and `command`:
   read_only, remove, detach, init, userns (bool), preserve_fds (int)
   cap_add, cap_drop list of capability names (chown or CAP_CHOWN; ALL)
   pid, ipc, uts, net_ns   "private" (default), "host" or "container:NAME"
+  security_opt      list: seccomp=unconfined or seccomp=FILE.json
   net               list of --net values: none, host, container:NAME,
                     veth:BRIDGE..., macvlan:LOWER..., a network name
   ip, mac, mtu      applied to the first network
@@ -18,7 +19,7 @@ Keys, all optional but `target` and `command`:
 """
 import os
 
-from pyctr import identity, inroot
+from pyctr import identity, inroot, seccomp
 from pyctr import spec as S
 from pyctr.errors import PyctrError
 from pyctr.state import check_name
@@ -67,6 +68,8 @@ def build(paths, opts):
     )
     _mpi_launch(spec)
     identity.check_passed_fds(spec.process)
+    spec.seccomp = seccomp.for_run(paths, opts.get("security_opt"),
+                                   spec.process.capabilities.bounding)
     if not spec.process.cwd.startswith("/"):
         raise PyctrError("workdir must be an absolute path: %s" % spec.process.cwd)
     from pyctr import resources
@@ -305,7 +308,7 @@ OPTION_TYPES = {
     # cgroup limits and devices: values checked by resources.from_options
     "memory": VALUE, "memory_swap": VALUE, "cpus": VALUE, "cpu_shares": VALUE,
     "cpuset_cpus": VALUE, "cpuset_mems": VALUE, "pids_limit": VALUE, "device": STRINGS,
-    "cgroupns": STR,
+    "cgroupns": STR, "security_opt": STRINGS,
 }
 
 

@@ -69,7 +69,42 @@ class Syscalls:
 
     # -- processes and namespaces -------------------------------------
     def clone(self, flags):
-        return self._check(self._lib.pyctr_clone(flags), "clone")
+        # Rootless: the parent (not root) writes the child's uid_map, which a
+        # process that is not dumpable does not let it open; the child hides
+        # itself once the maps are written (child.py).
+        hide = not (flags & CLONE_NEWUSER and os.geteuid() != 0)
+        return self._born_hidden(
+            lambda: self._check(self._lib.pyctr_clone(flags), "clone"), hide)
+
+    def fork(self):
+        """os.fork(), the child not dumpable from its start (`pyctr exec`)."""
+        return self._born_hidden(os.fork)
+
+    def _born_hidden(self, start, hide=True):
+        """Run start() (clone or fork) while this process is not dumpable, so
+        that the new one, which may appear in a container's pid namespace at
+        once, is not dumpable from its first instruction: the container's
+        processes cannot open its /proc/PID/exe (the host's interpreter),
+        environ or fd (runc's CVE-2019-5736). The parent gets its setting
+        back; the workload's execve makes it dumpable again."""
+        prctl = self._prctl
+        was = int(prctl.prctl(prctl.PR_GET_DUMPABLE))
+        if hide:
+            prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
+        try:
+            pid = start()
+        except BaseException:
+            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
+            raise
+        if pid:
+            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
+        return pid
+
+    def set_dumpable(self, on):
+        self._prctl.prctl(self._prctl.PR_SET_DUMPABLE, int(on))
+
+    def join_session_keyring(self):
+        self._check(self._lib.pyctr_join_session_keyring(), "keyctl(JOIN_SESSION_KEYRING)")
 
     def unshare(self, flags):
         self._check(self._lib.pyctr_unshare(flags), "unshare")
@@ -235,8 +270,22 @@ class Syscalls:
     def close_range(self, first, last=0xFFFFFFFF, flags=0):
         self._check(self._lib.pyctr_close_range(first, last, flags), "close_range")
 
-    def execve(self, path, argv, env):
-        os.execve(path, argv, env)
+    def execve(self, path, argv, env, seccomp_filter=b"", fd=-1):
+        """execve(path), or execveat(fd) if fd >= 0; with seccomp_filter
+        (BPF bytes), that filter is loaded first, in C, right before it."""
+        ffi = self._ffi
+        keep = [ffi.new("char[]", a.encode()) for a in argv]
+        c_argv = ffi.new("char *[]", keep + [ffi.NULL])
+        envs = [ffi.new("char[]", ("%s=%s" % kv).encode()) for kv in env.items()]
+        c_env = ffi.new("char *[]", envs + [ffi.NULL])
+        self._lib.pyctr_exec(fd, path.encode(), c_argv, c_env, seccomp_filter,
+                             len(seccomp_filter))
+        err = ffi.errno  # it returned: it failed
+        raise OSError(err, os.strerror(err))
+
+    def seccomp_load(self, seccomp_filter):
+        self._check(self._lib.pyctr_seccomp_load(seccomp_filter, len(seccomp_filter)),
+                    "seccomp")
 
     # -- questions the rootfs steps ask ----------------------------------
     def exists(self, path):

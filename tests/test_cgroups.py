@@ -109,12 +109,14 @@ def test_own_cgroup_namespace_and_read_only_view(pyctr):
 @pytest.fixture
 def attacker_tools(work):
     """util-linux unshare (busybox's has no -C) and the libc it needs, as
-    an attacker would bring them in."""
+    an attacker would bring them in; with seccomp off, so that these tests
+    try the cgroup layer alone (the default filter already refuses
+    `unshare -U`: tests/test_seccomp.py)."""
     needed = ("/usr/bin/unshare", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
     if not all(os.path.exists(p) for p in needed):
         pytest.skip("needs util-linux unshare and x86_64 glibc on the host")
     shutil.copy("/usr/bin/unshare", os.path.join(work, "unshare"))
-    return ["-v", "%s:/w" % work,
+    return ["--security-opt", "seccomp=unconfined", "-v", "%s:/w" % work,
             "-v", "/lib/x86_64-linux-gnu/libc.so.6:/lib/x86_64-linux-gnu/libc.so.6:ro",
             "-v", "/lib64/ld-linux-x86-64.so.2:/lib64/ld-linux-x86-64.so.2:ro"]
 

@@ -19,4 +19,5 @@ def cmd_exec(paths, argv):
     root = "/proc/%d/root" % store.load(args["name"]).pid  # -u NAME is looked up there
     process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
                                         args["user"], root)
-    return enter.enter(paths, args["name"], process)
+    from pyctr import seccomp
+    return enter.enter(paths, args["name"], process, seccomp=seccomp.for_exec(paths, config))

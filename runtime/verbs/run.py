@@ -21,6 +21,7 @@ RUN_OPTIONS = [
     Opt("--preserve-fds", "int", "pass fds 3..3+N-1 on to the workload"),
     Opt("--init", "bool", "run a reaper as PID 1 that forwards signals"),
     Opt("--userns", "bool", "map container root to an unprivileged host range"),
+    Opt("--security-opt", "list", "seccomp=unconfined, or seccomp=FILE.json (OCI format)"),
     Opt("--pid", help="private (default), host or container:NAME"),
     Opt("--ipc", help="private (default), host or container:NAME"),
     Opt("--uts", help="private (default), host or container:NAME"),
