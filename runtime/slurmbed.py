@@ -23,7 +23,10 @@ srun command line fits all nodes:
   local       anything else a node keeps for itself (an OCI runtime's --root)
 
 Several slurmd on one machine need proctrack/linuxproc and task/none (no
-cgroup of their own), and CPUs=1 each on a 2-core machine. down() stops
+cgroup plugins of their own), and CPUs=1 each on a 2-core machine. Each
+node's daemons, and so its tasks and their containers, are in a cgroup of
+the node's own (in every hierarchy), as on separate machines: pyctr makes a
+container's groups below its own, so nodes never see or gc each other's. down() stops
 everything it started (srun steps are cancelled, slurmstepd leftovers
 killed, then slurmd, slurmctld and munged), also after failures, and may be
 called twice. The machine's own interfaces are never touched.
@@ -72,6 +75,7 @@ class SlurmCluster(UpDown):
         self.pyctr_config = os.path.join(self.base, "pyctr", "config")
         self.local = os.path.join(self.base, "local")   # any other per-node state
         self.holders = {}      # node name -> Popen holding its namespaces
+        self.cgroups = {}      # node name -> [its daemons' cgroup dir in each hierarchy]
         self._daemons = []     # (what, Popen), started in this order
         self.controller = testbed.nodes[0]
 
@@ -116,6 +120,10 @@ class SlurmCluster(UpDown):
         for node, holder in list(self.holders.items()):
             _stop(holder)
         self.holders = {}
+        for dirs in self.cgroups.values():
+            for d in dirs:
+                _remove_tree(os.path.dirname(d))
+        self.cgroups = {}
         if os.path.isdir(self.base):
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -340,12 +348,41 @@ class SlurmCluster(UpDown):
             raise SlurmError("node %s: cannot set up its namespaces: %s"
                              % (node.name, proc.stderr.read().strip()))
 
+    def _node_cgroups(self, node):
+        """The node's own cgroup in every hierarchy, below this process's:
+        NODE/daemons holds its daemons (in cgroup v2 pyctr puts a container's
+        groups beside its own, so the node level keeps them in the node)."""
+        from pyctr import cgroups
+        dirs = []
+        for h in cgroups.detect().hierarchies:
+            d = h.host_dir(h.own)
+            for part in ("slurmbed-%s-%s" % (self.testbed.tag, node.name), "daemons"):
+                d = os.path.join(d, part)
+                os.makedirs(d, exist_ok=True)
+                for name in ("cpuset.cpus", "cpuset.mems"):  # v1 cpuset: empty refuses tasks
+                    parent = _read(os.path.join(os.path.dirname(d), name)).strip()
+                    if parent and not _read(os.path.join(d, name)).strip():
+                        with open(os.path.join(d, name), "w") as f:
+                            f.write(parent)
+            dirs.append(d)
+        return dirs
+
     def _start(self, what, node, argv):
+        if node.name not in self.cgroups:
+            self.cgroups[node.name] = self._node_cgroups(node)
+        dirs = self.cgroups[node.name]
+
+        def enter_node_cgroups():  # in the child, before exec
+            for d in dirs:
+                with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+
         log = open(os.path.join(self.base, "log", what.replace(" ", ".") + ".out"), "wb")
         with log:
             proc = subprocess.Popen(self.node_argv(node, argv), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
-                                    env=self.env(), start_new_session=True)
+                                    env=self.env(), start_new_session=True,
+                                    preexec_fn=enter_node_cgroups)
         self._daemons.append((what, proc))
 
     def _all_idle(self):
@@ -422,6 +459,15 @@ def _host(subnet, n):
 
 def _pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _remove_tree(directory):
+    """rmdir a cgroup directory and every group below it, deepest first."""
+    for top, subdirs, _ in sorted(os.walk(directory), key=lambda w: -w[0].count("/")):
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
 
 
 def _comm(pid):

@@ -68,10 +68,13 @@ def srun(slurm, args):
 
 
 def leftovers(slurm, node, kind):
-    """What a job could leave on a node: containers, leases, interfaces,
-    processes besides the node's daemons (slurmstepd ends shortly after srun
-    returns: it is given a few seconds)."""
-    left = []
+    """What a job could leave on a node: processes besides the node's
+    daemons (slurmstepd ends a moment after srun returns: it is given a few
+    seconds), containers, leases, interfaces, cgroups below the node's own."""
+    deadline = time.monotonic() + 15
+    while slurm.job_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = ["processes:\n%s" % slurm.job_report()] if slurm.job_pids() else []
     p = node.paths
     if os.path.isdir(p.containers) and os.listdir(p.containers):
         left.append("containers %s" % os.listdir(p.containers))
@@ -80,12 +83,10 @@ def leftovers(slurm, node, kind):
     expected = ["lo", "nic0"] + (["seg"] if kind == "veth" else [])
     if links(node) != sorted(expected):
         left.append("links %s" % links(node))
-    deadline = time.monotonic() + 15
-    while slurm.job_pids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    extra = slurm.job_pids()
-    if extra:
-        left.append("processes:\n%s" % slurm.job_report())
+    for daemons in slurm.cgroups.get(node.name, []):
+        for top, subdirs, _ in os.walk(os.path.dirname(daemons)):
+            left += [os.path.join(top, d) for d in subdirs
+                     if os.path.join(top, d) != daemons and d != "pyctr"]
     return left
 
 
