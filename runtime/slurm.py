@@ -26,7 +26,9 @@ seen with Debian 12's Slurm 22.05, Open MPI 4.1.4 + PMIx 4.2.2, MPICH 4.0.2):
   tells a segment's creator by its pid); in the node's PID namespace it works.
   MPICH's UCX was seen to keep to TCP between two such containers (their
   eth0 counters carried the exchange); MPICH's own shared memory works.
-  With one task on the node the container is isolated as usual. Sharing is
+  With one task on the node the container is isolated as usual, with
+  pyctr-init as its PID 1 (as --init), so that scancel's SIGTERM ends the
+  workload and pyctr cleans up before Slurm's SIGKILL. Sharing is
   what --ipc=host --pid=host give: the task sees the node's processes and, as
   their user, may signal them, as an uncontained rank could; a task that
   must not gets --ipc=private (its peers on the node then talk TCP).
@@ -92,6 +94,12 @@ def apply(spec, opts, environ):
     if slurm_task.tasks_on_node > 1 and not opts.get("ipc") and not opts.get("pid"):
         slurm_task.node_shared = True
         _share_node(spec)
+    elif spec.namespace("pid") and not spec.namespace("pid").path:
+        # scancel: SIGTERM, then SIGKILL after KillWait to every process of
+        # the task. A workload that is its PID namespace's init ignores the
+        # SIGTERM, so pyctr was killed too and left its record and cgroup;
+        # under pyctr-init the workload ends and pyctr cleans up.
+        spec.process.init = True
     spec.slurm = slurm_task
 
 

@@ -51,12 +51,15 @@ def cluster(request, mpi_data, ring):  # noqa: F811
                 assert leftovers(slurm, node, kind) == []
 
 
-def pyctr_run(slurm, ring, program, *extra):  # noqa: F811
+def pyctr_run(slurm, *args):
     """The srun command's tail: pyctr with the node's own state and config
     (the same paths on every node, see pyctr.slurmbed)."""
-    return [sys.executable, "-m", "pyctr", "--root", slurm.pyctr_root,
-            "--config", slurm.pyctr_config, "--data", slurm.testbed.data, "run", "--rm", "--net=seg", *extra, "-v", "%s:/ring:ro" % ring,
-            "mpi", "/ring/" + program]
+    return [sys.executable, "-m", "pyctr", "--root", slurm.pyctr_root, "--config",
+            slurm.pyctr_config, "--data", slurm.testbed.data, "run", "--rm", "--net=seg", *args]
+
+
+def ring_rank(slurm, ring, program):  # noqa: F811
+    return pyctr_run(slurm, "-v", "%s:/ring:ro" % ring, "mpi", "/ring/" + program)
 
 
 def srun(slurm, args):
@@ -98,7 +101,7 @@ def test_srun_two_ranks_in_two_containers_on_two_nodes(cluster, ring, launcher):
     a, _ = tb.nodes
     wire = nic_bytes(a)
     r = srun(slurm, [MPI[launcher], "-N2", "-n2"]
-             + pyctr_run(slurm, ring, "ring." + launcher))
+             + ring_rank(slurm, ring, "ring." + launcher))
     assert r.returncode == 0, r.stdout + r.stderr
     found = ranks(r.stdout)
     assert_crossed(found, SIZE)
@@ -124,7 +127,7 @@ def test_srun_ranks_of_one_node_share_memory(cluster, ring):  # noqa: F811
     of the exchange, and each still has its own network namespace."""
     kind, tb, slurm = cluster
     r = srun(slurm, ["--mpi=pmix", "-N1", "-n2", "-O", "-w", tb.nodes[1].name]
-             + pyctr_run(slurm, ring, "ring.openmpi"))
+             + ring_rank(slurm, ring, "ring.openmpi"))
     assert r.returncode == 0, r.stdout + r.stderr
     found = ranks(r.stdout)
     assert sorted(found) == [0, 1] and found[0]["netns"] != found[1]["netns"], found
@@ -132,3 +135,32 @@ def test_srun_ranks_of_one_node_share_memory(cluster, ring):  # noqa: F811
                for f in found.values()), found
     assert "OMPI_MCA_btl=self,vader,tcp" in r.stderr
     assert "the node's IPC, PID and /dev/shm shared by the step's 2 tasks here" in r.stderr
+
+
+def test_scancel_ends_the_task_containers_and_leaves_nothing(cluster):
+    """scancel sends SIGTERM, then SIGKILL after KillWait: the containers'
+    workloads (sleep, which as a PID 1 would ignore SIGTERM) end at the
+    SIGTERM, and each pyctr removes its container before Slurm's SIGKILL."""
+    kind, tb, slurm = cluster
+    proc = slurm.srun_popen(["-N2", "-n2"] + pyctr_run(slurm, "busybox", "sleep", "600"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + SRUN_TIMEOUT
+        while not all(os.path.isdir(n.paths.containers) and os.listdir(n.paths.containers)
+                      for n in tb.nodes):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the containers never started"
+            time.sleep(0.2)
+        job = slurm.run_on(slurm.controller, ["squeue", "-h", "-o", "%i"]).stdout.split()
+        assert len(job) == 1, job
+        slurm.run_on(slurm.controller, ["scancel", job[0]], check=True)
+        _, err = proc.communicate(timeout=SRUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "CANCELLED" in err, err
+    assert "exit code 143" in err, err   # SIGTERM, not Slurm's SIGKILL
+    for node in tb.nodes:
+        assert leftovers(slurm, node, kind) == []

@@ -74,6 +74,7 @@ def test_container_of_a_task_gets_slurm_variables_and_shares_the_node(tmp_path, 
     assert spec.annotations["pyctr.mpi"] == "launched by srun --mpi=pmi2"
     types = [ns.type for ns in spec.namespaces]
     assert "ipc" not in types and "pid" not in types and "network" in types
+    assert not spec.process.init  # not PID 1 anyway
     shm = [m for m in spec.mounts if m.destination == "/dev/shm"]
     assert [(m.type, m.source) for m in shm] == [("bind", "/dev/shm")]
     assert slurm.describe(spec.slurm) == (
@@ -87,6 +88,7 @@ def test_alone_on_its_node_or_told_otherwise_the_task_is_isolated(tmp_path, monk
     told = build(tmp_path, monkeypatch, pmi_env, ipc="private")
     for spec in (alone, told):
         assert not spec.slurm.node_shared
+        assert spec.process.init  # pyctr-init as PID 1: scancel's SIGTERM ends the task
         assert {"ipc", "pid"} <= {ns.type for ns in spec.namespaces}
         assert [m.type for m in spec.mounts if m.destination == "/dev/shm"] == ["tmpfs"]
 
