@@ -167,7 +167,7 @@ def srun(cluster, args):
 
 
 SCRIPT = ('echo "task on $(hostname) pid $$ procid=${SLURM_PROCID-unset} '
-          'container=${SLURM_CONTAINER-unset}"; exit 3')
+          'container=${SLURM_CONTAINER-unset}"; echo "PATH=$PATH"; exit 3')
 
 
 @pytest.mark.parametrize("mode", ["run", "create"])
@@ -179,6 +179,8 @@ def test_container_step_output_pid1_and_exit_code(cluster, bundle, runtime, mode
     # and Slurm gave them no per-task variables.
     assert lines == ["task on boxed pid 1 procid=unset container=%s" % bundle] * 2, \
         r.stdout + r.stderr
+    # config.json has the bundle's PATH and then srun's: the later one wins.
+    assert r.stdout.count("PATH=%s\n" % cluster.env()["PATH"]) == 2, r.stdout
     if mode == "run":
         assert r.returncode == 3, r.stderr
     else:
