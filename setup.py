@@ -3,6 +3,6 @@
 from setuptools import setup
 
 setup(
-    packages=["pyctr", "pyctr.network", "pyctr.bench", "pyctr.recipes"],
+    packages=["pyctr", "pyctr.network", "pyctr.oci", "pyctr.bench", "pyctr.recipes"],
     cffi_modules=["csrc/build_shim.py:ffibuilder"],
 )

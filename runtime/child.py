@@ -19,19 +19,26 @@ SIGKILL = 9
 class Plan:
     """Everything the child needs, computed by the parent before clone so
     that the child does as little as possible after it."""
-    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join")
+    # oci: a bundle's pyctr.oci.barrier.ChildPlan (exec FIFO, console, hooks) or None
+    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join", "oci")
 
-    def __init__(self, spec, rootfs, layers, new_userns, new_netns, join):
+    def __init__(self, spec, rootfs, layers, new_userns, new_netns, join, oci=None):
         self.spec, self.rootfs, self.layers = spec, rootfs, layers
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
+        self.oci = oci
 
 
 def child_main(plan, channel, sys):
     """Entry point right after clone() returned 0 in the child."""
     step = "start"
+    oci = plan.oci
+    if oci:  # imported by the runtime before clone: nothing is imported here
+        from pyctr.oci import barrier
+    detached = bool(oci and oci.detached)
     try:
         channel.child_side()
-        sys.set_pdeathsig(SIGKILL)
+        if not detached:  # a created container outlives pyctr (the engine reaps it)
+            sys.set_pdeathsig(SIGKILL)
         channel.expect(IDS)
         step = "join namespaces"
         for ns_type, fd in plan.join:
@@ -48,17 +55,27 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, pivot=not oci), sys)
+        if oci:
+            step = "createContainer hooks"
+            barrier.before_pivot(spec, oci, sys)
+            step = "pivot_root"
+            R.apply(R.plan_pivot(plan.rootfs, oci.no_pivot), sys)
+            step = "sysctl and terminal"
+            barrier.after_pivot(spec, oci, sys)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
-        extra_env = channel.expect(GO)  # the exec barrier: `start`
-        if extra_env:
-            spec.process.env = merge_env(spec.process.env, extra_env)
+        if oci:
+            barrier.barrier(spec, oci, channel, sys)  # the exec FIFO: `pyctr start`
+        else:
+            extra_env = channel.expect(GO)  # the exec barrier: `start`
+            if extra_env:
+                spec.process.env = merge_env(spec.process.env, extra_env)
         step = "set up the process (ids, capabilities, fds)"
-        prepare_process(spec.process, sys)
+        prepare_process(spec.process, sys, detached)
         if spec.process.init:
             step = "start init"
             run_init(spec.process, channel, sys)
@@ -71,10 +88,15 @@ def child_main(plan, channel, sys):
     os._exit(EXIT_RUNTIME)
 
 
-def prepare_process(proc, sys):
+def prepare_process(proc, sys, detached=False):
     """Identity, privileges and descriptors, in the order the kernel needs:
-    the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
-    root keeps its capabilities; pdeathsig again since setuid clears it."""
+    rlimits and the like while privileged; the bounding set while we still
+    have CAP_SETPCAP; ids with keepcaps so root keeps its capabilities;
+    pdeathsig again since setuid clears it (unless nothing may tie the
+    process to pyctr: a created container, exec --detach)."""
+    if proc.oci:  # imported with the Process it parsed, before clone or setns
+        from pyctr.oci import process
+        process.apply(proc.oci)
     caps = [CAPABILITIES[c] for c in proc.capabilities]
     sys.drop_bounding(caps)
     sys.set_keepcaps(True)
@@ -82,7 +104,8 @@ def prepare_process(proc, sys):
     sys.set_capabilities(caps)
     if proc.no_new_privileges:
         sys.set_no_new_privs()
-    sys.set_pdeathsig(SIGKILL)
+    if not detached:
+        sys.set_pdeathsig(SIGKILL)
     sys.chdir(proc.cwd)
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
     # PMI_FD); every other one closes at exec.

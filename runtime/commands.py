@@ -14,7 +14,7 @@ _RUN_KEYS = ("name", "hostname", "workdir", "user", "env", "env_file", "volumes"
 
 RUN_OPTIONS = [
     Opt("-f --file", help="TOML job file with the same settings (flags override it)"),
-    Opt("--bundle", help="OCI bundle directory (config.json + rootfs)"),
+    Opt("--bundle", help="OCI bundle directory (`pyctr spec`; for run see below)"),
     Opt("--name", help="container name (default: its id)"),
     Opt("--rm", "bool", "remove the container when it exits", dest="remove"),
     Opt("-d --detach", "bool", "run in the background; `pyctr logs` shows its output"),
@@ -51,10 +51,14 @@ def _spec_from_args(paths, prog, argv):
     if args is None:
         return None
     if args["bundle"]:
-        from pyctr import oci
+        if prog == "run":  # a runc-form run is taken before this (cmd_run)
+            raise PyctrError("run --bundle is runc's run: pyctr run [--detach] [--keep] "
+                             "[--pid-file P] [--console-socket S] --bundle DIR [ID]; the "
+                             "command comes from config.json")
+        from pyctr.oci.bundle import load_bundle
         if args["target"]:
             args["command"].insert(0, args["target"])
-        return oci.load_bundle(args["bundle"], args)
+        return load_bundle(args["bundle"], args)
     from pyctr import specgen
     opts = specgen.load_toml(args["file"]) if args["file"] else {}
     for key, value in args.items():
@@ -68,6 +72,12 @@ def _spec_from_args(paths, prog, argv):
 
 
 def cmd_run(paths, argv):
+    """pyctr's run (IMAGE|ROOTFS CMD...), or runc's when -b/--bundle is
+    given with runc's options only and at most one other word, the ID."""
+    if any(a in ("-b", "--bundle") or a.startswith("--bundle=") for a in argv):
+        from pyctr.oci import cli
+        if cli.is_bundle_run(argv):
+            return cli.cmd_run(paths, argv)
     spec = _spec_from_args(paths, "run", argv)
     if spec is None:
         return 0
@@ -156,28 +166,8 @@ def cmd_spec(paths, argv):
     return 0
 
 
-def cmd_exec(paths, argv):
-    args = parse_options("exec", "Run CMD in a running container (joins all its namespaces).",
-                         [Opt("-e --env", "list", "KEY=VALUE"), Opt("-w --workdir"),
-                          Opt("-u --user", help="UID[:GID]")],
-                         argv, positionals=("name",), rest="command")
-    if args is None:
-        return 0
-    if not args["name"] or not args["command"]:
-        raise PyctrError("exec: usage: pyctr exec [OPTIONS] NAME CMD...")
-    from pyctr import enter
-    from pyctr.state import StateStore
-    config = StateStore(paths).read(args["name"], "config.json")
-    process = enter.process_from_config(config, args["command"], args["env"], args["workdir"],
-                                        args["user"])
-    return enter.enter(paths, args["name"], process)
-
-
-def cmd_ps(paths, argv):
-    args = parse_options("ps", "List containers.",
-                         [Opt("-q --quiet", "bool", "names only")], argv)
-    if args is None:
-        return 0
+def list_containers(paths, quiet):
+    """`pyctr ps` without an ID (pyctr.oci.cli.cmd_ps takes the verb)."""
     from pyctr.state import StateStore
     store = StateStore(paths)
     rows = []
@@ -188,7 +178,7 @@ def cmd_ps(paths, argv):
             continue
         rows.append((st.get("id", "?"), name, store.status(st), str(st.get("pid") or "-"),
                      st.get("created", "?"), " ".join(st.get("command") or [])[:40]))
-    if args["quiet"]:
+    if quiet:
         print("\n".join(r[1] for r in rows))
         return 0
     fmt = "%-12s  %-20s  %-8s  %-7s  %-20s  %s"
@@ -221,33 +211,6 @@ def _names_verb(prog, summary, options, argv):
     if args is not None and not args["names"]:
         raise PyctrError("%s: name at least one container" % prog)
     return args
-
-
-def _signal_number(text):
-    import signal
-    if text.isdigit():
-        return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(getattr(signal, name))
-    except AttributeError:
-        raise PyctrError("unknown signal %r" % text)
-
-
-def cmd_kill(paths, argv):
-    args = _names_verb("kill", "Send a signal (default TERM) to containers' PID 1.",
-                       [Opt("-s --signal", help="name or number")], argv)
-    if args is None:
-        return 0
-    from pyctr.state import StateStore, is_alive
-    sig = _signal_number(args["signal"] or "TERM")
-    for name in args["names"]:
-        st = StateStore(paths).read(name)
-        if not is_alive(st.get("pid"), st.get("pid_start")):
-            raise PyctrError("container %s is not running" % name)
-        os.kill(st["pid"], sig)
-    return 0
 
 
 def cmd_rm(paths, argv):

@@ -31,6 +31,7 @@ class Container:
         self.networks = []
         self.state = None
         self.extra_env = []  # set between create and start, reaches the workload
+        self.oci = None  # a bundle's pyctr.oci.barrier.ChildPlan, set by pyctr.oci.lifecycle
 
     # -- create ------------------------------------------------------------
     def create(self, log=False):
@@ -69,7 +70,7 @@ class Container:
             else:
                 join.append((ns.type, self._open_ns(ns.path)))
         plan = Plan(spec, rootfs, layers, bool(flags & S.CLONE_NEWUSER),
-                    bool(flags & S.CLONE_NEWNET), join)
+                    bool(flags & S.CLONE_NEWNET), join, self.oci)
 
         self.state = {
             "id": self.id, "name": self.name, "status": "creating", "pid": 0, "pid_start": None,
@@ -91,6 +92,8 @@ class Container:
         self.channel.parent_side()
         for _, fd in join:
             os.close(fd)
+        if self.oci:
+            self.oci.close()
 
         if plan.new_userns:
             from pyctr.idmap import write_maps
@@ -101,6 +104,9 @@ class Container:
         self.state.update(status="created", pid=self.pid,
                           pid_start=process_start_time(self.pid))
         self.store.write(self.name, self.state)
+        if spec.oci:  # a bundle: its record, prestart/createRuntime hooks
+            from pyctr.oci.lifecycle import created
+            created(self)
         self.channel.send(IDS)  # the child builds its rootfs meanwhile
 
         if spec.networks:
@@ -142,6 +148,8 @@ class Container:
             # written as real root: never in a plain rootfs (the user's files),
             # nor where container root is unprivileged and may not write /etc.
             creatable = self.spec.root.image and not self.spec.uid_mappings
+            if any(m.destination == "/etc/" + name for m in self.spec.mounts):
+                continue  # the user's (or the engine's) own file wins
             if not creatable and not os.path.exists(
                     os.path.join(self.spec.root.path, "etc", name)):
                 continue

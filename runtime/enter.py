@@ -28,7 +28,11 @@ def process_from_config(config, args, env=(), cwd=None, user=None):
                    no_new_privileges=p.get("noNewPrivileges", True))
 
 
-def enter(paths, name, process, sys=None):
+def enter(paths, name, process, sys=None, detach=False, pid_file=None, console_fd=-1):
+    """Run `process` in container `name`. detach: return once it exec'd
+    (the caller's subreaper, e.g. conmon, becomes its parent), else wait
+    and return its exit code. console_fd: a connection to an engine's
+    console socket, which gets the process's pty (pyctr.oci.console)."""
     sys = sys or S.Syscalls()
     store = StateStore(paths)
     state = store.read(name)
@@ -60,7 +64,10 @@ def enter(paths, name, process, sys=None):
     if child == 0:
         try:
             channel.child_side()
-            prepare_process(process, sys)
+            if console_fd >= 0:
+                from pyctr.oci.console import setup  # imported before setns by the caller
+                setup(console_fd, process.oci.console_size if process.oci else None)
+            prepare_process(process, sys, detach)
             exec_workload(process, sys, channel)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
@@ -68,8 +75,14 @@ def enter(paths, name, process, sys=None):
             channel.report("exec setup", 0, "exec setup: %s" % e)
         os._exit(125)
     channel.parent_side()
+    if console_fd >= 0:
+        os.close(console_fd)
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)
         raise error
+    if pid_file:  # a pyctr.oci.lifecycle.PidFile, opened before setns
+        pid_file.write(child)
+    if detach:
+        return 0
     return exit_code(sys.supervise(child))

@@ -46,7 +46,7 @@ def plan_root(spec, rootfs, layers=None):
     the image below, a tmpfs at the scratch dir for the writable layer. The
     tmpfs lives in the container's mount namespace only, so the writable
     layer vanishes with the container and never needs cleaning up."""
-    steps = [("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)]
+    steps = [("mount", None, "/", None, S.MS_REC | _propagation(spec), None)]
     if layers:
         lower, scratch = layers
         upper, work = scratch + "/upper", scratch + "/work"
@@ -59,8 +59,17 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs):
-    """Steps for spec.mounts, /dev's contents, and the switch of root."""
+def _propagation(spec):
+    """How the container's mounts relate to the host's: private unless a
+    bundle's rootfsPropagation says slave (never shared: see oci.settings)."""
+    if spec.oci and spec.oci.rootfs_propagation:
+        from pyctr.oci.settings import PROPAGATION
+        return PROPAGATION[spec.oci.rootfs_propagation]
+    return S.MS_PRIVATE
+
+
+def plan_mounts(spec, rootfs, pivot=True):
+    """Steps for spec.mounts, /dev's contents, and (with pivot) the switch of root."""
     steps = []
     for m in spec.mounts:
         target = rootfs + m.destination
@@ -78,9 +87,18 @@ def plan_mounts(spec, rootfs):
                 steps.append(("bind", "/dev/" + dev, "%s/dev/%s" % (rootfs, dev), S.MS_BIND))
             for src, name in DEV_LINKS:
                 steps.append(("symlink", src, "%s/dev/%s" % (rootfs, name)))
-    steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
-              ("chdir", "/")]
-    return steps
+    return steps + plan_pivot(rootfs) if pivot else steps
+
+
+def plan_pivot(rootfs, no_pivot=False):
+    """Make `rootfs` the root. no_pivot (runc's --no-pivot, for a root on
+    a ramdisk, where pivot_root fails): move it over / and chroot, which a
+    process holding CAP_SYS_CHROOT can escape; pivot_root is the default."""
+    if no_pivot:
+        return [("chdir", rootfs), ("mount", rootfs, "/", None, S.MS_MOVE, None),
+                ("chroot", "."), ("chdir", "/")]
+    return [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
+            ("chdir", "/")]
 
 
 def plan_finish(spec):

@@ -40,8 +40,9 @@ class Record:
 class Process(Record):
     # preserve_fds: fds 3..3+N-1 pass to the workload (OCI/runc semantics);
     # pass_fds: further single fds, e.g. the PMI_FD an MPI launcher handed us.
+    # oci: the runtime-spec fields only bundles set (pyctr.oci.process.OciProcess).
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
-                 "no_new_privileges", "preserve_fds", "pass_fds", "init")
+                 "no_new_privileges", "preserve_fds", "pass_fds", "init", "oci")
     DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
                 "additional_gids": list, "capabilities": list,
                 "no_new_privileges": True, "preserve_fds": 0, "pass_fds": list, "init": False}
@@ -80,6 +81,8 @@ class NetworkRequest(Record):
 class Spec(Record):
     __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
                  "gid_mappings", "masked_paths", "readonly_paths",
+                 # a bundle's hooks, sysctls ... (pyctr.oci.settings.OciSettings)
+                 "oci",
                  # pyctr's own
                  "name", "remove", "detach", "networks", "net_mode", "annotations")
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
@@ -106,7 +109,7 @@ class Spec(Record):
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
-        return {
+        config = {
             "ociVersion": OCI_VERSION,
             "process": {
                 "terminal": False,
@@ -123,6 +126,11 @@ class Spec(Record):
             "linux": linux,
             "annotations": dict(self.annotations),
         }
+        if p.oci:
+            p.oci.to_oci(config["process"])
+        if self.oci:
+            self.oci.to_oci(config)
+        return config
 
 
 def _idmap_oci(m):

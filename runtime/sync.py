@@ -102,6 +102,9 @@ class Channel:
         return [e.decode(errors="replace") for e in raw.split(SEP)] if raw else []
 
     def report(self, step, errno, message):
+        if self.report_w < 0:  # a created container past its barrier: no one listens
+            os.write(2, ("pyctr: %s\n" % message).encode(errors="replace"))
+            return
         os.write(self.report_w, encode_report(step, errno, message))
 
 

@@ -1,13 +1,16 @@
-"""An OCI bundle (config.json + rootfs) -> Spec, for `pyctr run --bundle DIR`.
+"""An OCI bundle (config.json + rootfs) -> Spec, for `pyctr run --bundle DIR`
+and `pyctr create`.
 
-Only what pyctr acts on is read; unknown fields are ignored as the runtime
-spec allows. Malformed input is one clear line naming the field.
+Unknown fields are ignored as the runtime spec allows; a known field pyctr
+cannot honour is refused (ValueError, one line naming it), never dropped.
+Each concern is parsed by its own module, called by one line here.
 """
 import json
 import os
 
 from pyctr import spec as S
 from pyctr.errors import PyctrError
+from pyctr.oci import process, settings
 
 _KNOWN_NS = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
 
@@ -18,13 +21,15 @@ def load_bundle(bundle, args=None):
         with open(path) as f:
             config = json.load(f)
     except OSError as e:
-        raise PyctrError("cannot read %s: %s" % (path, e.strerror))
+        raise PyctrError("cannot read %s: %s" % (path, e.strerror)) from e
     except ValueError as e:
-        raise PyctrError("%s: invalid JSON: %s" % (path, e))
+        raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
     try:
         spec = from_config(config, bundle)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e))
+    except ValueError as e:  # refused, or a value out of range: the message names it
+        raise PyctrError("%s: %s" % (path, e)) from e
+    except (KeyError, TypeError, AttributeError) as e:
+        raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e)) from e
     if args:  # run's flags that apply to a bundle
         if args.get("command"):
             spec.process.args = list(args["command"])
@@ -59,7 +64,8 @@ def from_config(config, bundle):
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=[int(g) for g in user.get("additionalGids") or []],
             capabilities=sorted(c[4:].lower() for c in caps),
-            no_new_privileges=bool(proc.get("noNewPrivileges", True))),
+            no_new_privileges=bool(proc.get("noNewPrivileges", True)),
+            oci=process.parse(proc)),
         root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
         hostname=config.get("hostname"),
         mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
@@ -74,6 +80,7 @@ def from_config(config, bundle):
     )
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
+    spec.oci = settings.parse(config, os.path.abspath(bundle), spec.namespaces)
     return spec
 
 

@@ -1,0 +1,118 @@
+"""The container side of a bundle's life, from clone to exec: what the
+child does beyond a plain `pyctr run` (child.py calls these, one line each).
+
+A created container (`pyctr create`) waits at the exec barrier without the
+process that created it: the child tells the runtime READY on the report
+pipe, closes it, and blocks opening the exec FIFO in the state dir for
+writing. `pyctr start`, from any process, opens it for reading and reads
+the byte the child then writes; the child execs. The FIFO is reached
+through an O_PATH fd the runtime opened before clone, re-opened by
+/proc/self/fd after pivot_root (as runc does). No parent-death signal ties
+this child to pyctr: when `create` exits, it is the engine's (its
+subreaper's) child.
+"""
+import os
+
+from pyctr import jsonio
+from pyctr.child import resolve
+from pyctr.oci import console, hooks, settings
+from pyctr.spec import OCI_VERSION
+
+READY = b"READY"
+FIFO = "exec.fifo"  # in the container's state dir
+
+
+class ChildPlan:
+    """What the runtime hands a bundle's child besides the Spec.
+    detached: no death signal (`pyctr create`: init outlives pyctr);
+    state_path: the container's state.json, beside the exec FIFO, read
+    before pivot_root; console_fd: connection to the engine's console
+    socket; no_pivot: MS_MOVE + chroot instead of pivot_root. The child
+    sets fifo_fd (O_PATH) and state (for the hooks)."""
+    __slots__ = ("detached", "fifo_fd", "console_fd", "state_path", "no_pivot", "state")
+
+    def __init__(self, detached, state_path, console_fd=-1, no_pivot=False):
+        self.detached, self.state_path = detached, state_path
+        self.console_fd, self.no_pivot = console_fd, no_pivot
+        self.fifo_fd = -1
+        self.state = None
+
+    def close(self):
+        """The runtime's copy of the console connection, after clone."""
+        if self.console_fd >= 0:
+            os.close(self.console_fd)
+            self.console_fd = -1
+
+
+def oci_state(record, status):
+    """A container's runtime-spec state, from pyctr's state record."""
+    return {"ociVersion": OCI_VERSION, "id": record["name"], "status": status,
+            "pid": record.get("pid") or 0, "bundle": record.get("bundle") or "",
+            "annotations": record.get("annotations") or {}}
+
+
+def before_pivot(spec, plan, sys):
+    """After the container's mounts, before pivot_root, while the state dir
+    is still in reach: hold the exec FIFO (O_PATH), read the state for the
+    hooks, run createContainer hooks (container namespaces, the runtime's
+    paths)."""
+    state_dir = os.path.dirname(plan.state_path)
+    plan.fifo_fd = os.open(os.path.join(state_dir, FIFO), os.O_PATH | os.O_CLOEXEC)
+    with open(plan.state_path) as f:
+        plan.state = oci_state(jsonio.loads(f.read()), "created")
+    entries = spec.oci.hooks.get("createContainer")
+    if entries:
+        hooks.run("createContainer", entries, jsonio.dumps(plan.state), sys)
+
+
+def after_pivot(spec, plan, sys):
+    """Inside the new root: sysctls (before /proc/sys turns read-only), the
+    terminal."""
+    settings.apply_sysctl(spec.oci.sysctl)
+    oci = spec.process.oci
+    if oci and oci.terminal:
+        console.setup(plan.console_fd, oci.console_size)
+        plan.console_fd = -1
+
+
+def barrier(spec, plan, channel, sys):
+    """The exec barrier: READY, then wait for `start` on the FIFO. Once
+    start has opened it, startContainer hooks run (so they come before
+    start's poststart ones), and their outcome is the message: "0", or "1"
+    and why. The report pipe is closed by then: later failures go to the
+    container's stderr."""
+    check_executable(spec.process, channel)
+    os.write(channel.report_w, READY)
+    os.close(channel.report_w)
+    channel.report_w = -1
+    # Nothing of the runtime's (or of its caller's, e.g. a shim's socket)
+    # stays open in a waiting init but stdio, preserved fds and the FIFO.
+    keep = sorted({0, 1, 2, plan.fifo_fd} | set(range(3, 3 + spec.process.preserve_fds)))
+    for low, high in zip(keep, keep[1:] + [0x100000000]):
+        if high > low + 1:
+            sys.close_range(low + 1, high - 1, 0)
+    fd = os.open("/proc/self/fd/%d" % plan.fifo_fd, os.O_WRONLY | os.O_CLOEXEC)  # blocks
+    os.close(plan.fifo_fd)
+    try:
+        entries = spec.oci.hooks.get("startContainer")
+        if entries:
+            hooks.run("startContainer", entries, jsonio.dumps(plan.state), sys)
+    except BaseException as e:
+        os.write(fd, b"1" + str(e).encode(errors="replace"))
+        os._exit(125)
+    os.write(fd, b"0")
+    os.close(fd)
+
+
+def check_executable(proc, channel):
+    """runc's rule: a missing or non-executable command fails `create`,
+    not the `start` that nobody could report it to."""
+    from pyctr.child import resolve
+    env = dict(e.split("=", 1) for e in proc.env if "=" in e)
+    path = os.path.join(proc.cwd, resolve(proc.args[0], env.get("PATH", "")))
+    if not os.path.isfile(path):
+        channel.report("exec", 2, "%s: executable file not found in $PATH" % proc.args[0])
+        os._exit(125)
+    if not os.access(path, os.X_OK):
+        channel.report("exec", 13, "%s: permission denied" % proc.args[0])
+        os._exit(125)
