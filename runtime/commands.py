@@ -221,7 +221,12 @@ def cmd_rm(paths, argv):
     from pyctr.state import StateStore
     store = StateStore(paths)
     for name in args["names"]:
-        remove(paths, store, name, store.read(name), args["force"])
+        record = store.read(name)
+        if record.get("oci"):  # an engine's container: as its `delete` would
+            from pyctr.oci.lifecycle import delete
+            delete(paths, name, args["force"])
+            continue
+        remove(paths, store, name, record, args["force"])
     return 0
 
 
@@ -284,6 +289,8 @@ def cmd_gc(paths, argv):
             store.remove(name)  # damaged record: nothing can use it
             removed.append("container %s (damaged record)" % name)
             continue
+        if st.get("oci") and st.get("status") != "creating":
+            continue  # an engine's container: stopped ones wait for its `delete`
         crashed = st.get("status") != "stopped" and not is_alive(
             st.get("owner_pid"), st.get("owner_start")) and not is_alive(
             st.get("pid"), st.get("pid_start"))

@@ -4,7 +4,7 @@ capabilities, masked/readonly paths) plus pyctr's own fields (name,
 networks, lifecycle flags).
 
 The CLI, TOML job files and OCI bundles all produce a Spec (specgen.py,
-oci.py); nothing past that point looks at argv or files. Plain classes with
+oci/bundle.py); nothing past that point looks at argv or files. Plain classes with
 __slots__ rather than dataclasses: importing dataclasses costs more than
 the rest of `pyctr run` start-up.
 """

@@ -357,3 +357,43 @@ def test_pyctr_run_without_bundle_is_unchanged(pyctr):
     """pyctr's own run: IMAGE CMD, even with words runc's run would take."""
     p = pyctr("run", "--rm", "busybox", "echo", "-b", "x", check=True)
     assert p.stdout.strip() == "-b x"
+
+
+@pytest.mark.parametrize("net, ip", [("veth:br0", "10.99.0.5"),
+                                     ("macvlan:nic0,host_shim=no", "10.77.0.130")])
+def test_pyctr_network_inside_the_engines_netns(image_data, bundle, work, net, ip):
+    """An engine made the netns; the annotation asks for a pyctr network in
+    it. delete takes pyctr's devices out of it (the netns outlives the
+    container), and nothing is left on the node."""
+    from pyctr.testbed import Testbed
+    with Testbed(nodes=1, data=image_data) as tb:
+        node = tb.nodes[0]
+        engine_ns = tb.tag + "-engine"
+        subprocess.run(["ip", "netns", "add", engine_ns], check=True)
+        try:
+            def in_engine_netns(config):
+                config["linux"]["namespaces"] = [
+                    n for n in config["linux"]["namespaces"] if n["type"] != "network"] + [
+                    {"type": "network", "path": "/run/netns/" + engine_ns}]
+                config["annotations"] = {"run.pyctr.net": "%s,ip=%s/24" % (net, ip)}
+            b = bundle(["sleep", "300"], in_engine_netns)
+            with open(os.path.join(work, "out"), "w") as out:
+                p = node.run(node.pyctr_argv("create", "--bundle", b, "n1"),
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60)
+            assert p.returncode == 0, open(os.path.join(work, "out")).read()
+            inside = subprocess.run(["ip", "-n", engine_ns, "-o", "-4", "addr", "show", "eth0"],
+                                    capture_output=True, text=True).stdout
+            assert ip + "/24" in inside
+            assert node.pyctr("start", "n1").returncode == 0
+            p = node.pyctr("exec", "n1", "ip", "-o", "-4", "addr", "show", "eth0")
+            assert ip + "/24" in p.stdout, p.stderr
+            p = node.pyctr("delete", "--force", "n1")
+            assert p.returncode == 0, p.stderr
+            left = subprocess.run(["ip", "-n", engine_ns, "-o", "link"], capture_output=True,
+                                  text=True).stdout
+            assert "eth0" not in left, left
+            ports = node.ip_cmd("-o", "link", "show", "type", "veth").stdout
+            assert ports.split() == [] or "nic0" in ports and len(ports.splitlines()) == 1, ports
+            assert os.listdir(node.paths.containers) == []
+        finally:
+            subprocess.run(["ip", "netns", "del", engine_ns])

@@ -91,6 +91,7 @@ def barrier(spec, plan, channel, sys):
     for low, high in zip(keep, keep[1:] + [0x100000000]):
         if high > low + 1:
             sys.close_range(low + 1, high - 1, 0)
+    sys.reset_signals()  # `kill ID 15` of a created container ends it, as with runc
     fd = os.open("/proc/self/fd/%d" % plan.fifo_fd, os.O_WRONLY | os.O_CLOEXEC)  # blocks
     os.close(plan.fifo_fd)
     try:
