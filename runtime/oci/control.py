@@ -2,11 +2,12 @@
 finding them (ps, kill --all, delete).
 
 A container's processes are those of its cgroup when its record names one
-(the cgroups part of pyctr), else those in its own pid namespace, else its
-init alone. Pausing uses the cgroup freezer: the container's cgroup, or a
-freezer cgroup of pyctr's own made on first pause (cgroup v1's separate
-freezer hierarchy, so no other controller moves the processes); it is
-removed at delete.
+(pyctr.cgroups' record, "cgroup"), else those in its own pid namespace,
+else its init alone. Pausing uses the cgroup freezer: the container's
+cgroup (pyctr.cgroups.freeze/thaw), or, for a container without one, a
+freezer cgroup made on first pause in cgroup v1's separate freezer
+hierarchy (so no other controller moves the processes: "freezer" in the
+record); it is removed at delete.
 """
 import os
 import time
@@ -22,26 +23,35 @@ def processes(record):
     pid = record.get("pid")
     if not is_alive(pid, record.get("pid_start")):
         return []
-    group = record.get("cgroup") or record.get("freezer")
-    if group:
-        pids = _cgroup_pids(group)
-        if pids:
-            return [pid] + sorted(p for p in pids if p != pid)
+    pids = _group_pids(record) or _namespace_pids(pid)
+    return [pid] + sorted(p for p in pids if p != pid)
+
+
+def _namespace_pids(pid):
+    """The processes in init's pid namespace, if it is not the host's."""
     try:
         own = os.stat("/proc/%d/ns/pid" % pid).st_ino
     except OSError:
         return []
     if own == os.stat("/proc/self/ns/pid").st_ino:
         return [pid]  # the host's pid namespace: only init is known to be ours
-    pids = [pid]
+    pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != pid:
+        if entry.isdigit():
             try:
                 if os.stat("/proc/%s/ns/pid" % entry).st_ino == own:
                     pids.append(int(entry))
             except OSError:
-                continue  # gone meanwhile, or a kernel thread
+                continue  # gone meanwhile
     return pids
+
+
+def _group_pids(record):
+    if record.get("cgroup"):
+        from pyctr import cgroups
+        group = cgroups.Group.from_record(record["cgroup"])
+        return _cgroup_pids(group.process_dirs()[0]) if group else []
+    return _cgroup_pids(record["freezer"]) if record.get("freezer") else []
 
 
 def _cgroup_pids(path):
@@ -115,7 +125,7 @@ def _own_freezer(record):
     os.makedirs(path, exist_ok=True)
     record["freezer"] = path
     while True:
-        outside = set(processes(record)) - set(_cgroup_pids(path))
+        outside = set(_namespace_pids(record["pid"])) - set(_cgroup_pids(path))
         if not outside:
             return path
         for pid in outside:
@@ -127,22 +137,24 @@ def _own_freezer(record):
 
 
 def _freeze(record, frozen):
-    group = record.get("cgroup") or record.get("freezer")
-    v2 = os.path.join(group, "cgroup.freeze")
+    if record.get("cgroup"):
+        from pyctr import cgroups
+        (cgroups.freeze if frozen else cgroups.thaw)(record)
+        return
     try:
-        if os.path.exists(v2):
-            with open(v2, "w") as f:
-                f.write("1" if frozen else "0")
-            return
-        with open(os.path.join(group, "freezer.state"), "w") as f:
+        with open(os.path.join(record["freezer"], "freezer.state"), "w") as f:
             f.write("FROZEN" if frozen else "THAWED")
     except OSError as e:
         raise PyctrError("cannot %s container %s: %s" % (
             "freeze" if frozen else "thaw", record["name"], e.strerror)) from e
 
 
-def remove_freezer(record):
-    """pyctr's own freezer cgroup, once the processes are gone."""
+def remove_groups(record):
+    """The container's cgroup and the freezer made for it, once its
+    processes are gone."""
+    if record.get("cgroup"):
+        from pyctr import cgroups
+        cgroups.remove(record)
     path = record.get("freezer")
     if path:
         try:

@@ -278,8 +278,8 @@ def teardown(paths, store, record):
             network.detach(paths, record["id"], record["networks"])
         except PyctrError as e:
             problems.append(str(e))
-    from pyctr.oci.control import remove_freezer
-    remove_freezer(record)
+    from pyctr.oci.control import remove_groups
+    remove_groups(record)
     _hooks_warn("poststop", record, store, "stopped")
     store.remove(record["name"])
     if problems:
