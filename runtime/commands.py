@@ -289,7 +289,7 @@ def cmd_gc(paths, argv):
             store.remove(name)  # damaged record: nothing can use it
             removed.append("container %s (damaged record)" % name)
             continue
-        if st.get("oci") and st.get("status") != "creating":
+        if st.get("engine"):
             continue  # an engine's container: stopped ones wait for its `delete`
         crashed = st.get("status") != "stopped" and not is_alive(
             st.get("owner_pid"), st.get("owner_start")) and not is_alive(

@@ -131,6 +131,8 @@ class Container:
     def _etc_mounts(self):
         """hosts, hostname and resolv.conf are the container's own files,
         bind-mounted from the state dir (the network may rewrite hosts)."""
+        if self.spec.oci:
+            return  # a bundle's container has the files its config mounts, as with runc
         etc = os.path.join(self.dir, "etc")
         os.mkdir(etc)
         self._write_hosts()
@@ -148,8 +150,6 @@ class Container:
             # written as real root: never in a plain rootfs (the user's files),
             # nor where container root is unprivileged and may not write /etc.
             creatable = self.spec.root.image and not self.spec.uid_mappings
-            if any(m.destination == "/etc/" + name for m in self.spec.mounts):
-                continue  # the user's (or the engine's) own file wins
             if not creatable and not os.path.exists(
                     os.path.join(self.spec.root.path, "etc", name)):
                 continue

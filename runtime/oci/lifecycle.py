@@ -128,8 +128,10 @@ def created(c):
     spec = c.spec
     later = {name: [hooks.to_json(h) for h in spec.oci.hooks.get(name, [])]
              for name in ("poststart", "poststop")}
-    c.state.update(oci=True, bundle=spec.oci.bundle, annotations=dict(spec.annotations),
-                   hooks=later)
+    # engine: a `create`d container, whose stopped record waits for `delete`
+    # (pyctr gc leaves it alone); a run's belongs to the run.
+    c.state.update(oci=True, engine=c.oci.detached, bundle=spec.oci.bundle,
+                   annotations=dict(spec.annotations), hooks=later)
     path = os.path.join(c.dir, FIFO)
     os.mkfifo(path, 0o600)
     # Writable by whatever uid the container's root is (a user namespace).
@@ -155,7 +157,6 @@ def _attach(c, requests):
     ns = c.spec.namespace("network")
     c.state.update(networks=c.networks, netns=ns.path if ns and ns.path else None)
     c.store.write(c.name, c.state)
-    c._write_hosts()
 
 
 class PidFile:
