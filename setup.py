@@ -1,8 +1,8 @@
 # setuptools reads cffi_modules only from setup(); everything else is in
-# pyproject.toml.
-from setuptools import setup
+# pyproject.toml. Every package under runtime/ is a pyctr subpackage.
+from setuptools import find_packages, setup
 
 setup(
-    packages=["pyctr", "pyctr.network", "pyctr.oci", "pyctr.bench", "pyctr.recipes"],
+    packages=["pyctr", "pyctr.recipes"] + ["pyctr." + p for p in find_packages("runtime")],
     cffi_modules=["csrc/build_shim.py:ffibuilder"],
 )

@@ -18,14 +18,19 @@ SIGKILL = 9
 
 class Plan:
     """Everything the child needs, computed by the parent before clone so
-    that the child does as little as possible after it."""
-    # oci: a bundle's pyctr.oci.barrier.ChildPlan (exec FIFO, console, hooks) or None
-    __slots__ = ("spec", "rootfs", "layers", "new_userns", "new_netns", "join", "oci")
+    that the child does as little as possible after it. etc_mounts: the
+    state dir's hosts/hostname/resolv.conf, mounted after spec.mounts.
+    tie_to_parent: die with the parent (PDEATHSIG); off for an OCI create,
+    whose init must outlive the `pyctr create` process. oci: a bundle's
+    pyctr.oci.barrier.ChildPlan (exec FIFO, hooks, terminal) or None."""
+    __slots__ = ("spec", "rootfs", "layers", "etc_mounts", "new_userns", "new_netns", "join",
+                 "tie_to_parent", "oci")
 
-    def __init__(self, spec, rootfs, layers, new_userns, new_netns, join, oci=None):
-        self.spec, self.rootfs, self.layers = spec, rootfs, layers
+    def __init__(self, spec, rootfs, layers, etc_mounts, new_userns, new_netns, join,
+                 tie_to_parent=True, oci=None):
+        self.spec, self.rootfs, self.layers, self.etc_mounts = spec, rootfs, layers, etc_mounts
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
-        self.oci = oci
+        self.tie_to_parent, self.oci = tie_to_parent, oci
 
 
 def child_main(plan, channel, sys):
@@ -34,10 +39,9 @@ def child_main(plan, channel, sys):
     oci = plan.oci
     if oci:  # imported by the runtime before clone: nothing is imported here
         from pyctr.oci import barrier
-    detached = bool(oci and oci.detached)
     try:
         channel.child_side()
-        if not detached:  # a created container outlives pyctr (the engine reaps it)
+        if plan.tie_to_parent:
             sys.set_pdeathsig(SIGKILL)
         channel.expect(IDS)
         step = "join namespaces"
@@ -55,32 +59,35 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, pivot=not oci), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, pivot=not oci), sys)
         if oci:
             step = "createContainer hooks"
             barrier.before_pivot(spec, oci, sys)
             step = "pivot_root"
             R.apply(R.plan_pivot(plan.rootfs, oci.no_pivot), sys)
             step = "sysctl and terminal"
-            barrier.after_pivot(spec, oci, sys)
+            barrier.after_pivot(spec, channel)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
-        if oci:
-            barrier.barrier(spec, oci, channel, sys)  # the exec FIFO: `pyctr start`
+        step = "wait at the exec barrier"
+        proc = spec.process
+        if oci:  # READY, then the exec FIFO: `pyctr start`, from any process
+            barrier.barrier(spec, oci, channel, sys)
+            env = proc.env
         else:
+            channel.ready()
             extra_env = channel.expect(GO)  # the exec barrier: `start`
-            if extra_env:
-                spec.process.env = merge_env(spec.process.env, extra_env)
+            env = merge_env(proc.env, extra_env) if extra_env else proc.env
         step = "set up the process (ids, capabilities, fds)"
-        prepare_process(spec.process, sys, detached)
-        if spec.process.init:
+        prepare_process(proc, sys, plan.tie_to_parent)
+        if proc.init:
             step = "start init"
-            run_init(spec.process, channel, sys)
+            run_init(proc, env, channel, sys)
         step = "exec"
-        exec_workload(spec.process, sys, channel)
+        exec_workload(proc, env, sys, channel)
     except OSError as e:
         channel.report(step, e.errno or 0, "%s: %s" % (step, e.strerror or e))
     except BaseException as e:  # never unwind into the parent's code
@@ -88,7 +95,7 @@ def child_main(plan, channel, sys):
     os._exit(EXIT_RUNTIME)
 
 
-def prepare_process(proc, sys, detached=False):
+def prepare_process(proc, sys, tie_to_parent=True):
     """Identity, privileges and descriptors, in the order the kernel needs:
     rlimits and the like while privileged; the bounding set while we still
     have CAP_SETPCAP; ids with keepcaps so root keeps its capabilities;
@@ -104,7 +111,7 @@ def prepare_process(proc, sys, detached=False):
     sys.set_capabilities(caps)
     if proc.no_new_privileges:
         sys.set_no_new_privs()
-    if not detached:
+    if tie_to_parent:
         sys.set_pdeathsig(SIGKILL)
     sys.chdir(proc.cwd)
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
@@ -120,7 +127,7 @@ def prepare_process(proc, sys, detached=False):
     sys.reset_signals()
 
 
-def run_init(proc, channel, sys):
+def run_init(proc, env, channel, sys):
     """--init: stay as PID 1, reaping zombies and forwarding signals to the
     workload, and exit with its status. The workload's exec failure still
     reaches the parent: the forked process inherits the report pipe."""
@@ -128,7 +135,7 @@ def run_init(proc, channel, sys):
     pid = os.fork()
     if pid == 0:
         sys.reset_signals()
-        exec_workload(proc, sys, channel)  # reports and _exits on failure
+        exec_workload(proc, env, sys, channel)  # reports and _exits on failure
         os._exit(EXIT_RUNTIME)
     # PID 1 never execs, so close-on-exec never closes what it inherited:
     # the report pipe and, with -d, the pipe `pyctr run` waits on.
@@ -137,8 +144,8 @@ def run_init(proc, channel, sys):
     os._exit(exit_code(status))
 
 
-def exec_workload(proc, sys, channel):
-    env = dict(e.split("=", 1) for e in proc.env if "=" in e)
+def exec_workload(proc, env_list, sys, channel):
+    env = dict(e.split("=", 1) for e in env_list if "=" in e)
     path = resolve(proc.args[0], env.get("PATH", ""))
     try:
         sys.execve(path, proc.args, env)

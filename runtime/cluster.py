@@ -326,8 +326,8 @@ def up(paths, argv):
                     "exec": pyctr_argv(paths) + ["exec", node_name(name, i)] if i in here
                     else remote.get(i)})
             if here:
-                record["workdir"] = store.read(node_name(name, here[0]), "config.json")[
-                    "process"].get("cwd") or "/"
+                config = json.loads(store.read_file(node_name(name, here[0]), "config.json"))
+                record["workdir"] = config["process"].get("cwd") or "/"
                 if not host_ifaces(net.subnet):
                     raise PyctrError("cluster up: this host has no address in %s after the "
                                      "nodes started; mpirun here could not reach them"
@@ -578,7 +578,7 @@ def mpirun(paths, argv):
 
 def ls(paths, argv):
     from pyctr.cli import arg_parser, print_table
-    from pyctr.state import StateStore, is_alive
+    from pyctr.state import StateStore
     arg_parser("cluster ls", "List clusters.").parse_args(argv)
     store = StateStore(paths)
     rows = [("NAME", "NODES", "HERE", "RUNNING", "NETWORK", "SUBNET", "IMAGE")]
@@ -596,10 +596,9 @@ def ls(paths, argv):
         running = 0
         for node in here:
             try:
-                st = store.read(node)
+                running += store.load(node).process_alive()
             except PyctrError:
                 continue
-            running += is_alive(st.get("pid"), st.get("pid_start"))
         rows.append((name, str(len(r["nodes"])), str(len(here)), str(running), r["net"],
                      r["subnet"], r["image"]))
     print_table(rows)
@@ -634,19 +633,18 @@ def teardown(paths, record, nodes):
     """Remove the nodes (containers), the host side if `up` made it and
     nothing else uses it now, and the cluster's directory. Idempotent; used
     by `down` and to undo a failed `up`."""
-    from pyctr.commands import remove
     from pyctr.state import StateStore
+    from pyctr.verbs.remove import remove
     store = StateStore(paths)
     ours, problems = set(), []
     for node in reversed(nodes):
         try:
-            st = store.read(node)
+            st = store.load(node)
         except PyctrError:
             continue  # never started, or already gone
-        ours.update(r.get("host_ifname") for r in st.get("networks") or []
-                    if r.get("host_ifname"))
+        ours.update(r.get("host_ifname") for r in st.networks if r.get("host_ifname"))
         try:
-            remove(paths, store, node, st, force=True)
+            remove(paths, st, force=True)
         except PyctrError as e:
             problems.append("%s: %s" % (node, e))
     if record.get("made_host_side"):

@@ -1,186 +1,262 @@
-"""The parent side of a container's life: create (clone, maps, network),
-start (GO, exec confirmed), wait (signals forwarded), clean up.
+"""The parent side of a container's life: create, start, wait, clean up.
 
-Any failure between clone and a confirmed exec kills the child and undoes
-everything (state entry, network, overlay dirs) before the error goes up,
-as crun does on every early return.
+Creation is the ordered list STAGES below. Each stage acts on the one
+Container object and registers how to undo what it did; if any stage
+fails, the undo stack runs backwards (child killed, network detached,
+record removed) before the error goes up, as crun does on every early
+return. The Spec is frozen: stages read it, and what they learn goes into
+the Container (paths, fds, pid) and its ContainerState record.
+
+  reserve        the name, with the first record (status creating)
+  etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
+  namespaces     open the namespaces to join (a pid one is entered now)
+  clone          the child, blocked until IDS (child.py)
+  id_maps        uid_map/gid_map of a new user namespace
+  record         status created, pid
+  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks
+  ids            the child builds its root meanwhile
+  networks       devices into the child's netns (pyctr.network)
+  mpi_rank       a launcher's rank: MPI settings, PMIx relay
+  ready          the child waits at the exec barrier (READY)
+  bundle_ready   a bundle's terminal to the engine, pyctr networks in its netns
+
+start() sends GO and confirms the exec; wait() forwards signals and
+records the exit; cleanup() and teardown() remove what the record lists.
 """
 import os
 
-from pyctr import syscalls as S
+from pyctr import syscalls
 from pyctr.child import Plan, child_main, exit_code
-from pyctr.errors import from_oserror
+from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Mount
-from pyctr.state import StateStore, now, process_start_time
+from pyctr.state import ContainerState, StateStore, now, process_start_time
 from pyctr.sync import GO, IDS, Channel
 
 SIGKILL = 9
 
 
+class Undo:
+    """A stack of (function, args): run() calls them newest first, each
+    once, and keeps going past failures (the first one is raised last)."""
+
+    def __init__(self):
+        self._steps = []
+
+    def push(self, fn, *args):
+        self._steps.append((fn, args))
+
+    def run(self):
+        error = None
+        while self._steps:
+            fn, args = self._steps.pop()
+            try:
+                fn(*args)
+            except Exception as e:  # keep undoing: a half-undone container is worse
+                error = error or e
+        if error:
+            raise error
+
+
+# -- the stages ------------------------------------------------------------
+
+def reserve(c):
+    c.store.reserve(c.state)
+    c.dir = c.store.dir(c.state.name)
+    c.undo.push(c.store.remove, c.state.name)
+    if c.log:
+        _redirect_to_log(c.dir)
+
+
+def etc_files(c):
+    """hosts, hostname and resolv.conf are the container's own files,
+    bind-mounted from the state dir (the network stage rewrites hosts).
+    A bundle's container has the files its config mounts, as with runc."""
+    if c.spec.oci:
+        return
+    etc = os.path.join(c.dir, "etc")
+    os.mkdir(etc)
+    _write_hosts(c)
+    with open(os.path.join(etc, "hostname"), "w") as f:
+        f.write(c.spec.hostname + "\n")
+    try:
+        with open("/etc/resolv.conf") as f:
+            resolv = f.read()
+    except OSError:
+        resolv = ""
+    with open(os.path.join(etc, "resolv.conf"), "w") as f:
+        f.write(resolv)
+    root = c.spec.root
+    for name in ("hosts", "hostname", "resolv.conf"):
+        # A missing file is created to mount on only in an image's overlay
+        # written as real root: never in a plain rootfs (the user's files),
+        # nor where container root is unprivileged and may not write /etc.
+        creatable = root.image and not c.spec.uid_mappings
+        if not creatable and not os.path.exists(os.path.join(root.path, "etc", name)):
+            continue
+        c.etc_mounts.append(Mount(destination="/etc/" + name, type="bind",
+                                  source=os.path.join(etc, name), options=("bind",)))
+
+
+def namespaces(c):
+    for ns in c.spec.namespaces:
+        flag = syscalls.NAMESPACES[ns.type][0]
+        if not ns.path:
+            c.clone_flags |= flag
+        elif ns.type == "pid":
+            # A pid namespace applies to children: enter it before clone.
+            fd = _open_ns(ns.path)
+            try:
+                c.syscall.setns(fd, flag)
+            except OSError as e:
+                raise from_oserror("cannot join namespace %s" % ns.path, e) from e
+            finally:
+                os.close(fd)
+        else:
+            c.join.append((ns.type, _open_ns(ns.path)))
+    c.undo.push(_close_joined, c)
+
+
+def clone(c):
+    spec = c.spec
+    rootfs, layers = spec.root.path, None
+    if spec.root.image:
+        # The image stays untouched: the container writes to an overlay
+        # (see rootfs.plan_root) mounted on this empty directory.
+        scratch = os.path.join(c.dir, "rootfs")
+        os.mkdir(scratch)
+        rootfs, layers = scratch + "/merged", (spec.root.path, scratch)
+    plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
+                bool(c.clone_flags & syscalls.CLONE_NEWUSER),
+                bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
+                c.oci)
+    c.channel = Channel()
+    c.syscall.block_signals()  # none may slip by between clone and wait
+    try:
+        c.pid = c.syscall.clone(c.clone_flags)
+    except OSError as e:
+        c.channel.abort()
+        raise from_oserror("cannot create namespaces (clone)", e) from e
+    if c.pid == 0:
+        child_main(plan, c.channel, c.syscall)  # never returns
+    c.undo.push(_kill, c)
+    c.channel.parent_side()
+    _close_joined(c)
+
+
+def id_maps(c):
+    if c.clone_flags & syscalls.CLONE_NEWUSER:
+        from pyctr.idmap import write_maps
+        try:
+            write_maps(c.pid, c.spec.uid_mappings, c.spec.gid_mappings)
+        except OSError as e:
+            raise from_oserror("cannot write uid/gid map", e) from e
+
+
+def record(c):
+    c.state.status, c.state.pid = "created", c.pid
+    c.state.pid_start = process_start_time(c.pid)
+    c.store.save(c.state)
+    c.store.write_file(c.state.name, "config.json", _oci_json(c.spec))
+
+
+def bundle(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import created
+        created(c)
+
+
+def ids(c):
+    c.channel.send(IDS)  # the child builds its rootfs meanwhile
+
+
+def networks(c):
+    if not c.spec.networks:
+        return
+    from pyctr import network
+    # attach() undoes its own partial work on failure; on success its
+    # records go into the state first, so a later failure can detach.
+    c.state.networks = network.attach(c.paths, c.spec.id, c.spec.networks, c.pid)
+    c.undo.push(_detach_networks, c)
+    c.store.save(c.state)
+    _write_hosts(c)
+
+
+def mpi_rank(c):
+    """A rank started by an MPI launcher: make its MPI use the container's
+    own interface (see pyctr.mpi) and reach a launcher that serves PMIx on
+    loopback (see pyctr.pmix_relay); settings the user made win. Rank 0 says
+    what was set, and every rank records it in its state."""
+    if "pyctr.mpi" not in c.spec.annotations or not c.state.networks:
+        return
+    from pyctr import mpi, pmix_relay
+    env = dict(e.split("=", 1) for e in c.spec.process.env)
+    added = {k: v for k, v in mpi.mpi_env(c.state.networks).items() if k not in env}
+    c.extra_env = ["%s=%s" % kv for kv in added.items()]
+    c.state.mpi_env = added
+    said = list(c.extra_env)
+    servers = pmix_relay.loopback_servers(env)
+    if servers:
+        listeners = pmix_relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
+        pmix_relay.serve(listeners, servers)
+        c.state.pmix_relay = ["%s:%d" % s for s in servers]
+        said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
+    c.store.save(c.state)
+    if env.get("OMPI_COMM_WORLD_RANK", env.get("PMI_RANK", env.get("PMIX_RANK"))) == "0":
+        import sys
+        sys.stderr.write("pyctr: MPI rank in a container: %s\n" % ", ".join(said))
+
+
+def ready(c):
+    c.fds = c.channel.wait_ready()
+
+
+def bundle_ready(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import at_barrier
+        at_barrier(c)
+
+
+STAGES = (reserve, etc_files, namespaces, clone, id_maps, record, bundle, ids, networks,
+          mpi_rank, ready, bundle_ready)
+
+
 class Container:
-    def __init__(self, paths, spec, sys=None):
+    def __init__(self, paths, spec, syscall=None):
         self.paths = paths
         self.spec = spec
-        self.sys = sys or S.Syscalls()
+        self.syscall = syscall or syscalls.Syscalls()
         self.store = StateStore(paths)
-        self.id = os.urandom(6).hex()
-        self.name = spec.name or self.id
-        self.pid = 0
+        self.state = ContainerState(
+            id=spec.id, name=spec.name, owner_pid=os.getpid(),
+            owner_start=process_start_time(os.getpid()), rootfs=spec.root.path,
+            image=spec.root.image, command=list(spec.process.args), created=now(),
+            remove=spec.remove, detach=spec.detach)
+        self.undo = Undo()
+        self.log = False           # detached: stdio to <state>/log
+        self.tie_to_parent = True  # the child dies with this process (PDEATHSIG)
+        self.oci = None            # a bundle's pyctr.oci.barrier.ChildPlan (pyctr.oci.lifecycle)
         self.dir = None
+        self.clone_flags = 0
+        self.join = []             # (namespace type, fd) the child joins
+        self.etc_mounts = []
         self.channel = None
-        self.networks = []
-        self.state = None
-        self.extra_env = []  # set between create and start, reaches the workload
-        self.oci = None  # a bundle's pyctr.oci.barrier.ChildPlan, set by pyctr.oci.lifecycle
+        self.pid = 0
+        self.extra_env = []        # learnt before start, reaches the workload
+        self.fds = {}              # sent by the child before READY ("pty")
 
-    # -- create ------------------------------------------------------------
+    @property
+    def name(self):
+        return self.state.name
+
     def create(self, log=False):
-        self.dir = self.store.reserve(self.name)
+        self.log = log
         try:
-            if log:
-                self._redirect_to_log()
-            self._create()
+            for stage in STAGES:
+                stage(self)
         except BaseException:
             self.destroy()
             raise
 
-    def _create(self):
-        spec = self.spec
-        if not spec.hostname:
-            spec.hostname = self.id
-        layers = None
-        rootfs = spec.root.path
-        if spec.root.image:
-            # The image stays untouched: the container writes to an overlay
-            # (see rootfs.plan_root) mounted on this empty directory.
-            scratch = os.path.join(self.dir, "rootfs")
-            os.mkdir(scratch)
-            rootfs = scratch + "/merged"
-            layers = (spec.root.path, scratch)
-        self._etc_mounts()
-
-        flags, join = 0, []
-        for ns in spec.namespaces:
-            flag = S.NAMESPACES[ns.type][0]
-            if not ns.path:
-                flags |= flag
-            elif ns.type == "pid":
-                # A pid namespace applies to children: enter it before clone.
-                self._setns_path(ns.path, flag)
-            else:
-                join.append((ns.type, self._open_ns(ns.path)))
-        plan = Plan(spec, rootfs, layers, bool(flags & S.CLONE_NEWUSER),
-                    bool(flags & S.CLONE_NEWNET), join, self.oci)
-
-        self.state = {
-            "id": self.id, "name": self.name, "status": "creating", "pid": 0, "pid_start": None,
-            "owner_pid": os.getpid(), "owner_start": process_start_time(os.getpid()),
-            "rootfs": spec.root.path, "image": spec.root.image, "command": spec.process.args,
-            "created": now(), "remove": spec.remove, "detach": spec.detach, "networks": [],
-        }
-        self.store.write(self.name, self.state)
-        self.store.write(self.name, spec.to_oci(), "config.json")
-
-        self.channel = Channel()
-        self.sys.block_signals()  # none may slip by between clone and wait
-        try:
-            self.pid = self.sys.clone(flags)
-        except OSError as e:
-            raise from_oserror("cannot create namespaces (clone)", e)
-        if self.pid == 0:
-            child_main(plan, self.channel, self.sys)  # never returns
-        self.channel.parent_side()
-        for _, fd in join:
-            os.close(fd)
-        if self.oci:
-            self.oci.close()
-
-        if plan.new_userns:
-            from pyctr.idmap import write_maps
-            try:
-                write_maps(self.pid, spec.uid_mappings, spec.gid_mappings)
-            except OSError as e:
-                raise from_oserror("cannot write uid/gid map", e)
-        self.state.update(status="created", pid=self.pid,
-                          pid_start=process_start_time(self.pid))
-        self.store.write(self.name, self.state)
-        if spec.oci:  # a bundle: its record, prestart/createRuntime hooks
-            from pyctr.oci.lifecycle import created
-            created(self)
-        self.channel.send(IDS)  # the child builds its rootfs meanwhile
-
-        if spec.networks:
-            from pyctr import network
-            # attach() undoes its own partial work on failure; on success its
-            # records go into the state first, so a later failure can detach.
-            self.networks = network.attach(self.paths, self.id, spec.networks, self.pid)
-            self.state["networks"] = self.networks
-            self.store.write(self.name, self.state)
-            self._write_hosts()
-
-    def _redirect_to_log(self):
-        """Detached: the workload's stdout/stderr go to <state>/log (pyctr logs)."""
-        fd = os.open(os.path.join(self.dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(null)
-
-    def _etc_mounts(self):
-        """hosts, hostname and resolv.conf are the container's own files,
-        bind-mounted from the state dir (the network may rewrite hosts)."""
-        if self.spec.oci:
-            return  # a bundle's container has the files its config mounts, as with runc
-        etc = os.path.join(self.dir, "etc")
-        os.mkdir(etc)
-        self._write_hosts()
-        with open(os.path.join(etc, "hostname"), "w") as f:
-            f.write(self.spec.hostname + "\n")
-        try:
-            with open("/etc/resolv.conf") as f:
-                resolv = f.read()
-        except OSError:
-            resolv = ""
-        with open(os.path.join(etc, "resolv.conf"), "w") as f:
-            f.write(resolv)
-        for name in ("hosts", "hostname", "resolv.conf"):
-            # A missing file is created to mount on only in an image's overlay
-            # written as real root: never in a plain rootfs (the user's files),
-            # nor where container root is unprivileged and may not write /etc.
-            creatable = self.spec.root.image and not self.spec.uid_mappings
-            if not creatable and not os.path.exists(
-                    os.path.join(self.spec.root.path, "etc", name)):
-                continue
-            self.spec.mounts.append(Mount(destination="/etc/" + name, type="bind",
-                                          source=os.path.join(etc, name), options=["bind"]))
-
-    def _write_hosts(self):
-        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        names = self.spec.hostname if self.spec.hostname == self.name else \
-            "%s %s" % (self.spec.hostname, self.name)
-        addresses = [r["ip"].split("/")[0] for r in self.networks if r.get("ip")]
-        lines += ["%s\t%s" % (a, names) for a in addresses] or ["127.0.1.1\t" + names]
-        with open(os.path.join(self.dir, "etc", "hosts"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-
-    def _open_ns(self, path):
-        try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise from_oserror("cannot open namespace %s" % path, e)
-
-    def _setns_path(self, path, flag):
-        fd = self._open_ns(path)
-        try:
-            self.sys.setns(fd, flag)
-        except OSError as e:
-            raise from_oserror("cannot join namespace %s" % path, e)
-        finally:
-            os.close(fd)
-
-    # -- start -------------------------------------------------------------
     def start(self):
         try:
             self.channel.send(GO, self.extra_env)
@@ -191,47 +267,110 @@ class Container:
         if error:
             self.destroy()
             raise error
-        self.state.update(status="running", started=now())
-        self.store.write(self.name, self.state)
+        self.state.status, self.state.started = "running", now()
+        self.store.save(self.state)
 
-    # -- wait and clean up ---------------------------------------------------
     def wait(self):
         """Wait for the workload, forwarding signals; returns its exit code."""
-        status = self.sys.supervise(self.pid)
+        status = self.syscall.supervise(self.pid)
         self.pid = 0
         code = exit_code(status)
-        self.state.update(status="stopped", exit_code=code, finished=now())
+        self.state.status, self.state.exit_code, self.state.finished = "stopped", code, now()
         return code
 
     def cleanup(self):
-        """After a normal exit: network down, then the record (kept unless --rm)."""
-        self._detach_networks()
+        """After a normal exit: the record says what to remove; it is kept
+        (status stopped, nothing attached) unless --rm."""
+        self.undo = Undo()
         if self.spec.remove:
-            self.store.remove(self.name)
+            teardown(self.paths, self.state)
         else:
-            self.store.write(self.name, self.state)
+            release(self.paths, self.state)
+            self.store.save(self.state)
 
     def destroy(self):
         """Undo everything after a failed create/start. Idempotent."""
-        if self.pid:
-            try:
-                os.kill(self.pid, SIGKILL)
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-            except ProcessLookupError:
-                pass
-            self.pid = 0
-        if self.channel:
-            self.channel.abort()
-        self._detach_networks()
-        if self.dir:
-            self.store.remove(self.name)
-            self.dir = None
+        undo, self.undo = self.undo, Undo()
+        undo.run()
 
-    def _detach_networks(self):
-        if self.networks:
-            from pyctr import network
-            network.detach(self.paths, self.id, self.networks)
-            self.networks = []
 
+def release(paths, state):
+    """Give back what a container holds besides its record: its network
+    devices and addresses. Idempotent; the record then lists nothing."""
+    if state.networks:
+        from pyctr import network
+        network.detach(paths, state.id, state.networks)
+        state.networks = []
+
+
+def teardown(paths, state):
+    """Remove a container that no longer runs, from its record alone (rm,
+    gc, --rm, OCI delete)."""
+    release(paths, state)
+    StateStore(paths).remove(state.name)
+
+
+def _kill(c):
+    if c.pid:
+        try:
+            os.kill(c.pid, SIGKILL)
+            os.waitpid(c.pid, 0)
+        except (ChildProcessError, ProcessLookupError):
+            pass
+        c.pid = 0
+    if c.channel:
+        c.channel.abort()
+
+
+def _detach_networks(c):
+    release(c.paths, c.state)
+
+
+def _close_joined(c):
+    for _, fd in c.join:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    c.join = []
+
+
+def _open_ns(path):
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise from_oserror("cannot open namespace %s" % path, e) from e
+
+
+def _redirect_to_log(state_dir):
+    """Detached: the workload's stdout/stderr go to <state>/log (pyctr logs)."""
+    fd = os.open(os.path.join(state_dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+def _write_hosts(c):
+    spec = c.spec
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    names = spec.hostname if spec.hostname == spec.name else "%s %s" % (spec.hostname, spec.name)
+    addresses = [r["ip"].split("/")[0] for r in c.state.networks if r.get("ip")]
+    lines += ["%s\t%s" % (a, names) for a in addresses] or ["127.0.1.1\t" + names]
+    with open(os.path.join(c.dir, "etc", "hosts"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _oci_json(spec):
+    from pyctr import jsonio
+    return jsonio.dumps(spec.to_oci())
+
+
+def load_running(paths, name):
+    """The state of a container that must be running (kill, exec)."""
+    state = StateStore(paths).load(name)
+    if not state.process_alive():
+        raise PyctrError("container %s is not running" % name)
+    return state

@@ -12,7 +12,6 @@ from pyctr import syscalls as S
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Process
-from pyctr.state import StateStore, is_alive
 from pyctr.sync import Channel
 
 
@@ -34,11 +33,8 @@ def enter(paths, name, process, sys=None, detach=False, pid_file=None, console_f
     and return its exit code. console_fd: a connection to an engine's
     console socket, which gets the process's pty (pyctr.oci.console)."""
     sys = sys or S.Syscalls()
-    store = StateStore(paths)
-    state = store.read(name)
-    pid = state.get("pid")
-    if not is_alive(pid, state.get("pid_start")):
-        raise PyctrError("container %s is not running" % name)
+    from pyctr.container import load_running
+    pid = load_running(paths, name).pid
     fds = []
     for ns_type, (flag, proc_name) in S.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
@@ -58,7 +54,7 @@ def enter(paths, name, process, sys=None, detach=False, pid_file=None, console_f
         finally:
             os.close(fd)
 
-    channel = Channel(ctl=False)
+    channel = Channel()
     sys.block_signals()
     child = os.fork()
     if child == 0:
@@ -67,8 +63,8 @@ def enter(paths, name, process, sys=None, detach=False, pid_file=None, console_f
             if console_fd >= 0:
                 from pyctr.oci.console import setup  # imported before setns by the caller
                 setup(console_fd, process.oci.console_size if process.oci else None)
-            prepare_process(process, sys, detach)
-            exec_workload(process, sys, channel)
+            prepare_process(process, sys, tie_to_parent=not detach)
+            exec_workload(process, process.env, sys, channel)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
         except BaseException as e:

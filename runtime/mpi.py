@@ -281,12 +281,11 @@ class Probe:
     def __init__(self, name, state):
         self.name = name
         self.state = state
-        self.pid = state.get("pid")
-        self.networks = state.get("networks") or []
+        self.pid = state.pid
+        self.networks = state.networks
 
     def alive(self):
-        from pyctr.state import is_alive
-        return is_alive(self.pid, self.state.get("pid_start"))
+        return self.state.process_alive()
 
     def ns(self, kind):
         try:
@@ -405,7 +404,7 @@ def doctor_command(paths, argv):
     names = args.names or store.names()
     probes = []
     for name in names:
-        probe = Probe(name, store.read(name))
+        probe = Probe(name, store.load(name))
         if not probe.alive():
             raise PyctrError("container %s is not running" % name)
         probes.append(probe)

@@ -68,10 +68,11 @@ def _propagation(spec):
     return S.MS_PRIVATE
 
 
-def plan_mounts(spec, rootfs, pivot=True):
-    """Steps for spec.mounts, /dev's contents, and (with pivot) the switch of root."""
+def plan_mounts(spec, rootfs, extra=(), pivot=True):
+    """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
+    contents, and (with pivot) the switch of root."""
     steps = []
-    for m in spec.mounts:
+    for m in tuple(spec.mounts) + tuple(extra):
         target = rootfs + m.destination
         flags, data = parse_options(m.options)
         if m.type == "bind" or flags & S.MS_BIND:

@@ -12,8 +12,12 @@ the rest of `pyctr run` start-up.
 
 class Record:
     """A small typed record: fields are __slots__, defaults in DEFAULTS
-    (a callable default is called, so lists are never shared)."""
-    __slots__ = ()
+    (a callable default is called, so lists are never shared).
+
+    freeze() makes a record and everything in it read-only: the Spec is
+    frozen once validated, so no acting code can change what was checked
+    (lists become tuples, dicts read-only views)."""
+    __slots__ = ("_frozen",)
     DEFAULTS = {}
 
     def __init__(self, **fields):
@@ -28,6 +32,18 @@ class Record:
         if fields:
             raise TypeError("%s has no field %s" % (type(self).__name__, ", ".join(fields)))
 
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError("%s is frozen: %s cannot change after validation"
+                                 % (type(self).__name__, name))
+        object.__setattr__(self, name, value)
+
+    def freeze(self):
+        for name in self.__slots__:
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "_frozen", True)
+        return self
+
     def __repr__(self):
         return "%s(%s)" % (type(self).__name__,
                            ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__))
@@ -35,6 +51,17 @@ class Record:
     def __eq__(self, other):
         return type(self) is type(other) and all(
             getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+
+def _frozen(value):
+    if isinstance(value, Record):
+        return value.freeze()
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        from types import MappingProxyType
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    return value
 
 
 class Process(Record):
@@ -80,15 +107,15 @@ class NetworkRequest(Record):
 
 class Spec(Record):
     __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
-                 "gid_mappings", "masked_paths", "readonly_paths",
+                 "gid_mappings", "masked_paths", "readonly_paths", "annotations",
                  # a bundle's hooks, sysctls ... (pyctr.oci.settings.OciSettings)
                  "oci",
-                 # pyctr's own
-                 "name", "remove", "detach", "networks", "net_mode", "annotations")
+                 # pyctr's own. id: random, names host-side devices and leases;
+                 # name: the state key (an OCI engine's container id), default id.
+                 "id", "name", "remove", "detach", "networks")
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,
-                "remove": False, "detach": False, "networks": list, "net_mode": "none",
-                "annotations": dict}
+                "remove": False, "detach": False, "networks": list, "annotations": dict}
 
     def namespace(self, ns_type):
         for ns in self.namespaces:

@@ -18,6 +18,7 @@ import os
 
 from pyctr import spec as S
 from pyctr.errors import PyctrError
+from pyctr.state import check_name
 
 NS_OPTIONS = (("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"))
 
@@ -34,18 +35,19 @@ def build(paths, opts):
         raise PyctrError("no command given and image %r has no default" % target)
 
     rootless = paths.rootless
+    container_id = os.urandom(6).hex()
     spec = S.Spec(
         root=root,
-        hostname=opts.get("hostname"),
-        name=opts.get("name"),
+        id=container_id,
+        hostname=opts.get("hostname") or container_id,
+        name=opts.get("name") or container_id,
         remove=bool(opts.get("remove")),
         detach=bool(opts.get("detach")),
         mounts=S.default_mounts(),
         masked_paths=list(S.DEFAULT_MASKED_PATHS),
         readonly_paths=list(S.DEFAULT_READONLY_PATHS),
     )
-    if spec.name:
-        _check_name(spec.name)
+    check_name(spec.name)
     uid, gid = _user(opts.get("user") or (image.user if image else None), root.path)
     spec.process = S.Process(
         args=command,
@@ -76,9 +78,9 @@ def build(paths, opts):
         spec.namespaces.insert(0, S.Namespace(type="user"))
         from pyctr.idmap import maps_for
         spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
-        if rootless and spec.net_mode not in ("none", "host"):
+        if rootless and spec.networks:
             raise PyctrError("rootless containers support --net=none or --net=host only")
-    return spec
+    return spec.freeze()
 
 
 def _root(paths, target, opts):
@@ -117,12 +119,6 @@ def _mpi_launch(spec):
         spec.process.pass_fds.append(int(environ["PMI_FD"]))
     spec.annotations["pyctr.mpi"] = "launched by %s" % (
         "Open MPI" if "OMPI_COMM_WORLD_SIZE" in environ else "an MPI launcher")
-
-
-def _check_name(name):
-    ok = name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name)
-    if not ok or len(name) > 64:
-        raise PyctrError("invalid container name %r: use letters, digits, _ . - (max 64)" % name)
 
 
 def _user(user, rootfs):
@@ -255,12 +251,9 @@ def _namespace(paths, spec, ns_type, mode):
 
 
 def _container_ns(paths, name, ns_type):
-    from pyctr.state import StateStore, is_alive
+    from pyctr.container import load_running
     from pyctr.syscalls import NAMESPACES
-    state = StateStore(paths).read(name)
-    if not is_alive(state.get("pid"), state.get("pid_start")):
-        raise PyctrError("container %s is not running" % name)
-    return "/proc/%d/ns/%s" % (state["pid"], NAMESPACES[ns_type][1])
+    return "/proc/%d/ns/%s" % (load_running(paths, name).pid, NAMESPACES[ns_type][1])
 
 
 def _network(paths, spec, opts):
@@ -274,20 +267,22 @@ def _network(paths, spec, opts):
         raise PyctrError("--net=%s cannot be combined with other --net options" % simple[0])
     mode = nets[0]
     if mode == "host":
-        spec.net_mode = "host"
+        pass
     elif mode.startswith("container:"):
-        spec.net_mode = "container"
         _namespace(paths, spec, "network", mode)
     else:
         spec.namespaces.append(S.Namespace(type="network"))
         if mode != "none":
             from pyctr import network
-            spec.net_mode = "bridge"
             spec.networks = [network.parse(n) for n in nets]
             first = spec.networks[0]
-            for key in ("ip", "mac", "mtu"):
+            from pyctr.network.addr import check_mac, check_mtu
+            from pyctr.network.request import check_ip
+            checks = {"ip": lambda v: check_ip(str(v)), "mac": lambda v: check_mac(str(v)),
+                      "mtu": check_mtu}
+            for key, check in checks.items():
                 if opts.get(key) is not None:
-                    setattr(first, key, opts[key])
+                    setattr(first, key, check(opts[key]))
     if (opts.get("ip") or opts.get("mac") or opts.get("mtu")) and not spec.networks:
         raise PyctrError("--ip/--mac/--mtu need a --net=veth:... or --net=macvlan:... network")
 

@@ -1,20 +1,189 @@
 """Container state under <root>/containers/<name>/ (tmpfs by default):
 
-  state.json   id, name, status, pid (+ its start time), networks, exit code ...
+  state.json   the ContainerState below, replaced atomically on every change
   config.json  the OCI-shaped spec the container was made from
   etc/         hosts, hostname, resolv.conf bind-mounted into the container
   rootfs/      where an image-based root is mounted (inside the container only)
   log          stdout+stderr of a detached container
 
 The directory is created (atomically: mkdir fails if the name is taken)
-before the container exists and state.json is written before the workload
-starts, so a container is never running without a record.
+before the container exists and state.json is written right after, so a
+container never runs without a record, and a record whose writer died is
+recognisable (its owner is gone). Every verb reaches a container through
+StateStore.load(name); a name is checked at creation and at every lookup,
+so no verb can touch a path outside the state directory.
 """
 import os
 import time
 
 from pyctr import jsonio
 from pyctr.errors import PyctrError
+from pyctr.spec import Record
+
+MAX_NAME = 200  # engines' ids: 64 hex (podman, containerd); Slurm's %n.%u.%j.%s.%t
+
+
+def check_name(name):
+    """A container name or OCI id: letters, digits, then also _ . - ;
+    so never empty, never '.', '..' or anything with '/'."""
+    ok = isinstance(name, str) and 0 < len(name) <= MAX_NAME and name[0].isascii() \
+        and name[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
+    if not ok:
+        raise PyctrError("invalid container name %r: use letters, digits, _ . - (first a letter "
+                         "or digit, at most %d)" % (name, MAX_NAME))
+    return name
+
+
+class ContainerState(Record):
+    """What pyctr knows of one container. `status` is what was recorded:
+    creating -> created -> running -> stopped (paused by `pause`);
+    live_status() corrects it for processes that died unrecorded.
+
+    owner_*: the process that created the container and cleans it up (the
+    `run` process, the -d monitor); a dead owner of an unfinished record
+    marks what a crash left for `pyctr gc`."""
+    __slots__ = ("id", "name", "status", "pid", "pid_start", "owner_pid", "owner_start",
+                 "rootfs", "image", "bundle", "command", "created", "started", "finished",
+                 "exit_code", "remove", "detach", "networks", "cgroup", "mpi_env",
+                 "pmix_relay", "annotations",
+                 # a bundle's (pyctr.oci.lifecycle): engine, hooks, netns, freezer
+                 "oci")
+    DEFAULTS = {"status": "creating", "pid": 0, "owner_pid": 0, "command": list,
+                "remove": False, "detach": False, "networks": list, "mpi_env": dict,
+                "pmix_relay": list, "annotations": dict}
+
+    def to_json(self):
+        return {n: getattr(self, n) for n in self.__slots__}
+
+    @classmethod
+    def from_json(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        # Unknown keys come from another pyctr version: keep what we know.
+        return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
+
+    def process_alive(self):
+        return is_alive(self.pid, self.pid_start)
+
+    def owner_alive(self):
+        return is_alive(self.owner_pid, self.owner_start)
+
+    def live_status(self):
+        """The recorded status, corrected for a container whose process is
+        gone without its owner recording it (owner killed), and for one
+        whose creator died before it ever ran."""
+        if self.status in ("created", "running", "paused") and not self.process_alive():
+            return "stopped"
+        if self.status == "creating" and not self.owner_alive():
+            return "stopped"
+        return self.status
+
+    def crashed(self):
+        """Left by a crash: unfinished, and neither its owner nor its process lives."""
+        return self.status != "stopped" and not self.owner_alive() and not self.process_alive()
+
+
+class StateStore:
+    def __init__(self, paths):
+        self.base = paths.containers
+
+    def dir(self, name):
+        return os.path.join(self.base, check_name(name))
+
+    def reserve(self, state):
+        """Claim state.name with its first record in one step; fails if
+        another container (running or not) has the name. The directory is
+        made under a temporary name and renamed into place, so no name is
+        ever taken by a directory without a record (a creator killed in
+        between leaves only a `.new-PID-*` entry that gc removes)."""
+        final = self.dir(state.name)
+        # 0711: a container whose root is an unprivileged host uid (--userns)
+        # must reach its bind-mounted etc/ files, but not list other containers.
+        os.makedirs(self.base, mode=0o711, exist_ok=True)
+        tmp = os.path.join(self.base, ".new-%d-%s" % (os.getpid(), os.urandom(4).hex()))
+        os.mkdir(tmp, 0o711)
+        try:
+            with open(os.path.join(tmp, "state.json"), "w") as f:
+                f.write(jsonio.dumps(state.to_json()))
+            os.rename(tmp, final)  # fails on a taken name: that dir is never empty
+        except OSError as e:
+            remove_tree(tmp)
+            if e.errno in (17, 39):  # EEXIST, ENOTEMPTY
+                raise PyctrError("container name %r is already in use (pyctr rm %s)"
+                                 % (state.name, state.name)) from e
+            raise PyctrError("cannot record container %s" % state.name, e.errno or 0) from e
+        return final
+
+    def stale_reservations(self):
+        """`.new-PID-*` directories whose creator is dead (for gc)."""
+        try:
+            entries = os.listdir(self.base)
+        except FileNotFoundError:
+            return []
+        stale = []
+        for entry in entries:
+            if entry.startswith(".new-"):
+                pid = entry.split("-")[1]
+                if not pid.isdigit() or not os.path.exists("/proc/" + pid):
+                    stale.append(os.path.join(self.base, entry))
+        return stale
+
+    def load(self, name):
+        """The ContainerState of `name`, or one clear error."""
+        path = os.path.join(self.dir(name), "state.json")
+        try:
+            with open(path) as f:
+                raw = f.read()
+        except FileNotFoundError as e:
+            raise PyctrError("no such container: %s" % name) from e
+        try:
+            return ContainerState.from_json(jsonio.loads(raw))
+        except (ValueError, TypeError) as e:
+            raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
+                             % (name, e, name)) from e
+
+    def save(self, state):
+        """Replace the record atomically. Never recreates a removed container:
+        an owner recording the exit of a container `rm -f` just removed
+        would otherwise bring its directory back."""
+        self.write_file(state.name, "state.json", jsonio.dumps(state.to_json()))
+
+    def write_file(self, name, filename, text):
+        path = os.path.join(self.dir(name), filename)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.rename(tmp, path)
+        except FileNotFoundError:
+            pass
+
+    def read_file(self, name, filename):
+        try:
+            with open(os.path.join(self.dir(name), filename)) as f:
+                return f.read()
+        except FileNotFoundError as e:
+            raise PyctrError("no such container: %s" % name) from e
+
+    def names(self):
+        """Every container name on record (entries that are not valid names
+        were not made by pyctr and are left alone)."""
+        try:
+            entries = os.listdir(self.base)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in entries if _valid(n))
+
+    def remove(self, name):
+        remove_tree(self.dir(name))
+
+
+def _valid(name):
+    try:
+        check_name(name)
+        return True
+    except PyctrError:
+        return False
 
 
 def process_start_time(pid):
@@ -36,68 +205,10 @@ def is_alive(pid, start_time):
     return bool(pid) and start_time is not None and process_start_time(pid) == start_time
 
 
-class StateStore:
-    def __init__(self, paths):
-        self.base = paths.containers
-
-    def dir(self, name):
-        return os.path.join(self.base, name)
-
-    def reserve(self, name):
-        """Claim `name`; fails if another container (running or not) has it."""
-        # 0711: a container whose root is an unprivileged host uid (--userns)
-        # must reach its bind-mounted etc/ files, but not list other containers.
-        os.makedirs(self.base, mode=0o711, exist_ok=True)
-        try:
-            os.mkdir(self.dir(name), 0o711)
-        except FileExistsError:
-            raise PyctrError("container name %r is already in use (pyctr rm %s)" % (name, name))
-        return self.dir(name)
-
-    def write(self, name, state, filename="state.json"):
-        """Replace a record atomically. Never recreates a removed container:
-        an owner recording the exit of a container `rm -f` just removed
-        would otherwise bring its directory back."""
-        path = os.path.join(self.dir(name), filename)
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                f.write(jsonio.dumps(state))
-            os.rename(tmp, path)
-        except FileNotFoundError:
-            pass
-
-    def read(self, name, filename="state.json"):
-        try:
-            with open(os.path.join(self.dir(name), filename)) as f:
-                return jsonio.loads(f.read())
-        except FileNotFoundError:
-            raise PyctrError("no such container: %s" % name)
-        except ValueError as e:
-            raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
-                             % (name, e, name))
-
-    def names(self):
-        try:
-            return sorted(os.listdir(self.base))
-        except FileNotFoundError:
-            return []
-
-    def remove(self, name):
-        remove_tree(self.dir(name))
-
-    def status(self, state):
-        """What `ps` shows: the recorded status, corrected for a process that
-        is gone without its owner recording it (owner killed)."""
-        if state.get("status") in ("created", "running") and not is_alive(
-                state.get("pid"), state.get("pid_start")):
-            return "stopped"
-        return state.get("status", "unknown")
-
-
 def remove_tree(top):
     """shutil.rmtree(top, ignore_errors=True) without importing shutil (and
-    the compression modules it pulls in) on `run --rm`'s path."""
+    the compression modules it pulls in) on `run --rm`'s path. Never
+    follows a symlink: a link is removed, not what it points to."""
     for root, dirs, files in os.walk(top, topdown=False):
         for name in files:
             _quietly(os.unlink, os.path.join(root, name))

@@ -1,128 +1,208 @@
 """The parent/child protocol of `create` + `start`.
 
-Two pipes join pyctr (parent) and the cloned child (the container's PID 1
-to be). `ctl` carries the parent's two messages, in this order: IDS (the
-uid/gid maps are written, the child may act as root in its namespaces)
-and GO (start: exec the workload). Between them the child builds its root
-filesystem while the parent wires the network: the two run side by side,
-and the child then waits at the exec barrier, as an OCI `create`d
-container does until `start`. The `report` pipe is close-on-exec in the
-child, so end-of-file with nothing written means the exec succeeded
-(CPython's subprocess does the same).
+One SOCK_SEQPACKET socketpair joins pyctr (parent) and the cloned child
+(the container's PID 1 to be). Every message is one datagram: a one-byte
+tag, a payload, and, for FD, a file descriptor passed with SCM_RIGHTS.
+The child's end is close-on-exec, so end-of-file with no REPORT means the
+exec succeeded (CPython's subprocess does the same with a pipe).
 
   parent (pyctr, host namespaces)              child (new namespaces)
   ───────────────────────────────              ──────────────────────
   clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER])
-        │                                       PDEATHSIG=KILL
-  write uid_map / gid_map (user ns)             read(ctl) ....... blocks
+        │                                       not dumpable; PDEATHSIG=KILL
+  write uid_map / gid_map (user ns)             recv ............ blocks
   state.json: created, pid                          .
-  write(ctl, IDS) ────────────────────────────▶ join namespaces (setns)
+  send IDS ───────────────────────────────────▶ join namespaces (setns)
         │                                       setuid(0) in the user ns
   network: veth/macvlan into /proc/PID/ns/net   hostname, mounts, pivot_root
-  etc/hosts rewritten in place (bind-mounted)   read(ctl) ....... blocks
-  write(ctl, GO + env) ───────────────────────▶ ids, capabilities, fds
-  read(report) .................. blocks        execve(CMD)
-        │  ◀──────────── EOF (exec worked) ───  (report closes on exec)
-        │  ◀── "step\0errno\0message" ───────  or: any step failed, exit 125
+  MPI settings (a launcher's rank)              lo up
+  recv ........................... blocks       [FD "pty": terminal master]
+        │  ◀────────────────────────────────── READY (at the exec barrier)
+  create returns; `start`:                      recv ............ blocks
+  send GO + env ──────────────────────────────▶ ids, capabilities, fds
+  recv ........................... blocks       execve(CMD)
+        │  ◀──────────── EOF (exec worked) ───  (its end closes on exec)
+        │  ◀── REPORT step\0errno\0message ───  or: any step failed, exit 125
   state.json: running
   wait, forwarding signals
   state.json: stopped, exit code; clean up
 
-If the parent fails before GO it closes `ctl` without writing: the child
+If the parent fails before GO it closes its end without sending: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
-what it did. Order is checked on both sides: the child accepts exactly
-IDS then GO; the parent accepts only EOF or one well-formed report (a
-child that failed early is found there, even if GO could not be sent).
+what it did. Order is checked on both sides: the child accepts exactly IDS
+then GO; the parent accepts a REPORT (or EOF: the child died) wherever it
+waits, FDs and READY before GO, and after GO only EOF or REPORT.
 """
+import array
 import os
+import _socket
 
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 
-IDS = b"I"
-GO = b"G"  # followed by environment additions, "KEY=VALUE\0..." up to EOF
+# parent -> child
+IDS = b"I"      # uid/gid maps written: act as root in the namespaces
+GO = b"G"       # start: exec the workload; payload "KEY=VALUE\0..." added to its env
+# child -> parent
+READY = b"Y"    # root filesystem done, waiting at the exec barrier
+FD = b"F"       # payload: what the fd is ("pty"); the fd rides along
+REPORT = b"R"   # payload: step\0errno\0message; the child exits 125 next
+
 SEP = b"\0"
+MAX_MESSAGE = 1 << 20   # a GO with a launcher's whole environment fits easily
+_SCM_RIGHTS = 1
+_SOL_SOCKET = 1
 
 
 class Channel:
-    """Both pipes, created before clone. Each side closes the ends it does
-    not use right after clone, so EOF means what the diagram says."""
+    """Both ends, made before clone. Each side closes the end it does not
+    use right after clone, so EOF means what the diagram says."""
 
-    def __init__(self, ctl=True):
-        # `pyctr exec` needs only the report pipe: its process does not wait.
-        self.ctl_r, self.ctl_w = os.pipe2(os.O_CLOEXEC) if ctl else (-1, -1)
-        self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC)
+    def __init__(self):
+        parent, child = _socket.socketpair(_socket.AF_UNIX,
+                                           _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+        # Raw fds, not socket objects: the child runs after pivot_root and
+        # across fork/exec boundaries where only numbers make sense.
+        self.parent_fd, self.child_fd = parent.detach(), child.detach()
 
     # -- parent ---------------------------------------------------------
     def parent_side(self):
-        _close(self.ctl_r)
-        os.close(self.report_w)
+        _close(self.child_fd)
+        self.child_fd = -1
 
-    def send(self, message, env=()):
+    def send(self, tag, env=()):
         """IDS, or GO with the environment the parent learnt while the child
         waited (e.g. MPI settings for the container's interface). A child
-        that already failed has closed its end: its report, read next, says
+        that already failed has closed its end: its REPORT, read next, says
         why, so a broken pipe is not an error here."""
-        data = message + SEP.join(e.encode() for e in env)
         try:
-            while data:
-                data = data[os.write(self.ctl_w, data):]
-        except BrokenPipeError:
+            _send(self.parent_fd, tag + SEP.join(e.encode() for e in env))
+        except (BrokenPipeError, ConnectionResetError):
             pass
-        if message == GO:
-            os.close(self.ctl_w)
-            self.ctl_w = -1
+
+    def wait_ready(self):
+        """Until READY; returns {name: fd} of the FDs the child sent first.
+        A failed or dead child raises its PyctrError here."""
+        fds = {}
+        while True:
+            tag, payload, fd = _recv(self.parent_fd)
+            if tag == READY:
+                return fds
+            if tag == FD and fd >= 0:
+                fds[payload.decode(errors="replace")] = fd
+                continue
+            _close(fd)
+            raise _failure(tag, payload, "before it was ready")
+
+    def wait_exec(self):
+        """After GO: None once the child exec'd (EOF), else the PyctrError
+        (with the exit code that failure deserves) from its REPORT."""
+        tag, payload, fd = _recv(self.parent_fd)
+        _close(fd)
+        self.abort()
+        if not tag:
+            return None
+        return _failure(tag, payload, "at exec")
 
     def abort(self):
         """Close everything the parent holds (idempotent)."""
-        for attr in ("ctl_w", "report_r"):
-            _close(getattr(self, attr))
-            setattr(self, attr, -1)
-
-    def wait_exec(self):
-        """Block until the child exec'd (returns None) or reported a failure
-        (returns a PyctrError with the exit code that failure deserves)."""
-        raw = read_all(self.report_r)
-        self.report_r = -1
-        return decode_report(raw) if raw else None
+        _close(self.parent_fd)
+        self.parent_fd = -1
 
     # -- child ----------------------------------------------------------
     def child_side(self):
-        _close(self.ctl_w)
-        os.close(self.report_r)
+        _close(self.parent_fd)
+        self.parent_fd = -1
 
-    def expect(self, message):
-        """Block for `message`; for GO, return the environment that came with it."""
-        got = os.read(self.ctl_r, 1)
-        if got != message:
+    def expect(self, tag):
+        """Block for `tag`; for GO, return the environment that came with it."""
+        try:
+            got, payload, fd = _recv(self.child_fd)
+        except OSError:
+            got, payload, fd = b"", b"", -1
+        _close(fd)
+        if got != tag:
             # Parent gave up (EOF) or spoke out of turn: nothing to report to.
             os._exit(EXIT_RUNTIME)
-        if message != GO:
+        if tag != GO:
             return None
-        raw = read_all(self.ctl_r)
-        return [e.decode(errors="replace") for e in raw.split(SEP)] if raw else []
+        return [e.decode(errors="replace") for e in payload.split(SEP)] if payload else []
+
+    def ready(self):
+        _send(self.child_fd, READY)
+
+    def send_fd(self, name, fd):
+        _send(self.child_fd, FD + name.encode(), fd)
+
+    def close_child_side(self):
+        """A bundle's child past READY: no one listens any more (oci.barrier)."""
+        _close(self.child_fd)
+        self.child_fd = -1
 
     def report(self, step, errno, message):
-        if self.report_w < 0:  # a created container past its barrier: no one listens
+        if self.child_fd < 0:  # past a bundle's barrier: the container's stderr
             os.write(2, ("pyctr: %s\n" % message).encode(errors="replace"))
             return
-        os.write(self.report_w, encode_report(step, errno, message))
+        try:
+            _send(self.child_fd, REPORT + encode_report(step, errno, message))
+        except OSError:
+            pass  # the parent is gone: nobody to tell
 
 
-def read_all(fd):
-    """Everything until end-of-file; closes `fd`."""
-    chunks = []
-    while True:
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(fd)
-    return b"".join(chunks)
+def _send(sock_fd, data, fd=-1):
+    ancillary = []
+    if fd >= 0:
+        ancillary = [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+    # A socket object around the fd only for the call; detach so it never closes it.
+    s = _socket.socket(fileno=sock_fd)
+    try:
+        s.sendmsg([data], ancillary)
+    finally:
+        s.detach()
+
+
+def _recv(sock_fd):
+    """(tag, payload, fd or -1); (b"", b"", -1) at end-of-file."""
+    s = _socket.socket(fileno=sock_fd)
+    try:
+        while True:
+            try:
+                data, ancdata, _, _ = s.recvmsg(MAX_MESSAGE, _cmsg_space(1))
+                break
+            except InterruptedError:
+                continue
+    finally:
+        s.detach()
+    fd = -1
+    for level, kind, raw in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(raw[:len(raw) - len(raw) % fds.itemsize])
+            for extra in fds[1:]:  # one fd per message: close any smuggled extras
+                _close(extra)
+            if fds:
+                fd = fds[0]
+                os.set_inheritable(fd, False)
+    return data[:1], data[1:], fd
+
+
+def _cmsg_space(n):
+    return _socket.CMSG_SPACE(n * array.array("i").itemsize)
 
 
 def _close(fd):
     if fd >= 0:
-        os.close(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _failure(tag, payload, when):
+    if tag == REPORT:
+        return decode_report(payload)
+    if not tag:
+        return PyctrError("the container's process died %s" % when)
+    return PyctrError("container start failed (unexpected message %r from child)" % tag)
 
 
 def encode_report(step, errno, message):
@@ -140,3 +220,15 @@ def decode_report(raw):
     error = PyctrError(message, exit_code=code)  # the child already said why
     error.errno = errno
     return error
+
+
+def read_all(fd):
+    """Everything until end-of-file; closes `fd` (the -d monitor's pipe)."""
+    chunks = []
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    return b"".join(chunks)

@@ -1,6 +1,13 @@
 """A recording double of pyctr.syscalls.Syscalls, for unit tests without
 root: every call is appended to .calls as a tuple, and the questions the
-rootfs steps ask (exists? directory?) are answered from .dirs/.files."""
+rootfs steps ask (exists? directory?) are answered from .dirs/.files.
+
+Like youki's test double of its Syscall trait, it has exactly the real
+class's methods: a name Syscalls lacks raises AttributeError, so a
+misspelt call fails the unit test instead of being recorded."""
+from pyctr.syscalls import Syscalls
+
+_ANSWERS = ("exists", "is_dir", "locked_flags")
 
 
 class RecordingSyscalls:
@@ -10,6 +17,9 @@ class RecordingSyscalls:
         self.files = set(files)
 
     def __getattr__(self, name):
+        if name.startswith("_") or not callable(getattr(Syscalls, name, None)):
+            raise AttributeError("Syscalls has no method %r" % name)
+
         def record(*args):
             self.calls.append((name, *args))
             return 0
@@ -26,3 +36,6 @@ class RecordingSyscalls:
 
     def names(self):
         return [c[0] for c in self.calls]
+
+
+assert all(callable(getattr(Syscalls, n, None)) for n in _ANSWERS), "fake answers a lost method"

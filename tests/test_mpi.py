@@ -14,6 +14,7 @@ import types
 import pytest
 
 from pyctr import mpi, pmix_relay
+from pyctr.state import ContainerState
 from pyctr.bench import paper
 from pyctr.bench import workloads as wl
 from pyctr.errors import PyctrError
@@ -127,7 +128,7 @@ class FakeProbe(mpi.Probe):
     """A container as the doctor sees it, from canned facts."""
 
     def __init__(self, name, ifaces, env=None, ns=None, networks=()):
-        super().__init__(name, {"pid": 1, "networks": list(networks)})
+        super().__init__(name, ContainerState(id="x", name=name, pid=1, networks=list(networks)))
         self._ifaces, self._env, self._ns = ifaces, env or {}, ns or {}
 
     def ifaces(self):

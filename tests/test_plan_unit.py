@@ -76,7 +76,7 @@ def test_toml_keys_match_cli(tmp_path, rootdir):
 
 def test_oci_round_trip(rootdir):
     spec = build(rootdir, hostname="h", userns=True)
-    again = oci.from_config(json.loads(json.dumps(spec.to_oci())), "/")
+    again = oci.from_config(json.loads(json.dumps(spec.to_oci())), "/").freeze()
     for field in ("hostname", "masked_paths", "readonly_paths", "uid_mappings", "mounts"):
         assert getattr(again, field) == getattr(spec, field), field
     assert again.process.capabilities == spec.process.capabilities
@@ -136,16 +136,16 @@ def test_child_protocol_rejects_out_of_order(monkeypatch):
     exited = []
     monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
     ch = sync.Channel()
-    os.write(ch.ctl_w, sync.IDS + sync.GO)
-    os.close(ch.ctl_w)
+    ch.send(sync.IDS)
+    ch.send(sync.GO)
     ch.expect(sync.IDS)
     assert ch.expect(sync.GO) == []
     assert exited == []
     ch = sync.Channel()
-    os.write(ch.ctl_w, sync.GO)
+    ch.send(sync.GO)
     ch.expect(sync.IDS)
     assert exited == [125]
-    os.close(ch.ctl_w)
+    ch.abort()
     ch.expect(sync.GO)  # EOF
     assert exited == [125, 125]
 
@@ -156,8 +156,45 @@ def test_go_carries_environment_to_the_child():
     ch.send(sync.GO, ["OMPI_MCA_btl_tcp_if_include=10.0.0.0/24", "B=2=3"])
     assert ch.expect(sync.IDS) is None
     assert ch.expect(sync.GO) == ["OMPI_MCA_btl_tcp_if_include=10.0.0.0/24", "B=2=3"]
-    for fd in (ch.report_r, ch.report_w):
-        os.close(fd)
+    ch.abort()
+    ch.child_side()
+
+
+def test_channel_carries_a_descriptor_before_ready():
+    """An fd the child sends (a terminal master) arrives as a working fd of
+    the parent's, not inheritable, and READY ends the wait."""
+    ch = sync.Channel()
+    r, w = os.pipe()
+    ch.send_fd("pty", w)
+    os.close(w)
+    ch.ready()
+    fds = ch.wait_ready()
+    assert list(fds) == ["pty"] and not os.get_inheritable(fds["pty"])
+    os.write(fds["pty"], b"through")
+    os.close(fds["pty"])
+    assert os.read(r, 16) == b"through"
+    os.close(r)
+    ch.abort()
+    ch.child_side()
+
+
+def test_parent_sees_a_child_failure_wherever_it_waits():
+    ch = sync.Channel()
+    ch.report("mount", 13, "mount /proc: Permission denied")
+    with pytest.raises(PyctrError, match="mount /proc: Permission denied") as e:
+        ch.wait_ready()
+    assert e.value.exit_code == 125
+    ch.abort()
+    ch.child_side()
+    ch = sync.Channel()
+    ch.parent_side()  # the child's end closed: it died without a word
+    with pytest.raises(PyctrError, match="died before it was ready"):
+        ch.wait_ready()
+    ch = sync.Channel()
+    ch.report("exec", 2, "nope: executable file not found in $PATH")
+    err = ch.wait_exec()
+    assert err.exit_code == 127
+    ch.child_side()
 
 
 def test_getopt_stops_at_the_image():

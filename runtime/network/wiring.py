@@ -145,7 +145,6 @@ class Wiring:
 
     def attach(self, req, n, default_route):
         from pyctr.network.request import validate
-        _normalise(req)
         validate(req)
         net = resolve(self.paths, req)
         ifname = "eth%d" % n
@@ -456,17 +455,6 @@ def resolve(paths, req):
         raise PyctrError("network %s is a bridge network: mode and source_macs do not apply"
                          % net.name)
     return net
-
-
-def _normalise(req):
-    """--ip/--mac/--mtu are set on the request by the CLI after parse()."""
-    from pyctr.network.request import check_ip
-    if req.ip:
-        req.ip = check_ip(str(req.ip))
-    if req.mac:
-        req.mac = check_mac(str(req.mac))
-    if req.mtu:
-        req.mtu = check_mtu(req.mtu)
 
 
 def _check_passthru(pool, lower, mode):

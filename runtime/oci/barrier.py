@@ -1,14 +1,14 @@
 """The container side of a bundle's life, from clone to exec: what the
 child does beyond a plain `pyctr run` (child.py calls these, one line each).
 
-A created container (`pyctr create`) waits at the exec barrier without the
-process that created it: the child tells the runtime READY on the report
-pipe, closes it, and blocks opening the exec FIFO in the state dir for
-writing. `pyctr start`, from any process, opens it for reading and reads
-the byte the child then writes; the child execs. The FIFO is reached
-through an O_PATH fd the runtime opened before clone, re-opened by
-/proc/self/fd after pivot_root (as runc does). No parent-death signal ties
-this child to pyctr: when `create` exits, it is the engine's (its
+A bundle's container waits at the exec barrier without depending on the
+process that created it: the child sends READY on the channel, closes
+its end, and blocks opening the exec FIFO in the state dir for writing.
+`pyctr start`, from any process, opens it for reading and reads the
+child's answer; the child execs. The FIFO is reached through an O_PATH fd
+opened before pivot_root and re-opened by /proc/self/fd after it (as runc
+does). For `pyctr create` no parent-death signal ties this child to pyctr
+(Plan.tie_to_parent): when create exits, it is the engine's (its
 subreaper's) child.
 """
 import os
@@ -17,38 +17,30 @@ from pyctr import jsonio
 from pyctr.child import resolve
 from pyctr.oci import console, hooks, settings
 from pyctr.spec import OCI_VERSION
+from pyctr.state import ContainerState
 
-READY = b"READY"
 FIFO = "exec.fifo"  # in the container's state dir
 
 
 class ChildPlan:
-    """What the runtime hands a bundle's child besides the Spec.
-    detached: no death signal (`pyctr create`: init outlives pyctr);
-    state_path: the container's state.json, beside the exec FIFO, read
-    before pivot_root; console_fd: connection to the engine's console
-    socket; no_pivot: MS_MOVE + chroot instead of pivot_root. The child
-    sets fifo_fd (O_PATH) and state (for the hooks)."""
-    __slots__ = ("detached", "fifo_fd", "console_fd", "state_path", "no_pivot", "state")
+    """What a bundle's container needs besides the Spec. state_path: its
+    state.json, beside the exec FIFO, read before pivot_root; no_pivot:
+    MS_MOVE + chroot instead of pivot_root; console_socket: where the
+    runtime sends the pty master. The child sets fifo_fd (O_PATH) and
+    state (for the hooks)."""
+    __slots__ = ("state_path", "no_pivot", "console_socket", "fifo_fd", "state")
 
-    def __init__(self, detached, state_path, console_fd=-1, no_pivot=False):
-        self.detached, self.state_path = detached, state_path
-        self.console_fd, self.no_pivot = console_fd, no_pivot
+    def __init__(self, state_path, no_pivot=False, console_socket=None):
+        self.state_path, self.no_pivot, self.console_socket = state_path, no_pivot, console_socket
         self.fifo_fd = -1
         self.state = None
 
-    def close(self):
-        """The runtime's copy of the console connection, after clone."""
-        if self.console_fd >= 0:
-            os.close(self.console_fd)
-            self.console_fd = -1
 
-
-def oci_state(record, status):
-    """A container's runtime-spec state, from pyctr's state record."""
-    return {"ociVersion": OCI_VERSION, "id": record["name"], "status": status,
-            "pid": record.get("pid") or 0, "bundle": record.get("bundle") or "",
-            "annotations": record.get("annotations") or {}}
+def oci_state(state, status):
+    """A container's runtime-spec state, from its ContainerState."""
+    return {"ociVersion": OCI_VERSION, "id": state.name, "status": status,
+            "pid": state.pid or 0, "bundle": state.bundle or "",
+            "annotations": dict(state.annotations or {})}
 
 
 def before_pivot(spec, plan, sys):
@@ -59,32 +51,37 @@ def before_pivot(spec, plan, sys):
     state_dir = os.path.dirname(plan.state_path)
     plan.fifo_fd = os.open(os.path.join(state_dir, FIFO), os.O_PATH | os.O_CLOEXEC)
     with open(plan.state_path) as f:
-        plan.state = oci_state(jsonio.loads(f.read()), "created")
+        plan.state = oci_state(ContainerState.from_json(jsonio.loads(f.read())), "created")
     entries = spec.oci.hooks.get("createContainer")
     if entries:
         hooks.run("createContainer", entries, jsonio.dumps(plan.state), sys)
 
 
-def after_pivot(spec, plan, sys):
-    """Inside the new root: sysctls (before /proc/sys turns read-only), the
-    terminal."""
+def after_pivot(spec, channel):
+    """Inside the new root: sysctls (before /proc/sys turns read-only); the
+    terminal, from the container's own /dev/pts: its master goes to the
+    runtime (FD "pty", for the engine's console socket), the slave becomes
+    the controlling terminal and stdio."""
     settings.apply_sysctl(spec.oci.sysctl)
     oci = spec.process.oci
     if oci and oci.terminal:
-        console.setup(plan.console_fd, oci.console_size)
-        plan.console_fd = -1
+        master, slave = console.open_pty(oci.console_size)
+        try:
+            channel.send_fd("pty", master)
+        finally:
+            os.close(master)
+        console.make_stdio(slave)
 
 
 def barrier(spec, plan, channel, sys):
     """The exec barrier: READY, then wait for `start` on the FIFO. Once
     start has opened it, startContainer hooks run (so they come before
     start's poststart ones), and their outcome is the message: "0", or "1"
-    and why. The report pipe is closed by then: later failures go to the
+    and why. The channel is closed by then: later failures go to the
     container's stderr."""
     check_executable(spec.process, channel)
-    os.write(channel.report_w, READY)
-    os.close(channel.report_w)
-    channel.report_w = -1
+    channel.ready()
+    channel.close_child_side()  # its REPORTs go to stderr from now on
     # Nothing of the runtime's (or of its caller's, e.g. a shim's socket)
     # stays open in a waiting init but stdio, preserved fds and the FIFO.
     keep = sorted({0, 1, 2, plan.fifo_fd} | set(range(3, 3 + spec.process.preserve_fds)))
@@ -108,7 +105,6 @@ def barrier(spec, plan, channel, sys):
 def check_executable(proc, channel):
     """runc's rule: a missing or non-executable command fails `create`,
     not the `start` that nobody could report it to."""
-    from pyctr.child import resolve
     env = dict(e.split("=", 1) for e in proc.env if "=" in e)
     path = os.path.join(proc.cwd, resolve(proc.args[0], env.get("PATH", "")))
     if not os.path.isfile(path):

@@ -31,14 +31,36 @@ def load_bundle(bundle, args=None):
     except (KeyError, TypeError, AttributeError) as e:
         raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e)) from e
     if args:  # run's flags that apply to a bundle
+        ignored = sorted("--" + k.replace("_", "-") for k, v in args.items()
+                         if k not in BUNDLE_FLAGS and v not in (None, [], False))
+        if ignored:
+            raise PyctrError("--bundle takes its settings from %s; %s cannot be combined with it"
+                             % (path, ", ".join(ignored)))
         if args.get("command"):
             spec.process.args = list(args["command"])
         spec.name = args.get("name") or spec.name
         spec.remove = bool(args.get("remove"))
         spec.detach = bool(args.get("detach"))
+        spec.process.preserve_fds = _open_fds(args.get("preserve_fds") or 0)
     if not spec.process.args:
         raise PyctrError("%s: process.args is empty" % path)
-    return spec
+    from pyctr.state import check_name
+    check_name(spec.name)
+    return spec.freeze()
+
+
+# `pyctr run` flags that mean something for a bundle (the rest is config.json's).
+BUNDLE_FLAGS = ("bundle", "command", "target", "name", "remove", "detach", "preserve_fds")
+
+
+def _open_fds(count):
+    """--preserve-fds N: fds 3..3+N-1 must be open to be passed on."""
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            raise PyctrError("--preserve-fds %d: fd %d is not open" % (count, fd)) from e
+    return count
 
 
 def from_config(config, bundle):
@@ -58,7 +80,9 @@ def from_config(config, bundle):
         if ns["type"] not in _KNOWN_NS:
             raise ValueError("unknown namespace type %r" % ns["type"])
         namespaces.append(S.Namespace(type=ns["type"], path=ns.get("path")))
+    container_id = os.urandom(6).hex()
     spec = S.Spec(
+        id=container_id, name=container_id,
         process=S.Process(
             args=list(proc.get("args") or []), env=list(proc.get("env") or []),
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
@@ -67,7 +91,7 @@ def from_config(config, bundle):
             no_new_privileges=bool(proc.get("noNewPrivileges", True)),
             oci=process.parse(proc)),
         root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
-        hostname=config.get("hostname"),
+        hostname=config.get("hostname") or container_id,
         mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
                         source=m.get("source"), options=list(m.get("options") or []))
                 for m in config.get("mounts") or []],

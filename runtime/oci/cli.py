@@ -1,12 +1,11 @@
-"""The runc-compatible verbs (argv -> pyctr.oci.lifecycle / control).
-Where pyctr already had a verb of the same name (kill, ps, exec, run),
-one verb takes both forms; see each function.
+"""runc's verbs that pyctr had no verb for (argv -> pyctr.oci.lifecycle /
+control), and runc's form of `run`. Where pyctr already had a verb of the
+same name (kill, ps, exec, run), pyctr.verbs takes both forms.
 
   create [-b B] [--pid-file P] [--console-socket S] [--preserve-fds N] [--no-pivot] ID
   start ID          state ID          delete [-f] ID        features
-  kill [-a] ID [SIG]   (pyctr's form: kill [-s SIG] NAME...)
-  ps [--format table|json] ID   (pyctr's form, no ID: list containers)
   pause ID          resume ID         list [--format table|json] [-q]
+  run [-d] [--keep] ... --bundle B [ID]   (from pyctr.verbs.run)
 """
 import json
 import os
@@ -55,8 +54,8 @@ def cmd_state(paths, argv):
     args = _one_id("state", "Print a container's runtime-spec state JSON.", [], argv)
     if args is None:
         return 0
-    store, record = lifecycle.load(paths, args["id"])
-    print(json.dumps(lifecycle.state_json(store, record), indent=2))
+    _, state = lifecycle.load(paths, args["id"])
+    print(json.dumps(lifecycle.state_json(state), indent=2))
     return 0
 
 
@@ -66,78 +65,6 @@ def cmd_delete(paths, argv):
     if args is None:
         return 0
     lifecycle.delete(paths, args["id"], args["force"])
-    return 0
-
-
-def cmd_kill(paths, argv):
-    """runc: kill [--all] ID [SIGNAL]; pyctr: kill [-s SIGNAL] NAME..."""
-    args = parse_options("kill", "Send a signal (default TERM) to containers.", [
-        Opt("-s --signal", help="name or number"),
-        Opt("-a --all", "bool", "every process of the container, not only init"),
-    ], argv, rest="names")
-    if args is None:
-        return 0
-    names = args["names"]
-    if not names:
-        raise PyctrError("kill: usage: pyctr kill [--all] ID [SIGNAL]")
-    signal = args["signal"]
-    if len(names) == 2 and not signal and _is_signal(names[1]):
-        names, signal = names[:1], names[1]
-    number = signal_number(signal or "TERM")
-    from pyctr.oci import control
-    for name in names:
-        _, record = lifecycle.load(paths, name)
-        control.kill(record, number, args["all"])
-    return 0
-
-
-def _is_signal(text):
-    try:
-        signal_number(text)
-        return True
-    except PyctrError:
-        return False
-
-
-def signal_number(text):
-    import signal
-    if text.isdigit():
-        return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    number = getattr(signal, name, None)
-    if not isinstance(number, signal.Signals):
-        raise PyctrError("unknown signal %r" % text)
-    return int(number)
-
-
-def cmd_ps(paths, argv):
-    """runc: ps [--format table|json] ID (its processes); pyctr: ps [-q] (containers)."""
-    args = parse_options("ps", "List containers; with an ID, that container's processes.", [
-        Opt("-q --quiet", "bool", "names only (container list)"),
-        Opt("-f --format", help="table (default) or json (with an ID)"),
-    ], argv, positionals=("id",), rest="ps_args")
-    if args is None:
-        return 0
-    if not args["id"]:
-        from pyctr.commands import list_containers
-        return list_containers(paths, args["quiet"])
-    from pyctr.oci import control
-    _, record = lifecycle.load(paths, args["id"])
-    pids = control.processes(record)
-    if args["format"] == "json":
-        print(json.dumps(pids))
-        return 0
-    if args["format"] not in (None, "table"):
-        raise PyctrError("ps: --format is table or json")
-    print("PID    CMD")
-    for pid in pids:
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        print("%-6d %s" % (pid, cmd))
     return 0
 
 
@@ -154,8 +81,8 @@ def _freeze_verb(paths, prog, summary, argv):
     if args is None:
         return 0
     from pyctr.oci import control
-    store, record = lifecycle.load(paths, args["id"])
-    getattr(control, prog)(store, record)
+    store, state = lifecycle.load(paths, args["id"])
+    getattr(control, prog)(store, state)
     return 0
 
 
@@ -171,10 +98,9 @@ def cmd_list(paths, argv):
     states = []
     for name in store.names():
         try:
-            record = store.read(name)
+            states.append(lifecycle.state_json(store.load(name)))
         except PyctrError:
-            continue
-        states.append(lifecycle.state_json(store, record))
+            continue  # removed meanwhile, or damaged (gc says so)
     if args["quiet"]:
         print("\n".join(s["id"] for s in states))
     elif args["format"] == "json":

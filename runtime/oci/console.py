@@ -1,12 +1,14 @@
 """--console-socket: the workload's terminal, as runc hands it to engines.
 
-The runtime connects to the engine's unix socket (before clone, or before
-exec joins the container's mount namespace: the path is the host's). The
-container's process allocates the pty from the container's own /dev/pts,
-sends the master over that connection (SCM_RIGHTS, with the pty's name as
-the message, as runc does), keeps the slave as its controlling terminal
-and stdio. The engine (conmon, containerd's shim) then owns the master.
-Everything the process needs is imported here, before pivot_root.
+The container's process allocates the pty from the container's own
+/dev/pts and keeps the slave as its controlling terminal and stdio. The
+master reaches the engine's unix socket (SCM_RIGHTS, with the pty's name
+as the message, as runc does): for a created container through the
+runtime (the child sends it over the channel, pyctr create passes it on);
+for `exec --tty` directly, over a connection the runtime made before it
+joined the container's mount namespace (the socket path is the host's).
+The engine (conmon, containerd's shim) then owns the master. Everything
+the process needs is imported here, before pivot_root.
 """
 import fcntl
 import os
@@ -16,9 +18,11 @@ import termios
 
 from pyctr.errors import PyctrError
 
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): a master's pts number (not in termios)
+
 
 def connect(path):
-    """The runtime's side: a connection to the engine's console socket (fd)."""
+    """A connection to the engine's console socket (an fd)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
@@ -28,23 +32,45 @@ def connect(path):
     return sock.detach()
 
 
-def setup(sock_fd, size=None):
-    """In the container's process: allocate the pty, send its master on
-    sock_fd, make the slave the controlling terminal and fds 0, 1, 2."""
-    master, slave = os.openpty()
+def send(sock_fd, master):
+    """The pty master to the engine, named as runc names it."""
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    sock = socket.socket(fileno=sock_fd)
     try:
-        if size:
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-        sock = socket.socket(fileno=sock_fd)
-        try:
-            socket.send_fds(sock, [os.ttyname(slave).encode()], [master])
-        finally:
-            sock.close()
+        socket.send_fds(sock, [b"/dev/pts/%d" % number], [master])
     finally:
-        os.close(master)
+        sock.close()
+
+
+def hand_over(path, master):
+    """The runtime's side for a created container: master to the socket at path."""
+    send(connect(path), master)
+
+
+def open_pty(size=None):
+    """(master, slave) from the /dev/ptmx of the mount namespace we are in."""
+    master, slave = os.openpty()
+    if size:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    return master, slave
+
+
+def make_stdio(slave):
+    """The slave as controlling terminal (a new session) and fds 0, 1, 2."""
     os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def setup(sock_fd, size=None):
+    """`pyctr exec --tty`: in the process, already in the container's mount
+    namespace, with a connection the runtime made before joining it."""
+    master, slave = open_pty(size)
+    try:
+        send(sock_fd, master)
+    finally:
+        os.close(master)
+    make_stdio(slave)

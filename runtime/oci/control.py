@@ -1,29 +1,28 @@
 """Acting on a container's processes: kill [--all], pause, resume, and
 finding them (ps, kill --all, delete).
 
-A container's processes are those of its cgroup when its record names one
-(pyctr.cgroups' record, "cgroup"), else those in its own pid namespace,
-else its init alone. Pausing uses the cgroup freezer: the container's
-cgroup (pyctr.cgroups.freeze/thaw), or, for a container without one, a
-freezer cgroup made on first pause in cgroup v1's separate freezer
-hierarchy (so no other controller moves the processes: "freezer" in the
-record); it is removed at delete.
+A container's processes are those of its cgroup when its state names one
+(state.cgroup, pyctr.cgroups' record), else those in its own pid
+namespace, else its init alone. Pausing uses the cgroup freezer: the
+container's cgroup (pyctr.cgroups.freeze/thaw), or, for a container
+without one, a freezer cgroup made on first pause in cgroup v1's separate
+freezer hierarchy (so no other controller moves the processes;
+state.oci["freezer"]); it is removed at delete.
 """
 import os
 import time
 
 from pyctr.errors import PyctrError
-from pyctr.state import is_alive
 
 FREEZER_V1 = "/sys/fs/cgroup/freezer"
 
 
-def processes(record):
+def processes(state):
     """Host pids of the container's live processes, init first."""
-    pid = record.get("pid")
-    if not is_alive(pid, record.get("pid_start")):
+    pid = state.pid
+    if not state.process_alive():
         return []
-    pids = _group_pids(record) or _namespace_pids(pid)
+    pids = _group_pids(state) or _namespace_pids(pid)
     return [pid] + sorted(p for p in pids if p != pid)
 
 
@@ -46,12 +45,17 @@ def _namespace_pids(pid):
     return pids
 
 
-def _group_pids(record):
-    if record.get("cgroup"):
+def _group_pids(state):
+    if state.cgroup:
         from pyctr import cgroups
-        group = cgroups.Group.from_record(record["cgroup"])
+        group = cgroups.Group.from_record(state.cgroup)
         return _cgroup_pids(group.process_dirs()[0]) if group else []
-    return _cgroup_pids(record["freezer"]) if record.get("freezer") else []
+    freezer = _freezer(state)
+    return _cgroup_pids(freezer) if freezer else []
+
+
+def _freezer(state):
+    return (state.oci or {}).get("freezer")
 
 
 def _cgroup_pids(path):
@@ -62,70 +66,69 @@ def _cgroup_pids(path):
         return []
 
 
-def kill(record, sig, all_processes=False):
+def kill(state, sig, all_processes=False):
     """The words containerd's shim looks for when the process is gone."""
-    if not is_alive(record.get("pid"), record.get("pid_start")):
+    if not state.process_alive():
         raise PyctrError("container not running")
     if all_processes:
-        kill_all(record, sig)
+        kill_all(state, sig)
         return
     try:
-        os.kill(record["pid"], sig)
+        os.kill(state.pid, sig)
     except ProcessLookupError as e:
         raise PyctrError("container not running") from e
 
 
-def kill_all(record, sig):
+def kill_all(state, sig):
     """Signal every process; a frozen container is thawed after SIGKILL so
     the signal is acted on."""
-    for pid in processes(record):
+    for pid in processes(state):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    if record.get("paused"):
-        _freeze(record, False)
+    if state.status == "paused":
+        _freeze(state, False)
 
 
-def wait_gone(record, timeout=10.0):
+def wait_gone(state, timeout=10.0):
     """Until init has exited (its parent, the engine, may not have reaped it)."""
     deadline = time.monotonic() + timeout
-    while is_alive(record.get("pid"), record.get("pid_start")):
+    while state.process_alive():
         if time.monotonic() > deadline:
-            raise PyctrError("container %s did not exit within %d s" % (record["name"], timeout))
+            raise PyctrError("container %s did not exit within %d s" % (state.name, timeout))
         time.sleep(0.01)
 
 
-def pause(store, record):
-    if not is_alive(record.get("pid"), record.get("pid_start")):
-        raise PyctrError("container not running")
-    if not record.get("cgroup") and not record.get("freezer"):
-        record["freezer"] = _own_freezer(record)
-        store.write(record["name"], record)
-    _freeze(record, True)
-    record["paused"] = True
-    store.write(record["name"], record)
+def pause(store, state):
+    if state.live_status() != "running":
+        raise PyctrError("cannot pause container %s: it is %s" % (state.name, state.live_status()))
+    if not state.cgroup and not _freezer(state):
+        state.oci = dict(state.oci or {}, freezer=_own_freezer(state))
+        store.save(state)  # recorded before use: delete removes it whatever happens next
+    _freeze(state, True)
+    state.status = "paused"
+    store.save(state)
 
 
-def resume(store, record):
-    if not record.get("paused"):
-        raise PyctrError("container %s is not paused" % record["name"])
-    _freeze(record, False)
-    record["paused"] = False
-    store.write(record["name"], record)
+def resume(store, state):
+    if state.live_status() != "paused":
+        raise PyctrError("container %s is not paused" % state.name)
+    _freeze(state, False)
+    state.status = "running"
+    store.save(state)
 
 
-def _own_freezer(record):
+def _own_freezer(state):
     """A v1 freezer cgroup holding the container's processes. Processes a
     member forks meanwhile are born in it; the loop catches the rest."""
     if not os.path.isdir(FREEZER_V1):
         raise PyctrError("pause needs the cgroup v1 freezer or a cgroup of the container's "
-                         "own (linux.cgroupsPath): neither is there")
-    path = os.path.join(FREEZER_V1, "pyctr", record["name"])
+                         "own (pyctr.cgroups): neither is there")
+    path = os.path.join(FREEZER_V1, "pyctr", state.name)
     os.makedirs(path, exist_ok=True)
-    record["freezer"] = path
     while True:
-        outside = set(_namespace_pids(record["pid"])) - set(_cgroup_pids(path))
+        outside = set(_namespace_pids(state.pid)) - set(_cgroup_pids(path))
         if not outside:
             return path
         for pid in outside:
@@ -136,26 +139,26 @@ def _own_freezer(record):
                 pass
 
 
-def _freeze(record, frozen):
-    if record.get("cgroup"):
+def _freeze(state, frozen):
+    if state.cgroup:
         from pyctr import cgroups
-        (cgroups.freeze if frozen else cgroups.thaw)(record)
+        (cgroups.freeze if frozen else cgroups.thaw)(state)
         return
     try:
-        with open(os.path.join(record["freezer"], "freezer.state"), "w") as f:
+        with open(os.path.join(_freezer(state), "freezer.state"), "w") as f:
             f.write("FROZEN" if frozen else "THAWED")
     except OSError as e:
         raise PyctrError("cannot %s container %s: %s" % (
-            "freeze" if frozen else "thaw", record["name"], e.strerror)) from e
+            "freeze" if frozen else "thaw", state.name, e.strerror)) from e
 
 
-def remove_groups(record):
+def remove_groups(state):
     """The container's cgroup and the freezer made for it, once its
     processes are gone."""
-    if record.get("cgroup"):
+    if state.cgroup:
         from pyctr import cgroups
-        cgroups.remove(record)
-    path = record.get("freezer")
+        cgroups.remove(state)
+    path = _freezer(state)
     if path:
         try:
             os.rmdir(path)

@@ -1,17 +1,21 @@
 """A bundle's lifecycle, as runc runs it and engines expect:
 
-  create  clone the container's init; it builds its root and waits at the
-          exec barrier (oci/barrier.py): READY, then blocked on the exec
-          FIFO in the state dir. create returns; init is then the engine's
-          child (pyctr is not in between and no death signal ties them).
-  start   from any process: open the FIFO, read init's byte; init execs.
-  delete  from the records alone: processes, network, hooks, state.
+  create  pyctr.container's stages, with two of a bundle's own: `bundle`
+          (created(): record, exec FIFO, prestart/createRuntime hooks) and
+          `bundle_ready` (at_barrier(): the terminal to the engine, pyctr
+          networks in the netns). Init then waits at the exec barrier
+          (oci/barrier.py), blocked on the exec FIFO in the state dir, and
+          create returns: init is the engine's child (no pyctr process in
+          between, no death signal tying them).
+  start   from any process: open the FIFO, read init's answer; init execs.
+  delete  from the records alone: processes, network, cgroups, hooks, state.
   run     create + start + wait + delete in one pyctr process, which stays
           init's parent (so killing it kills the container, as with runc).
 
-State is pyctr's (state.json under --root) plus: oci, bundle, annotations,
-hooks (poststart and poststop, for start and delete), netns (an engine's netns path, when
-pyctr's own network was attached inside it).
+ContainerState.oci holds what only a bundle's container has: engine (made
+by `create`: its stopped record waits for the engine's delete), hooks
+(poststart, poststop), netns (the engine's, when pyctr attached a network
+inside it), freezer (made by pause when there is no cgroup).
 """
 import os
 import select
@@ -19,46 +23,26 @@ import select
 from pyctr import jsonio
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.oci import barrier, hooks
-from pyctr.state import StateStore, is_alive, now
+from pyctr.state import StateStore, check_name, now
 
 FIFO = barrier.FIFO
-NET_ANNOTATION = "run.pyctr.net"
-
-
-def check_id(cid):
-    """runc's rule for ids (letters, digits, _ + - .), kept a single path part."""
-    if not cid or cid[0] == "." or len(cid) > 200 or not all(
-            c.isalnum() or c in "_+-." for c in cid):
-        raise PyctrError("invalid container id %r: use letters, digits, _ + - . (max 200)" % cid)
 
 
 def load(paths, cid):
-    """(store, record) of an existing container, or 'does not exist'
-    (the words containerd's shim looks for)."""
+    """(store, state) of an existing container, or 'does not exist' (the
+    words containerd's shim looks for)."""
     store = StateStore(paths)
-    check_id(cid)
+    check_name(cid)
     if not os.path.isdir(store.dir(cid)):
         raise PyctrError("container %s does not exist" % cid)
-    return store, store.read(cid)
+    return store, store.load(cid)
 
 
-def status(store, record):
-    """created | running | paused | stopped (| creating, before init exists)."""
-    if not record.get("pid"):
-        return "creating" if record.get("status") == "creating" else "stopped"
-    if not is_alive(record.get("pid"), record.get("pid_start")):
-        return "stopped"
-    if not record.get("oci"):
-        return store.status(record)
-    if os.path.exists(os.path.join(store.dir(record["name"]), FIFO)):
-        return "created"
-    return "paused" if record.get("paused") else "running"
-
-
-def state_json(store, record):
-    state = barrier.oci_state(record, status(store, record))
-    state.update(rootfs=record.get("rootfs") or "", created=record.get("created"))
-    return state
+def state_json(state):
+    """runc's `state` output: the runtime-spec state plus rootfs, created."""
+    out = barrier.oci_state(state, state.live_status())
+    out.update(rootfs=state.rootfs or "", created=state.created)
+    return out
 
 
 # -- create ---------------------------------------------------------------
@@ -68,95 +52,71 @@ def create(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=
     until this process exits)."""
     from pyctr.container import Container
     from pyctr.oci.bundle import load_bundle
-    check_id(cid)
-    spec = load_bundle(bundle)
-    spec.name = cid
-    spec.process.preserve_fds = preserve_fds
-    for fd in range(3, 3 + preserve_fds):
-        try:
-            os.fstat(fd)
-        except OSError as e:
-            raise PyctrError("--preserve-fds %d: fd %d is not open" % (preserve_fds, fd)) from e
-    requests = _networks(spec)
+    spec = load_bundle(bundle, {"name": cid, "preserve_fds": preserve_fds})
     terminal = bool(spec.process.oci and spec.process.oci.terminal)
     if terminal and not console_socket:
         raise PyctrError("process.terminal is true but no --console-socket was given "
                          "(pyctr hands the terminal to the engine, it does not relay it)")
-    store = StateStore(paths)
     pid_file = PidFile(pid_file) if pid_file else None
-    console_fd = -1
-    if terminal:
-        from pyctr.oci import console
-        console_fd = console.connect(console_socket)
     c = Container(paths, spec)
-    c.oci = barrier.ChildPlan(detached, os.path.join(store.dir(cid), "state.json"),
-                              console_fd=console_fd, no_pivot=no_pivot)
-    try:
-        c.create()
-    finally:
-        c.oci.close()
-    try:
-        _wait_ready(c)
-        if requests:
-            _attach(c, requests)
-        if pid_file:
+    c.tie_to_parent = not detached
+    c.oci = barrier.ChildPlan(os.path.join(StateStore(paths).dir(cid), "state.json"), no_pivot,
+                              console_socket if terminal else None)
+    c.create()
+    if pid_file:
+        try:
             pid_file.write(c.pid)
-    except BaseException:
-        c.destroy()
-        raise
+        except BaseException:
+            c.destroy()
+            raise
     return c
 
 
-def _networks(spec):
-    """run.pyctr.net=veth:br0 | macvlan:nic0 | NAME (several: space-separated):
-    pyctr's own networks, attached inside the container's netns (new, or the
-    engine's) once init is ready."""
-    value = spec.annotations.get(NET_ANNOTATION, "").split()
-    if not value:
-        return []
-    if not spec.namespace("network"):
-        raise PyctrError("annotation %s needs a network namespace in linux.namespaces"
-                         % NET_ANNOTATION)
-    from pyctr import network
-    return [network.parse(v) for v in value]
-
-
 def created(c):
-    """Container._create's hook for a bundle, init cloned and waiting for
-    IDS: its record, the exec FIFO, then prestart and createRuntime hooks
-    (the container's namespaces exist, its root is not pivoted yet)."""
-    spec = c.spec
-    later = {name: [hooks.to_json(h) for h in spec.oci.hooks.get(name, [])]
+    """The `bundle` stage, init cloned and waiting for IDS: the record,
+    the exec FIFO, then prestart and createRuntime hooks (the container's
+    namespaces exist, its root is not pivoted yet)."""
+    spec, state = c.spec, c.state
+    later = {name: [hooks.to_json(h) for h in spec.oci.hooks.get(name, ())]
              for name in ("poststart", "poststop")}
-    # engine: a `create`d container, whose stopped record waits for `delete`
-    # (pyctr gc leaves it alone); a run's belongs to the run.
-    c.state.update(oci=True, engine=c.oci.detached, bundle=spec.oci.bundle,
-                   annotations=dict(spec.annotations), hooks=later)
+    state.bundle, state.annotations = spec.oci.bundle, dict(spec.annotations)
+    state.oci = {"engine": not c.tie_to_parent, "hooks": later}
     path = os.path.join(c.dir, FIFO)
     os.mkfifo(path, 0o600)
     # Writable by whatever uid the container's root is (a user namespace).
     os.chmod(path, 0o622)
-    c.store.write(c.name, c.state)
-    state = jsonio.dumps(barrier.oci_state(c.state, "creating"))
+    c.store.save(state)
+    text = jsonio.dumps(barrier.oci_state(state, "creating"))
     for name in ("prestart", "createRuntime"):
-        hooks.run(name, spec.oci.hooks.get(name, []), state, c.sys)
+        hooks.run(name, spec.oci.hooks.get(name, ()), text, c.syscall)
 
 
-def _wait_ready(c):
-    from pyctr.sync import decode_report, read_all
-    raw = read_all(c.channel.report_r)
-    c.channel.report_r = -1
-    if raw != barrier.READY:
-        raise decode_report(raw) if raw else PyctrError(
-            "container init exited before it was ready")
+def at_barrier(c):
+    """The `bundle_ready` stage, init at its barrier: its pty master to the
+    engine's console socket; pyctr's networks (run.pyctr.net) into its
+    netns, which init has joined by now (an engine's, maybe)."""
+    pty = c.fds.pop("pty", -1)
+    if pty >= 0:
+        from pyctr.oci import console
+        try:
+            console.hand_over(c.oci.console_socket, pty)
+        finally:
+            os.close(pty)
+    requests = c.spec.oci.networks
+    if requests:
+        from pyctr import network
+        c.state.networks = network.attach(c.paths, c.spec.id, requests, c.pid)
+        c.undo.push(_release, c)
+        ns = c.spec.namespace("network")
+        c.state.oci = dict(c.state.oci, netns=ns.path if ns.path else None)
+        c.store.save(c.state)
 
 
-def _attach(c, requests):
-    from pyctr import network
-    c.networks = network.attach(c.paths, c.id, requests, c.pid)
-    ns = c.spec.namespace("network")
-    c.state.update(networks=c.networks, netns=ns.path if ns and ns.path else None)
-    c.store.write(c.name, c.state)
+def _release(c):
+    from pyctr.container import release
+    if c.state.oci.get("netns"):
+        _remove_devices(c.state.oci["netns"], c.state.networks)
+    release(c.paths, c.state)
 
 
 class PidFile:
@@ -191,25 +151,25 @@ class PidFile:
 
 # -- start ----------------------------------------------------------------
 def start(paths, cid):
-    store, record = load(paths, cid)
-    now_status = status(store, record)
-    if now_status != "created":
-        raise PyctrError("cannot start a container in the %s state" % now_status)
-    _open_barrier(store, record)
-    record.update(status="running", started=now())
-    store.write(cid, record)
-    _hooks_warn("poststart", record, store)
+    store, state = load(paths, cid)
+    status = state.live_status()
+    if status != "created":
+        raise PyctrError("cannot start a container in the %s state" % status)
+    _open_barrier(store, state)
+    state.status, state.started = "running", now()
+    store.save(state)
+    _hooks_warn("poststart", state)
 
 
-def _open_barrier(store, record):
+def _open_barrier(store, state):
     """Open the exec FIFO and read init's answer (oci.barrier): "0" and init
     execs, or "1" and why its startContainer hooks failed. Init dying first
     is an error, not a hang."""
-    path = os.path.join(store.dir(record["name"]), FIFO)
+    path = os.path.join(store.dir(state.name), FIFO)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as e:
-        raise PyctrError("container %s was started already" % record["name"]) from e
+        raise PyctrError("container %s was started already" % state.name) from e
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -221,22 +181,22 @@ def _open_barrier(store, record):
                 if answer.startswith(b"1"):
                     raise PyctrError(answer[1:].decode(errors="replace"))
                 raise PyctrError("container init exited before it could start")
-            if not is_alive(record["pid"], record.get("pid_start")):
+            if not state.process_alive():
                 raise PyctrError("container init exited before it could start")
     finally:
         os.close(fd)
     os.unlink(path)
 
 
-def _hooks_warn(name, record, store, state_status=None):
+def _hooks_warn(name, state, status=None):
     """poststart/poststop: a failure is reported, the operation goes on."""
-    entries = hooks.from_json((record.get("hooks") or {}).get(name) or [])
+    entries = hooks.from_json(((state.oci or {}).get("hooks") or {}).get(name) or [])
     if not entries:
         return
-    state = barrier.oci_state(record, state_status or status(store, record))
     from pyctr.syscalls import Syscalls
+    text = jsonio.dumps(barrier.oci_state(state, status or state.live_status()))
     try:
-        hooks.run(name, entries, jsonio.dumps(state), Syscalls())
+        hooks.run(name, entries, text, Syscalls())
     except PyctrError as e:
         import sys
         sys.stderr.write("pyctr: warning: %s\n" % e)
@@ -247,42 +207,39 @@ def delete(paths, cid, force=False):
     """runc delete: a created or stopped container always; a running one with
     force (killed first). force also succeeds for an unknown id."""
     try:
-        store, record = load(paths, cid)
+        store, state = load(paths, cid)
     except PyctrError:
         if force:
             return
         raise
-    if not record.get("oci"):
-        from pyctr.commands import remove
-        remove(paths, store, cid, record, force)
+    if state.oci is None:  # one of pyctr's own (run, run -d)
+        from pyctr.verbs.remove import remove
+        remove(paths, state, force)
         return
-    now_status = status(store, record)
-    if now_status in ("running", "paused") and not force:
-        raise PyctrError("cannot delete container %s that is not stopped: %s"
-                         % (cid, now_status))
-    if now_status != "stopped":
+    status = state.live_status()
+    if status in ("running", "paused") and not force:
+        raise PyctrError("cannot delete container %s that is not stopped: %s" % (cid, status))
+    if status != "stopped":
         from pyctr.oci.control import kill_all
-        kill_all(record, 9)
-    teardown(paths, store, record)
+        kill_all(state, 9)
+    teardown(paths, state)
 
 
-def teardown(paths, store, record):
-    """Everything a container's records name, once its processes are gone."""
-    from pyctr.oci.control import wait_gone
-    wait_gone(record)
+def teardown(paths, state):
+    """Everything a container's record names, once its processes are gone."""
+    from pyctr.container import teardown as remove_record
+    from pyctr.oci.control import remove_groups, wait_gone
+    wait_gone(state)
     problems = []
-    if record.get("networks"):
-        from pyctr import network
-        try:
-            if record.get("netns"):
-                _remove_devices(record["netns"], record["networks"])
-            network.detach(paths, record["id"], record["networks"])
-        except PyctrError as e:
-            problems.append(str(e))
-    from pyctr.oci.control import remove_groups
-    remove_groups(record)
-    _hooks_warn("poststop", record, store, "stopped")
-    store.remove(record["name"])
+    netns = (state.oci or {}).get("netns")
+    if netns and state.networks:
+        _remove_devices(netns, state.networks)
+    try:
+        remove_groups(state)
+    except PyctrError as e:
+        problems.append(str(e))
+    _hooks_warn("poststop", state, "stopped")
+    remove_record(paths, state)  # network, then the record
     if problems:
         raise PyctrError("; ".join(problems))
 
@@ -311,7 +268,6 @@ def run(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=0,
         no_pivot=False, detach=False, keep=False):
     """runc run: create and start; unless detached, wait as init's parent
     (signals forwarded), then delete unless keep. Returns the exit code."""
-    from pyctr.child import exit_code
     c = create(paths, bundle, cid, pid_file, console_socket, preserve_fds, no_pivot,
                detached=detach)
     try:
@@ -319,15 +275,13 @@ def run(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=0,
     except BaseException:
         c.destroy()
         raise
-    c.state.update(status="running", started=now())
-    c.store.write(c.name, c.state)
-    _hooks_warn("poststart", c.state, c.store)
+    c.state.status, c.state.started = "running", now()
+    c.store.save(c.state)
+    _hooks_warn("poststart", c.state)
     if detach:
         return 0
-    code = exit_code(c.sys.supervise(c.pid))
-    c.pid = 0
-    c.state.update(status="stopped", exit_code=code, finished=now())
-    c.store.write(c.name, c.state)
+    code = c.wait()
+    c.store.save(c.state)
     if not keep:
-        teardown(paths, c.store, c.state)
+        teardown(paths, c.state)
     return code

@@ -1,5 +1,6 @@
 """The runtime-spec settings of a bundle beyond what pyctr's own CLI makes:
-where the bundle is, hooks, namespaced sysctls, root propagation. parse()
+where the bundle is, hooks, namespaced sysctls, root propagation, and
+pyctr's own networks asked for by annotation. parse()
 reads them into an OciSettings (Spec.oci) and refuses, one field at a time,
 what pyctr cannot honour; apply_sysctl() runs in the container.
 """
@@ -20,11 +21,16 @@ PROPAGATION = {"private": syscalls.MS_PRIVATE, "rprivate": syscalls.MS_PRIVATE,
 _REFUSED = ("intelRdt", "personality", "timeOffsets", "memoryPolicy", "netDevices")
 
 
+NET_ANNOTATION = "run.pyctr.net"
+
+
 class OciSettings(Record):
     """bundle: the bundle's directory; sysctl: {key: value};
-    hooks: {hook name: [Hook]}; rootfs_propagation: a PROPAGATION key."""
-    __slots__ = ("bundle", "sysctl", "hooks", "rootfs_propagation")
-    DEFAULTS = {"sysctl": dict, "hooks": dict}
+    hooks: {hook name: [Hook]}; rootfs_propagation: a PROPAGATION key;
+    networks: [NetworkRequest] from the run.pyctr.net annotation, attached
+    inside the container's netns (new, or the engine's) once init is ready."""
+    __slots__ = ("bundle", "sysctl", "hooks", "rootfs_propagation", "networks")
+    DEFAULTS = {"sysctl": dict, "hooks": dict, "networks": list}
 
     def to_oci(self, config):
         """Add these fields to a runtime-spec config."""
@@ -54,7 +60,21 @@ def parse(config, bundle, namespaces):
     for key in sysctl:
         _check_sysctl(key, own)
     return OciSettings(bundle=bundle, sysctl=sysctl, hooks=hooks.parse(config.get("hooks") or {}),
-                    rootfs_propagation=propagation)
+                       rootfs_propagation=propagation,
+                       networks=_networks(config.get("annotations") or {}, namespaces))
+
+
+def _networks(annotations, namespaces):
+    """run.pyctr.net=veth:br0 | macvlan:nic0 | NAME, --net's values (options
+    after commas), several separated by spaces."""
+    values = str(annotations.get(NET_ANNOTATION, "")).split()
+    if not values:
+        return []
+    if not any(ns.type == "network" for ns in namespaces):
+        raise ValueError("annotation %s needs a network namespace in linux.namespaces"
+                         % NET_ANNOTATION)
+    from pyctr import network
+    return [network.parse(v) for v in values]
 
 
 def _is_host(ns):

@@ -43,9 +43,9 @@ def cmd_exec(paths, argv):
             raise PyctrError("exec: --%s: pyctr supports no LSM labels" % flag.replace("_", "-"))
     if any(args["cgroup"]):
         raise PyctrError("exec: --cgroup: the process always joins the container's cgroup")
-    from pyctr import enter
+    from pyctr import enter, jsonio
     from pyctr.state import StateStore
-    config = StateStore(paths).read(args["name"], "config.json")
+    config = jsonio.loads(StateStore(paths).read_file(args["name"], "config.json"))
     if args["process"]:
         process = process_from_file(args["process"])
         if args["command"]:

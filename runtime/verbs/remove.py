@@ -1,0 +1,124 @@
+"""`pyctr kill`, `pyctr rm`, `pyctr gc`: signals, removal, and repair
+after crashes. Removal works from the record alone (container.teardown)."""
+import os
+import time
+
+from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
+from pyctr.verbs.show import names_verb
+
+SIGKILL = 9
+
+
+def signal_number(text):
+    import signal
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < signal.NSIG:
+            raise PyctrError("unknown signal %s (1 to %d)" % (text, signal.NSIG - 1))
+        return number
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    value = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    if value is None:
+        raise PyctrError("unknown signal %r" % text)
+    return int(value)
+
+
+def cmd_kill(paths, argv):
+    """pyctr's kill [-s SIGNAL] NAME..., and runc's kill [--all] ID [SIGNAL]
+    (two words, the second a signal)."""
+    args = names_verb("kill", "Send a signal (default TERM) to containers' PID 1.",
+                      [Opt("-s --signal", help="name or number"),
+                       Opt("-a --all", "bool", "every process of the container, not only init")],
+                      argv)
+    if args is None:
+        return 0
+    names, signal = args["names"], args["signal"]
+    if len(names) == 2 and not signal and _is_signal(names[1]):
+        names, signal = names[:1], names[1]
+    sig = signal_number(signal or "TERM")
+    from pyctr.oci import control, lifecycle
+    for name in names:
+        control.kill(lifecycle.load(paths, name)[1], sig, args["all"])
+    return 0
+
+
+def _is_signal(text):
+    try:
+        signal_number(text)
+        return True
+    except PyctrError:
+        return False
+
+
+def cmd_rm(paths, argv):
+    args = names_verb("rm", "Remove containers.",
+                      [Opt("-f --force", "bool", "kill them first if running")], argv)
+    if args is None:
+        return 0
+    from pyctr.state import StateStore
+    store = StateStore(paths)
+    for name in args["names"]:
+        state = store.load(name)
+        if state.oci is not None:  # a bundle's: as its `delete` would (hooks, groups)
+            from pyctr.oci.lifecycle import delete
+            delete(paths, name, args["force"])
+        else:
+            remove(paths, state, args["force"])
+    return 0
+
+
+def remove(paths, state, force):
+    """Kill (if forced) and remove one container: network, record."""
+    from pyctr.container import teardown
+    if state.process_alive():
+        if not force:
+            raise PyctrError("container %s is running (stop it or use rm -f)" % state.name)
+        os.kill(state.pid, SIGKILL)
+        _wait_gone(state.process_alive)
+    if state.owner_pid != os.getpid() and state.owner_alive():
+        if not force and state.status == "creating":
+            raise PyctrError("container %s is being created (use rm -f)" % state.name)
+        # Let the container's owner (run or the -d monitor) finish its own
+        # cleanup first, so the two never remove the same things at once.
+        _wait_gone(state.owner_alive)
+    teardown(paths, state)
+
+
+def _wait_gone(alive, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def cmd_gc(paths, argv):
+    if parse_options("gc", "Remove what crashed pyctr processes left behind. Idempotent.",
+                     [], argv) is None:
+        return 0
+    from pyctr.state import StateStore, remove_tree
+    store = StateStore(paths)
+    removed = []
+    for path in store.stale_reservations():
+        remove_tree(path)
+        removed.append("half-created container record %s" % os.path.basename(path))
+    for name in store.names():
+        try:
+            st = store.load(name)
+        except PyctrError:
+            if not os.path.exists(os.path.join(store.dir(name), "state.json")):
+                continue  # removed meanwhile
+            store.remove(name)  # damaged record: nothing can use it
+            removed.append("container %s (damaged record)" % name)
+            continue
+        if st.oci and st.oci.get("engine"):
+            continue  # a `create`d container: a stopped one waits for the engine's delete
+        if st.crashed():
+            remove(paths, st, force=True)
+            removed.append("container %s" % name)
+    from pyctr import images, network
+    removed += network.gc(paths)
+    removed += images.gc(paths)
+    for item in removed:
+        print("removed " + item)
+    return 0

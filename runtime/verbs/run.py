@@ -1,0 +1,95 @@
+"""`pyctr run` and `pyctr spec`: command line (over a -f TOML job, or an
+OCI bundle) -> one frozen Spec -> a Container, attached or detached."""
+from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
+
+RUN_OPTIONS = [
+    Opt("-f --file", help="TOML job file with the same settings (flags override it)"),
+    Opt("--bundle", help="OCI bundle directory: `pyctr run --bundle DIR [ID]` is runc's run"),
+    Opt("--name", help="container name (default: its id)"),
+    Opt("--rm", "bool", "remove the container when it exits", dest="remove"),
+    Opt("-d --detach", "bool", "run in the background; `pyctr logs` shows its output"),
+    Opt("-e --env", "list", "KEY=VALUE, or KEY to pass pyctr's own"),
+    Opt("--env-file", "list", "file of KEY=VALUE lines"),
+    Opt("-w --workdir", help="working directory inside"),
+    Opt("-u --user", help="UID[:GID] or a name from the container's /etc/passwd"),
+    Opt("--hostname"),
+    Opt("-v --volume", "list", "SRC:DST[:ro] bind mount", dest="volumes"),
+    Opt("--read-only", "bool", "mount the root filesystem read-only"),
+    Opt("--tmpfs", "list", "DST[:OPTIONS] tmpfs mount"),
+    Opt("--cap-add", "list", "add a capability (or ALL)"),
+    Opt("--cap-drop", "list", "drop a capability (or ALL)"),
+    Opt("--preserve-fds", "int", "pass fds 3..3+N-1 on to the workload"),
+    Opt("--init", "bool", "run a reaper as PID 1 that forwards signals"),
+    Opt("--userns", "bool", "map container root to an unprivileged host range"),
+    Opt("--pid", help="private (default), host or container:NAME"),
+    Opt("--ipc", help="private (default), host or container:NAME"),
+    Opt("--uts", help="private (default), host or container:NAME"),
+    Opt("--net --network", "list",
+        "none (default), host, container:NAME, veth:BRIDGE, macvlan:LOWER[:MODE], NAME",
+        dest="net"),
+    Opt("--ip", help="address for the first network, ADDR[/PREFIX]"),
+    Opt("--mac", help="MAC address for the first network"),
+    Opt("--mtu", "int", "MTU for the first network"),
+]
+_NOT_SPEC_KEYS = ("file", "bundle", "target", "command")
+
+
+def spec_from_args(paths, prog, argv):
+    """run and spec: flags (over a -f TOML file, or an OCI bundle) -> Spec."""
+    args = parse_options(prog, "Create and start a container running CMD in IMAGE or ROOTFS.",
+                         RUN_OPTIONS, argv, positionals=("target",), rest="command")
+    if args is None:
+        return None
+    if args["bundle"]:
+        if prog == "run":  # runc's form is taken before this (cmd_run)
+            raise PyctrError("run --bundle is runc's run: pyctr run [--detach] [--keep] "
+                             "[--pid-file P] [--console-socket S] --bundle DIR [ID]; the "
+                             "command and settings come from config.json")
+        from pyctr import oci
+        if args["target"]:
+            args["command"].insert(0, args["target"])
+            args["target"] = None
+        return oci.load_bundle(args["bundle"], args)
+    from pyctr import specgen
+    opts = specgen.load_toml(args["file"]) if args["file"] else {}
+    for key, value in args.items():
+        if key not in _NOT_SPEC_KEYS and value not in (None, []):
+            opts[key] = value
+    if args["target"]:
+        opts["target"] = args["target"]
+    if args["command"]:
+        opts["command"] = args["command"]
+    return specgen.build(paths, opts)
+
+
+def cmd_run(paths, argv):
+    """pyctr's run (IMAGE|ROOTFS CMD...), or runc's when -b/--bundle is
+    given with runc's options only and at most one other word, the ID."""
+    if any(a in ("-b", "--bundle") or a.startswith("--bundle=") for a in argv):
+        from pyctr.oci import cli
+        if cli.is_bundle_run(argv):
+            return cli.cmd_run(paths, argv)
+    spec = spec_from_args(paths, "run", argv)
+    if spec is None:
+        return 0
+    if spec.detach:
+        from pyctr.monitor import start_detached
+        print(start_detached(paths, spec))
+        return 0
+    from pyctr.container import Container
+    c = Container(paths, spec)
+    c.create()
+    c.start()
+    code = c.wait()
+    c.cleanup()
+    return code
+
+
+def cmd_spec(paths, argv):
+    import json
+    spec = spec_from_args(paths, "spec", argv)
+    if spec is None:
+        return 0
+    print(json.dumps(spec.to_oci(), indent=2))
+    return 0
