@@ -397,3 +397,79 @@ def test_pyctr_network_inside_the_engines_netns(image_data, bundle, work, net, i
             assert os.listdir(node.paths.containers) == []
         finally:
             subprocess.run(["ip", "netns", "del", engine_ns])
+
+
+def test_preserved_fds_and_no_pivot(pyctr, bundle, work):
+    """--preserve-fds hands fd 3 to the workload; --no-pivot still runs it."""
+    b = bundle(["sh", "-c", "echo through-fd3 >&3; echo $$"])
+    r, w = os.pipe()
+    os.dup2(w, 3, inheritable=True) if w != 3 else os.set_inheritable(3, True)
+    try:
+        with tempfile.TemporaryFile("w+") as out:
+            p = subprocess.run(pyctr.argv("run", "--preserve-fds", "1", "--no-pivot",
+                                          "--bundle", b, "c12"), stdin=subprocess.DEVNULL,
+                               stdout=out, stderr=out, pass_fds=(3,), timeout=60)
+            out.seek(0)
+            assert p.returncode == 0, out.read()
+            assert out.read().split() == ["1"]  # its PID 1
+    finally:
+        os.close(3)
+        if w != 3:
+            os.close(w)
+    assert os.read(r, 100) == b"through-fd3\n"
+    os.close(r)
+    no_leftovers(pyctr, "c12")
+
+
+def test_kill_term_ends_a_created_container(pyctr, bundle):
+    create(pyctr, "--bundle", bundle(["sleep", "300"]), "c13")
+    pyctr("kill", "c13", "TERM", check=True)
+    until(lambda: state(pyctr, "c13")["status"] == "stopped", "stopped")
+    p = pyctr("kill", "c13", "9")
+    assert p.returncode == 125 and "container not running" in one_line_error(p)
+    pyctr("delete", "c13", check=True)
+    no_leftovers(pyctr, "c13")
+
+
+def test_exec_tty_through_the_console_socket(pyctr, bundle, work):
+    b = bundle(["sleep", "300"])
+    create(pyctr, "--bundle", b, "c14")
+    pyctr("start", "c14", check=True)
+    path = os.path.join(work, "exec.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(30)
+    p = subprocess.Popen(pyctr.argv("exec", "--tty", "--console-socket", path, "--detach",
+                                    "c14", "sh", "-c", "tty; echo exec-tty-done"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    conn, _ = listener.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    conn.close()
+    listener.close()
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    seen = b""
+    try:
+        while b"exec-tty-done" not in seen:
+            try:
+                data = os.read(fds[0], 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+    finally:
+        os.close(fds[0])
+    assert b"/dev/pts/" in seen and b"exec-tty-done" in seen, seen
+    pyctr("delete", "--force", "c14", check=True)
+    no_leftovers(pyctr, "c14")
+
+
+def test_debug_shows_the_cause_chain(pyctr, work):
+    p = subprocess.run([sys.executable, "-m", "pyctr", "--root", pyctr.root, "--debug",
+                        "create", "--bundle", work, "c15"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 125
+    assert p.stderr.startswith("pyctr: ") and "Traceback" in p.stderr
+    assert "FileNotFoundError" in p.stderr  # the cause, config.json missing

@@ -12,6 +12,7 @@ does). For `pyctr create` no parent-death signal ties this child to pyctr
 subreaper's) child.
 """
 import os
+import _signal
 
 from pyctr import jsonio
 from pyctr.child import resolve
@@ -88,7 +89,11 @@ def barrier(spec, plan, channel, sys):
     for low, high in zip(keep, keep[1:] + [0x100000000]):
         if high > low + 1:
             sys.close_range(low + 1, high - 1, 0)
-    sys.reset_signals()  # `kill ID 15` of a created container ends it, as with runc
+    sys.reset_signals()
+    # A pid namespace's init gets only the signals it handles: so that `kill
+    # ID 15` ends a created container, as it ends runc's, they are handled.
+    for number in _ENDING_SIGNALS:
+        _signal.signal(number, _end)
     fd = os.open("/proc/self/fd/%d" % plan.fifo_fd, os.O_WRONLY | os.O_CLOEXEC)  # blocks
     os.close(plan.fifo_fd)
     try:
@@ -100,6 +105,13 @@ def barrier(spec, plan, channel, sys):
         os._exit(125)
     os.write(fd, b"0")
     os.close(fd)
+
+
+_ENDING_SIGNALS = (1, 2, 3, 10, 12, 14, 15)  # HUP INT QUIT USR1 USR2 ALRM TERM
+
+
+def _end(number, frame):
+    os._exit(128 + number)
 
 
 def check_executable(proc, channel):
