@@ -147,11 +147,9 @@ def write_net_bundle(bundle, rootfs, netns_path):
 def write_pyctr_network(node_paths, name, **keys):
     """A network definition in the node's own pyctr config (the TOML format
     of pyctr.network.config), as a site would define it once."""
+    from pyctr import tomlio
     os.makedirs(node_paths.networks, exist_ok=True)
-    with open(os.path.join(node_paths.networks, name + ".toml"), "w") as f:
-        for k, v in keys.items():
-            f.write("%s = %s\n" % (k, json.dumps(v) if isinstance(v, str)
-                                   else str(v).lower()))
+    tomlio.save(os.path.join(node_paths.networks, name + ".toml"), keys)
 
 
 def start_bench(args, node, label, rootfs, launcher):

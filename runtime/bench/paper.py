@@ -30,6 +30,7 @@ import tempfile
 import time
 
 from pyctr.bench import workloads as wl
+from pyctr.bench.net import write_pyctr_network
 from pyctr.errors import PyctrError
 from pyctr.progress import Progress
 
@@ -186,7 +187,7 @@ class ContainerConfig:
         """Write the node's network definition; return its name and the
         address of the node's container."""
         lo = self.first + 10 * n
-        _write_network(node, self.net_name, subnet=SUBNET, uplink="nic0",
+        write_pyctr_network(node.paths, self.net_name, subnet=SUBNET, uplink="nic0",
                        range="10.77.0.%d-10.77.0.%d" % (lo, lo + 9), **self.net_keys)
         return self.net_name, "10.77.0.%d" % lo
 
@@ -253,13 +254,6 @@ def _wire_counter(netns):
         st = json.loads(r.stdout)[0]["stats64"]
         return st["rx"]["bytes"] + st["tx"]["bytes"]
     return read
-
-
-def _write_network(node, name, **keys):
-    os.makedirs(node.paths.networks, exist_ok=True)
-    with open(os.path.join(node.paths.networks, name + ".toml"), "w") as f:
-        for k, v in keys.items():
-            f.write("%s = %s\n" % (k, json.dumps(v) if isinstance(v, str) else str(v).lower()))
 
 
 class VethConfig(ContainerConfig):
