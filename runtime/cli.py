@@ -37,7 +37,8 @@ VERBS = {
 }
 
 USAGE = """usage: pyctr [--root DIR] [--config DIR] [--data DIR] [--log FILE]
-             [--log-format text|json] [--systemd-cgroup] [--debug] VERB [ARGS...]
+             [--log-format text|json] [--systemd-cgroup] [--rootless X] [--debug]
+             VERB [ARGS...]
 
 verbs:
 %s
@@ -83,9 +84,13 @@ def _log(globals_, level, message):
     errlog.write(globals_["--log"], globals_["--log-format"] or "text", level, message)
 
 
-# Global options: value ones (None until given) and flags (False).
+# Global options: value ones (None until given) and flags (False). runc's
+# --rootless (Slurm's oci.conf examples pass it) is accepted: pyctr runs
+# rootless whenever it is not root.
 GLOBALS = {"--root": None, "--config": None, "--data": None, "--log": None,
-           "--log-format": None, "--systemd-cgroup": False, "--debug": False}
+           "--log-format": None, "--rootless": None, "--systemd-cgroup": False,
+           "--debug": False}
+PATH_GLOBALS = ("--root", "--config", "--data", "--log")
 
 
 def dispatch(argv, globals_=None):
@@ -110,7 +115,7 @@ def dispatch(argv, globals_=None):
             if not argv:
                 raise PyctrError("%s needs a value" % flag)
             value, argv = argv[0], argv[1:]
-        globals_[flag] = value if flag == "--log-format" else os.path.abspath(value)
+        globals_[flag] = os.path.abspath(value) if flag in PATH_GLOBALS else value
     if globals_["--log-format"] not in (None, "text", "json"):
         raise PyctrError("--log-format is text or json, not %r" % globals_["--log-format"])
     if globals_["--systemd-cgroup"] and globals_["--log"]:
