@@ -272,14 +272,15 @@ def test_settings_reach_the_container(pyctr, bundle):
     oomScoreAdj applied; the workload's exit code; nothing kept."""
     def settings(config):
         config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1000"}
+        config["domainname"] = "example.org"
         config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 512}]
         config["process"]["user"]["umask"] = 0o077
         config["process"]["oomScoreAdj"] = 500
     b = bundle(["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni "
-                "/proc/self/oom_score_adj; ulimit -n; umask; exit 3"], settings)
+                "/proc/self/oom_score_adj; ulimit -n; umask; cat /proc/sys/kernel/domainname; exit 3"], settings)
     p = pyctr("run", "c8", "-b", b)
     assert p.returncode == 3, p.stderr
-    assert p.stdout.split() == ["1", "1000", "500", "512", "0077"]
+    assert p.stdout.split() == ["1", "1000", "500", "512", "0077", "example.org"]
     no_leftovers(pyctr, "c8")
 
 

@@ -46,10 +46,9 @@ def parse(process):
         if process.get(field):
             raise ValueError("process.%s is set but pyctr supports no LSM labels "
                              "(leave it empty)" % field)
-    if process.get("ioPriority"):
-        raise ValueError("process.ioPriority is not supported by pyctr")
-    if process.get("scheduler"):
-        raise ValueError("process.scheduler is not supported by pyctr")
+    for field in ("ioPriority", "scheduler", "execCPUAffinity"):
+        if process.get(field):
+            raise ValueError("process.%s is not supported by pyctr" % field)
     size = process.get("consoleSize")
     user = process.get("user") or {}
     umask = user.get("umask")

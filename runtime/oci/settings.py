@@ -59,6 +59,9 @@ def parse(config, bundle, namespaces):
     own = {ns.type for ns in namespaces if not ns.path or not _is_host(ns)}
     for key in sysctl:
         _check_sysctl(key, own)
+    if config.get("domainname"):  # the kernel keeps it per UTS namespace, as a sysctl
+        sysctl["kernel.domainname"] = str(config["domainname"])
+        _check_sysctl("kernel.domainname", own)
     return OciSettings(bundle=bundle, sysctl=sysctl, hooks=hooks.parse(config.get("hooks") or {}),
                        rootfs_propagation=propagation,
                        networks=_networks(config.get("annotations") or {}, namespaces))
@@ -96,9 +99,11 @@ def _check_sysctl(key, own):
         needed = "ipc"
     elif key.startswith("net."):
         needed = "network"
+    elif key == "kernel.domainname":
+        needed = "uts"
     else:
         raise ValueError("linux.sysctl %s is not a namespaced sysctl: pyctr sets only "
-                         "kernel.msg*/sem/shm*, fs.mqueue.* and net.*" % key)
+                         "kernel.msg*/sem/shm*, fs.mqueue.*, net.* and kernel.domainname" % key)
     if needed not in own:
         raise ValueError("linux.sysctl %s needs a %s namespace of the container's own"
                          % (key, needed))
