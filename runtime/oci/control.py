@@ -91,10 +91,12 @@ def kill_all(state, sig):
         _freeze(state, False)
 
 
-def wait_gone(state, timeout=10.0):
-    """Until init has exited (its parent, the engine, may not have reaped it)."""
+def wait_gone(state, timeout=10.0, alive=None):
+    """Until init (or what `alive` asks about) has exited; its parent, the
+    engine, may not have reaped it yet."""
+    alive = alive or state.process_alive
     deadline = time.monotonic() + timeout
-    while state.process_alive():
+    while alive():
         if time.monotonic() > deadline:
             raise PyctrError("container %s did not exit within %d s" % (state.name, timeout))
         time.sleep(0.01)

@@ -217,10 +217,13 @@ def delete(paths, cid, force=False):
         remove(paths, state, force)
         return
     status = state.live_status()
-    if status in ("running", "paused") and not force:
+    if status in ("running", "paused", "creating") and not force:
         raise PyctrError("cannot delete container %s that is not stopped: %s" % (cid, status))
+    from pyctr.oci.control import kill_all, wait_gone
+    if status == "creating":  # let its creator finish (or undo) first, then look again
+        wait_gone(state, alive=state.owner_alive)
+        return delete(paths, cid, force)
     if status != "stopped":
-        from pyctr.oci.control import kill_all
         kill_all(state, 9)
     teardown(paths, state)
 
