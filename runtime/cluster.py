@@ -121,14 +121,15 @@ def parse_remote(items, nodes, name):
 class NetPlan:
     """What the nodes' --net resolves to, known before any node starts."""
 
-    def __init__(self, text, kind, device, subnet, host_side, uplink=None, pool=None):
+    def __init__(self, text, kind, device, subnet, host_side, uplink=None):
+        from pyctr.network import kinds
         self.text = text            # the --net value given to each node (plus ip=)
-        self.kind = kind            # "bridge" or "macvlan"
+        self.kind = kind            # "veth" or "macvlan" (pyctr.network.kinds)
         self.device = device        # the bridge, or the lower device
         self.subnet = subnet        # network.addr.Subnet
         self.host_side = host_side  # the host's way in: the bridge, or the macvlan shim
         self.uplink = uplink        # a bridge network's NIC in the bridge
-        self.pool = pool or (("br-" if kind == "bridge" else "mv-") + device)
+        self.pool = kinds.get(kind).pool(device)
         self.host_side_existed = True
 
 
@@ -140,9 +141,9 @@ def plan_network(paths, text, subnet_text):
     from pyctr.network import config
     from pyctr.network.addr import Subnet, ip_int
     from pyctr.network.rtnl import Netlink
-    from pyctr.network.wiring import shim_ifname
+    from pyctr.network.kinds.macvlan import shim_ifname
     req = network.parse(text)
-    if req.kind in ("none", "host", "container"):
+    if req.form in ("none", "host", "container"):
         raise PyctrError("cluster up: --net=%s: the nodes need a network of their own "
                          "(veth:BRIDGE, macvlan:LOWER or a network name)" % text)
     if req.ip:
@@ -157,23 +158,21 @@ def plan_network(paths, text, subnet_text):
         return found
 
     with Netlink() as nl:
-        if req.kind == "network" or (req.kind == "veth" and config.exists(paths, req.network)):
+        if req.form == "network" or (req.form == "veth" and config.exists(paths, req.network)):
             net = config.load(paths, req.network)
-            if req.kind == "veth" and net.kind != "bridge":
+            if req.form == "veth" and net.kind != "veth":
                 raise PyctrError("network %s is a %s network, not a bridge" % (net.name, net.kind))
             subnet = agree(net.subnet, "network %s" % net.name)
             if net.kind == "macvlan":
-                _need_shim(text, req.mode or net.mode,
-                           net.host_shim and req.host_shim is not False)
-                plan = NetPlan(text, "macvlan", net.device, subnet, shim_ifname(net.device),
-                               pool=net.pool)
+                _need_shim(text, req.mode or net.options.get("mode"),
+                           net.options.get("host_shim", True) and req.host_shim is not False)
+                plan = NetPlan(text, "macvlan", net.device, subnet, shim_ifname(net.device))
                 if nl.link(net.device) is None:
                     raise PyctrError("network %s: unknown lower device %s" % (net.name,
                                                                               net.device))
             else:
-                plan = NetPlan(text, "bridge", net.device, subnet, net.device, net.uplink,
-                               pool=net.pool)
-        elif req.kind == "veth":
+                plan = NetPlan(text, "veth", net.device, subnet, net.device, net.uplink)
+        elif req.form == "veth":
             br = nl.link(req.network)
             if br is None:
                 if want is None:
@@ -182,9 +181,9 @@ def plan_network(paths, text, subnet_text):
                                      % (req.network, req.network))
                 subnet = want
             else:
-                if br.kind != "bridge":
+                if br.link_type != "bridge":
                     raise PyctrError("%s is not a bridge (it is a %s device)"
-                                     % (req.network, br.kind or "physical"))
+                                     % (req.network, br.link_type or "physical"))
                 addrs = nl.addrs(br.index)
                 if not addrs:
                     raise PyctrError("cluster up: bridge %s has no IPv4 address: this host "
@@ -192,7 +191,7 @@ def plan_network(paths, text, subnet_text):
                                      "bridge with --subnet)" % req.network)
                 _, ip, prefix = addrs[0]
                 subnet = agree(Subnet(ip_int(ip), prefix), "bridge %s" % req.network)
-            plan = NetPlan(text, "bridge", req.network, subnet, req.network)
+            plan = NetPlan(text, "veth", req.network, subnet, req.network)
         else:
             lower = nl.link(req.network)
             if lower is None:
@@ -666,26 +665,6 @@ def teardown(paths, record, nodes):
 
 def drop_host_side(paths, record, our_ports):
     """The bridge or macvlan shim the nodes' first attach made, unless some
-    other live container uses it. A bridge pyctr made gives its uplink the
-    addresses back (as `pyctr net rm` does)."""
-    from pyctr.network import ipam
-    from pyctr.network.rtnl import Netlink
-    from pyctr.network.wiring import BRIDGE_ALIAS, delete_bridge, remove_shim_if_unused
-    with ipam.Pool(paths, record["pool"]) as pool, Netlink() as nl:
-        if record["kind"] == "macvlan":
-            remove_shim_if_unused(nl, pool, record["host_side"])
-            return
-        if any(lease.alive() and not lease.shim for lease in pool.leases().values()):
-            return
-        br = nl.link(record["device"])
-        if br is None or br.kind != "bridge" or not (br.alias or "").startswith(BRIDGE_ALIAS):
-            return
-        uplink = nl.link(record["uplink"]) if record.get("uplink") else None
-        for port in [l for l in nl.links() if l.master == br.index]:
-            if uplink is not None and port.index == uplink.index:
-                continue
-            if port.name not in our_ports:
-                return  # someone else's port: the bridge stays
-            # Our node's veth, its netns still being dismantled: no need to wait.
-            nl.delete_link(name=port.name)
-        delete_bridge(nl, record["device"], uplink)
+    other live container uses it (network.teardown)."""
+    from pyctr import network
+    network.teardown(paths, record["kind"], record["device"], record.get("uplink"), our_ports)

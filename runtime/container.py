@@ -7,6 +7,7 @@ record removed) before the error goes up, as crun does on every early
 return. The Spec is frozen: stages read it, and what they learn goes into
 the Container (paths, fds, pid) and its ContainerState record.
 
+  networks_plan  every network check that needs no device (pyctr.network)
   reserve        the name, with the first record (status creating)
   etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
@@ -58,6 +59,14 @@ class Undo:
 
 
 # -- the stages ------------------------------------------------------------
+
+def networks_plan(c):
+    """Network files, kinds, MAC/IP/MTU and host devices are checked before
+    anything exists: a bad request leaves no record and makes no child."""
+    if c.spec.networks:
+        from pyctr import network
+        c.prepared = network.prepare(c.paths, c.spec.networks)
+
 
 def reserve(c):
     c.store.reserve(c.state)
@@ -175,7 +184,7 @@ def networks(c):
     from pyctr import network
     # attach() undoes its own partial work on failure; on success its
     # records go into the state first, so a later failure can detach.
-    c.state.networks = network.attach(c.paths, c.spec.id, c.spec.networks, c.pid)
+    c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
     c.undo.push(_detach_networks, c)
     c.store.save(c.state)
     _write_hosts(c)
@@ -216,8 +225,8 @@ def bundle_ready(c):
         at_barrier(c)
 
 
-STAGES = (reserve, etc_files, namespaces, clone, id_maps, record, bundle, ids, networks,
-          mpi_rank, ready, bundle_ready)
+STAGES = (networks_plan, reserve, etc_files, namespaces, clone, id_maps, record, bundle, ids,
+          networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
@@ -241,6 +250,7 @@ class Container:
         self.etc_mounts = []
         self.channel = None
         self.pid = 0
+        self.prepared = []         # network.prepare()'s, for the networks stage
         self.extra_env = []        # learnt before start, reaches the workload
         self.fds = {}              # sent by the child before READY ("pty")
 

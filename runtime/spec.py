@@ -98,9 +98,11 @@ class IdMapping(Record):
 
 
 class NetworkRequest(Record):
-    """One --net: kind is veth or macvlan; network names the bridge or the
-    lower device; the rest are optional overrides (see pyctr.network)."""
-    __slots__ = ("kind", "network", "mode", "ip", "mac", "mtu", "routes", "source_macs",
+    """One --net: form is none, host, container, network (a defined one) or
+    a network kind (veth, macvlan); network names the container, the defined
+    network, the bridge or the lower device; the rest are optional overrides
+    (see pyctr.network.request)."""
+    __slots__ = ("form", "network", "mode", "ip", "mac", "mtu", "routes", "source_macs",
                  "host_shim")
     DEFAULTS = {"routes": list, "source_macs": list, "host_shim": True}
 

@@ -1,31 +1,68 @@
 """Helpers for the network tests (imported by tests/test_network*.py):
 
 - FakeKernel / FakeNetlink: a recording stand-in for pyctr.network's kernel
-  layer (attach.Kernel + rtnl.Netlink), with just enough link/address/route
+  layer (wiring.Kernel + rtnl.Netlink), with just enough link/address/route
   state for the attach/detach/gc logic to run without root; any method can
-  be made to fail.
+  be made to fail. Both mirror the real classes (see `mirrors`): a method or
+  parameter the real class lacks is refused, so a misspelt call fails.
 - stand_in(node): a process with its own netns, in place of a container,
   for exercising attach/detach directly.
 """
 import errno
+import inspect
 import itertools
 import subprocess
 import sys
 import time
 
+from pyctr.network import rtnl, wiring
 
-class FakeLink:
-    def __init__(self, index, name, kind=None, master=0, mtu=1500, mac=None, link=0, mode=None):
-        self.index, self.name, self.kind, self.master = index, name, kind, master
+
+def mirrors(real, test_only=()):
+    """Class decorator for a fake of `real`: each public method of the fake
+    must be one of real's, with the same parameters (else TypeError at
+    definition), and looking up any other public name on an instance -- a
+    call the code under test misspelt -- raises AttributeError. test_only
+    names what the tests themselves use to arrange and inspect the fake."""
+    def shape(fn):
+        return [(p.name, p.kind, p.default is p.empty)
+                for p in inspect.signature(fn).parameters.values()]
+
+    def wrap(fake):
+        for name, fn in vars(fake).items():
+            if name.startswith("_") or name in test_only or not callable(fn):
+                continue
+            mine = getattr(real, name, None)
+            if mine is None:
+                raise TypeError("fake %s.%s: %s has no such method"
+                                % (fake.__name__, name, real.__name__))
+            if shape(fn) != shape(mine):
+                raise TypeError("fake %s.%s: parameters differ from %s.%s%s"
+                                % (fake.__name__, name, real.__name__, name,
+                                   inspect.signature(mine)))
+
+        def __getattribute__(self, name):
+            if not name.startswith("_") and name not in test_only and not hasattr(real, name):
+                raise AttributeError("%s has no attribute %r (the fake mirrors it)"
+                                     % (real.__name__, name))
+            return object.__getattribute__(self, name)
+        fake.__getattribute__ = __getattribute__
+        return fake
+    return wrap
+
+
+class FakeLink(rtnl.Link):
+    """An rtnl.Link made from values (its slots only: no other attribute)."""
+    __slots__ = ()
+
+    def __init__(self, index, name, link_type=None, master=0, mtu=1500, mac=None, link=0,
+                 mode=None):
+        self.index, self.name, self.link_type, self.master = index, name, link_type, master
         self.mtu, self.link, self.macvlan_mode = mtu, link, mode
         self.mac = mac or "02:00:00:00:%02x:%02x" % (index >> 8 & 255, index & 255)
         self.flags = 0
         self.link_netnsid = None
         self.alias = None
-
-    @property
-    def up(self):
-        return bool(self.flags & 1)
 
 
 class FakeNs:
@@ -37,16 +74,17 @@ class FakeNs:
         self.sysctls = {}
 
 
+@mirrors(rtnl.Netlink, test_only=("closed",))
 class FakeNetlink:
     """rtnl.Netlink's interface over a FakeNs; calls go to kernel.calls."""
 
     def __init__(self, kernel, ns):
-        self.kernel, self.ns = kernel, ns
+        self._kernel, self._ns = kernel, ns
         self.closed = False
 
     def _call(self, _op, *args, **kw):
-        self.kernel.calls.append((self.ns.name, _op, args, kw))
-        fail = self.kernel.fail.get(_op)
+        self._kernel.calls.append((self._ns.name, _op, args, kw))
+        fail = self._kernel.fail.get(_op)
         if fail is not None:
             if callable(fail):
                 fail = fail(*args, **kw)
@@ -63,7 +101,7 @@ class FakeNetlink:
         self.close()
 
     def _find(self, name=None, index=0):
-        for link in self.ns.links.values():
+        for link in self._ns.links.values():
             if (name and link.name == name) or (index and link.index == index):
                 return link
         return None
@@ -71,7 +109,7 @@ class FakeNetlink:
     def _add(self, ns, name, **kw):
         if any(l.name == name for l in ns.links.values()):
             raise OSError(errno.EEXIST, "exists")
-        link = FakeLink(next(self.kernel.index), name, **kw)
+        link = FakeLink(next(self._kernel.index), name, **kw)
         ns.links[link.index] = link
         return link
 
@@ -80,13 +118,13 @@ class FakeNetlink:
         return self._find(name, index)
 
     def links(self):
-        return list(self.ns.links.values())
+        return list(self._ns.links.values())
 
     def addrs(self, index=0):
-        return [a for a in self.ns.addrs if not index or a[0] == index]
+        return [a for a in self._ns.addrs if not index or a[0] == index]
 
     def routes(self):
-        return [dict(r) for r in self.ns.routes]
+        return [dict(r) for r in self._ns.routes]
 
     # writes
     def create_veth(self, name, peer, peer_netns_fd=None, mtu=None, mac=None, peer_mac=None,
@@ -95,29 +133,29 @@ class FakeNetlink:
                    peer_mac=peer_mac, master=master)
         if master:
             self._find(index=master)  # the bridge must exist
-            ports = [l for l in self.ns.links.values() if l.master == master]
-            if len(ports) >= self.kernel.bridge_max_ports:
+            ports = [l for l in self._ns.links.values() if l.master == master]
+            if len(ports) >= self._kernel.bridge_max_ports:
                 raise OSError(54, "Exchange full")
-        peer_ns = self.kernel.ns_by_fd[peer_netns_fd] if peer_netns_fd is not None else self.ns
+        peer_ns = self._kernel.ns_by_fd[peer_netns_fd] if peer_netns_fd is not None else self._ns
         if self._find(name):
             raise OSError(errno.EEXIST, "exists")
-        host = self._add(self.ns, name, kind="veth", master=master or 0, mtu=mtu or 1500)
+        host = self._add(self._ns, name, link_type="veth", master=master or 0, mtu=mtu or 1500)
         host.flags = 1 if up else 0
-        self._add(peer_ns, peer, kind="veth", mtu=mtu or 1500, mac=peer_mac)
-        self.kernel.pairs[(self.ns.name, name)] = (peer_ns.name, peer)
+        self._add(peer_ns, peer, link_type="veth", mtu=mtu or 1500, mac=peer_mac)
+        self._kernel.pairs[(self._ns.name, name)] = (peer_ns.name, peer)
 
     def create_macvlan(self, name, lower_index, mode, netns_fd=None, mtu=None, mac=None,
                        source_macs=(), up=False):
         self._call("create_macvlan", name, lower_index, mode, netns_fd=netns_fd, mtu=mtu,
                    mac=mac, source_macs=tuple(source_macs))
-        ns = self.kernel.ns_by_fd[netns_fd] if netns_fd is not None else self.ns
-        link = self._add(ns, name, kind="macvlan", mtu=mtu or 1500, mac=mac, link=lower_index,
+        ns = self._kernel.ns_by_fd[netns_fd] if netns_fd is not None else self._ns
+        link = self._add(ns, name, link_type="macvlan", mtu=mtu or 1500, mac=mac, link=lower_index,
                          mode=mode)
         link.flags = 1 if up else 0
 
     def create_bridge(self, name, mtu=None, mac=None, up=True):
         self._call("create_bridge", name, mtu=mtu, mac=mac)
-        link = self._add(self.ns, name, kind="bridge", mtu=mtu or 1500, mac=mac)
+        link = self._add(self._ns, name, link_type="bridge", mtu=mtu or 1500, mac=mac)
         link.flags = 1 if up else 0
 
     def set_link(self, index, up=None, master=None, mtu=None, mac=None, name=None, alias=None):
@@ -137,10 +175,10 @@ class FakeNetlink:
         link = self._find(name, index)
         if link is None:
             return False
-        self._remove(self.ns, link)
-        pair = self.kernel.pairs.pop((self.ns.name, link.name), None)
+        self._remove(self._ns, link)
+        pair = self._kernel.pairs.pop((self._ns.name, link.name), None)
         if pair:  # a veth pair goes as one
-            other_ns = self.kernel.namespaces[pair[0]]
+            other_ns = self._kernel.namespaces[pair[0]]
             for l in list(other_ns.links.values()):
                 if l.name == pair[1]:
                     self._remove(other_ns, l)
@@ -153,33 +191,36 @@ class FakeNetlink:
 
     def add_addr(self, index, ip, prefix):
         self._call("add_addr", index, ip, prefix)
-        if (index, ip, prefix) in self.ns.addrs:
+        if (index, ip, prefix) in self._ns.addrs:
             raise OSError(errno.EEXIST, "exists")
-        self.ns.addrs.append((index, ip, prefix))
+        self._ns.addrs.append((index, ip, prefix))
 
     def del_addr(self, index, ip, prefix):
         self._call("del_addr", index, ip, prefix)
-        if (index, ip, prefix) in self.ns.addrs:
-            self.ns.addrs.remove((index, ip, prefix))
+        if (index, ip, prefix) in self._ns.addrs:
+            self._ns.addrs.remove((index, ip, prefix))
 
     def add_route(self, dst="0.0.0.0", dst_len=0, gateway=None, oif=0, src=None,
                   replace=False, protocol=4):
         self._call("add_route", dst, dst_len, gateway=gateway, oif=oif, src=src)
-        self.ns.routes = [r for r in self.ns.routes
+        self._ns.routes = [r for r in self._ns.routes
                           if not (r["dst"] == dst and r["dst_len"] == dst_len)]
-        self.ns.routes.append({"dst": dst, "dst_len": dst_len, "gateway": gateway, "oif": oif,
+        self._ns.routes.append({"dst": dst, "dst_len": dst_len, "gateway": gateway, "oif": oif,
                                "src": src, "protocol": protocol, "scope": 0})
 
     def del_route(self, dst="0.0.0.0", dst_len=0, oif=0):
         self._call("del_route", dst, dst_len, oif=oif)
-        before = len(self.ns.routes)
-        self.ns.routes = [r for r in self.ns.routes
+        before = len(self._ns.routes)
+        self._ns.routes = [r for r in self._ns.routes
                           if not (r["dst"] == dst and r["dst_len"] == dst_len)]
-        return len(self.ns.routes) != before
+        return len(self._ns.routes) != before
 
 
+@mirrors(wiring.Kernel, test_only=(
+    "calls", "fail", "index", "namespaces", "ns_by_fd", "pairs", "bridge_max_ports", "fds",
+    "open_fds", "host_ns", "add_host_link", "container_ns", "names"))
 class FakeKernel:
-    """attach.Kernel's interface. `host` is the host netns; each open_ns(pid)
+    """wiring.Kernel's interface. `host` is the host netns; each open_ns(pid)
     makes (once per pid) a container netns with only lo."""
 
     def __init__(self):
@@ -188,7 +229,6 @@ class FakeKernel:
         self.index = itertools.count(1)
         self.namespaces = {}
         self.ns_by_fd = {}
-        self.pid_ns = {}
         self.pairs = {}
         self.bridge_max_ports = 1023
         self.fds = itertools.count(100)
@@ -203,8 +243,8 @@ class FakeKernel:
         self.namespaces[name] = ns
         return ns
 
-    def add_host_link(self, name, kind=None, **kw):
-        link = FakeLink(next(self.index), name, kind=kind, **kw)
+    def add_host_link(self, name, link_type=None, **kw):
+        link = FakeLink(next(self.index), name, link_type=link_type, **kw)
         self.host_ns.links[link.index] = link
         return link
 
@@ -221,9 +261,9 @@ class FakeKernel:
         self.open_fds.add(fd)
         return fd
 
-    def enter(self, fd):
-        self.calls.append((self.ns_by_fd[fd].name, "enter", (), {}))
-        return FakeNetlink(self, self.ns_by_fd[fd])
+    def enter(self, ns_fd):
+        self.calls.append((self.ns_by_fd[ns_fd].name, "enter", (), {}))
+        return FakeNetlink(self, self.ns_by_fd[ns_fd])
 
     def close_ns(self, fd):
         self.open_fds.discard(fd)

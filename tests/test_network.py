@@ -314,6 +314,29 @@ def test_bad_requests_leave_nothing(tb):
     fails(a, "net", "rm", "small", words="in use by container")
 
 
+def test_bad_mac_or_network_file_fails_before_the_container_exists(tb):
+    """Checked before the state entry is made (and so before clone): with
+    the state directory made impossible, the network error is still the one
+    reported, and nothing appears on the node."""
+    a = tb.nodes[0]
+    os.makedirs(a.paths.networks, exist_ok=True)
+    with open(os.path.join(a.paths.networks, "broken.toml"), "w") as f:
+        f.write('subnet = "10.6.0.0/24"\nmtu = "big"\n')
+    os.makedirs(a.paths.root, exist_ok=True)
+    with open(a.paths.containers, "w"):
+        pass  # a file where the containers' directory would be made
+    try:
+        before = links(a)
+        fails(a, "run", "--rm", "--name", "early", "--net=veth:br0", "--mac", "02:00:00:00:00:zz",
+              "busybox", "true", words="malformed MAC")
+        fails(a, "run", "--rm", "--net=broken", "busybox", "true", words="wrong type")
+        fails(a, "run", "--rm", "--net=veth:br0", "--net=macvlan:nic9", "busybox", "true",
+              words="unknown lower device nic9")
+        assert links(a) == before and leases(a) == []
+    finally:
+        os.unlink(a.paths.containers)
+
+
 def test_lower_device_that_is_a_bridge_port_is_refused(tb):
     a = tb.nodes[0]
     cluster_networks(tb, "bridge")
@@ -419,8 +442,8 @@ def test_gc_removes_a_crashed_attach_leftovers(tb):
     p = stand_in(a)
     script = ("import json, sys; from pyctr import network; from pyctr.paths import Paths; "
               "p = Paths(%r, %r); "
-              "print(json.dumps(network.attach(p, 'standin0001', "
-              "[network.parse('macvlan:nic0,ip=10.77.0.130')], %d)))"
+              "ready = network.prepare(p, [network.parse('macvlan:nic0,ip=10.77.0.130')]); "
+              "print(json.dumps(network.attach(p, 'standin0001', ready, %d)))"
               % (a.paths.root, a.paths.config, p.pid))
     r = a.run([sys.executable, "-c", script])
     assert r.returncode == 0, r.stderr

@@ -1,6 +1,7 @@
 """Fast tests of pyctr.network without root: parsing, IPAM on a temp dir,
 and the attach/detach/gc logic against a recording fake of the kernel
 layer. The real thing is exercised in test_network.py."""
+import errno
 import os
 import struct
 import subprocess
@@ -8,12 +9,13 @@ import sys
 
 import pytest
 
-from conftest_net import FakeKernel, dead_pid
+from conftest_net import FakeKernel, dead_pid, mirrors
 from pyctr import network
 from pyctr.errors import PyctrError
-from pyctr.network import config, ipam, rtnl
+from pyctr.network import config, ipam, kinds, rtnl
 from pyctr.network.addr import Subnet, ip_int, parse_range, random_mac
-from pyctr.network.wiring import host_ifname, shim_ifname
+from pyctr.network.kinds.macvlan import shim_ifname
+from pyctr.network.kinds.veth import host_ifname
 from pyctr.paths import Paths
 
 
@@ -38,6 +40,12 @@ def owners():
         p.wait()
 
 
+def attach(paths, container_id, texts, pid, kernel):
+    """What `pyctr run` does: prepare before clone, attach after."""
+    prepared = network.prepare(paths, [network.parse(t) for t in texts], kernel=kernel)
+    return network.attach(paths, container_id, prepared, pid, kernel=kernel)
+
+
 def leases(paths, pool):
     d = os.path.join(paths.leases, pool)
     return sorted(f for f in os.listdir(d) if f != "lock") if os.path.isdir(d) else []
@@ -47,17 +55,17 @@ def leases(paths, pool):
 
 def test_parse_forms():
     r = network.parse("veth:br0,ip=10.1.0.5/24,mac=02:AA:bb:cc:dd:ee,mtu=1400")
-    assert (r.kind, r.network, r.ip, r.mac, r.mtu) == ("veth", "br0", "10.1.0.5/24",
+    assert (r.form, r.network, r.ip, r.mac, r.mtu) == ("veth", "br0", "10.1.0.5/24",
                                                        "02:aa:bb:cc:dd:ee", 1400)
     r = network.parse("macvlan:nic0:private")
-    assert (r.kind, r.network, r.mode) == ("macvlan", "nic0", "private")
+    assert (r.form, r.network, r.mode) == ("macvlan", "nic0", "private")
     r = network.parse("macvlan:nic0:source,source_macs=02:00:00:00:00:01|02:00:00:00:00:02")
     assert r.source_macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
     r = network.parse("cluster,route=10.9.0.0/16@10.77.0.254,route=default,host_shim=no")
-    assert (r.kind, r.network, r.host_shim) == ("network", "cluster", False)
+    assert (r.form, r.network, r.host_shim) == ("network", "cluster", False)
     assert r.routes == ["10.9.0.0/16@10.77.0.254", "0.0.0.0/0"]
-    assert network.parse("none").kind == "none"
-    assert network.parse("host").kind == "host"
+    assert network.parse("none").form == "none"
+    assert network.parse("host").form == "host"
 
 
 @pytest.mark.parametrize("text, words", [
@@ -77,7 +85,8 @@ def test_parse_forms():
     ("veth:br0,ip", "needs a value"),
     ("macvlan:nic0:source", "needs source_macs"),
     ("macvlan:nic0,source_macs=02:00:00:00:00:01", "only apply to macvlan mode source"),
-    ("veth:br0,mode=vepa", "macvlan options"),
+    ("veth:br0,mode=vepa", "mode does not apply"),
+    ("veth:br0,host_shim=no", "host_shim does not apply"),
     ("vxlan:foo", "unknown kind"),
     ("", "empty"),
     ("cluster,route=10.0.0.0/8@nowhere", "malformed IPv4"),
@@ -139,12 +148,66 @@ def test_definition_round_trip(paths):
     assert config.names(paths) == ["cluster"]
 
 
+def test_older_definitions_say_bridge_for_veth(paths):
+    os.makedirs(paths.networks)
+    with open(config.path(paths, "old"), "w") as f:
+        f.write('kind = "bridge"\nsubnet = "10.77.0.0/24"\n')
+    net = config.load(paths, "old")
+    assert (net.kind, net.device, net.pool) == ("veth", "old", "br-old")
+    config.save(paths, net)
+    with open(config.path(paths, "old")) as f:
+        assert 'kind = "veth"' in f.read()
+
+
+def test_a_new_kind_is_one_module_and_a_registry_line(paths, owners, monkeypatch):
+    """Nothing outside the kind's module names veth or macvlan: a kind
+    registered under another name is parsed, defined, attached, detached and
+    swept by gc through the registry alone."""
+    import types
+    from pyctr.network.kinds.veth import Veth
+
+    class Toy(Veth):
+        name, pool_prefix = "toy", "toy-"
+    module = types.ModuleType("toykind")
+    module.KIND = Toy()
+    monkeypatch.setitem(sys.modules, "toykind", module)
+    monkeypatch.setitem(kinds.REGISTRY, "toy", "toykind")
+    k = FakeKernel()
+    p = subprocess.Popen(["sleep", "60"])
+    recs = attach(paths, "c1", ["toy:br5,ip=10.5.5.9/24"], p.pid, k)
+    assert (recs[0]["kind"], recs[0]["pool"], recs[0]["bridge"]) == ("toy", "toy-br5", "br5")
+    assert leases(paths, "toy-br5") == ["10.5.5.9"]
+    p.kill()
+    p.wait()
+    assert network.gc(paths, kernel=k) == ["lease 10.5.5.9 in toy-br5 (container c1)",
+                                           "interface %s" % recs[0]["host_ifname"]]
+    network.detach(paths, "c1", recs, kernel=k)  # idempotent after gc
+    net = config.from_dict("lab", {"kind": "toy", "subnet": "10.6.0.0/24"})
+    assert (net.kind, net.pool) == ("toy", "toy-lab")
+    with pytest.raises(PyctrError, match="kind must be veth or macvlan or toy"):
+        config.from_dict("lab", {"kind": "vxlan", "subnet": "10.6.0.0/24"})
+
+
+def test_kinds_registry():
+    assert kinds.names() == ("veth", "macvlan")
+    assert [kinds.by_pool(k)[1] for k in ("br-x", "mv-nic0")] == ["x", "nic0"]
+    assert kinds.by_pool("br-x")[0] is kinds.get("veth")
+    assert kinds.by_pool(".subnets") == (None, None)
+    with pytest.raises(PyctrError, match="unknown network kind 'vxlan'"):
+        kinds.get("vxlan")
+
+
 @pytest.mark.parametrize("data, words", [
     ({"kind": "bridge"}, "no subnet"),
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}, "not a host of subnet"),
     ({"subnet": "10.0.0.0/24", "kind": "macvlan"}, "needs an uplink"),
     ({"subnet": "10.0.0.0/24", "kind": "vxlan"}, "kind must be"),
     ({"subnet": "10.0.0.0/24", "colour": "red"}, "unknown key"),
+    ({"subnet": "10.0.0.0/24", "mode": "vepa"}, "mode is a macvlan setting"),
+    ({"subnet": "10.0.0.0/24", "kind": "macvlan", "uplink": "nic0", "mode": "loopy"},
+     "unknown macvlan mode"),
+    ({"subnet": "10.0.0.0/24", "host_shim": "yes", "kind": "macvlan", "uplink": "n"},
+     "wrong type"),
     ({"subnet": "10.0.0.0/24", "mtu": "big"}, "wrong type"),
     ({"subnet": "10.0.0.0/24", "range": "10.0.0.9-10.0.0.2"}, "start after end"),
 ])
@@ -157,7 +220,7 @@ def test_malformed_toml_is_one_line(paths):
     os.makedirs(paths.networks)
     with open(config.path(paths, "bad"), "w") as f:
         f.write("subnet = \n")
-    with pytest.raises(PyctrError, match="malformed TOML"):
+    with pytest.raises(PyctrError, match="invalid TOML"):
         config.load(paths, "bad")
     with pytest.raises(PyctrError, match="unknown network"):
         config.load(paths, "missing")
@@ -225,8 +288,7 @@ def test_ipam_release_only_own_lease(paths, owners):
 def test_veth_attach_plan(paths, owners):
     k = FakeKernel()
     pid = owners()
-    recs = network.attach(paths, "abcdef012345", [network.parse("veth:br0,ip=10.9.0.7/24")],
-                          pid, kernel=k)
+    recs = attach(paths, "abcdef012345", ["veth:br0,ip=10.9.0.7/24"], pid, k)
     (rec,) = recs
     assert rec["ip"] == "10.9.0.7/24" and rec["gateway"] == "10.9.0.1"
     assert rec["ifname"] == "eth0" and rec["host_ifname"] == "pyvabcdef012340"
@@ -258,7 +320,7 @@ def test_uplinked_bridge_takes_the_uplink_address_and_mac(paths, owners):
     k.host_ns.addrs.append((nic.index, "10.77.0.1", 24))
     config.save(paths, config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0",
                                                     "range": "10.77.0.100-10.77.0.149"}))
-    recs = network.attach(paths, "c1", [network.parse("cluster")], owners(), kernel=k)
+    recs = attach(paths, "c1", ["cluster"], owners(), k)
     br = [l for l in k.host_ns.links.values() if l.name == "cluster"][0]
     assert br.mac == nic.mac and nic.master == br.index
     assert k.host_ns.addrs == [(br.index, "10.77.0.1", 24)]
@@ -270,7 +332,7 @@ def test_detach_after_the_container_died_leaves_the_veth_to_the_kernel(paths):
     """Its netns takes the pair along; deleting it ourselves would only wait."""
     k = FakeKernel()
     p = subprocess.Popen(["sleep", "60"])
-    recs = network.attach(paths, "c1", [network.parse("veth:br0")], p.pid, kernel=k)
+    recs = attach(paths, "c1", ["veth:br0"], p.pid, k)
     p.kill()
     p.wait()
     k.calls.clear()
@@ -288,7 +350,7 @@ def test_failed_attach_gives_the_uplink_its_address_back(paths, owners):
     config.save(paths, config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0"}))
     k.fail["create_veth"] = OSError(12, "Cannot allocate memory")
     with pytest.raises(PyctrError, match="cannot create veth"):
-        network.attach(paths, "c1", [network.parse("cluster")], owners(), kernel=k)
+        attach(paths, "c1", ["cluster"], owners(), k)
     assert k.names() == ["lo", "nic0"] and nic.master == 0
     assert k.host_ns.addrs == [(nic.index, "10.77.0.1", 24)]
     assert [(r["gateway"], r["oif"]) for r in k.host_ns.routes] == [("10.77.0.254", nic.index)]
@@ -299,7 +361,7 @@ def test_failure_inside_container_undoes_everything(paths, owners):
     k = FakeKernel()
     k.fail["add_route"] = OSError(101, "Network is unreachable")
     with pytest.raises(PyctrError, match="cannot configure eth0"):
-        network.attach(paths, "c1", [network.parse("veth:br0")], owners(), kernel=k)
+        attach(paths, "c1", ["veth:br0"], owners(), k)
     assert k.names() == ["lo"]  # veth and the bridge it made are gone
     assert leases(paths, "br-br0") == []
 
@@ -307,10 +369,10 @@ def test_failure_inside_container_undoes_everything(paths, owners):
 def test_full_bridge_is_refused_cleanly(paths, owners):
     k = FakeKernel()
     k.bridge_max_ports = 2
-    recs = [network.attach(paths, "c%d" % i, [network.parse("veth:br0")], owners(), kernel=k)
+    recs = [attach(paths, "c%d" % i, ["veth:br0"], owners(), k)
             for i in range(2)]
     with pytest.raises(PyctrError, match="bridge br0 is full"):
-        network.attach(paths, "c9", [network.parse("veth:br0")], owners(), kernel=k)
+        attach(paths, "c9", ["veth:br0"], owners(), k)
     assert len(leases(paths, "br-br0")) == 2 and len(k.names()) == 4  # lo br0 + 2 veths
     for i, r in enumerate(recs):
         network.detach(paths, "c%d" % i, r, kernel=k)
@@ -318,17 +380,20 @@ def test_full_bridge_is_refused_cleanly(paths, owners):
 
 def test_second_request_failing_undoes_the_first(paths, owners):
     k = FakeKernel()
-    with pytest.raises(PyctrError, match="unknown lower device nic9"):
-        network.attach(paths, "c1", [network.parse("veth:br0"), network.parse("macvlan:nic9")],
-                       owners(), kernel=k)
-    assert k.names() == ["lo"] and leases(paths, "br-br0") == []
+    _macvlan_host(k)
+    k.fail["create_macvlan"] = OSError(errno.ENOMEM, "Cannot allocate memory")
+    with pytest.raises(PyctrError, match="cannot create macvlan on nic0"):
+        attach(paths, "c1", ["veth:br0", "macvlan:nic0,host_shim=no"], owners(), k)
+    assert ("host", "create_veth") in [(ns, op) for ns, op, _, _ in k.calls]
+    assert k.names() == ["lo", "nic0"] and leases(paths, "br-br0") == []
+    assert leases(paths, "mv-nic0") == []
 
 
 def test_not_a_bridge(paths, owners):
     k = FakeKernel()
-    k.add_host_link("nic0", kind=None)
+    k.add_host_link("nic0")
     with pytest.raises(PyctrError, match="nic0 is not a bridge"):
-        network.attach(paths, "c1", [network.parse("veth:nic0")], owners(), kernel=k)
+        attach(paths, "c1", ["veth:nic0"], owners(), k)
 
 
 def _macvlan_host(k):
@@ -340,9 +405,8 @@ def _macvlan_host(k):
 def test_macvlan_with_host_shim(paths, owners):
     k = FakeKernel()
     nic = _macvlan_host(k)
-    a = network.attach(paths, "ca", [network.parse("macvlan:nic0,ip=10.77.0.50")], owners(),
-                       kernel=k)
-    b = network.attach(paths, "cb", [network.parse("macvlan:nic0")], owners(), kernel=k)
+    a = attach(paths, "ca", ["macvlan:nic0,ip=10.77.0.50"], owners(), k)
+    b = attach(paths, "cb", ["macvlan:nic0"], owners(), k)
     assert a[0]["ip"] == "10.77.0.50/24" and b[0]["ip"] == "10.77.0.2/24"
     assert a[0]["shim"] == "pys-nic0" and a[0]["shim_ip"] == "10.77.0.1"  # the host's own
     shim = [l for l in k.host_ns.links.values() if l.name == "pys-nic0"][0]
@@ -366,38 +430,36 @@ def test_macvlan_with_host_shim(paths, owners):
 def test_no_shim_when_it_could_not_help_or_is_refused(paths, owners, spec):
     k = FakeKernel()
     _macvlan_host(k)
-    recs = network.attach(paths, "c1", [network.parse(spec)], owners(), kernel=k)
+    recs = attach(paths, "c1", [spec], owners(), k)
     assert recs[0]["shim"] is None and "pys-nic0" not in k.names()
 
 
 def test_macvlan_bad_lower_devices(paths, owners):
     k = FakeKernel()
-    br = k.add_host_link("br0", kind="bridge")
+    br = k.add_host_link("br0", link_type="bridge")
     k.add_host_link("nic1", master=br.index)
     with pytest.raises(PyctrError, match="unknown lower device nic7"):
-        network.attach(paths, "c1", [network.parse("macvlan:nic7")], owners(), kernel=k)
+        attach(paths, "c1", ["macvlan:nic7"], owners(), k)
     with pytest.raises(PyctrError, match="nic1 is a port of bridge br0"):
-        network.attach(paths, "c1", [network.parse("macvlan:nic1,ip=10.1.0.2/24")], owners(),
-                       kernel=k)
+        attach(paths, "c1", ["macvlan:nic1,ip=10.1.0.2/24"], owners(), k)
     k.add_host_link("nic2")
     with pytest.raises(PyctrError, match="no IPv4 address"):
-        network.attach(paths, "c1", [network.parse("macvlan:nic2")], owners(), kernel=k)
+        attach(paths, "c1", ["macvlan:nic2"], owners(), k)
 
 
 def test_passthru_takes_the_lower_alone(paths, owners):
     k = FakeKernel()
     _macvlan_host(k)
-    first = network.attach(paths, "c1", [network.parse("macvlan:nic0:passthru")], owners(),
-                           kernel=k)
+    first = attach(paths, "c1", ["macvlan:nic0:passthru"], owners(), k)
     assert first[0]["shim"] is None
     with pytest.raises(PyctrError, match="held by a passthru macvlan"):
-        network.attach(paths, "c2", [network.parse("macvlan:nic0:passthru")], owners(), kernel=k)
+        attach(paths, "c2", ["macvlan:nic0:passthru"], owners(), k)
     with pytest.raises(PyctrError, match="held by a passthru macvlan"):
-        network.attach(paths, "c3", [network.parse("macvlan:nic0")], owners(), kernel=k)
+        attach(paths, "c3", ["macvlan:nic0"], owners(), k)
     network.detach(paths, "c1", first, kernel=k)
-    other = network.attach(paths, "c4", [network.parse("macvlan:nic0")], owners(), kernel=k)
+    other = attach(paths, "c4", ["macvlan:nic0"], owners(), k)
     with pytest.raises(PyctrError, match="passthru needs nic0 alone"):
-        network.attach(paths, "c5", [network.parse("macvlan:nic0:passthru")], owners(), kernel=k)
+        attach(paths, "c5", ["macvlan:nic0:passthru"], owners(), k)
     network.detach(paths, "c4", other, kernel=k)
 
 
@@ -405,7 +467,7 @@ def test_address_errors_leave_nothing(paths, owners):
     k = FakeKernel()
     net = config.from_dict("lab", {"subnet": "10.6.0.0/24", "range": "10.6.0.10-10.6.0.10"})
     config.save(paths, net)
-    ok = network.attach(paths, "c1", [network.parse("lab")], owners(), kernel=k)
+    ok = attach(paths, "c1", ["lab"], owners(), k)
     assert ok[0]["ip"] == "10.6.0.10/24"
     for spec, words in [("lab", "no free address"),
                         ("lab,ip=10.7.0.3", "outside subnet"),
@@ -415,7 +477,7 @@ def test_address_errors_leave_nothing(paths, owners):
                         ("nosuchnet", "unknown network")]:
         before = (k.names(), leases(paths, "br-lab"))
         with pytest.raises(PyctrError, match=words):
-            network.attach(paths, "c2", [network.parse(spec)], owners(), kernel=k)
+            attach(paths, "c2", [spec], owners(), k)
         assert (k.names(), leases(paths, "br-lab")) == before
     network.detach(paths, "c1", ok, kernel=k)
 
@@ -424,7 +486,7 @@ def test_gc_removes_dead_leases_and_unused_shim(paths, owners):
     k = FakeKernel()
     _macvlan_host(k)
     p = subprocess.Popen(["sleep", "60"])
-    network.attach(paths, "c1", [network.parse("macvlan:nic0")], p.pid, kernel=k)
+    attach(paths, "c1", ["macvlan:nic0"], p.pid, k)
     assert network.gc(paths, kernel=k) == []  # owner alive: nothing to do
     p.kill()
     p.wait()
@@ -432,6 +494,159 @@ def test_gc_removes_dead_leases_and_unused_shim(paths, owners):
     assert "lease 10.77.0.2 in mv-nic0 (container c1)" in removed
     assert "interface pys-nic0 (host shim)" in removed
     assert k.names() == ["lo", "nic0"] and network.gc(paths, kernel=k) == []
+
+
+# -- prepare: every check before clone -----------------------------------------------
+
+def _request(text, **after_parse):
+    """A request as the CLI makes it: parse(), then --ip/--mac/--mtu set on it."""
+    req = network.parse(text)
+    for key, value in after_parse.items():
+        setattr(req, key, value)
+    return req
+
+
+@pytest.mark.parametrize("text, after_parse, words", [
+    ("veth:br0", {"mac": "02:00:00:00:00:zz"}, "malformed MAC"),
+    ("veth:br0", {"mac": "03:00:00:00:00:01"}, "multicast"),
+    ("veth:br0", {"ip": "10.0.0.300"}, "malformed IPv4"),
+    ("veth:br0", {"mtu": 20}, "out of range"),
+    ("broken", {}, "invalid TOML"),
+    ("wrongtype", {}, "wrong type"),
+    ("nosuch", {}, "unknown network"),
+    ("lab,mode=vepa", {}, "lab is a veth network: mode does not apply"),
+    ("mvlab,mode=loopy", {}, "unknown macvlan mode"),
+    ("mvlab,mode=private,source_macs=02:00:00:00:00:01", {}, "only apply to macvlan mode source"),
+    ("lab,ip=10.6.1.3", {}, "outside subnet"),
+    ("lab,ip=10.6.0.3/16", {}, "does not match subnet"),
+    ("macvlan:nic7", {}, "unknown lower device nic7"),
+    ("veth:nic0", {}, "nic0 is not a bridge"),
+    ("macvlan:nic0,mtu=9000", {}, "mtu 9000 is larger than lower device nic0's 1500"),
+    ("uplinked", {}, "unknown uplink device nic5"),
+])
+def test_prepare_refuses_before_anything_exists(paths, text, after_parse, words):
+    """No device, no lease, no netns opened, no state: only reads."""
+    k = FakeKernel()
+    k.add_host_link("nic0")
+    for name, data in (("lab", {"subnet": "10.6.0.0/24"}),
+                       ("mvlab", {"kind": "macvlan", "subnet": "10.6.0.0/24", "uplink": "nic0"}),
+                       ("uplinked", {"subnet": "10.6.0.0/24", "uplink": "nic5"})):
+        config.save(paths, config.from_dict(name, data))
+    with open(config.path(paths, "broken"), "w") as f:
+        f.write("subnet = \n")
+    with open(config.path(paths, "wrongtype"), "w") as f:
+        f.write('subnet = "10.6.0.0/24"\nmtu = "big"\n')
+    with pytest.raises(PyctrError) as e:
+        network.prepare(paths, [_request(text, **after_parse)], kernel=k)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert k.calls == [] and not k.open_fds and not os.path.exists(paths.root)
+
+
+def test_prepare_leaves_the_spec_as_given_and_numbers_interfaces(paths):
+    k = FakeKernel()
+    k.add_host_link("nic0")
+    reqs = [network.parse("none"), _request("veth:br0", mac="02:AA:00:00:00:01", ip="10.1.0.9"),
+            network.parse("macvlan:nic0:private,route=default@10.1.0.1")]
+    prepared = network.prepare(paths, reqs, kernel=k)
+    assert [(p.ifname, p.kind.name, p.network.name) for p in prepared] == [
+        ("eth0", "veth", "br0"), ("eth1", "macvlan", "macvlan:nic0")]
+    assert prepared[0].request.mac == "02:aa:00:00:00:01" and reqs[1].mac == "02:AA:00:00:00:01"
+    assert prepared[1].request.routes == ["0.0.0.0/0@10.1.0.1"]
+    assert network.prepare(paths, [network.parse("host")], kernel=k) == []
+
+
+def test_a_bad_network_request_fails_before_clone(paths, tmp_path):
+    """Container.create: no state entry is reserved, no clone is made."""
+    from fakes import RecordingSyscalls
+    from pyctr.container import Container
+    from pyctr.spec import Process, Root, Spec
+    os.makedirs(paths.networks)
+    with open(config.path(paths, "broken"), "w") as f:
+        f.write("subnet = [\n")
+    for req in (_request("veth:br0", mac="02:00:00:00:00:zz"), network.parse("broken")):
+        syscall = RecordingSyscalls()
+        spec = Spec(id="0123456789ab", name="early", root=Root(path=str(tmp_path)),
+                    process=Process(args=["true"]), networks=[req]).freeze()
+        c = Container(paths, spec, syscall)
+        with pytest.raises(PyctrError, match="malformed MAC|invalid TOML"):
+            c.create()
+        assert syscall.calls == [] and c.pid == 0
+        assert not os.path.exists(paths.containers)
+
+
+# -- teardown: a network's host side (net rm, cluster down) ----------------------------
+
+def _uplinked_bridge(paths, k, owners):
+    nic = k.add_host_link("nic0", mac="52:54:00:00:00:01")
+    k.host_ns.addrs.append((nic.index, "10.77.0.1", 24))
+    config.save(paths, config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0"}))
+    recs = attach(paths, "c1", ["cluster"], owners(), k)
+    return nic, recs
+
+
+def test_teardown_gives_the_uplink_back_once_unused(paths, owners):
+    k = FakeKernel()
+    nic, recs = _uplinked_bridge(paths, k, owners)
+    assert network.teardown(paths, "veth", "cluster", "nic0", kernel=k) == \
+        "in use by container c1"
+    assert "cluster" in k.names()
+    network.detach(paths, "c1", recs, kernel=k)
+    assert network.teardown(paths, "veth", "cluster", "nic0", kernel=k) is None
+    assert k.names() == ["lo", "nic0"] and nic.master == 0
+    assert k.host_ns.addrs == [(nic.index, "10.77.0.1", 24)]
+    assert network.teardown(paths, "veth", "cluster", "nic0", kernel=k) is None  # idempotent
+
+
+def test_teardown_deletes_the_callers_ports_and_keeps_a_bridge_with_others(paths, owners):
+    k = FakeKernel()
+    p = subprocess.Popen(["sleep", "60"])
+    recs = attach(paths, "c1", ["veth:br0"], p.pid, k)
+    p.kill()
+    p.wait()
+    network.detach(paths, "c1", recs, kernel=k)  # the container's netns is "still going"
+    port = recs[0]["host_ifname"]
+    assert port in k.names()
+    br = [l for l in k.host_ns.links.values() if l.name == "br0"][0]
+    k.add_host_link("foreign0", master=br.index)
+    assert network.teardown(paths, "bridge", "br0", own_ports=[port], kernel=k) == \
+        "bridge br0 still has ports: foreign0"
+    assert port not in k.names() and "br0" in k.names()
+
+
+def test_teardown_leaves_a_bridge_pyctr_did_not_make(paths):
+    k = FakeKernel()
+    k.add_host_link("br9", link_type="bridge")
+    assert network.teardown(paths, "veth", "br9", kernel=k) is None
+    assert "br9" in k.names()
+
+
+def test_teardown_removes_an_unused_host_shim(paths, owners):
+    k = FakeKernel()
+    _macvlan_host(k)
+    recs = attach(paths, "c1", ["macvlan:nic0"], owners(), k)
+    assert network.teardown(paths, "macvlan", "nic0", kernel=k) == "in use by container c1"
+    network.detach(paths, "c1", recs, kernel=k)
+    assert network.teardown(paths, "macvlan", "nic0", kernel=k) is None
+    assert k.names() == ["lo", "nic0"] and leases(paths, "mv-nic0") == []
+
+
+# -- the recording fake is held to the real classes -------------------------------
+
+def test_the_fake_kernel_refuses_what_the_real_one_lacks():
+    k = FakeKernel()
+    host = k.host()
+    with pytest.raises(AttributeError, match="dellink"):
+        host.dellink(name="lo")  # rtnl.Netlink.delete_link
+    with pytest.raises(AttributeError, match="open_netns"):
+        k.open_netns(1)  # wiring.Kernel.open_ns
+    with pytest.raises(AttributeError):
+        host.link("lo").kind  # rtnl.Link.link_type
+    assert k.calls == []
+    # A fake that grew a method, or parameters, the real class lacks does not load.
+    with pytest.raises(TypeError, match="create_vxlan"):
+        mirrors(rtnl.Netlink)(type("Fake", (), {"create_vxlan": lambda self, name: None}))
+    with pytest.raises(TypeError, match="parameters differ"):
+        mirrors(rtnl.Netlink)(type("Fake", (), {"add_addr": lambda self, index, ip, p: None}))
 
 
 # -- the netlink encoder, checked against pyroute2's decoder -------------------------

@@ -1,11 +1,18 @@
-"""pyctr's built-in networking: veth pairs on a bridge and macvlans, wired
-by the parent through rtnetlink while the container's first process waits.
+"""pyctr's built-in networking: a container's interfaces, wired by the
+parent through rtnetlink while the container's first process waits. How an
+interface reaches beyond the container is its network's kind (kinds/: veth
+on a bridge, macvlan); a network is a definition file (config.py) or an
+ad-hoc `--net=KIND:TARGET` (request.py).
 
 The runtime calls:
-    parse(text) -> NetworkRequest         one --net value (see request.py)
-    attach(paths, container_id, requests, pid) -> [record, ...]
-    detach(paths, container_id, records)  idempotent
-    gc(paths) -> [what was removed, ...]  idempotent
+    parse(text) -> NetworkRequest          one --net value
+    prepare(paths, requests) -> [Prepared] before clone: every check that
+                                           needs no device and no child
+    attach(paths, container_id, prepared, pid) -> [record, ...]
+    detach(paths, container_id, records)   idempotent
+    gc(paths) -> [what was removed, ...]   idempotent
+    teardown(paths, kind, device, uplink=None, own_ports=()) -> None or why
+                                           a network's host side stays
 and `pyctr net ...` is cli.command. Each submodule is imported only when
 used, so `pyctr run --net=none` pays nothing for this package.
 """
@@ -16,14 +23,20 @@ def parse(text):
     return _parse(text)
 
 
-def attach(paths, container_id, requests, pid, kernel=None):
-    """Create each request's device in the netns of `pid` (eth0, eth1, ...)
+def prepare(paths, requests, kernel=None):
+    """The requests that need devices, checked and resolved (network files
+    read, kinds chosen, the host's devices looked at): [resolve.Prepared].
+    Raises one PyctrError; creates nothing."""
+    from pyctr.network.resolve import prepare as _prepare
+    return _prepare(paths, requests, kernel)
+
+
+def attach(paths, container_id, prepared, pid, kernel=None):
+    """Create each prepared interface in the netns of `pid` (eth0, eth1, ...)
     with address, routes, lease and host-side parts. Returns JSON-able
-    records (ifname, kind, ip CIDR, gateway, mac, mtu, host_ifname, bridge
-    or lower+mode, shim, network, pool, lease). Undoes itself and raises
-    PyctrError on failure."""
+    records (wiring.py). Undoes itself and raises PyctrError on failure."""
     from pyctr.network.wiring import attach as _attach
-    return _attach(paths, container_id, requests, pid, kernel)
+    return _attach(paths, container_id, prepared, pid, kernel)
 
 
 def detach(paths, container_id, records, kernel=None):
@@ -34,3 +47,8 @@ def detach(paths, container_id, records, kernel=None):
 def gc(paths, kernel=None):
     from pyctr.network.cleanup import gc as _gc
     return _gc(paths, kernel)
+
+
+def teardown(paths, kind, device, uplink=None, own_ports=(), kernel=None):
+    from pyctr.network.cleanup import teardown as _teardown
+    return _teardown(paths, kind, device, uplink, own_ports, kernel)

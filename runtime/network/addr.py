@@ -121,8 +121,8 @@ def check_mac(text):
 def check_mtu(value):
     try:
         mtu = int(value)
-    except (TypeError, ValueError):
-        raise PyctrError("malformed MTU %r" % (value,)) from None
+    except (TypeError, ValueError) as e:
+        raise PyctrError("malformed MTU %r" % (value,)) from e
     if not 68 <= mtu <= 65535:
         raise PyctrError("MTU %d out of range (68..65535)" % mtu)
     return mtu

@@ -1,19 +1,21 @@
-"""`pyctr gc` for the network: whatever a crashed pyctr left.
+"""Host-side cleanup: `pyctr gc` (whatever a crashed pyctr left) and
+teardown (a network's host side, for `pyctr net rm` and `pyctr cluster down`).
 
 Container devices need no sweeping: they live in the container's netns
 (veth peer, macvlan) and die with it, and a veth's host end dies with its
 peer. What can outlive a crash is host-side and pyctr's own: leases of
-dead owners, the host end named in such a lease if it is still there, host
-shims that no live container uses, and shim routes to departed containers.
-Only what this state root's leases name is touched, so two pyctr roots on
-one host never sweep each other's things.
+dead owners, the host end named in such a lease if it is still there,
+leases of host devices that are gone, and what each kind leaves (a host shim
+no live container uses, its routes to departed containers). Only what this
+state root's leases name is touched, so two pyctr roots on one host never
+sweep each other's things.
 """
-from pyctr.network import ipam
-from pyctr.network.addr import int_ip, ip_int
-from pyctr.network.wiring import Kernel, remove_shim_if_unused, shim_ifname
+from pyctr.network import ipam, kinds
+from pyctr.network.addr import int_ip
 
 
 def gc(paths, kernel=None):
+    from pyctr.network.wiring import Kernel
     kernel = kernel or Kernel()
     removed = []
     host = kernel.host()
@@ -32,24 +34,37 @@ def _gc_pool(host, pool):
         removed.append("lease %s in %s (%s)" % (int_ip(lease.ip), pool.key, lease.describe()))
         if lease.host_ifname and host.delete_link(name=lease.host_ifname):
             removed.append("interface %s" % lease.host_ifname)
-    leases = pool.leases()
-    for lease in list(leases.values()):  # leases of shims that are gone
-        if lease.shim and host.link(lease.shim) is None:
+    for lease in list(pool.leases().values()):  # leases of host devices that are gone
+        if lease.holder == "shim" and host.link(lease.shim) is None:
             pool.release(lease.ip, shim=lease.shim)
             removed.append("lease %s in %s (host shim %s, gone)"
                            % (int_ip(lease.ip), pool.key, lease.shim))
-    if not pool.key.startswith("mv-"):
-        return removed
-    name = shim_ifname(pool.key[3:])
-    link = host.link(name)
-    if link is None:
-        return removed
-    if remove_shim_if_unused(host, pool, name):
-        removed.append("interface %s (host shim)" % name)
-        return removed
-    live = {ip for ip, lease in pool.leases().items() if not lease.shim}
-    for r in host.routes():
-        if r["oif"] == link.index and r["dst_len"] == 32 and ip_int(r["dst"]) not in live:
-            host.del_route(r["dst"], 32, oif=link.index)
-            removed.append("route %s/32 via host shim %s" % (r["dst"], name))
+    kind, device = kinds.by_pool(pool.key)
+    if kind is not None:
+        removed += kind.gc(host, pool, device)
     return removed
+
+
+def teardown(paths, kind, device, uplink=None, own_ports=(), kernel=None):
+    """Remove what pyctr made on the host for the network of `kind` (a
+    kinds name; "bridge", the older name of veth, too) on `device` (a bridge pyctr made, its uplink getting its addresses back; a
+    macvlan host shim), unless a live container still uses it. own_ports:
+    host ends of veths whose containers the caller has just removed (their
+    netns may still be going): deleted, not counted as users.
+    Returns None once nothing of it is left, else why it stays
+    ("in use by container web", "bridge br0 still has ports: ...")."""
+    from pyctr.network import config
+    from pyctr.network.wiring import Kernel
+    network_kind = kinds.get(config.OLDER_KIND_NAMES.get(kind, kind))
+    net = config.Network(device, network_kind.name, device, uplink=uplink)
+    host = (kernel or Kernel()).host()
+    try:
+        with ipam.Pool(paths, net.pool) as pool:
+            live = [lease for lease in pool.leases().values()
+                    if lease.holder == "container" and lease.alive()]
+            if live:
+                return "in use by %s" % ", ".join(sorted({lease.describe() for lease in live}))
+            pool.reap()
+            return network_kind.teardown(host, pool, net, own_ports)
+    finally:
+        host.close()

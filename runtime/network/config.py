@@ -1,48 +1,55 @@
 """Network definitions: TOML files, one per network, in paths.networks
 (default /etc/pyctr/networks/NAME.toml), so a site defines them once:
 
-    kind = "bridge"                     # or "macvlan"
+    kind = "veth"                       # or "macvlan" (kinds/); "bridge" is
+                                        # the older name of veth
     subnet = "10.77.0.0/24"
-    gateway = "10.77.0.1"               # optional (bridge: its address)
+    gateway = "10.77.0.1"               # optional (veth: the bridge's address)
     range = "10.77.0.100-10.77.0.149"   # optional: addresses handed out
-    uplink = "nic0"                     # bridge: NIC put in the bridge;
+    uplink = "nic0"                     # veth: NIC put in the bridge;
                                         # macvlan: the lower device (required)
-    bridge = "br0"                      # optional bridge device name (default NAME)
-    mode = "bridge"                     # macvlan mode
     mtu = 1500                          # optional (default: the uplink's)
+    bridge = "br0"                      # veth: bridge device (default NAME)
+    mode = "bridge"                     # macvlan: its mode
     host_shim = true                    # macvlan: give the host a way in
 
-A bridge network with an uplink takes the uplink's address in the subnet
-as its own (the NIC, once a bridge port, can no longer hold it) and uses it
-as the containers' gateway unless `gateway` says otherwise. Several nodes of
-a cluster sharing one L2 segment each need their own `range`.
+A veth network with an uplink takes the uplink's address in the subnet
+as its bridge's own (the NIC, once a bridge port, can no longer hold it) and
+uses it as the containers' gateway unless `gateway` says otherwise. Several
+nodes of a cluster sharing one L2 segment each need their own `range`.
 """
 import os
 
+from pyctr import tomlio
 from pyctr.errors import PyctrError
-from pyctr.network.addr import (Subnet, check_ifname, check_mtu, int_ip, ip_int, parse_range)
+from pyctr.network import kinds
+from pyctr.network.addr import Subnet, check_ifname, check_mtu, int_ip, ip_int, parse_range
 
-KINDS = ("bridge", "macvlan")
-MODES = ("bridge", "private", "vepa", "passthru", "source")
-KEYS = ("kind", "subnet", "gateway", "range", "uplink", "bridge", "mode", "mtu", "host_shim")
+COMMON_KEYS = {"kind": str, "subnet": str, "gateway": str, "range": str, "uplink": str,
+               "mtu": int}
+OLDER_KIND_NAMES = {"bridge": "veth"}  # definitions written before kinds had one name
+DEFAULT_KIND = "veth"
 
 
 class Network:
-    """A resolved network: a definition or an ad-hoc veth:BR / macvlan:LOWER."""
-    __slots__ = ("name", "kind", "device", "subnet", "gateway", "range", "uplink", "mode",
-                 "mtu", "host_shim", "defined")
+    """A resolved network: a definition, or an ad-hoc `--net=KIND:DEVICE`.
+    kind is a kinds.REGISTRY name; device is what the kind's pool is on (the
+    bridge, the lower device); options are the kind's own settings."""
+    __slots__ = ("name", "kind", "device", "subnet", "gateway", "range", "uplink", "mtu",
+                 "options", "defined")
 
     def __init__(self, name, kind, device, subnet=None, gateway=None, range=None, uplink=None,
-                 mode=None, mtu=None, host_shim=True, defined=False):
+                 mtu=None, options=None, defined=False):
         self.name, self.kind, self.device = name, kind, device
         self.subnet, self.gateway, self.range = subnet, gateway, range
-        self.uplink, self.mode, self.mtu = uplink, mode, mtu
-        self.host_shim, self.defined = host_shim, defined
+        self.uplink, self.mtu = uplink, mtu
+        self.options = dict(options or {})
+        self.defined = defined
 
     @property
     def pool(self):
         """IPAM pool: one per L2 device, whichever name reaches it."""
-        return ("br-" if self.kind == "bridge" else "mv-") + self.device
+        return kinds.get(self.kind).pool(self.device)
 
     def candidates(self):
         """(first, last) of the addresses IPAM may hand out."""
@@ -51,21 +58,33 @@ class Network:
         return self.subnet.first, self.subnet.last
 
     def to_dict(self):
-        d = {"name": self.name, "kind": self.kind,
-             ("bridge" if self.kind == "bridge" else "lower"): self.device}
+        kind = kinds.get(self.kind)
+        d = {"name": self.name, "kind": self.kind, kind.device_key: self.device}
         if self.subnet:
             d["subnet"] = str(self.subnet)
         if self.gateway:
             d["gateway"] = int_ip(self.gateway)
         if self.range:
             d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
-        if self.uplink and self.kind == "bridge":
+        if self.uplink and self.uplink != self.device:
             d["uplink"] = self.uplink
-        if self.kind == "macvlan":
-            d["mode"] = self.mode or "bridge"
-            d["host_shim"] = self.host_shim
         if self.mtu:
             d["mtu"] = self.mtu
+        d.update(kind.describe(self))
+        return d
+
+    def definition(self):
+        """The table of its TOML file."""
+        d = {"kind": self.kind, "subnet": str(self.subnet)}
+        if self.gateway:
+            d["gateway"] = int_ip(self.gateway)
+        if self.range:
+            d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
+        if self.uplink:
+            d["uplink"] = self.uplink
+        if self.mtu:
+            d["mtu"] = self.mtu
+        d.update(kinds.get(self.kind).definition(self))
         return d
 
 
@@ -84,33 +103,44 @@ def names(paths):
         return []
 
 
+def check_name(name):
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name) \
+            or name.startswith("."):
+        raise PyctrError("invalid network name %r (letters, digits, - _ .)" % name)
+    return name
+
+
 def load(paths, name):
     p = path(paths, name)
     try:
         with open(p, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
-        raise PyctrError("unknown network %r (see pyctr net ls)" % name) from None
-    import tomllib
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise PyctrError("network %s: malformed TOML in %s: %s" % (name, p, e)) from None
-    return from_dict(name, data, where=p)
+    except FileNotFoundError as e:
+        raise PyctrError("unknown network %r (see pyctr net ls)" % name) from e
+    except OSError as e:
+        raise PyctrError("cannot read network %s: %s" % (p, e.strerror)) from e
+    return from_dict(name, tomlio.loads(raw, "network %s: %s" % (name, p)), where=p)
 
 
 def from_dict(name, data, where=None):
     where = where or name
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise PyctrError("network %s: unknown key %s in %s" % (name, unknown[0], where))
-    for k, v in data.items():
-        if k == "mtu" and not isinstance(v, int) or k == "host_shim" and not isinstance(v, bool) \
-                or k not in ("mtu", "host_shim") and not isinstance(v, str):
-            raise PyctrError("network %s: key %s has the wrong type in %s" % (name, k, where))
-    kind = data.get("kind", "bridge")
-    if kind not in KINDS:
-        raise PyctrError("network %s: kind must be bridge or macvlan, not %r" % (name, kind))
+    kind_name = data.get("kind", DEFAULT_KIND)
+    kind_name = OLDER_KIND_NAMES.get(kind_name, kind_name)
+    if kind_name not in kinds.names():
+        raise PyctrError("network %s: kind must be %s, not %r in %s"
+                         % (name, " or ".join(kinds.names()), kind_name, where))
+    kind = kinds.get(kind_name)
+    types = dict(COMMON_KEYS, **kind.definition_keys)
+    for key, value in data.items():
+        if key not in types:
+            others = [k for k in kinds.names() if key in kinds.get(k).definition_keys]
+            if others:
+                raise PyctrError("network %s: key %s is a %s setting, not for a %s network "
+                                 "(in %s)" % (name, key, others[0], kind_name, where))
+            raise PyctrError("network %s: unknown key %s in %s" % (name, key, where))
+        if type(value) is not types[key]:
+            raise PyctrError("network %s: key %s has the wrong type in %s (%s, not %s)"
+                             % (name, key, where, types[key].__name__, type(value).__name__))
     if "subnet" not in data:
         raise PyctrError("network %s: no subnet in %s" % (name, where))
     subnet = Subnet.parse(data["subnet"])
@@ -121,44 +151,14 @@ def from_dict(name, data, where=None):
             raise PyctrError("network %s: gateway %s is not a host of subnet %s"
                              % (name, data["gateway"], subnet))
     rng = parse_range(data["range"], subnet) if data.get("range") else None
-    uplink = data.get("uplink")
-    if uplink:
-        check_ifname(uplink, "uplink")
-    mode = data.get("mode")
-    if mode is not None and mode not in MODES:
-        raise PyctrError("network %s: unknown macvlan mode %r" % (name, mode))
-    if kind == "bridge":
-        device = check_ifname(data.get("bridge") or name, "bridge")
-        if mode:
-            raise PyctrError("network %s: mode is a macvlan setting" % name)
-    else:
-        if not uplink:
-            raise PyctrError("network %s: a macvlan network needs an uplink (its lower device)"
-                             % name)
-        device = uplink
+    uplink = check_ifname(data["uplink"], "uplink") if data.get("uplink") else None
     mtu = check_mtu(data["mtu"]) if data.get("mtu") else None
-    return Network(name, kind, device, subnet, gateway, rng, uplink, mode, mtu,
-                   data.get("host_shim", True), defined=True)
+    device, options = kind.define(name, data)
+    return Network(name, kind_name, device, subnet, gateway, rng, uplink, mtu, options,
+                   defined=True)
 
 
 def save(paths, net):
     """Write a definition (atomically: other pyctr processes may read it)."""
-    d = net.to_dict()
-    lines = ["# pyctr network %s" % net.name, 'kind = "%s"' % net.kind]
-    for key in ("subnet", "gateway", "range", "uplink", "mode"):
-        if key in d:
-            lines.append('%s = "%s"' % (key, d[key]))
-    if net.kind == "bridge" and net.device != net.name:
-        lines.append('bridge = "%s"' % net.device)
-    if net.kind == "macvlan" and "uplink" not in d:
-        lines.append('uplink = "%s"' % net.device)
-    if net.mtu:
-        lines.append("mtu = %d" % net.mtu)
-    if net.kind == "macvlan":
-        lines.append("host_shim = %s" % ("true" if net.host_shim else "false"))
     os.makedirs(paths.networks, exist_ok=True)
-    p = path(paths, net.name)
-    tmp = p + ".tmp%d" % os.getpid()
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.rename(tmp, p)
+    tomlio.save(path(paths, net.name), net.definition())

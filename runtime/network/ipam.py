@@ -48,6 +48,11 @@ class Lease:
         self.host_ifname = fields.get("host") or None
         self.mode = fields.get("mode") or None  # macvlan mode
 
+    @property
+    def holder(self):
+        """Who holds the address: a "container", or a host "shim" device."""
+        return "shim" if self.shim else "container"
+
     def alive(self):
         """Is the owner still there? Shim leases live as long as the
         caller keeps the shim (see attach/gc); unreadable ones too."""

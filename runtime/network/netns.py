@@ -32,10 +32,10 @@ def open_ns(pid):
     """fd of /proc/PID/ns/net (the caller closes it)."""
     try:
         return os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise PyctrError("container process %d is gone" % pid) from None
+    except FileNotFoundError as e:
+        raise PyctrError("container process %d is gone" % pid) from e
     except OSError as e:
-        raise PyctrError("open network namespace of pid %d" % pid, e.errno) from None
+        raise PyctrError("open network namespace of pid %d" % pid, e.errno) from e
 
 
 def enter(ns_fd, sysctls=CONTAINER_SYSCTLS):
@@ -46,7 +46,7 @@ def enter(ns_fd, sysctls=CONTAINER_SYSCTLS):
         try:
             _setns(ns_fd)
         except OSError as e:
-            raise PyctrError("enter the container's network namespace", e.errno) from None
+            raise PyctrError("enter the container's network namespace", e.errno) from e
         try:
             for key, value in sysctls:
                 write_sysctl(key, value)

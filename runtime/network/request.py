@@ -1,24 +1,29 @@
-"""`--net` values -> NetworkRequest.
+"""`--net` values -> NetworkRequest. The request's `form` says which:
 
     none | host                     no devices (the runtime handles these)
     container:NAME                  share another container's netns (runtime)
-    veth:BRIDGE[,OPT...]            veth pair, host end on BRIDGE (made if missing)
-    macvlan:LOWER[:MODE][,OPT...]   macvlan on LOWER; MODE bridge (default),
-                                    private, vepa, passthru or source
-    NAME[,OPT...]                   a network defined with `pyctr net create NAME`
+    KIND:TARGET[,OPT...]            ad hoc, one of the network kinds (kinds/):
+        veth:BRIDGE                   veth pair, host end on BRIDGE (made if missing)
+        macvlan:LOWER[:MODE]          macvlan on LOWER; MODE bridge (default),
+                                      private, vepa, passthru or source
+    NAME[,OPT...]                   form "network": a network defined with
+                                    `pyctr net create NAME`
 
     OPT: ip=A.B.C.D[/P]  mac=xx:xx:xx:xx:xx:xx  mtu=N  mode=MODE
          source_macs=M1|M2 (mode source)  route=DEST/P[@GW] (repeatable;
          DEST may be `default`)  host_shim=no (macvlan: no host shim)
 
-A bare name that is also a bridge (`--net=br0`) means veth:br0 only if no
-network of that name exists; that is decided at attach time.
+A bare name that is also a bridge (`--net=br0`) is the network of that name;
+`veth:br0` uses the definition called br0 if there is one.
 """
 from pyctr.errors import PyctrError
+from pyctr.network import kinds
+from pyctr.network.addr import check_mac, check_mtu, int_ip, ip_int, parse_cidr
+from pyctr.network.config import check_name
 from pyctr.spec import NetworkRequest
-from pyctr.network.addr import check_ifname, check_mac, check_mtu, parse_cidr, int_ip, ip_int
 
-MODES = ("bridge", "private", "vepa", "passthru", "source")
+NO_DEVICES = ("none", "host", "container")  # forms the runtime handles without us
+OPTIONS = ("ip", "mac", "mtu", "route") + tuple(kinds.KIND_OPTIONS)
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 
@@ -28,29 +33,25 @@ def parse(text):
         raise PyctrError("--net: empty value")
     text = text.strip()
     if text in ("none", "host"):
-        return NetworkRequest(kind=text)
+        return NetworkRequest(form=text)
     head, *opts = text.split(",")
-    kind, colon, rest = head.partition(":")
-    if kind == "container":
+    form, colon, rest = head.partition(":")
+    if form == "container":
         if not rest:
             raise PyctrError("--net=container:NAME needs a container name")
-        return NetworkRequest(kind="container", network=rest)
-    if not colon:  # a named network
-        name = head
-        _check_network_name(name)
-        req = NetworkRequest(kind="network", network=name)
-    elif kind == "veth":
-        req = NetworkRequest(kind="veth", network=check_ifname(rest, "bridge"))
-    elif kind == "macvlan":
-        lower, _, mode = rest.partition(":")
-        req = NetworkRequest(kind="macvlan", network=check_ifname(lower, "lower device"),
-                             mode=_mode(mode) if mode else None)
+        return NetworkRequest(form="container", network=rest)
+    if not colon:
+        req = NetworkRequest(form="network", network=check_name(head))
+    elif form in kinds.names():
+        target, mode = kinds.get(form).parse_target(rest)
+        req = NetworkRequest(form=form, network=target, mode=mode)
     else:
-        raise PyctrError("--net=%s: unknown kind %r (none, host, veth:BRIDGE, "
-                         "macvlan:LOWER[:MODE], container:NAME or a network name)" % (text, kind))
+        raise PyctrError("--net=%s: unknown kind %r (none, host, container:NAME, %s or a "
+                         "network name)" % (text, form, ", ".join(
+                             "%s:..." % k for k in kinds.names())))
     for opt in opts:
         apply_option(req, opt, text)
-    validate(req)
+    check(req)
     return req
 
 
@@ -66,7 +67,7 @@ def apply_option(req, opt, text=""):
     elif key == "mtu":
         req.mtu = check_mtu(value)
     elif key == "mode":
-        req.mode = _mode(value)
+        req.mode = value  # its kind checks it: a named network's is not known yet
     elif key == "source_macs":
         req.source_macs = [check_mac(m) for m in value.split("|") if m]
     elif key == "route":
@@ -77,20 +78,32 @@ def apply_option(req, opt, text=""):
             raise PyctrError("--net=%s: host_shim must be yes or no" % text)
         req.host_shim = v in _TRUE
     else:
-        raise PyctrError("--net=%s: unknown option %r (ip, mac, mtu, mode, source_macs, "
-                         "route, host_shim)" % (text, key))
+        raise PyctrError("--net=%s: unknown option %r (%s)" % (text, key, ", ".join(OPTIONS)))
 
 
-def validate(req):
-    """Checks that need the whole request (also after --ip/--mac/--mtu)."""
-    if req.kind == "veth" and (req.mode or req.source_macs):
-        raise PyctrError("--net=veth:%s: mode and source_macs are macvlan options" % req.network)
-    if req.mode == "source" and not req.source_macs:
-        raise PyctrError("macvlan mode source needs source_macs=MAC1|MAC2")
-    if req.source_macs and req.mode not in ("source", None):
-        raise PyctrError("source_macs only apply to macvlan mode source")
-    if req.kind == "macvlan" and req.source_macs and req.mode is None:
-        raise PyctrError("source_macs only apply to macvlan mode source")
+def check(req, net=None):
+    """What can be checked of a request alone, or against its network when
+    known; the kind refuses options it does not take."""
+    if req.form == "network" and net is None:
+        return
+    kind = kinds.get(net.kind if net is not None else req.form)
+    kind.check(req, net)
+
+
+def normalised(req):
+    """A copy of a request with its values checked and in canonical form:
+    --ip/--mac/--mtu and TOML jobs set them after parse(), and the spec's
+    own request stays as it was given."""
+    fields = {name: getattr(req, name) for name in NetworkRequest.__slots__}
+    if req.ip:
+        fields["ip"] = check_ip(str(req.ip))
+    if req.mac:
+        fields["mac"] = check_mac(str(req.mac))
+    if req.mtu:
+        fields["mtu"] = check_mtu(req.mtu)
+    fields["routes"] = [check_route(r) for r in req.routes or []]
+    fields["source_macs"] = [check_mac(m) for m in req.source_macs or []]
+    return NetworkRequest(**fields)
 
 
 def check_ip(value):
@@ -111,16 +124,3 @@ def check_route(value):
     if at:
         out += "@" + int_ip(ip_int(gw, "route gateway"))
     return out
-
-
-def _mode(mode):
-    if mode not in MODES:
-        raise PyctrError("unknown macvlan mode %r (bridge, private, vepa, passthru, source)" % mode)
-    return mode
-
-
-def _check_network_name(name):
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name) \
-            or name.startswith("."):
-        raise PyctrError("invalid network name %r (letters, digits, - _ .)" % name)
-    return name

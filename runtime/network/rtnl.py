@@ -41,7 +41,8 @@ IFLA_BR_STP_STATE = 5
 IFLA_MACVLAN_MODE, IFLA_MACVLAN_MACADDR_MODE = 1, 3
 IFLA_MACVLAN_MACADDR, IFLA_MACVLAN_MACADDR_DATA = 4, 5
 MACVLAN_MACADDR_SET = 3
-MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+# The kernel's macvlan modes, the default first: the one list of mode names.
+MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8, "source": 16}
 MACVLAN_MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
 
 IFF_UP = 1
@@ -62,7 +63,7 @@ _NLA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 
 
-def attr(kind, data):
+def attr(attr_type, data):
     """One netlink attribute (type, payload), padded to 4 bytes."""
     if isinstance(data, str):
         data = data.encode() + b"\0"
@@ -71,7 +72,7 @@ def attr(kind, data):
     elif isinstance(data, (list, tuple)):  # nested
         data = b"".join(data)
     n = 4 + len(data)
-    return _NLA.pack(n, kind) + data + b"\0" * (-n & 3)
+    return _NLA.pack(n, attr_type) + data + b"\0" * (-n & 3)
 
 
 def parse_attrs(buf, offset=0, end=None):
@@ -79,10 +80,10 @@ def parse_attrs(buf, offset=0, end=None):
     out = {}
     end = len(buf) if end is None else end
     while offset + 4 <= end:
-        n, kind = _NLA.unpack_from(buf, offset)
+        n, attr_type = _NLA.unpack_from(buf, offset)
         if n < 4:
             break
-        out[kind & 0x3FFF] = buf[offset + 4:offset + n]
+        out[attr_type & 0x3FFF] = buf[offset + 4:offset + n]
         offset += (n + 3) & ~3
     return out
 
@@ -104,8 +105,9 @@ def ifinfo(index=0, flags=0, change=0, family=0):
 
 
 class Link:
-    """What pyctr reads about a link (RTM_NEWLINK reply)."""
-    __slots__ = ("index", "name", "flags", "mtu", "mac", "master", "kind", "link",
+    """What pyctr reads about a link (RTM_NEWLINK reply). link_type is the
+    kernel's IFLA_INFO_KIND ("bridge", "veth", "macvlan"; None for a NIC)."""
+    __slots__ = ("index", "name", "flags", "mtu", "mac", "master", "link_type", "link",
                  "link_netnsid", "macvlan_mode", "alias")
 
     def __init__(self, index, flags, attrs):
@@ -119,13 +121,13 @@ class Link:
         self.link = _U32.unpack(attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0
         self.link_netnsid = (struct.unpack("=i", attrs[IFLA_LINK_NETNSID])[0]
                              if IFLA_LINK_NETNSID in attrs else None)
-        self.kind = None
+        self.link_type = None
         self.macvlan_mode = None
         if IFLA_LINKINFO in attrs:
             info = parse_attrs(attrs[IFLA_LINKINFO])
             if IFLA_INFO_KIND in info:
-                self.kind = info[IFLA_INFO_KIND].rstrip(b"\0").decode()
-            if self.kind in ("macvlan", "macvtap") and IFLA_INFO_DATA in info:
+                self.link_type = info[IFLA_INFO_KIND].rstrip(b"\0").decode()
+            if self.link_type in ("macvlan", "macvtap") and IFLA_INFO_DATA in info:
                 data = parse_attrs(info[IFLA_INFO_DATA])
                 if IFLA_MACVLAN_MODE in data:
                     mode = _U32.unpack(data[IFLA_MACVLAN_MODE])[0]
@@ -136,13 +138,13 @@ class Link:
         return bool(self.flags & IFF_UP)
 
     def __repr__(self):
-        return "Link(%d %s kind=%s master=%d mtu=%d)" % (self.index, self.name, self.kind,
-                                                        self.master, self.mtu)
+        return "Link(%d %s link_type=%s master=%d mtu=%d)" % (
+            self.index, self.name, self.link_type, self.master, self.mtu)
 
 
 class Netlink:
     """An rtnetlink socket, bound to the network namespace that was current
-    when it was opened (see netns.open_in)."""
+    when it was opened (see netns.enter)."""
 
     def __init__(self):
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
@@ -166,13 +168,13 @@ class Netlink:
         self.close()
 
     # -- transport -----------------------------------------------------
-    def request(self, kind, body, flags=0):
+    def request(self, msg_type, body, flags=0):
         """Send one request; return the payloads of its replies (list of
         (type, bytes)) for a dump, or [] once acked."""
         self.seq += 1
         seq = self.seq
         flags |= NLM_F_REQUEST | NLM_F_ACK
-        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body)
+        self.sock.send(_HDR.pack(_HDR.size + len(body), msg_type, flags, seq, 0) + body)
         replies = []
         while True:
             buf = self.sock.recv(65536)

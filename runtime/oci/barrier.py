@@ -27,12 +27,14 @@ class ChildPlan:
     """What a bundle's container needs besides the Spec. state_path: its
     state.json, beside the exec FIFO, read before pivot_root; no_pivot:
     MS_MOVE + chroot instead of pivot_root; console_socket: where the
-    runtime sends the pty master. The child sets fifo_fd (O_PATH) and
-    state (for the hooks)."""
-    __slots__ = ("state_path", "no_pivot", "console_socket", "fifo_fd", "state")
+    runtime sends the pty master; networks: the run.pyctr.net requests,
+    network.prepare()d before clone, attached once init is ready. The
+    child sets fifo_fd (O_PATH) and state (for the hooks)."""
+    __slots__ = ("state_path", "no_pivot", "console_socket", "networks", "fifo_fd", "state")
 
-    def __init__(self, state_path, no_pivot=False, console_socket=None):
+    def __init__(self, state_path, no_pivot=False, console_socket=None, networks=()):
         self.state_path, self.no_pivot, self.console_socket = state_path, no_pivot, console_socket
+        self.networks = networks
         self.fifo_fd = -1
         self.state = None
 

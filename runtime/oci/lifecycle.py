@@ -57,11 +57,15 @@ def create(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=
     if terminal and not console_socket:
         raise PyctrError("process.terminal is true but no --console-socket was given "
                          "(pyctr hands the terminal to the engine, it does not relay it)")
+    prepared = ()
+    if spec.oci.networks:  # checked before anything exists, as run --net's are
+        from pyctr import network
+        prepared = network.prepare(paths, spec.oci.networks)
     pid_file = PidFile(pid_file) if pid_file else None
     c = Container(paths, spec)
     c.tie_to_parent = not detached
     c.oci = barrier.ChildPlan(os.path.join(StateStore(paths).dir(cid), "state.json"), no_pivot,
-                              console_socket if terminal else None)
+                              console_socket if terminal else None, prepared)
     c.create()
     if pid_file:
         try:
@@ -102,10 +106,9 @@ def at_barrier(c):
             console.hand_over(c.oci.console_socket, pty)
         finally:
             os.close(pty)
-    requests = c.spec.oci.networks
-    if requests:
+    if c.oci.networks:
         from pyctr import network
-        c.state.networks = network.attach(c.paths, c.spec.id, requests, c.pid)
+        c.state.networks = network.attach(c.paths, c.spec.id, c.oci.networks, c.pid)
         c.undo.push(_release, c)
         ns = c.spec.namespace("network")
         c.state.oci = dict(c.state.oci, netns=ns.path if ns.path else None)

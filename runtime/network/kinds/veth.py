@@ -1,0 +1,273 @@
+"""veth: a veth pair per container, its host end on a Linux bridge.
+
+The bridge is made on first use if missing (pinned MAC, STP off, alias
+`pyctr network NAME` so that only bridges pyctr made are ever removed). A
+network with an uplink puts the node's NIC in the bridge, which takes over
+the NIC's addresses and gateway routes (a bridge port's own address no
+longer receives) and gives them back when the bridge goes. An ad-hoc bridge
+without an address gets the first free 10.89.N.0/24.
+
+The pair is made in one request, host end already on the bridge and peer
+born in the container's netns: a full bridge refuses the whole pair and
+leaves nothing. When the container's netns goes, the pair goes with it.
+
+Record keys: host_ifname (pyv<container id><n>), bridge.
+"""
+import errno
+import os
+
+from pyctr.errors import PyctrError
+from pyctr.network import ipam
+from pyctr.network.addr import Subnet, check_ifname, int_ip, ip_int, random_mac
+from pyctr.network.kinds import Kind, device_subnet, request_subnet
+
+EXFULL = 54
+BRIDGE_ALIAS = "pyctr network "  # ifalias of the bridges pyctr made
+BR_MAX_PORTS = 1023  # the kernel's bridge port numbers are 1..1023
+AUTO_SUBNETS = [(10 << 24) | (89 << 16) | (n << 8) for n in range(256)]  # 10.89.N.0/24
+
+
+def host_ifname(container_id, n):
+    """Host end of a container's veth n: at most 15 characters, says whose."""
+    tag = "".join(c for c in container_id if c.isalnum())
+    suffix = str(n)
+    return ("pyv" + tag)[:15 - len(suffix)] + suffix
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class Veth(Kind):
+    name = "veth"
+    pool_prefix = "br-"
+    device_key = "bridge"
+    exclusive_device = True
+    definition_keys = {"bridge": str}
+
+    # -- before clone ------------------------------------------------------
+    def parse_target(self, text):
+        return check_ifname(text, "bridge"), None
+
+    def define(self, name, data):
+        return check_ifname(data.get("bridge") or name, "bridge"), {}
+
+    def definition(self, net):
+        return {"bridge": net.device} if net.device != net.name else {}
+
+    def adhoc(self, paths, req):
+        from pyctr.network import config
+        if config.exists(paths, req.network):  # veth:NAME of a defined network
+            net = config.load(paths, req.network)
+            if net.kind != self.name:
+                raise PyctrError("network %s is a %s network, not a veth (bridge) network"
+                                 % (net.name, net.kind))
+            return net
+        return config.Network(req.network, self.name, req.network)
+
+    def check_host(self, host, net, req):
+        self._devices(host, net)
+
+    def _devices(self, host, net):
+        """(bridge or None, uplink or None), refusing what cannot work."""
+        br = host.link(net.device)
+        if br is not None and br.link_type != "bridge":
+            raise PyctrError("%s is not a bridge (it is a %s device)"
+                             % (net.device, br.link_type or "physical"))
+        uplink = None
+        if net.uplink:
+            uplink = host.link(net.uplink)
+            if uplink is None:
+                raise PyctrError("network %s: unknown uplink device %s" % (net.name, net.uplink))
+            if uplink.master and (br is None or uplink.master != br.index):
+                raise PyctrError("network %s: uplink %s is already enslaved to another device"
+                                 % (net.name, net.uplink))
+        return br, uplink
+
+    # -- after clone -------------------------------------------------------
+    def attach(self, wire, prep, owner):
+        host, net, req = wire.host, prep.network, prep.request
+        br, uplink = self._devices(host, net)
+        hname = host_ifname(owner["container"], prep.index)
+        owner["host"] = hname
+        pool = ipam.Pool(wire.paths, net.pool)
+        # Two new ad-hoc bridges must not pick the same free subnet.
+        subnets = ipam.Pool(wire.paths, ipam.SUBNETS_LOCK) if br is None and net.subnet is None \
+            else _NoLock()
+        with subnets, pool:
+            if br is None:
+                br = host.link(net.device)  # made meanwhile by a concurrent start?
+            if br is None:
+                _plan_new_bridge(host, req, net, uplink)
+            else:
+                _learn_bridge(host, req, net, br)
+            ip, prefix = wire.lease(pool, prep, owner, exclude=wire.local_ips(br, uplink))
+            if br is None:
+                br = _make_bridge(wire, net, uplink, owner["container"])
+        mtu = req.mtu or net.mtu or br.mtu or None
+        try:
+            host.create_veth(hname, prep.ifname, peer_netns_fd=wire.ns_fd, mtu=mtu,
+                             peer_mac=req.mac, master=br.index, up=True)
+        except OSError as e:
+            if e.errno == EXFULL:
+                raise PyctrError("bridge %s is full (%d ports)" % (net.device, BR_MAX_PORTS)) \
+                    from e
+            if e.errno == errno.EEXIST:
+                raise PyctrError("cannot create veth %s: an interface of that name exists"
+                                 % hname) from e
+            raise PyctrError("cannot create veth %s on bridge %s" % (hname, net.device),
+                             e.errno) from e
+        wire.undo.push(host.delete_link, name=hname)
+        return {"ip": "%s/%d" % (int_ip(ip), prefix),
+                "gateway": int_ip(net.gateway) if net.gateway else None,
+                "host_ifname": hname, "bridge": net.device, "mtu": mtu,
+                "lease": os.path.join(pool.dir, int_ip(ip))}
+
+    def detach(self, host, rec, lease):
+        if rec.get("host_ifname") and (lease is None or lease.alive()):
+            # With the container gone, its netns is being dismantled and takes
+            # the pair with it, in the background. Deleting it here would only
+            # make us wait for an RCU grace period (~15 ms): so only while the
+            # container still runs (rm -f, a failed start), or with no lease to say.
+            host.delete_link(name=rec["host_ifname"])
+
+    def teardown(self, host, pool, net, own_ports=()):
+        br = host.link(net.device)
+        # Only a bridge pyctr made (its alias says so) is pyctr's to remove.
+        if br is None or br.link_type != "bridge" \
+                or not (br.alias or "").startswith(BRIDGE_ALIAS):
+            return None
+        uplink = host.link(net.uplink) if net.uplink else None
+        others = []
+        for port in host.links():
+            if port.master != br.index or uplink is not None and port.index == uplink.index:
+                continue
+            if port.name in own_ports:
+                # The caller's container is gone but its netns still being
+                # dismantled: no need to wait for the kernel.
+                host.delete_link(name=port.name)
+            else:
+                others.append(port.name)
+        if others:
+            return "bridge %s still has ports: %s" % (net.device, ", ".join(sorted(others)))
+        delete_bridge(host, net.device, uplink)
+        return None
+
+
+KIND = Veth()
+
+
+def _plan_new_bridge(host, req, net, uplink):
+    """Subnet and gateway of a bridge pyctr is about to make."""
+    if net.subnet is None:  # ad-hoc veth:BR
+        net.subnet = request_subnet(req) or _free_subnet(host)
+        net.gateway = net.subnet.first
+    if uplink is not None:
+        # The bridge takes over the uplink's address: that is the gateway.
+        for _, ip, prefix in host.addrs(uplink.index):
+            if ip_int(ip) in net.subnet and net.gateway is None:
+                net.gateway = ip_int(ip)
+    elif net.gateway is None:
+        net.gateway = net.subnet.first
+
+
+def _learn_bridge(host, req, net, br):
+    """Subnet and gateway of an existing bridge (ad-hoc: from its address)."""
+    if net.subnet is None:
+        net.subnet, net.gateway = device_subnet(host, br, req, "bridge")
+    elif net.gateway is None:
+        for _, ip, _ in host.addrs(br.index):
+            if ip_int(ip) in net.subnet:
+                net.gateway = ip_int(ip)
+                break
+
+
+def _free_subnet(host):
+    used = [Subnet(ip_int(ip), p) for _, ip, p in host.addrs()]
+    used += [Subnet(ip_int(r["dst"]), r["dst_len"]) for r in host.routes() if r["dst_len"]]
+    for net in AUTO_SUBNETS:
+        candidate = Subnet(net, 24)
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise PyctrError("no free 10.89.N.0/24 subnet for a new bridge: define a network")
+
+
+def _make_bridge(wire, net, uplink, container_id):
+    host = wire.host
+    mtu = net.mtu or (uplink.mtu if uplink else None)
+    # A pinned MAC: the uplink's own when there is one (unique on the
+    # segment, and neighbours' ARP entries for the moved address stay right).
+    mac = uplink.mac if uplink is not None else random_mac()
+    try:
+        host.create_bridge(net.device, mtu=mtu, mac=mac)
+    except OSError as e:
+        raise PyctrError("cannot create bridge %s" % net.device, e.errno) from e
+    wire.undo.push(_delete_new_bridge, wire.paths, host, net, uplink, container_id)
+    br = host.link(net.device)
+    host.set_link(br.index, alias=BRIDGE_ALIAS + net.name)  # what `net rm` may remove
+    if uplink is not None:
+        _adopt_uplink(host, br, uplink)
+    elif net.gateway is not None:
+        host.add_addr(br.index, int_ip(net.gateway), net.subnet.prefix)
+    return br
+
+
+def _gateway_routes(host, link):
+    """The routes via a gateway on link that pyctr moves with its addresses."""
+    from pyctr.network.rtnl import RTPROT_KERNEL
+    return [r for r in host.routes() if r["oif"] == link.index
+            and r["protocol"] != RTPROT_KERNEL and r["gateway"]]
+
+
+def _adopt_uplink(host, br, uplink):
+    """Put the uplink in the bridge and move its IPv4 addresses and routes
+    to the bridge (a bridge port's own address no longer receives)."""
+    addrs = host.addrs(uplink.index)
+    routes = _gateway_routes(host, uplink)
+    host.set_link(uplink.index, master=br.index, up=True)
+    for _, ip, prefix in addrs:
+        host.del_addr(uplink.index, ip, prefix)
+        host.add_addr(br.index, ip, prefix)
+    for r in routes:
+        host.add_route(r["dst"], r["dst_len"], gateway=r["gateway"], oif=br.index, replace=True)
+
+
+def _delete_new_bridge(paths, host, net, uplink, failed_container):
+    """Undo _make_bridge, unless a concurrent start has joined the bridge
+    meanwhile: give the uplink its addresses back, drop the bridge."""
+    with ipam.Pool(paths, net.pool) as pool:
+        if any(lease.alive() and lease.container != failed_container
+               for lease in pool.leases().values()):
+            return
+        delete_bridge(host, net.device, uplink)
+
+
+def delete_bridge(host, name, uplink):
+    br = host.link(name)
+    if br is None:
+        return
+    if uplink is not None:
+        _give_back(host, br, uplink)
+    host.delete_link(name=name)
+
+
+def _give_back(host, br, uplink):
+    """The uplink leaves the bridge with the addresses (and gateway routes)
+    that the bridge had taken from it."""
+    addrs = host.addrs(br.index)
+    routes = _gateway_routes(host, br)
+    host.set_link(uplink.index, master=0)
+    for _, ip, prefix in addrs:
+        host.del_addr(br.index, ip, prefix)
+        try:
+            host.add_addr(uplink.index, ip, prefix)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+    for r in routes:
+        host.add_route(r["dst"], r["dst_len"], gateway=r["gateway"], oif=uplink.index,
+                       replace=True)
