@@ -26,7 +26,7 @@ OPTIONS = [
     Opt("--process-label", help="SELinux label (refused unless empty)"),
     Opt("--apparmor", help="AppArmor profile (refused unless empty)"),
     Opt("--ignore-paused", "bool", "accepted (runc's)"),
-    Opt("--cgroup", "list", "accepted only empty: the process joins the container's cgroup"),
+    Opt("--cgroup", "list", "refused unless empty: pyctr places no process in a sub-cgroup"),
 ]
 
 
@@ -42,7 +42,7 @@ def cmd_exec(paths, argv):
         if args[flag]:
             raise PyctrError("exec: --%s: pyctr supports no LSM labels" % flag.replace("_", "-"))
     if any(args["cgroup"]):
-        raise PyctrError("exec: --cgroup: the process always joins the container's cgroup")
+        raise PyctrError("exec: --cgroup: pyctr places no exec'd process in a sub-cgroup")
     from pyctr import enter, jsonio
     from pyctr.state import StateStore
     config = jsonio.loads(StateStore(paths).read_file(args["name"], "config.json"))
@@ -53,7 +53,10 @@ def cmd_exec(paths, argv):
     else:
         process = enter.process_from_config(config, args["command"], args["env"], args["cwd"],
                                             args["user"])
-    _apply_flags(process, args)
+    try:
+        _apply_flags(process, args)
+    except ValueError as e:
+        raise PyctrError("exec: %s" % e) from e
     terminal = bool(process.oci and process.oci.terminal)
     console_fd = -1
     if terminal:
@@ -71,7 +74,8 @@ def cmd_exec(paths, argv):
 
 
 def _apply_flags(process, args):
-    """runc's flags over the process (from the config or --process)."""
+    """runc's flags over the process (from the config or --process); a
+    number that is none raises ValueError."""
     from pyctr.spec import CAPABILITIES
     if args["process"]:
         from pyctr.child import merge_env
