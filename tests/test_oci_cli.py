@@ -474,3 +474,16 @@ def test_debug_shows_the_cause_chain(pyctr, work):
     assert p.returncode == 125
     assert p.stderr.startswith("pyctr: ") and "Traceback" in p.stderr
     assert "FileNotFoundError" in p.stderr  # the cause, config.json missing
+
+
+def test_run_relays_its_own_terminal(pyctr, bundle):
+    """runc run of a terminal bundle without --console-socket: pyctr relays
+    the pty (what `runc spec` bundles ask for)."""
+    b = bundle(["sh", "-c", "tty; echo relayed; exit 7"],
+               lambda c: c["process"].update(terminal=True))
+    p = pyctr("run", "--bundle", b, "c16", input="")
+    assert p.returncode == 7, p.stderr
+    assert "/dev/pts/0" in p.stdout and "relayed" in p.stdout
+    p = create(pyctr, "--bundle", b, "c17", check=False)
+    assert p.returncode == 125 and "--console-socket" in one_line_error(p)
+    no_leftovers(pyctr, "c16")

@@ -74,3 +74,50 @@ def setup(sock_fd, size=None):
     finally:
         os.close(master)
     make_stdio(slave)
+
+
+def relay(master):
+    """A foreground run's terminal (runc run without --console-socket):
+    our stdin to the pty and the pty to our stdout, in a thread while the
+    main one waits for the container (the wait releases the GIL). Our
+    terminal, if stdin is one, is raw meanwhile and gives the pty its size.
+    Returns finish(): output drained, terminal restored, master closed."""
+    import select
+    import threading
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        raw = termios.tcgetattr(0)
+        raw[3] &= ~(termios.ECHO | termios.ICANON | termios.ISIG | termios.IEXTEN)
+        raw[0] &= ~(termios.ICRNL | termios.IXON)
+        termios.tcsetattr(0, termios.TCSANOW, raw)
+
+    def pump():
+        sources = [0, master]
+        while master in sources:
+            for fd in select.select(sources, [], [])[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the last holder of the pty's slave is gone
+                    data = b""
+                if fd == master:
+                    if not data:
+                        sources.remove(master)
+                        break
+                    os.write(1, data)
+                elif data:
+                    os.write(master, data)
+                else:
+                    sources.remove(0)  # our stdin ended; the container's output goes on
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def finish():
+        thread.join(5)
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(master)
+    return finish

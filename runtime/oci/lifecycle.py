@@ -47,16 +47,17 @@ def state_json(state):
 
 # -- create ---------------------------------------------------------------
 def create(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=0,
-           no_pivot=False, detached=True):
+           no_pivot=False, detached=True, relay=False):
     """A container at its exec barrier (a Container; its init is our child
-    until this process exits)."""
+    until this process exits). relay: a terminal without a console socket
+    stays with this process (c.fds["pty"]), which relays it (run)."""
     from pyctr.container import Container
     from pyctr.oci.bundle import load_bundle
     spec = load_bundle(bundle, {"name": cid, "preserve_fds": preserve_fds})
     terminal = bool(spec.process.oci and spec.process.oci.terminal)
-    if terminal and not console_socket:
+    if terminal and not console_socket and not relay:
         raise PyctrError("process.terminal is true but no --console-socket was given "
-                         "(pyctr hands the terminal to the engine, it does not relay it)")
+                         "(only a foreground `pyctr run` relays a terminal itself)")
     prepared = ()
     if spec.oci.networks:  # checked before anything exists, as run --net's are
         from pyctr import network
@@ -99,9 +100,10 @@ def at_barrier(c):
     """The `bundle_ready` stage, init at its barrier: its pty master to the
     engine's console socket; pyctr's networks (run.pyctr.net) into its
     netns, which init has joined by now (an engine's, maybe)."""
-    pty = c.fds.pop("pty", -1)
-    if pty >= 0:
+    pty = c.fds.get("pty", -1)
+    if pty >= 0 and c.oci.console_socket:
         from pyctr.oci import console
+        del c.fds["pty"]
         try:
             console.hand_over(c.oci.console_socket, pty)
         finally:
@@ -275,10 +277,16 @@ def run(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=0,
     """runc run: create and start; unless detached, wait as init's parent
     (signals forwarded), then delete unless keep. Returns the exit code."""
     c = create(paths, bundle, cid, pid_file, console_socket, preserve_fds, no_pivot,
-               detached=detach)
+               detached=detach, relay=not detach)
+    finish = None
     try:
+        if "pty" in c.fds:  # runc's own terminal: ours <-> the container's pty
+            from pyctr.oci import console
+            finish = console.relay(c.fds.pop("pty"))
         _open_barrier(c.store, c.state)
     except BaseException:
+        if finish:
+            finish()
         c.destroy()
         raise
     c.state.status, c.state.started = "running", now()
@@ -286,7 +294,11 @@ def run(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=0,
     _hooks_warn("poststart", c.state)
     if detach:
         return 0
-    code = c.wait()
+    try:
+        code = c.wait()
+    finally:
+        if finish:
+            finish()
     c.store.save(c.state)
     if not keep:
         teardown(paths, c.state)
