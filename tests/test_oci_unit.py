@@ -98,3 +98,21 @@ def test_json_log_line(tmp_path):
     assert (entry["level"], entry["msg"]) == ("error", 'bad "thing"')
     assert lines[1].endswith('level=error msg="bad \\"thing\\""')
     assert os.path.getsize(path) > 0
+
+
+def test_runc_spec_writes_a_starting_config_once(tmp_path):
+    from pyctr.oci import template
+    from pyctr.oci.bundle import from_config
+    from pyctr.verbs.run import _runc_spec_bundle
+    assert _runc_spec_bundle([]) == "."
+    assert _runc_spec_bundle(["-b", "B"]) == "B" and _runc_spec_bundle(["--bundle=B"]) == "B"
+    assert _runc_spec_bundle(["busybox", "sh"]) is None
+    assert _runc_spec_bundle(["--bundle", "B", "--hostname", "h"]) is None
+    template.write(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["process"]["args"] == ["sh"] and config["root"]["path"] == "rootfs"
+    (tmp_path / "rootfs").mkdir()
+    spec = from_config(config, str(tmp_path))  # pyctr takes what it writes
+    assert spec.process.oci.terminal and spec.root.readonly
+    with pytest.raises(PyctrError, match="exists already"):
+        template.write(str(tmp_path))

@@ -87,9 +87,27 @@ def cmd_run(paths, argv):
 
 
 def cmd_spec(paths, argv):
+    """pyctr's spec [OPTIONS] IMAGE|ROOTFS CMD... prints the config a run
+    would use; with no image or rootfs (only -b/--bundle DIR at most) it is
+    runc's: a starting DIR/config.json (default: here) for DIR/rootfs."""
     import json
+    runc_form = _runc_spec_bundle(argv)
+    if runc_form:
+        from pyctr.oci import template
+        template.write(runc_form)
+        return 0
     spec = spec_from_args(paths, "spec", argv)
     if spec is None:
         return 0
     print(json.dumps(spec.to_oci(), indent=2))
     return 0
+
+
+def _runc_spec_bundle(argv):
+    """The bundle dir of runc's `spec [-b DIR]`, or None for pyctr's form."""
+    if not argv:
+        return "."
+    flag, eq, value = argv[0].partition("=")
+    if flag in ("-b", "--bundle") and (len(argv) == 1 + (not eq)) and (value or len(argv) > 1):
+        return value or argv[1]
+    return None
