@@ -18,7 +18,7 @@ VERBS = {
     "kill": ("pyctr.verbs.remove", "cmd_kill", "send a signal to a container"),
     "rm": ("pyctr.verbs.remove", "cmd_rm", "remove a container"),
     "logs": ("pyctr.verbs.show", "cmd_logs", "print a detached container's output"),
-    "spec": ("pyctr.verbs.run", "cmd_spec", "print the OCI config a run would use (runc's alone)"),
+    "spec": ("pyctr.verbs.run", "cmd_spec", "print the OCI config a run would use (alone: write config.json)"),
     "gc": ("pyctr.verbs.remove", "cmd_gc", "remove whatever a crash left behind"),
     "image": ("pyctr.images.cli", "command", "build, import, list and remove images"),
     "net": ("pyctr.network.cli", "command", "create, list, inspect and remove networks"),
