@@ -277,7 +277,8 @@ def test_settings_reach_the_container(pyctr, bundle):
         config["process"]["user"]["umask"] = 0o077
         config["process"]["oomScoreAdj"] = 500
     b = bundle(["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni "
-                "/proc/self/oom_score_adj; ulimit -n; umask; cat /proc/sys/kernel/domainname; exit 3"], settings)
+                "/proc/self/oom_score_adj; ulimit -n; umask; "
+                "cat /proc/sys/kernel/domainname; exit 3"], settings)
     p = pyctr("run", "c8", "-b", b)
     assert p.returncode == 3, p.stderr
     assert p.stdout.split() == ["1", "1000", "500", "512", "0077", "example.org"]

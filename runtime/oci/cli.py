@@ -169,6 +169,6 @@ def cmd_run(paths, argv):
     if args is None:
         return 0
     cid = args["id"] or os.urandom(6).hex()
-    return lifecycle.run(paths, args["bundle"] or ".", cid, args["pid_file"], args["console_socket"],
-                         args["preserve_fds"] or 0, args["no_pivot"], args["detach"],
-                         args["keep"])
+    return lifecycle.run(paths, args["bundle"] or ".", cid, args["pid_file"],
+                         args["console_socket"], args["preserve_fds"] or 0, args["no_pivot"],
+                         args["detach"], args["keep"])
