@@ -77,6 +77,21 @@ def until(predicate, what, timeout=30):
         time.sleep(0.05)
 
 
+def accept(listener, runtime):
+    """The runtime's connection to a console socket; a runtime that fails
+    first fails the test with its error."""
+    listener.settimeout(0.2)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return listener.accept()[0]
+        except socket.timeout:
+            if runtime.poll() is not None:
+                raise AssertionError("runtime exited %d before connecting: %s"
+                                     % (runtime.returncode, runtime.stderr.read()))
+            assert time.monotonic() < deadline, "no connection to the console socket"
+
+
 def no_leftovers(pyctr, cid):
     assert cid not in pyctr.containers()
     with open("/proc/self/mounts") as f:
@@ -165,14 +180,15 @@ def test_console_socket_gets_the_pty_master(pyctr, bundle, work):
     def terminal(config):
         config["process"]["terminal"] = True
         config["process"]["consoleSize"] = {"height": 30, "width": 100}
+        # podman's device rules begin by denying all: the pty must still be allowed
+        config["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
     b = bundle(["sh", "-c", "tty; stty size; echo tty-done"], terminal)
     path = os.path.join(work, "console.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    listener.settimeout(30)
     create = pyctr.popen("create", "--bundle", b, "--console-socket", path, "c4")
-    conn, _ = listener.accept()
+    conn = accept(listener, create)
     fds = array.array("i")
     msg, ancdata, _, _ = conn.recvmsg(1024, socket.CMSG_LEN(fds.itemsize))
     fds.frombytes(ancdata[0][2])
@@ -441,12 +457,11 @@ def test_exec_tty_through_the_console_socket(pyctr, bundle, work):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    listener.settimeout(30)
     p = subprocess.Popen(pyctr.argv("exec", "--tty", "--console-socket", path, "--detach",
                                     "c14", "sh", "-c", "tty; echo exec-tty-done"),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
-    conn, _ = listener.accept()
+    conn = accept(listener, p)
     _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
     conn.close()
     listener.close()
