@@ -9,17 +9,19 @@ the Container (paths, fds, pid) and its ContainerState record.
 
   networks_plan  every network check that needs no device (pyctr.network)
   reserve        the name, with the first record (status creating)
-  etc_files      hosts, hostname, resolv.conf in the state dir
+  etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
   cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
   cgroup_attach  the child into its group, before it does anything
   record         status created, pid
+  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks
   ids            the child builds its root meanwhile
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
   ready          the child waits at the exec barrier (READY)
+  bundle_ready   a bundle's terminal to the engine, pyctr networks in its netns
 
 start() sends GO and confirms the exec; wait() forwards signals and
 records the exit; cleanup() and teardown() remove what the record lists.
@@ -78,7 +80,10 @@ def reserve(c):
 
 def etc_files(c):
     """hosts, hostname and resolv.conf are the container's own files,
-    bind-mounted from the state dir (the network stage rewrites hosts)."""
+    bind-mounted from the state dir (the network stage rewrites hosts).
+    A bundle's container has the files its config mounts, as with runc."""
+    if c.spec.oci:
+        return
     etc = os.path.join(c.dir, "etc")
     os.mkdir(etc)
     _write_hosts(c)
@@ -158,7 +163,7 @@ def clone(c):
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
-                c.new_cgroupns, c.cgroup_view)
+                c.new_cgroupns, c.cgroup_view, c.oci)
     c.channel = Channel()
     c.syscall.block_signals()  # none may slip by between clone and wait
     try:
@@ -193,6 +198,12 @@ def record(c):
     c.state.pid_start = process_start_time(c.pid)
     c.store.save(c.state)
     c.store.write_file(c.state.name, "config.json", _oci_json(c.spec))
+
+
+def bundle(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import created
+        created(c)
 
 
 def ids(c):
@@ -240,8 +251,14 @@ def ready(c):
     c.fds = c.channel.wait_ready()
 
 
+def bundle_ready(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import at_barrier
+        at_barrier(c)
+
+
 STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
-          record, ids, networks, mpi_rank, ready)
+          record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
@@ -258,6 +275,7 @@ class Container:
         self.undo = Undo()
         self.log = False           # detached: stdio to <state>/log
         self.tie_to_parent = True  # the child dies with this process (PDEATHSIG)
+        self.oci = None            # a bundle's pyctr.oci.barrier.ChildPlan (pyctr.oci.lifecycle)
         self.dir = None
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins
