@@ -1,7 +1,7 @@
 """`pyctr features`: what pyctr honours, as the runtime-spec features JSON
 (features.md, features-linux.md). Only what really works is listed: a
 bundle asking for anything else is refused at create."""
-from pyctr import spec
+from pyctr import seccomp, spec
 from pyctr.oci import hooks
 
 MOUNT_OPTIONS = ("bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
@@ -18,8 +18,13 @@ def features():
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": ["CAP_" + name.upper() for name in spec.CAPABILITIES],
-            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": False},
+            # cgroupfs only: --systemd-cgroup is accepted and ignored
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": True, "actions": sorted(seccomp.ACTIONS),
+                        "operators": sorted(seccomp.OPERATORS),
+                        "archs": sorted(seccomp.ARCH_PREFIX + a.upper()
+                                        for a in ("x86_64", "x86", "x32", "aarch64", "arm")),
+                        "knownFlags": [], "supportedFlags": []},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },
