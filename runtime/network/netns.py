@@ -70,3 +70,22 @@ def write_sysctl(key, value):
     finally:
         os.close(fd)
     return True
+
+
+def call_in(ns_fd, make, syscall=None):
+    """make() with this thread in the netns `ns_fd`, then back home. What
+    it makes there (a socket, a netlink socket) stays in that netns."""
+    from pyctr.syscalls import Syscalls
+    syscall = syscall or Syscalls()
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscall.setns(ns_fd, CLONE_NEWNET)
+        try:
+            return make()
+        finally:
+            try:
+                syscall.setns(home, CLONE_NEWNET)
+            except OSError as e:  # we would act on the wrong netns from now on
+                raise SystemExit("pyctr: cannot return to own network namespace: %s" % e) from e
+    finally:
+        os.close(home)
