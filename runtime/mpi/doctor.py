@@ -43,14 +43,29 @@ class Report:
 
 
 class Probe:
-    """What the doctor knows about one running container: from pyctr's state,
-    its /proc entry and its network namespace."""
+    """What the doctor knows about one running container: its state, the
+    environment its processes get, its /proc entry and network namespace."""
 
-    def __init__(self, name, state):
+    def __init__(self, name, state, env=None):
         self.name = name
         self.state = state
         self.pid = state.pid
         self.networks = state.networks
+        self.env = env or {}
+
+    @classmethod
+    def load(cls, paths, name):
+        """The environment is the configured one plus what pyctr added for a
+        launcher's rank: what `pyctr exec` (an MPI agent) and the workload
+        get. /proc/PID/environ would be pyctr's own for an --init container."""
+        from pyctr import jsonio
+        from pyctr.state import StateStore
+        store = StateStore(paths)
+        state = store.load(name)
+        config = jsonio.loads(store.read_file(name, "config.json"))
+        env = dict(e.split("=", 1) for e in config["process"].get("env", []) if "=" in e)
+        env.update(state.mpi_env)
+        return cls(name, state, env)
 
     def alive(self):
         return self.state.process_alive()
@@ -62,17 +77,7 @@ class Probe:
             return None
 
     def environ(self):
-        try:
-            with open("/proc/%d/environ" % self.pid, "rb") as f:
-                raw = f.read()
-        except OSError:
-            return {}
-        env = {}
-        for item in raw.split(b"\0"):
-            k, eq, v = item.decode(errors="replace").partition("=")
-            if eq:
-                env[k] = v
-        return env
+        return self.env
 
     def ifaces(self):
         """[{ifname, ip, prefix, mtu, up}] of the container's netns (IPv4, not lo)."""
@@ -158,11 +163,10 @@ def command(paths, argv):
     if os.geteuid() != 0:
         raise PyctrError("mpi-doctor needs root (it looks into the containers' namespaces)")
     from pyctr.state import StateStore
-    store = StateStore(paths)
-    names = args.names or store.names()
+    names = args.names or StateStore(paths).names()
     probes = []
     for name in names:
-        probe = Probe(name, store.load(name))
+        probe = Probe.load(paths, name)
         if not probe.alive():
             raise PyctrError("container %s is not running" % name)
         probes.append(probe)
