@@ -16,6 +16,10 @@ Needs the mpi image (PYCTR_MPI_DATA, default /var/lib/pyctr; built when
 missing: `pyctr image build mpi`, about a minute, needs the network), Open
 MPI and MPICH on the host with their compilers (install.sh --test). Every
 MPI run is bounded by a timeout; the testbeds' finalizers remove everything.
+
+An MPICH run that times out with both ranks' lines printed is MPICH
+4.0.2's own finalize deadlock (pyctr/mpi/env.py), not a pyctr exec that
+failed to exit: it happens with plain network namespaces too.
 """
 import json
 import os

@@ -47,13 +47,17 @@ ch4:ucx with UCX 1.13, libfabric 1.17):
   wrong interface; FI_TCP_IFACE names the right one.
 - MPICH 4.0.2's MPI_Finalize (ch4:ucx) starts ucp_disconnect_nb on every
   endpoint, progresses UCX until they complete, then blocks in a PMI barrier
-  without progressing UCX. A peer whose disconnect still needs an answer
-  from a rank already in that barrier (over TCP: the end of the endpoints'
-  wireup, a PUT acknowledgement) spins forever, and so does the job: both
-  ranks have printed their results, mpiexec never returns. Seen about once
-  in ten 2-rank runs on a loaded machine, with plain network namespaces
-  and no container as well; no UCX setting avoids it. MPICH 4.2 dropped
-  that barrier (pmodels/mpich#6596); Debian 12 has 4.0.2.
+  (a read on PMI_FD) without progressing UCX. Over TCP a disconnect sends
+  the peer a 25-byte request (UCT tcp AM 33) and completes only when the
+  peer answers it. When one rank's answer arrives and it leaves its loop
+  before the other rank's request was read, that request sits in its
+  socket forever: the other rank spins in ucp_worker_progress, the first
+  waits in the barrier for it, mpiexec never returns, although both have
+  printed their results. Seen in about one run in ten to thirty of a
+  2-rank job on a loaded machine, just as often with plain network
+  namespaces and `ip netns exec` as with containers; UCX_TCP_PUT_ENABLE=n,
+  UCX_RNDV_THRESH=inf and UCX_PROTO_ENABLE=y do not avoid it. MPICH 4.2
+  dropped that barrier (pmodels/mpich#6596); Debian 12 has 4.0.2.
 """
 import os
 
