@@ -136,8 +136,8 @@ def iface(attachment):
         prefix = str(subnet).partition("/")[2]
     try:
         return Iface(ifname, addr, int(prefix))
-    except ValueError:
-        raise PyctrError("mpi: malformed address %r of %s" % (ip, ifname))
+    except ValueError as e:
+        raise PyctrError("mpi: malformed address %r of %s" % (ip, ifname)) from e
 
 
 LAUNCHERS = ("any", "openmpi", "mpich")
