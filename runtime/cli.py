@@ -22,8 +22,8 @@ VERBS = {
     "gc": ("pyctr.verbs.remove", "cmd_gc", "remove whatever a crash left behind"),
     "image": ("pyctr.images.cli", "command", "build, import, list and remove images"),
     "net": ("pyctr.network.cli", "command", "create, list, inspect and remove networks"),
-    "cluster": ("pyctr.cluster", "command", "start and stop a virtual cluster of containers"),
-    "mpi-doctor": ("pyctr.mpi", "doctor_command", "check a container setup for MPI pitfalls"),
+    "cluster": ("pyctr.cluster.cli", "command", "start and stop a virtual cluster of containers"),
+    "mpi-doctor": ("pyctr.mpi.doctor", "command", "check a container setup for MPI pitfalls"),
     "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper"),
     # runc's verbs, for engines (podman/conmon, containerd, Slurm): pyctr.oci
     "create": ("pyctr.oci.cli", "cmd_create", "create a container from an OCI bundle"),

@@ -225,20 +225,21 @@ def networks(c):
 def mpi_rank(c):
     """A rank started by an MPI launcher: make its MPI use the container's
     own interface (see pyctr.mpi) and reach a launcher that serves PMIx on
-    loopback (see pyctr.pmix_relay); settings the user made win. Rank 0 says
+    loopback (see pyctr.mpi.relay); settings the user made win. Rank 0 says
     what was set, and every rank records it in its state."""
     if "pyctr.mpi" not in c.spec.annotations or not c.state.networks:
         return
-    from pyctr import mpi, pmix_relay
+    from pyctr import mpi
+    from pyctr.mpi import relay
     env = dict(e.split("=", 1) for e in c.spec.process.env)
     added = {k: v for k, v in mpi.mpi_env(c.state.networks).items() if k not in env}
     c.extra_env = ["%s=%s" % kv for kv in added.items()]
     c.state.mpi_env = added
     said = list(c.extra_env)
-    servers = pmix_relay.loopback_servers(env)
+    servers = relay.loopback_servers(env)
     if servers:
-        listeners = pmix_relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
-        pmix_relay.serve(listeners, servers)
+        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
+        relay.serve(listeners, servers)
         c.state.pmix_relay = ["%s:%d" % s for s in servers]
         said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
     c.store.save(c.state)
