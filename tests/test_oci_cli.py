@@ -421,19 +421,19 @@ def test_preserved_fds_and_no_pivot(pyctr, bundle, work):
     """--preserve-fds hands fd 3 to the workload; --no-pivot still runs it."""
     b = bundle(["sh", "-c", "echo through-fd3 >&3; echo $$"])
     r, w = os.pipe()
-    os.dup2(w, 3, inheritable=True) if w != 3 else os.set_inheritable(3, True)
+    # fd 3 of pyctr (only there: this process's fd 3 belongs to pytest)
+    argv = [sys.executable, "-c", "import os, sys; os.dup2(%d, 3); os.close(%d); "
+            "os.execv(sys.argv[1], sys.argv[1:])" % (w, w)] + pyctr.argv(
+        "run", "--preserve-fds", "1", "--no-pivot", "--bundle", b, "c12")
     try:
         with tempfile.TemporaryFile("w+") as out:
-            p = subprocess.run(pyctr.argv("run", "--preserve-fds", "1", "--no-pivot",
-                                          "--bundle", b, "c12"), stdin=subprocess.DEVNULL,
-                               stdout=out, stderr=out, pass_fds=(3,), timeout=60)
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                               pass_fds=(w,), timeout=60)
             out.seek(0)
             assert p.returncode == 0, out.read()
             assert out.read().split() == ["1"]  # its PID 1
     finally:
-        os.close(3)
-        if w != 3:
-            os.close(w)
+        os.close(w)
     assert os.read(r, 100) == b"through-fd3\n"
     os.close(r)
     no_leftovers(pyctr, "c12")
