@@ -3,7 +3,8 @@
 The file tree is the architecture:
   cli.py        argv -> options -> Spec (and dispatch of the other verbs)
   spec.py       the typed, OCI-shaped Spec that is all the acting code sees
-  specgen.py    CLI options / TOML job files -> Spec;  oci.py: config.json -> Spec
+  specgen.py    CLI options / TOML job files -> Spec;  oci/bundle.py: config.json -> Spec
+  oci/          runc's command line for engines (create/start/state/kill/delete/exec...)
   container.py  the parent side of create+start: clone, maps, network, sync, wait
   sync.py       the parent/child protocol (diagram at its top)
   child.py      what the cloned child does before exec, step by step

@@ -23,15 +23,16 @@ class Plan:
     that the child does as little as possible after it. etc_mounts: the
     state dir's hosts/hostname/resolv.conf, mounted after spec.mounts.
     tie_to_parent: die with the parent (PDEATHSIG); off for an OCI create,
-    whose init must outlive the `pyctr create` process."""
+    whose init must outlive the `pyctr create` process. oci: a bundle's
+    pyctr.oci.barrier.ChildPlan (exec FIFO, hooks, terminal) or None."""
     __slots__ = ("spec", "rootfs", "layers", "etc_mounts", "new_userns", "new_netns", "join",
-                 "tie_to_parent", "new_cgroupns", "cgroup_view")
+                 "tie_to_parent", "new_cgroupns", "cgroup_view", "oci")
 
     def __init__(self, spec, rootfs, layers, etc_mounts, new_userns, new_netns, join,
-                 tie_to_parent=True, new_cgroupns=False, cgroup_view=None):
+                 tie_to_parent=True, new_cgroupns=False, cgroup_view=None, oci=None):
         self.spec, self.rootfs, self.layers, self.etc_mounts = spec, rootfs, layers, etc_mounts
         self.new_userns, self.new_netns, self.join = new_userns, new_netns, join
-        self.tie_to_parent = tie_to_parent
+        self.tie_to_parent, self.oci = tie_to_parent, oci
         # cgroups: unshare the cgroup namespace after IDS (the parent has put
         # the child in its group by then); what to mount at /sys/fs/cgroup
         self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
@@ -40,6 +41,9 @@ class Plan:
 def child_main(plan, channel, sys):
     """Entry point right after clone() returned 0 in the child."""
     step = "start"
+    oci = plan.oci
+    if oci:  # imported by the runtime before clone: nothing is imported here
+        from pyctr.oci import barrier
     try:
         channel.child_side()
         if plan.tie_to_parent:
@@ -70,17 +74,29 @@ def child_main(plan, channel, sys):
         step = "prepare root filesystem"
         R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view), sys)
+        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
+                              pivot=not oci), sys)
+        if oci:
+            step = "createContainer hooks"
+            barrier.before_pivot(spec, oci, sys)
+            step = "pivot_root"
+            R.apply(R.plan_pivot(plan.rootfs, oci.no_pivot), sys)
+            step = "sysctl and terminal"
+            barrier.after_pivot(spec, channel)
         step = "mask and protect paths"
         R.apply(R.plan_finish(spec), sys)
         if plan.new_netns:
             step = "bring up lo"
             sys.loopback_up()
         step = "wait at the exec barrier"
-        channel.ready()
-        extra_env = channel.expect(GO)  # the exec barrier: `start`
         proc = spec.process
-        env = merge_env(proc.env, extra_env) if extra_env else proc.env
+        if oci:  # READY, then the exec FIFO: `pyctr start`, from any process
+            barrier.barrier(spec, oci, channel, sys)
+            env = proc.env
+        else:
+            channel.ready()
+            extra_env = channel.expect(GO)  # the exec barrier: `start`
+            env = merge_env(proc.env, extra_env) if extra_env else proc.env
         step = "set up the process (ids, capabilities, fds)"
         prepare_process(proc, sys, plan.tie_to_parent, spec.seccomp)
         step = "exec"
@@ -94,10 +110,12 @@ def child_main(plan, channel, sys):
 
 def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
     """Identity, privileges and descriptors, in the order the kernel needs:
-    the bounding set while we still have CAP_SETPCAP; ids with keepcaps so
-    root keeps its capabilities; the three thread sets, then ambient (which
-    setuid clears and which needs permitted and inheritable); pdeathsig
-    again since setuid clears it."""
+    rlimits and the like while privileged; the bounding set while we still
+    have CAP_SETPCAP; ids with keepcaps so root keeps its capabilities; the
+    three thread sets, then ambient (which setuid clears and which needs
+    permitted and inheritable); pdeathsig again since setuid clears it
+    (unless nothing may tie the process to pyctr: a created container, exec
+    --detach)."""
     try:
         sys.join_session_keyring()
     except OSError as e:
@@ -110,6 +128,9 @@ def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
         # load it before the capabilities go (as runc does); the steps below
         # then run under it.
         sys.seccomp_load(seccomp.program)
+    if proc.oci:  # imported with the Process it parsed, before clone or setns
+        from pyctr.oci import process
+        process.apply(proc.oci)
     caps = proc.capabilities
     numbers = lambda names: [CAPABILITIES[c] for c in names]
     sys.drop_bounding(numbers(caps.bounding))

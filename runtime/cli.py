@@ -11,23 +11,34 @@ from pyctr.errors import PyctrError
 
 # verb -> (module, function, one-line help). function(paths, argv) -> int
 VERBS = {
-    "run": ("pyctr.verbs.run", "cmd_run", "create and start a container"),
+    "run": ("pyctr.verbs.run", "cmd_run", "create and start a container (runc's with --bundle)"),
     "exec": ("pyctr.verbs.exec", "cmd_exec", "run a command in a running container"),
-    "ps": ("pyctr.verbs.show", "cmd_ps", "list containers"),
+    "ps": ("pyctr.verbs.show", "cmd_ps", "list containers; with an ID, its processes"),
     "inspect": ("pyctr.verbs.show", "cmd_inspect", "show a container's state as JSON"),
     "kill": ("pyctr.verbs.remove", "cmd_kill", "send a signal to a container"),
     "rm": ("pyctr.verbs.remove", "cmd_rm", "remove a container"),
     "logs": ("pyctr.verbs.show", "cmd_logs", "print a detached container's output"),
-    "spec": ("pyctr.verbs.run", "cmd_spec", "print the OCI config a run would use"),
+    "spec": ("pyctr.verbs.run", "cmd_spec", "print the OCI config a run would use (alone: write config.json)"),
     "gc": ("pyctr.verbs.remove", "cmd_gc", "remove whatever a crash left behind"),
     "image": ("pyctr.images.cli", "command", "build, import, list and remove images"),
     "net": ("pyctr.network.cli", "command", "create, list, inspect and remove networks"),
-    "cluster": ("pyctr.cluster", "command", "start and stop a virtual cluster of containers"),
-    "mpi-doctor": ("pyctr.mpi", "doctor_command", "check a container setup for MPI pitfalls"),
+    "cluster": ("pyctr.cluster.cli", "command", "start and stop a virtual cluster of containers"),
+    "mpi-doctor": ("pyctr.mpi.doctor", "command", "check a container setup for MPI pitfalls"),
     "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper"),
+    # runc's verbs, for engines (podman/conmon, containerd, Slurm): pyctr.oci
+    "create": ("pyctr.oci.cli", "cmd_create", "create a container from an OCI bundle"),
+    "start": ("pyctr.oci.cli", "cmd_start", "start a created container"),
+    "state": ("pyctr.oci.cli", "cmd_state", "print a container's OCI state JSON"),
+    "delete": ("pyctr.oci.cli", "cmd_delete", "delete a container (OCI)"),
+    "pause": ("pyctr.oci.cli", "cmd_pause", "freeze a container"),
+    "resume": ("pyctr.oci.cli", "cmd_resume", "thaw a paused container"),
+    "list": ("pyctr.oci.cli", "cmd_list", "list containers as runc does"),
+    "features": ("pyctr.oci.cli", "cmd_features", "print the OCI features pyctr supports"),
 }
 
-USAGE = """usage: pyctr [--root DIR] [--config DIR] [--data DIR] VERB [ARGS...]
+USAGE = """usage: pyctr [--root DIR] [--config DIR] [--data DIR] [--log FILE]
+             [--log-format text|json] [--systemd-cgroup] [--rootless X] [--debug]
+             VERB [ARGS...]
 
 verbs:
 %s
@@ -40,45 +51,78 @@ def usage():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    globals_ = dict(GLOBALS)
     try:
-        return dispatch(argv)
+        return dispatch(argv, globals_)
     except PyctrError as e:
-        _say(str(e))
+        _say(str(e), globals_)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug: the engine reading --log must still see it
+        if globals_["--log"]:
+            _log(globals_, "error", "internal error: %s: %s" % (type(e).__name__, e))
+        raise
 
 
-def _say(message):
+def _say(message, globals_=None):
+    """A failure: one line on stderr; with --log also there (runc's form);
+    with --debug the whole cause chain."""
     # One line, whatever the message quotes from the input: line breaks and
     # other control characters (a terminal's escape sequences) are escaped.
     message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
     sys.stderr.write("pyctr: %s\n" % message)
+    if globals_ and globals_["--debug"]:
+        import traceback
+        traceback.print_exc()
     sys.stderr.flush()
+    if globals_ and globals_["--log"]:
+        _log(globals_, "error", message)
 
 
-def dispatch(argv):
+def _log(globals_, level, message):
+    from pyctr.oci import errlog
+    errlog.write(globals_["--log"], globals_["--log-format"] or "text", level, message)
+
+
+# Global options: value ones (None until given) and flags (False). runc's
+# --rootless (Slurm's oci.conf examples pass it) is accepted: pyctr runs
+# rootless whenever it is not root.
+GLOBALS = {"--root": None, "--config": None, "--data": None, "--log": None,
+           "--log-format": None, "--rootless": None, "--systemd-cgroup": False,
+           "--debug": False}
+PATH_GLOBALS = ("--root", "--config", "--data", "--log")
+
+
+def dispatch(argv, globals_=None):
     from pyctr.paths import Paths
-    globals_ = {"--root": None, "--config": None, "--data": None}
+    globals_ = dict(GLOBALS) if globals_ is None else globals_
     while argv and argv[0].startswith("-"):
         flag, _, value = argv[0].partition("=")
         if flag in ("-h", "--help"):
             print(usage())
             return 0
-        if flag == "--version":
-            print("pyctr 0.1.0")
+        if flag in ("-v", "--version"):
+            from pyctr.spec import OCI_VERSION
+            print("pyctr version 0.1.0\nspec: %s" % OCI_VERSION)
             return 0
         if flag not in globals_:
             raise PyctrError("unknown global option %s (see pyctr --help)" % flag)
-        if not value:
-            if len(argv) < 2:
-                raise PyctrError("%s needs a value" % flag)
-            value = argv[1]
-            argv = argv[1:]
-        globals_[flag] = os.path.abspath(value)
         argv = argv[1:]
+        if globals_[flag] is False:  # a flag
+            globals_[flag] = True
+            continue
+        if not value:
+            if not argv:
+                raise PyctrError("%s needs a value" % flag)
+            value, argv = argv[0], argv[1:]
+        globals_[flag] = os.path.abspath(value) if flag in PATH_GLOBALS else value
+    if globals_["--log-format"] not in (None, "text", "json"):
+        raise PyctrError("--log-format is text or json, not %r" % globals_["--log-format"])
+    if globals_["--systemd-cgroup"] and globals_["--log"]:
+        _log(globals_, "warning", "--systemd-cgroup ignored: pyctr manages cgroupfs itself")
     if not argv:
         raise PyctrError("no verb given (see pyctr --help)")
     verb, rest = argv[0], argv[1:]

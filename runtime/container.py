@@ -9,17 +9,19 @@ the Container (paths, fds, pid) and its ContainerState record.
 
   networks_plan  every network check that needs no device (pyctr.network)
   reserve        the name, with the first record (status creating)
-  etc_files      hosts, hostname, resolv.conf in the state dir
+  etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
   cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
   cgroup_attach  the child into its group, before it does anything
   record         status created, pid
+  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks
   ids            the child builds its root meanwhile
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
   ready          the child waits at the exec barrier (READY)
+  bundle_ready   a bundle's terminal to the engine, pyctr networks in its netns
 
 start() sends GO and confirms the exec; wait() forwards signals and
 records the exit; cleanup() and teardown() remove what the record lists.
@@ -78,7 +80,10 @@ def reserve(c):
 
 def etc_files(c):
     """hosts, hostname and resolv.conf are the container's own files,
-    bind-mounted from the state dir (the network stage rewrites hosts)."""
+    bind-mounted from the state dir (the network stage rewrites hosts).
+    A bundle's container has the files its config mounts, as with runc."""
+    if c.spec.oci:
+        return
     etc = os.path.join(c.dir, "etc")
     os.mkdir(etc)
     _write_hosts(c)
@@ -158,7 +163,7 @@ def clone(c):
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
-                c.new_cgroupns, c.cgroup_view)
+                c.new_cgroupns, c.cgroup_view, c.oci)
     c.channel = Channel()
     c.syscall.block_signals()  # none may slip by between clone and wait
     try:
@@ -195,6 +200,12 @@ def record(c):
     c.store.write_file(c.state.name, "config.json", _oci_json(c.spec))
 
 
+def bundle(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import created
+        created(c)
+
+
 def ids(c):
     c.channel.send(IDS)  # the child builds its rootfs meanwhile
 
@@ -214,11 +225,12 @@ def networks(c):
 def mpi_rank(c):
     """A rank started by an MPI launcher: make its MPI use the container's
     own interface (see pyctr.mpi) and reach a launcher that serves PMIx on
-    loopback (see pyctr.pmix_relay); settings the user made win. Rank 0 says
+    loopback (see pyctr.mpi.relay); settings the user made win. Rank 0 says
     what was set, and every rank records it in its state."""
     if "pyctr.mpi" not in c.spec.annotations or not c.state.networks:
         return
-    from pyctr import mpi, pmix_relay, slurm
+    from pyctr import mpi, slurm
+    from pyctr.mpi import relay
     env = dict(e.split("=", 1) for e in c.spec.process.env)
     shared = bool(c.spec.slurm and c.spec.slurm.node_shared)
     wanted = mpi.mpi_env(c.state.networks, shared_memory=shared)
@@ -226,10 +238,10 @@ def mpi_rank(c):
     c.extra_env = ["%s=%s" % kv for kv in added.items()]
     c.state.mpi_env = added
     said = list(c.extra_env)
-    servers = pmix_relay.loopback_servers(env)
+    servers = relay.loopback_servers(env)
     if servers:
-        listeners = pmix_relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
-        pmix_relay.serve(listeners, servers)
+        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
+        relay.serve(listeners, servers)
         c.state.pmix_relay = ["%s:%d" % s for s in servers]
         said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
     if c.spec.slurm:
@@ -244,8 +256,14 @@ def ready(c):
     c.fds = c.channel.wait_ready()
 
 
+def bundle_ready(c):
+    if c.spec.oci:
+        from pyctr.oci.lifecycle import at_barrier
+        at_barrier(c)
+
+
 STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
-          record, ids, networks, mpi_rank, ready)
+          record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
@@ -262,6 +280,7 @@ class Container:
         self.undo = Undo()
         self.log = False           # detached: stdio to <state>/log
         self.tie_to_parent = True  # the child dies with this process (PDEATHSIG)
+        self.oci = None            # a bundle's pyctr.oci.barrier.ChildPlan (pyctr.oci.lifecycle)
         self.dir = None
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins

@@ -72,8 +72,13 @@ DEFAULT_RULES = (
 
 
 def policy(res):
-    """The whole ordered rule list for a container's Resources."""
-    rules = list(DEFAULT_RULES) + list(res.device_rules)
+    """The whole ordered rule list for a container's Resources: deny all,
+    then a bundle's own rules, then the default allow list, then --device
+    nodes. The defaults come after the bundle's rules, as runc appends
+    them: engines' rules begin with a deny-all that must not take away
+    /dev/null or the terminal."""
+    deny_all, defaults = DEFAULT_RULES[0], DEFAULT_RULES[1:]
+    rules = [deny_all] + list(res.device_rules) + list(defaults)
     rules += [_allow(d.type, d.major, d.minor, d.access) for d in res.devices]
     return rules
 

@@ -44,9 +44,13 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
     return process
 
 
-def enter(paths, name, process, sys=None, seccomp=None):
+def enter(paths, name, process, sys=None, seccomp=None, detach=False, pid_file=None,
+          console_fd=-1):
     """Run `process` in container `name`, under the container's seccomp
-    profile (compiled, or None); returns its exit code."""
+    profile (compiled, or None). detach: return once it exec'd (the
+    caller's subreaper, e.g. conmon, becomes its parent), else wait and
+    return its exit code. console_fd: a connection to an engine's console
+    socket, which gets the process's pty (pyctr.oci.console)."""
     sys = sys or S.Syscalls()
     from pyctr import cgroups
     from pyctr.container import load_running
@@ -79,7 +83,10 @@ def enter(paths, name, process, sys=None, seccomp=None):
         try:
             channel.child_side()
             cgroups.join(cgroup)
-            prepare_process(process, sys, seccomp=seccomp)
+            if console_fd >= 0:
+                from pyctr.oci.console import setup  # imported before setns by the caller
+                setup(console_fd, process.oci.console_size if process.oci else None)
+            prepare_process(process, sys, tie_to_parent=not detach, seccomp=seccomp)
             exec_workload(process, process.env, sys, channel, seccomp)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
@@ -88,8 +95,14 @@ def enter(paths, name, process, sys=None, seccomp=None):
         os._exit(125)
     channel.parent_side()
     cgroups.close(cgroup)
+    if console_fd >= 0:
+        os.close(console_fd)
     error = channel.wait_exec()
     if error:
         os.waitpid(child, 0)
         raise error
+    if pid_file:  # a pyctr.oci.lifecycle.PidFile, opened before setns
+        pid_file.write(child)
+    if detach:
+        return 0
     return exit_code(sys.supervise(child))

@@ -47,7 +47,7 @@ def plan_root(spec, rootfs, layers=None):
     the image below, a tmpfs at the scratch dir for the writable layer. The
     tmpfs lives in the container's mount namespace only, so the writable
     layer vanishes with the container and never needs cleaning up."""
-    steps = [("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)]
+    steps = [("mount", None, "/", None, S.MS_REC | _propagation(spec), None)]
     if layers:
         lower, scratch = layers
         upper, work = scratch + "/upper", scratch + "/work"
@@ -60,10 +60,19 @@ def plan_root(spec, rootfs, layers=None):
     return steps
 
 
-def plan_mounts(spec, rootfs, extra=(), cgroup_view=None):
+def _propagation(spec):
+    """How the container's mounts relate to the host's: private unless a
+    bundle's rootfsPropagation says slave (never shared: see oci.settings)."""
+    if spec.oci and spec.oci.rootfs_propagation:
+        from pyctr.oci.settings import PROPAGATION
+        return PROPAGATION[spec.oci.rootfs_propagation]
+    return S.MS_PRIVATE
+
+
+def plan_mounts(spec, rootfs, extra=(), cgroup_view=None, pivot=True):
     """Steps for spec.mounts then `extra` (pyctr's /etc files), /dev's
-    contents, and the switch of root. cgroup_view: what a "cgroup" mount
-    shows (cgroups.view).
+    contents, and (with pivot) the switch of root. cgroup_view: what a
+    "cgroup" mount shows (cgroups.view).
 
     Every destination is a path inside the container's root, resolved by
     the *_in_root calls below `rootfs` (never as the string rootfs + dest,
@@ -95,9 +104,18 @@ def plan_mounts(spec, rootfs, extra=(), cgroup_view=None):
         # A missing working directory is made inside the root, as runc does,
         # but only in an image's overlay: a plain rootfs is the user's files.
         steps.append(("mkdir_in_root", rootfs, spec.process.cwd))
-    steps += [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
-              ("chdir", "/")]
-    return steps
+    return steps + plan_pivot(rootfs) if pivot else steps
+
+
+def plan_pivot(rootfs, no_pivot=False):
+    """Make `rootfs` the root. no_pivot (runc's --no-pivot, for a root on
+    a ramdisk, where pivot_root fails): move it over / and chroot, which a
+    process holding CAP_SYS_CHROOT can escape; pivot_root is the default."""
+    if no_pivot:
+        return [("chdir", rootfs), ("mount", rootfs, "/", None, S.MS_MOVE, None),
+                ("chroot", "."), ("chdir", "/")]
+    return [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
+            ("chdir", "/")]
 
 
 def plan_finish(spec):

@@ -11,7 +11,7 @@ seen with Debian 12's Slurm 22.05, Open MPI 4.1.4 + PMIx 4.2.2, MPICH 4.0.2):
   passes that fd on (specgen._mpi_launch), as for hydra.
 - --mpi=pmix: slurmstepd's PMIx 4 server advertises tcp4://127.0.0.1:PORT in
   PMIX_SERVER_URI*, which is the container's own loopback; pyctr relays it
-  into the container's netns (pyctr.pmix_relay), as for mpirun. Its
+  into the container's netns (pyctr.mpi.relay), as for mpirun. Its
   PMIX_SERVER_TMPDIR (under SlurmdSpoolDir) holds only the shared-memory
   datastores (gds ds12/ds21), no rendezvous socket, and the step's directory
   in the node's TmpFS (spmix_appdir_UID_JOB.STEP) stays empty: the rank uses

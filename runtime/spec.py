@@ -4,7 +4,7 @@ capabilities, masked/readonly paths) plus pyctr's own fields (name,
 networks, lifecycle flags).
 
 The CLI, TOML job files and OCI bundles all produce a Spec (specgen.py,
-oci.py); nothing past that point looks at argv or files. Plain classes with
+oci/bundle.py); nothing past that point looks at argv or files. Plain classes with
 __slots__ rather than dataclasses: importing dataclasses costs more than
 the rest of `pyctr run` start-up.
 """
@@ -77,8 +77,9 @@ class Capabilities(Record):
 class Process(Record):
     # preserve_fds: fds 3..3+N-1 pass to the workload (OCI/runc semantics);
     # pass_fds: further single fds, e.g. the PMI_FD an MPI launcher handed us.
+    # oci: the runtime-spec fields only bundles set (pyctr.oci.process.OciProcess).
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "capabilities",
-                 "no_new_privileges", "preserve_fds", "pass_fds", "init")
+                 "no_new_privileges", "preserve_fds", "pass_fds", "init", "oci")
     DEFAULTS = {"args": list, "env": list, "cwd": "/", "uid": 0, "gid": 0,
                 "additional_gids": list, "capabilities": Capabilities,
                 "no_new_privileges": True, "preserve_fds": 0, "pass_fds": list, "init": False}
@@ -120,6 +121,8 @@ class Spec(Record):
     __slots__ = ("process", "root", "hostname", "mounts", "namespaces", "uid_mappings",
                  "gid_mappings", "masked_paths", "readonly_paths", "annotations",
                  "seccomp",  # a pyctr.seccomp.Seccomp, or None: unconfined
+                 # a bundle's hooks, sysctls ... (pyctr.oci.settings.OciSettings)
+                 "oci",
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
                  # slurm: the srun task this container is (pyctr.slurm), or None.
@@ -151,7 +154,7 @@ class Spec(Record):
         if self.uid_mappings:
             linux["uidMappings"] = [_idmap_oci(m) for m in self.uid_mappings]
             linux["gidMappings"] = [_idmap_oci(m) for m in self.gid_mappings]
-        return {
+        config = {
             "ociVersion": OCI_VERSION,
             "process": {
                 "terminal": False,
@@ -168,6 +171,11 @@ class Spec(Record):
             "linux": linux,
             "annotations": dict(self.annotations),
         }
+        if p.oci:
+            p.oci.to_oci(config["process"])
+        if self.oci:
+            self.oci.to_oci(config)
+        return config
 
 
 def _no_resources():

@@ -45,7 +45,9 @@ class ContainerState(Record):
     __slots__ = ("id", "name", "status", "pid", "pid_start", "owner_pid", "owner_start",
                  "rootfs", "image", "bundle", "command", "created", "started", "finished",
                  "exit_code", "remove", "detach", "networks", "cgroup", "mpi_env",
-                 "pmix_relay", "annotations")
+                 "pmix_relay", "annotations",
+                 # a bundle's (pyctr.oci.lifecycle): engine, hooks, netns, freezer
+                 "oci")
     DEFAULTS = {"status": "creating", "pid": 0, "owner_pid": 0, "command": list,
                 "remove": False, "detach": False, "networks": list, "mpi_env": dict,
                 "pmix_relay": list, "annotations": dict}

@@ -133,7 +133,15 @@ class Channel:
     def send_fd(self, name, fd):
         _send(self.child_fd, FD + name.encode(), fd)
 
+    def close_child_side(self):
+        """A bundle's child past READY: no one listens any more (oci.barrier)."""
+        _close(self.child_fd)
+        self.child_fd = -1
+
     def report(self, step, errno, message):
+        if self.child_fd < 0:  # past a bundle's barrier: the container's stderr
+            os.write(2, ("pyctr: %s\n" % message).encode(errors="replace"))
+            return
         try:
             _send(self.child_fd, REPORT + encode_report(step, errno, message))
         except OSError:

@@ -38,6 +38,7 @@ MS_REMOUNT = 32
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
@@ -215,6 +216,9 @@ class Syscalls:
 
     def chdir(self, path):
         os.chdir(path)
+
+    def chroot(self, path):
+        os.chroot(path)
 
     # -- identity ------------------------------------------------------
     def loopback_up(self):

@@ -76,9 +76,14 @@ def test_device_rules_in_order_last_match_decides():
         "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]})
     lines = [(r.allow, r.v1()) for r in devices.policy(res)]
     assert lines[0] == (False, "a")
-    assert lines[1:3] == [(True, "c *:* m"), (True, "b *:* m")]
+    assert lines[1] == (True, "c 10:200 rwm")  # the bundle's, then the defaults (as runc)
+    assert lines[2:4] == [(True, "c *:* m"), (True, "b *:* m")]
     assert (True, "c 136:* rwm") in lines
-    assert lines[-2:] == [(True, "c 10:200 rwm"), (True, "c 10:229 rwm")]
+    assert lines[-1] == (True, "c 10:229 rwm")
+    # an engine's leading deny-all does not take the terminal away
+    res = resources.from_oci({"resources": {"devices": [{"allow": False, "access": "rwm"}]}})
+    lines = [(r.allow, r.v1()) for r in devices.policy(res)]
+    assert lines.index((True, "c 5:2 rwm")) > lines.index((False, "a"), 1)
     with pytest.raises(PyctrError):
         devices.rule_from_oci({"allow": True, "access": "rwx"})
     with pytest.raises(PyctrError):

@@ -83,6 +83,8 @@ def test_kill_after_each_stage_leaves_a_working_node_that_gc_restores(node, net,
     before = snapshot(node)
     host_routes = {r for r in before["routes"] if r[0] and "/" not in r[0]}  # /32: no prefix
     assert not host_routes, "a normal exit left routes to its container: %s" % host_routes
+    host_ends = {link for link in before["links"] if link[0].startswith("pyv")}
+    assert not host_ends, "run --rm returned before its veth was gone: %s" % host_ends
 
     killed = node.run([sys.executable, "-c", KILL_AFTER, stage] +
                       node.pyctr_argv("run", "--rm", "--net=" + net, "busybox", "sleep", "30")[3:],

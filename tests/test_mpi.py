@@ -13,7 +13,8 @@ import types
 
 import pytest
 
-from pyctr import mpi, pmix_relay
+from pyctr import mpi
+from pyctr.mpi import doctor, relay
 from pyctr.state import ContainerState
 from pyctr.bench import paper
 from pyctr.bench import workloads as wl
@@ -124,7 +125,7 @@ def test_pmix_uris_are_read_from_the_environment():
 
 # -------------------------------------------------------------- doctor
 
-class FakeProbe(mpi.Probe):
+class FakeProbe(doctor.Probe):
     """A container as the doctor sees it, from canned facts."""
 
     def __init__(self, name, ifaces, env=None, ns=None, networks=()):
@@ -147,8 +148,8 @@ def iface(name, ip, prefix=24, mtu=1500, up=True):
 
 def run_doctor(probes, **kw):
     out = io.StringIO()
-    report = mpi.Report(out)
-    mpi.doctor(probes, report, connect=False, environ=kw.pop("environ", {}), **kw)
+    report = doctor.Report(out)
+    doctor.doctor(probes, report, connect=False, environ=kw.pop("environ", {}), **kw)
     return report.problems, out.getvalue()
 
 
@@ -469,8 +470,8 @@ def test_the_launchers_loopback_pmix_servers_are_found_once_each():
     env = {"PMIX_SERVER_URI41": "3012.0;tcp4://127.0.0.1:42321",
            "PMIX_SERVER_URI4": "3012.0;tcp4://127.0.0.1:42321",
            "PMIX_SERVER_URI2": "3012.0;tcp4://10.88.0.254:51237", "PATH": "/bin"}
-    assert pmix_relay.loopback_servers(env) == [("127.0.0.1", 42321)]
-    assert pmix_relay.loopback_servers({"PMI_FD": "5"}) == []
+    assert relay.loopback_servers(env) == [("127.0.0.1", 42321)]
+    assert relay.loopback_servers({"PMI_FD": "5"}) == []
 
 
 def test_the_relay_carries_a_ranks_connection_to_the_launchers_server_and_back():
@@ -498,9 +499,9 @@ def test_the_relay_carries_a_ranks_connection_to_the_launchers_server_and_back()
     t = threading.Thread(target=echo_upper, daemon=True)
     t.start()
     fake = RecordingSyscalls()
-    listeners = pmix_relay.listen_in_netns("/proc/self/ns/net", [("127.0.0.2", port)], fake)
+    listeners = relay.listen_in_netns("/proc/self/ns/net", [("127.0.0.2", port)], fake)
     assert fake.names() == ["setns", "loopback_up", "setns"]
-    pmix_relay.serve(listeners, [("127.0.0.1", port)])
+    relay.serve(listeners, [("127.0.0.1", port)])
     with socket.create_connection(("127.0.0.2", port), timeout=10) as rank:
         rank.sendall(b"pmix hello " * 1000)
         got = b""

@@ -23,7 +23,6 @@ and a chart like the study's Fig. 3 (performance relative to nic).
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 
 from pyctr.bench import workloads as wl
 from pyctr.bench.net import write_pyctr_network
+from pyctr.cluster.files import write_agent
 from pyctr.errors import PyctrError
 from pyctr.progress import Progress
 
@@ -104,26 +104,6 @@ def _subset(text, allowed, what):
 
 # ------------------------------------------------------------ configurations
 
-def _write_agent(path, routes):
-    """Open MPI's remote agent: `AGENT [ssh options] HOST COMMAND...`. Open MPI
-    passes the orted command line as shell words, so it runs under sh -c."""
-    lines = ["#!/bin/sh", "# pyctr bench paper: starts orted on a simulated node (no sshd)",
-             'while [ $# -gt 0 ]; do case $1 in -*) shift;; *) break;; esac; done',
-             'host=$1; shift', 'case $host in']
-    for host, prefix in routes.items():
-        lines.append('  %s) exec %s sh -c "$*";;' % (host, " ".join(_q(a) for a in prefix)))
-    lines += ['esac', 'echo "pyctr agent: unknown host $host" >&2', 'exit 255', ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    os.chmod(path, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    return path
-
-
-def _q(word):
-    import shlex
-    return shlex.quote(word)
-
-
 def _netns_wrap(netns):
     def wrap(argv, env):
         return ["ip", "netns", "exec", netns] + wl.env_argv(env) + argv
@@ -156,7 +136,7 @@ class NicConfig:
             os.makedirs(tmp, exist_ok=True)
             routes[host] = ["ip", "netns", "exec", node.netns, "env",
                             "OMPI_MCA_orte_tmpdir_base=" + tmp]
-        agent = _write_agent(os.path.join(self.workdir, "agent-nic.sh"), routes)
+        agent = write_agent(os.path.join(self.workdir, "agent-nic.sh"), routes)
         launcher = wl.Node("A", a.ip, _netns_wrap(a.netns))
         expect = {0: os.stat("/run/netns/" + a.netns).st_ino,
                   1: os.stat("/run/netns/" + b.netns).st_ino}
@@ -211,7 +191,7 @@ class ContainerConfig:
             exec_prefix = node.argv(node.pyctr_argv("exec", name))
             routes[host] = exec_prefix
             nodes.append(wl.Node("AB"[n], ip, self._exec_wrap(node, name)))
-        agent = _write_agent(os.path.join(self.workdir, "agent-%s.sh" % self.kind), routes)
+        agent = write_agent(os.path.join(self.workdir, "agent-%s.sh" % self.kind), routes)
         # mpirun itself runs on node A's host side: it reaches its orteds over
         # the bridge (veth) or the macvlan shim the node got from pyctr.
         launcher = wl.Node("A", a.ip, _netns_wrap(a.netns))

@@ -23,11 +23,6 @@ CONTAINER_SYSCTLS = (
 )
 
 
-def _setns(fd):
-    from pyctr.syscalls import Syscalls
-    Syscalls().setns(fd, CLONE_NEWNET)
-
-
 def open_ns(pid):
     """fd of /proc/PID/ns/net (the caller closes it)."""
     try:
@@ -41,23 +36,16 @@ def open_ns(pid):
 def enter(ns_fd, sysctls=CONTAINER_SYSCTLS):
     """A Netlink bound to the netns ns_fd, after writing sysctls there."""
     from pyctr.network.rtnl import Netlink
-    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    def inside():
+        for key, value in sysctls:
+            write_sysctl(key, value)
+        return Netlink()
+
     try:
-        try:
-            _setns(ns_fd)
-        except OSError as e:
-            raise PyctrError("enter the container's network namespace", e.errno) from e
-        try:
-            for key, value in sysctls:
-                write_sysctl(key, value)
-            return Netlink()
-        finally:
-            try:
-                _setns(home)
-            except OSError as e:  # we would act on the wrong netns from now on
-                raise SystemExit("pyctr: cannot return to own network namespace: %s" % e)
-    finally:
-        os.close(home)
+        return call_in(ns_fd, inside)
+    except OSError as e:
+        raise PyctrError("enter the container's network namespace", e.errno) from e
 
 
 def write_sysctl(key, value):
@@ -70,3 +58,22 @@ def write_sysctl(key, value):
     finally:
         os.close(fd)
     return True
+
+
+def call_in(ns_fd, make, syscall=None):
+    """make() with this thread in the netns `ns_fd`, then back home. What
+    it makes there (a socket, a netlink socket) stays in that netns."""
+    from pyctr.syscalls import Syscalls
+    syscall = syscall or Syscalls()
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscall.setns(ns_fd, CLONE_NEWNET)
+        try:
+            return make()
+        finally:
+            try:
+                syscall.setns(home, CLONE_NEWNET)
+            except OSError as e:  # we would act on the wrong netns from now on
+                raise SystemExit("pyctr: cannot return to own network namespace: %s" % e) from e
+    finally:
+        os.close(home)

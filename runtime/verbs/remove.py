@@ -26,15 +26,30 @@ def signal_number(text):
 
 
 def cmd_kill(paths, argv):
+    """pyctr's kill [-s SIGNAL] NAME..., and runc's kill [--all] ID [SIGNAL]
+    (two words, the second a signal)."""
     args = names_verb("kill", "Send a signal (default TERM) to containers' PID 1.",
-                      [Opt("-s --signal", help="name or number")], argv)
+                      [Opt("-s --signal", help="name or number"),
+                       Opt("-a --all", "bool", "every process of the container, not only init")],
+                      argv)
     if args is None:
         return 0
-    from pyctr.container import load_running
-    sig = signal_number(args["signal"] or "TERM")
-    for name in args["names"]:
-        os.kill(load_running(paths, name).pid, sig)
+    names, signal = args["names"], args["signal"]
+    if len(names) == 2 and not signal and _is_signal(names[1]):
+        names, signal = names[:1], names[1]
+    sig = signal_number(signal or "TERM")
+    from pyctr.oci import control, lifecycle
+    for name in names:
+        control.kill(lifecycle.load(paths, name)[1], sig, args["all"])
     return 0
+
+
+def _is_signal(text):
+    try:
+        signal_number(text)
+        return True
+    except PyctrError:
+        return False
 
 
 def cmd_rm(paths, argv):
@@ -45,7 +60,12 @@ def cmd_rm(paths, argv):
     from pyctr.state import StateStore
     store = StateStore(paths)
     for name in args["names"]:
-        remove(paths, store.load(name), args["force"])
+        state = store.load(name)
+        if state.oci is not None:  # a bundle's: as its `delete` would (hooks, groups)
+            from pyctr.oci.lifecycle import delete
+            delete(paths, name, args["force"])
+        else:
+            remove(paths, state, args["force"])
     return 0
 
 
@@ -104,6 +124,8 @@ def cmd_gc(paths, argv):
             store.remove(name)  # damaged record: nothing can use it
             removed.append("container %s (damaged record)" % name)
             continue
+        if st.oci and st.oci.get("engine"):
+            continue  # a `create`d container: a stopped one waits for the engine's delete
         if st.crashed():
             remove(paths, st, force=True)
             removed.append("container %s" % name)

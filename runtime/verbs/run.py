@@ -1,10 +1,11 @@
 """`pyctr run` and `pyctr spec`: command line (over a -f TOML job, or an
 OCI bundle) -> one frozen Spec -> a Container, attached or detached."""
 from pyctr.cli import Opt, parse_options
+from pyctr.errors import PyctrError
 
 RUN_OPTIONS = [
     Opt("-f --file", help="TOML job file with the same settings (flags override it)"),
-    Opt("--bundle", help="OCI bundle directory (config.json + rootfs)"),
+    Opt("--bundle", help="OCI bundle directory: `pyctr run --bundle DIR [ID]` is runc's run"),
     Opt("--name", help="container name (default: its id)"),
     Opt("--rm", "bool", "remove the container when it exits", dest="remove"),
     Opt("-d --detach", "bool", "run in the background; `pyctr logs` shows its output"),
@@ -51,6 +52,10 @@ def spec_from_args(paths, prog, argv):
     if args is None:
         return None
     if args["bundle"]:
+        if prog == "run":  # runc's form is taken before this (cmd_run)
+            raise PyctrError("run --bundle is runc's run: pyctr run [--detach] [--keep] "
+                             "[--pid-file P] [--console-socket S] --bundle DIR [ID]; the "
+                             "command and settings come from config.json")
         from pyctr import oci
         if args["target"]:
             args["command"].insert(0, args["target"])
@@ -69,6 +74,12 @@ def spec_from_args(paths, prog, argv):
 
 
 def cmd_run(paths, argv):
+    """pyctr's run (IMAGE|ROOTFS CMD...), or runc's when -b/--bundle is
+    given with runc's options only and at most one other word, the ID."""
+    if any(a in ("-b", "--bundle") or a.startswith("--bundle=") for a in argv):
+        from pyctr.oci import cli
+        if cli.is_bundle_run(argv):
+            return cli.cmd_run(paths, argv)
     spec = spec_from_args(paths, "run", argv)
     if spec is None:
         return 0
@@ -86,9 +97,27 @@ def cmd_run(paths, argv):
 
 
 def cmd_spec(paths, argv):
+    """pyctr's spec [OPTIONS] IMAGE|ROOTFS CMD... prints the config a run
+    would use; with no image or rootfs (only -b/--bundle DIR at most) it is
+    runc's: a starting DIR/config.json (default: here) for DIR/rootfs."""
     import json
+    runc_form = _runc_spec_bundle(argv)
+    if runc_form:
+        from pyctr.oci import template
+        template.write(runc_form)
+        return 0
     spec = spec_from_args(paths, "spec", argv)
     if spec is None:
         return 0
     print(json.dumps(spec.to_oci(), indent=2))
     return 0
+
+
+def _runc_spec_bundle(argv):
+    """The bundle dir of runc's `spec [-b DIR]`, or None for pyctr's form."""
+    if not argv:
+        return "."
+    flag, eq, value = argv[0].partition("=")
+    if flag in ("-b", "--bundle") and (len(argv) == 1 + (not eq)) and (value or len(argv) > 1):
+        return value or argv[1]
+    return None

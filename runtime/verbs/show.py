@@ -8,10 +8,16 @@ from pyctr.errors import PyctrError
 
 
 def cmd_ps(paths, argv):
-    args = parse_options("ps", "List containers.",
-                         [Opt("-q --quiet", "bool", "names only")], argv)
+    """pyctr's ps [-q] (containers), and runc's ps [--format table|json] ID
+    (that container's processes)."""
+    args = parse_options("ps", "List containers; with an ID, that container's processes.", [
+        Opt("-q --quiet", "bool", "names only (container list)"),
+        Opt("-f --format", help="table (default) or json (with an ID)"),
+    ], argv, positionals=("id",), rest="ps_args")
     if args is None:
         return 0
+    if args["id"]:
+        return _processes(paths, args["id"], args["format"] or "table")
     from pyctr.state import StateStore
     store = StateStore(paths)
     rows = []
@@ -29,6 +35,26 @@ def cmd_ps(paths, argv):
     print(fmt % ("ID", "NAME", "STATUS", "PID", "CREATED", "COMMAND"))
     for row in rows:
         print(fmt % row)
+    return 0
+
+
+def _processes(paths, name, form):
+    import json
+    from pyctr.oci import control, lifecycle
+    if form not in ("table", "json"):
+        raise PyctrError("ps: --format is table or json")
+    pids = control.processes(lifecycle.load(paths, name)[1])
+    if form == "json":
+        print(json.dumps(pids))
+        return 0
+    print("PID    CMD")
+    for pid in pids:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # exited meanwhile
+        print("%-6d %s" % (pid, cmd))
     return 0
 
 

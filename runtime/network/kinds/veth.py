@@ -128,11 +128,11 @@ class Veth(Kind):
                 "lease": os.path.join(pool.dir, int_ip(ip))}
 
     def detach(self, host, rec, lease):
-        if rec.get("host_ifname") and (lease is None or lease.alive()):
-            # With the container gone, its netns is being dismantled and takes
-            # the pair with it, in the background. Deleting it here would only
-            # make us wait for an RCU grace period (~15 ms): so only while the
-            # container still runs (rm -f, a failed start), or with no lease to say.
+        if rec.get("host_ifname"):
+            # Even with the container gone, whose netns takes the pair with it:
+            # that happens in the background, and a script's next command
+            # (`pyctr net rm BR`) must find the bridge free. The delete waits
+            # for an RCU grace period (~15 ms), paid once, at exit.
             host.delete_link(name=rec["host_ifname"])
 
     def teardown(self, host, pool, net, own_ports=()):

@@ -19,11 +19,11 @@ import socket
 import threading
 
 from pyctr.errors import from_oserror
+from pyctr.mpi.env import pmix_servers
 
 
 def loopback_servers(env):
     """[(host, port)] of the PMIx servers `env` points at on loopback, each once."""
-    from pyctr.mpi import pmix_servers
     out = []
     for _, host, port in pmix_servers(env):
         if host.startswith("127.") and (host, port) not in out:
@@ -31,38 +31,36 @@ def loopback_servers(env):
     return out
 
 
-def listen_in_netns(netns_path, servers, sys):
+def listen_in_netns(netns_path, servers, syscall):
     """Listening sockets, one per (host, port), made inside `netns_path`.
     The calling thread goes back to its own namespace before returning."""
-    CLONE_NEWNET = 0x40000000
-    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    from pyctr.network.netns import call_in
     try:
         target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        os.close(home)
-        raise from_oserror("PMIx relay: cannot open %s" % netns_path, e)
+        raise from_oserror("PMIx relay: cannot open %s" % netns_path, e) from e
     listeners = []
+
+    def listen():
+        # 127.0.0.1 exists once lo is up; the child may not have got
+        # that far yet, and doing it twice is harmless.
+        syscall.loopback_up()
+        for host, port in servers:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listeners.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(64)
+
     try:
-        sys.setns(target, CLONE_NEWNET)
-        try:
-            # 127.0.0.1 exists once lo is up; the child may not have got
-            # that far yet, and doing it twice is harmless.
-            sys.loopback_up()
-            for host, port in servers:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                listeners.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((host, port))
-                s.listen(64)
-        finally:
-            sys.setns(home, CLONE_NEWNET)
+        call_in(target, listen, syscall)
     except OSError as e:
         for s in listeners:
             s.close()
-        raise from_oserror("PMIx relay: cannot listen in the container's network namespace", e)
+        raise from_oserror("PMIx relay: cannot listen in the container's network namespace",
+                           e) from e
     finally:
         os.close(target)
-        os.close(home)
     return listeners
 
 

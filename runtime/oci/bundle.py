@@ -1,7 +1,9 @@
-"""An OCI bundle (config.json + rootfs) -> Spec, for `pyctr run --bundle DIR`.
+"""An OCI bundle (config.json + rootfs) -> Spec, for `pyctr run --bundle DIR`
+and `pyctr create`.
 
-Only what pyctr acts on is read; unknown fields are ignored as the runtime
-spec allows. Malformed input is one clear line naming the field.
+Unknown fields are ignored as the runtime spec allows; a known field pyctr
+cannot honour is refused (ValueError, one line naming it), never dropped.
+Each concern is parsed by its own module, called by one line here.
 """
 import json
 import os
@@ -9,6 +11,7 @@ import os
 from pyctr import identity, inroot, seccomp
 from pyctr import spec as S
 from pyctr.errors import PyctrError
+from pyctr.oci import process, settings
 
 _KNOWN_NS = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
 
@@ -19,14 +22,14 @@ def load_bundle(bundle, args=None):
         with open(path) as f:
             config = json.load(f)
     except OSError as e:
-        raise PyctrError("cannot read %s: %s" % (path, e.strerror))
+        raise PyctrError("cannot read %s: %s" % (path, e.strerror)) from e
     except (ValueError, RecursionError) as e:
         raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
     try:
         spec = from_config(config, bundle)
-    except PyctrError as e:
+    except (PyctrError, ValueError) as e:  # refused, or out of range: the message names it
         raise PyctrError("%s: %s" % (path, e)) from e
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+    except (KeyError, TypeError, AttributeError, OverflowError) as e:
         raise PyctrError("%s: malformed config (%s: %s)" % (path, type(e).__name__, e)) from e
     if args:  # run's flags that apply to a bundle
         ignored = sorted("--" + k.replace("_", "-") for k, v in args.items()
@@ -39,6 +42,7 @@ def load_bundle(bundle, args=None):
         spec.name = args.get("name") or spec.name
         spec.remove = bool(args.get("remove"))
         spec.detach = bool(args.get("detach"))
+        spec.process.preserve_fds = _open_fds(args.get("preserve_fds") or 0)
     if not spec.process.args:
         raise PyctrError("%s: process.args is empty" % path)
     from pyctr.state import check_name
@@ -47,7 +51,17 @@ def load_bundle(bundle, args=None):
 
 
 # `pyctr run` flags that mean something for a bundle (the rest is config.json's).
-BUNDLE_FLAGS = ("bundle", "command", "target", "name", "remove", "detach")
+BUNDLE_FLAGS = ("bundle", "command", "target", "name", "remove", "detach", "preserve_fds")
+
+
+def _open_fds(count):
+    """--preserve-fds N: fds 3..3+N-1 must be open to be passed on."""
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError as e:
+            raise PyctrError("--preserve-fds %d: fd %d is not open" % (count, fd)) from e
+    return count
 
 
 def from_config(config, bundle):
@@ -74,7 +88,8 @@ def from_config(config, bundle):
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=[int(g) for g in user.get("additionalGids") or []],
             capabilities=identity.capabilities_from_oci(proc.get("capabilities")),
-            no_new_privileges=bool(proc.get("noNewPrivileges", True))),
+            no_new_privileges=bool(proc.get("noNewPrivileges", True)),
+            oci=process.parse(proc)),
         root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
         hostname=config.get("hostname") or container_id,
         mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
@@ -95,6 +110,7 @@ def from_config(config, bundle):
     inroot.check_mount_namespace(spec)
     inroot.check_mounts(spec.mounts)
     identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
+    spec.oci = settings.parse(config, os.path.abspath(bundle), spec.namespaces)
     return spec
 
 
