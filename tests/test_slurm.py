@@ -142,7 +142,8 @@ def test_scancel_ends_the_task_containers_and_leaves_nothing(cluster):
     workloads (sleep, which as a PID 1 would ignore SIGTERM) end at the
     SIGTERM, and each pyctr removes its container before Slurm's SIGKILL."""
     kind, tb, slurm = cluster
-    proc = slurm.srun_popen(["-N2", "-n2"] + pyctr_run(slurm, "busybox", "sleep", "600"),
+    proc = slurm.srun_popen(["-N2", "-n2", "-J", "cancel-hybrid"]
+                            + pyctr_run(slurm, "busybox", "sleep", "600"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -152,7 +153,8 @@ def test_scancel_ends_the_task_containers_and_leaves_nothing(cluster):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the containers never started"
             time.sleep(0.2)
-        job = slurm.run_on(slurm.controller, ["squeue", "-h", "-o", "%i"]).stdout.split()
+        job = slurm.run_on(slurm.controller,
+                           ["squeue", "-h", "-n", "cancel-hybrid", "-o", "%i"]).stdout.split()
         assert len(job) == 1, job
         slurm.run_on(slurm.controller, ["scancel", job[0]], check=True)
         _, err = proc.communicate(timeout=SRUN_TIMEOUT)

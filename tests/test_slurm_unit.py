@@ -97,3 +97,16 @@ def test_outside_slurm_nothing_changes(tmp_path, monkeypatch):
     spec = build(tmp_path, monkeypatch, {})
     assert spec.slurm is None
     assert not any(e.startswith("SLURM_") for e in spec.process.env)
+
+
+def test_oci_verbs_take_the_id_before_the_options_as_slurm_writes_them(tmp_path):
+    """oci.conf's `create %n.%u.%j.%s.%t -b %b`: the bundle option is read
+    after the ID too (here it names no bundle, which is the error)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "pyctr", "--root=%s" % (tmp_path / "state"),
+                        "create", "n1.root.7.0.0", "-b", str(tmp_path / "nosuch")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125, r.stderr
+    assert "unexpected argument" not in r.stderr and str(tmp_path / "nosuch") in r.stderr, \
+        r.stderr

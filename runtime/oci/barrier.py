@@ -74,6 +74,11 @@ def after_pivot(spec, channel):
         finally:
             os.close(master)
         console.make_stdio(slave)
+    else:
+        # A session of its own, as runc's init has with a terminal or not:
+        # a caller that kills its process group once `create` returns
+        # (Slurm's RunTimeCreate) does not take the container along.
+        os.setsid()
 
 
 def barrier(spec, plan, channel, sys):
