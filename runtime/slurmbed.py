@@ -183,6 +183,11 @@ class SlurmCluster(UpDown):
     def scontrol(self, *args):
         return self.run_on(self.controller, ["scontrol"] + list(args), timeout=30)
 
+    def node_of(self, job):
+        """The testbed node a one-node job runs on."""
+        r = self.run_on(self.controller, ["squeue", "-h", "-j", str(job), "-o", "%N"], timeout=30)
+        return self.testbed.node(r.stdout.strip())
+
     def node_netns(self, node):
         """The inode of the node's network namespace."""
         return os.stat("/proc/%d/ns/net" % self.holders[node.name].pid).st_ino

@@ -225,10 +225,16 @@ def test_scancel_stops_the_container_and_leaves_nothing(cluster, bundle, runtime
             proc.communicate()
         if job and containers(bundle):
             # What scancel did not stop: delete it, so the step (which polls
-            # RunTimeQuery until the container is gone) ends too.
+            # RunTimeQuery until the container is gone) ends too, and wait
+            # for the step's own RunTimeDelete before the next test looks.
             rt = runtime_argv(cluster, runtime).replace("exec ", "").split()
-            cluster.run_on(cluster.testbed.nodes[0],
-                           rt + ["delete", "--force", "n1.root.%s.0.0" % job], timeout=60)
+            node = cluster.node_of(job)
+            cluster.run_on(node, rt + ["delete", "--force", "%s.root.%s.0.0" % (node.name, job)],
+                           timeout=60)
+            deadline = time.monotonic() + SRUN_TIMEOUT
+            while cluster.run_on(cluster.controller, ["squeue", "-h", "-j", job]).stdout.strip() \
+                    and time.monotonic() < deadline:
+                time.sleep(0.5)
 
 
 def test_delete_force_of_an_unknown_id_succeeds(cluster, runtime):
