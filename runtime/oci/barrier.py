@@ -76,8 +76,9 @@ def after_pivot(spec, channel):
         console.make_stdio(slave)
     else:
         # A session of its own, as runc's init has with a terminal or not:
-        # a caller that kills its process group once `create` returns
-        # (Slurm's RunTimeCreate) does not take the container along.
+        # a caller that ends its process group once `create` returns does
+        # not take the container along (under Slurm's RunTimeCreate it was
+        # gone by the first RunTimeQuery).
         os.setsid()
 
 
