@@ -107,6 +107,20 @@ def hybrid_cgroups():
     return os.path.ismount(os.path.join(CGROUP_ROOT, "unified"))
 
 
+def has_oci_verbs(pyctr_argv):
+    """True when this pyctr has the OCI runtime verbs engines call (issue 9);
+    `pyctr_argv` runs pyctr (a launcher, or python -m pyctr)."""
+    try:
+        p = subprocess.run([*pyctr_argv, "create", "--help"], capture_output=True,
+                           timeout=60)
+    except OSError:
+        return False
+    return p.returncode == 0
+
+
+NO_OCI_VERBS = "pyctr has no OCI runtime verbs yet (`pyctr create`: unknown verb; issue 9)"
+
+
 # -------------------------------------------------------------- images
 
 def _blob(out, data, media_type):
@@ -261,6 +275,9 @@ class Podman:
         self.cgroup_parent = "/pyctr-engines-%s" % os.path.basename(self.base)
         self.dirs = {k: os.path.join(self.base, k)
                      for k in ("root", "runroot", "tmp", "networks", "volumes")}
+        if len(self.dirs["runroot"]) > 50:
+            raise PyctrError("podman refuses a runroot longer than 50 characters: %s"
+                             % self.dirs["runroot"])
         for d in self.dirs.values():
             os.makedirs(d, exist_ok=True)
         self.conf = os.path.join(self.base, "containers.conf")
@@ -376,14 +393,18 @@ class Podman:
             pass
 
 
-def runtime_states(root):
+def runtime_states(root, ids=None):
     """Container state entries under a runtime's --root: runc and crun keep
-    ROOT/ID, pyctr ROOT/containers/ID."""
+    ROOT/ID, pyctr ROOT/containers/ID. Only `ids` count, or by default
+    podman's (64 hex digits)."""
+    def ours(name):
+        if ids is not None:
+            return name in ids
+        return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
     found = []
     for d in (root, os.path.join(root, "containers")) if root else ():
         try:
-            found += [os.path.join(d, e) for e in sorted(os.listdir(d))
-                      if len(e) == 64 and all(c in "0123456789abcdef" for c in e)]
+            found += [os.path.join(d, e) for e in sorted(os.listdir(d)) if ours(e)]
         except (FileNotFoundError, NotADirectoryError):
             pass
     return found
@@ -426,9 +447,11 @@ class Containerd:
                     % (self.dirs["root"], self.dirs["state"], self.dirs["tmp"], self.address,
                        self.dirs["opt"]))
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, prefix=()):
+        """Start the daemon (after `prefix`, e.g. an unshare: its shims and
+        their runtimes then live where it does) and wait for its socket."""
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["containerd", "--config", self.config],
+            self.proc = subprocess.Popen([*prefix, "containerd", "--config", self.config],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -497,6 +520,8 @@ class Containerd:
         left += ["mount %s" % m for m in mounts_under(self.base)]
         left += ["shim socket %s" % s for s in self.shim_sockets()]
         left += ["cgroup %s" % d for d in cgroup_dirs(self.namespace) if _has_children(d)]
+        left += ["runtime state %s" % s for s in runtime_states(
+            os.path.join(self.dirs["runc"], self.namespace), self.ids)]
         tasks = os.path.join(self.dirs["state"], "io.containerd.runtime.v2.task", self.namespace)
         if os.path.isdir(tasks):
             left += ["task state %s" % os.path.join(tasks, t) for t in os.listdir(tasks)]

@@ -28,12 +28,6 @@ pytestmark = [root_only, pytest.mark.slow]
 RUNC = "/usr/sbin/runc"
 
 
-def pyctr_has_oci_verbs():
-    p = subprocess.run([sys.executable, "-m", "pyctr", "create", "--help"],
-                       capture_output=True, text=True, timeout=60)
-    return p.returncode == 0
-
-
 def _tool_missing():
     missing = [t for t in ("podman", "conmon", "containerd", "ctr", "runc")
                if not any(os.access(os.path.join(d, t), os.X_OK)
@@ -45,9 +39,8 @@ MISSING = _tool_missing() if os.geteuid() == 0 else []
 needs_engines = pytest.mark.skipif(bool(MISSING), reason="not installed: %s "
                                    "(./install.sh --test)" % " ".join(MISSING))
 PYCTR = pytest.param("pyctr", marks=pytest.mark.skipif(
-    os.geteuid() == 0 and not pyctr_has_oci_verbs(),
-    reason="pyctr has no OCI runtime verbs yet (`pyctr create --help`: unknown verb "
-    "'create'; issue 9): podman and containerd cannot drive it"))
+    os.geteuid() == 0 and not engines.has_oci_verbs([sys.executable, "-m", "pyctr"]),
+    reason=engines.NO_OCI_VERBS + ": podman and containerd cannot drive it"))
 RUNTIMES = ["runc", PYCTR]
 
 
@@ -212,8 +205,11 @@ def test_podman_detached_exec_stop_rm(pod):
     p = pod.run("-d", "--name", "web", engines.IMAGE, "sh", "-c",
                           "trap 'exit 0' TERM; while :; do sleep 0.2; done")
     assert p.returncode == 0, p.stderr
-    pid = int(pod("inspect", "--format", "{{.State.Pid}}", "web", check=True).stdout)
-    assert parent_name(pid) == "conmon"  # the engine's monitor reaps init, no one between
+    pid, cid = pod("inspect", "--format", "{{.State.Pid}} {{.Id}}", "web",
+                   check=True).stdout.split()
+    assert parent_name(int(pid)) == "conmon"  # the engine's monitor reaps init, no one between
+    # The runtime under test made it: the container is in that runtime's state.
+    assert [os.path.basename(s) for s in engines.runtime_states(pod.state_root)] == [cid]
     p = pod("exec", "web", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("sh -c trap"), p.stdout
@@ -370,6 +366,8 @@ def test_ctr_exec_ps_kill_delete(ctr, ctr_runtime):
     pid, status = task_pid(ctr, cid)
     assert status == "RUNNING"
     assert parent_name(pid) == "containerd-shim"  # the shim reaps init: nothing between
+    runtime_root = os.path.join(ctr.dirs["runc"], ctr.namespace)
+    assert engines.runtime_states(runtime_root, {cid}), "the runtime under test has no state"
     # The exec'd process is in the container: its PID 1 is the workload.
     p = subprocess.run(ctr.exec_argv(cid, "e1", "sh", "-c", "cat /proc/1/cmdline; exit 4"),
                        capture_output=True, text=True, timeout=120)
@@ -390,3 +388,33 @@ def test_ctr_exec_ps_kill_delete(ctr, ctr_runtime):
     assert p.returncode == 0, p.stderr
     assert ctr.ctr("container", "delete", cid).returncode == 0
     assert ctr_clean(ctr) == []
+
+
+# ------------------------------------------------------------ benchmark
+
+@needs_engines
+def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
+    """One round of `pyctr bench engines`: every contender measured, pyctr's
+    named as not available until it has the verbs, nothing left behind."""
+    from pyctr.cli import write_launcher
+    launcher = str(tmp_path / "pyctr")
+    write_launcher(launcher)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pyctr", "--data", image_data, "bench", "engines",
+                        "--runs", "1", "--warmup", "0", "--pyctr", launcher, "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import json
+    with open(out / "engines.json") as f:
+        data = json.load(f)
+    measured = {c["name"]: len(c["samples"]) for c in data["contenders"]}
+    expected = ["podman+runc", "ctr+runc"]
+    expected += ["podman+crun", "ctr+crun"] if os.path.exists("/usr/bin/crun") else []
+    if engines.has_oci_verbs([launcher]):
+        expected += ["podman+pyctr", "ctr+pyctr"]
+    else:
+        assert "pyctr: not available" in p.stdout
+    assert sorted(measured) == sorted(expected)
+    assert set(measured.values()) == {1}
+    assert "left behind" not in p.stdout
+    assert not [d for d in os.listdir("/run") if d.startswith("pbe-")]
