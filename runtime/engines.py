@@ -38,6 +38,13 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 # ----------------------------------------------------------- runtimes
 
+def _write_script(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+    return path
+
+
 LOGGER = """#!/usr/bin/python3 -IS
 # Logs how an engine calls its OCI runtime, then execs the runtime.
 import json, os, sys
@@ -65,13 +72,11 @@ def write_logging_runtime(path, real, log):
     (argv, cwd, open fds and what they are, parent's name, a few env vars)
     and then execs the runtime `real`. Name it after the runtime it stands
     for: podman picks JSON error logs by the runtime's base name."""
-    with open(path, "w") as f:
-        f.write(LOGGER % {"log": log, "real": real, "keep": LOGGED_ENV})
-    os.chmod(path, 0o755)
-    return path
+    return _write_script(path, LOGGER % {"log": log, "real": real, "keep": LOGGED_ENV})
 
 
 def read_call_log(log):
+    """The calls a logging runtime recorded: [{argv, cwd, fds, parent, env}]."""
     try:
         with open(log) as f:
             return [json.loads(line) for line in f if line.strip()]
@@ -79,32 +84,31 @@ def read_call_log(log):
         return []
 
 
-def _write_script(path, body):
-    with open(path, "w") as f:
-        f.write("#!/bin/sh\n" + body)
-    os.chmod(path, 0o755)
-    return path
+GLOBAL_WITH_VALUE = ("--root", "--log", "--log-format", "--criu")
+
+
+def verb_of(argv):
+    """(global options, verb, the verb's arguments) of a runtime call."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
+    return argv[:i], (argv[i] if i < len(argv) else None), argv[i + 1:]
 
 
 def write_rooted_runtime(path, real, root):
     """A runtime executable that keeps its state under `root`. podman's
     `--runtime-flag root=DIR` cannot do this: the `delete --force` podman
     runs after a container exits (conmon's exit command) lacks the flag."""
-    return _write_script(path, "exec %s --root %s \"$@\"\n" % (real, root))
+    return _write_script(path, "#!/bin/sh\nexec %s --root %s \"$@\"\n" % (real, root))
 
 
-def write_crun_unified(path, crun="/usr/bin/crun"):
-    """crun 1.8.1 refuses a hybrid cgroup layout (v1 controllers plus v2 at
-    /sys/fs/cgroup/unified); in a private mount namespace with the unified
-    mount taken away it treats the host as plain v1. An engine's runtime
-    path may point at this wrapper."""
-    return _write_script(path, "exec unshare --mount --propagation private sh -c "
-                         "'umount %s/unified && exec \"$0\" \"$@\"' %s \"$@\"\n"
-                         % (CGROUP_ROOT, crun))
+TOOLS = ("podman", "conmon", "containerd", "ctr", "runc")
 
 
-def hybrid_cgroups():
-    return os.path.ismount(os.path.join(CGROUP_ROOT, "unified"))
+def missing_tools():
+    """The engine programs that are not installed (install.sh --test has them)."""
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
+    return [t for t in TOOLS if not shutil.which(t, path=path)]
 
 
 def has_oci_verbs(pyctr_argv):
@@ -272,7 +276,7 @@ class Podman:
         self.base = os.path.abspath(base)
         self.runtime = runtime
         self.state_root = state_root  # the runtime's, when it is not the default
-        self.cgroup_parent = "/pyctr-engines-%s" % os.path.basename(self.base)
+        self.cgroup_parent = "/pyctr-podman-%s" % _tag(self.base)
         self.dirs = {k: os.path.join(self.base, k)
                      for k in ("root", "runroot", "tmp", "networks", "volumes")}
         if len(self.dirs["runroot"]) > 50:
@@ -393,6 +397,11 @@ class Podman:
             pass
 
 
+def _tag(path):
+    """A short name unique to a world's directory (cgroups are machine-wide)."""
+    return hashlib.sha256(path.encode()).hexdigest()[:12]
+
+
 def runtime_states(root, ids=None):
     """Container state entries under a runtime's --root: runc and crun keep
     ROOT/ID, pyctr ROOT/containers/ID. Only `ids` count, or by default
@@ -423,7 +432,8 @@ class Containerd:
 
     def __init__(self, base, namespace=None):
         self.base = os.path.abspath(base)
-        self.namespace = namespace or "pyctr-%s" % os.path.basename(self.base)
+        # containerd's namespace is also the cgroup parent of its containers
+        self.namespace = namespace or "pyctr-ctr-%s" % _tag(self.base)
         self.dirs = {k: os.path.join(self.base, k)
                      for k in ("root", "state", "tmp", "opt", "fifo", "runc")}
         for d in self.dirs.values():

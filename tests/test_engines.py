@@ -28,14 +28,7 @@ pytestmark = [root_only, pytest.mark.slow]
 RUNC = "/usr/sbin/runc"
 
 
-def _tool_missing():
-    missing = [t for t in ("podman", "conmon", "containerd", "ctr", "runc")
-               if not any(os.access(os.path.join(d, t), os.X_OK)
-                          for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"])]
-    return missing
-
-
-MISSING = _tool_missing() if os.geteuid() == 0 else []
+MISSING = engines.missing_tools() if os.geteuid() == 0 else []
 needs_engines = pytest.mark.skipif(bool(MISSING), reason="not installed: %s "
                                    "(./install.sh --test)" % " ".join(MISSING))
 PYCTR = pytest.param("pyctr", marks=pytest.mark.skipif(
@@ -388,6 +381,57 @@ def test_ctr_exec_ps_kill_delete(ctr, ctr_runtime):
     assert p.returncode == 0, p.stderr
     assert ctr.ctr("container", "delete", cid).returncode == 0
     assert ctr_clean(ctr) == []
+
+
+# ---------------------------------------------- what the engines call
+# The calls pyctr must serve, as measured with runc (/work/plan/engine-calls.txt
+# has the long form): a logging runtime in front of runc records them.
+
+def logged_calls(log):
+    return [(engines.verb_of(c["argv"]), c["parent"]) for c in engines.read_call_log(log)]
+
+
+@needs_engines
+def test_podman_calls_create_start_delete(busybox_rootfs):
+    base = tempfile.mkdtemp(prefix="pyctr-podlog-", dir="/run")
+    log = os.path.join(base, "calls.log")
+    os.makedirs(os.path.join(base, "bin"))
+    runtime = engines.write_logging_runtime(os.path.join(base, "bin", "runc"), RUNC, log)
+    world = engines.Podman(os.path.join(base, "podman"), runtime)
+    try:
+        world.import_rootfs(busybox_rootfs)
+        assert world.run("--rm", engines.IMAGE, "true").returncode == 0
+        assert wait_until_clean(world.leftovers) == []
+        calls = logged_calls(log)
+        verbs = [verb for (_, verb, _), _ in calls]
+        assert verbs == ["create", "start", "delete"], calls
+        (options, _, args), parent = calls[0]
+        # conmon runs create, so the container's init is conmon's child;
+        # runc is in runtime_supports_json, so errors go to a JSON log.
+        assert parent == "conmon"
+        assert options[0] == "--log-format=json" and options[1] == "--log"
+        assert args[0:1] == ["--bundle"] and args[2:3] == ["--pid-file"]
+        assert calls[2][0][2][0] == "--force"
+    finally:
+        world.close()
+        subprocess.run(["rm", "-rf", "--one-file-system", base])
+
+
+@needs_engines
+def test_containerd_shim_calls_create_start_delete(ctr, tmp_path):
+    log = str(tmp_path / "calls.log")
+    runtime = engines.write_logging_runtime(str(tmp_path / "runc"), RUNC, log)
+    p = subprocess.run(ctr.run_argv(runtime, "logged", "true", options=["--rm"]),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert ctr_clean(ctr) == []
+    calls = logged_calls(log)
+    assert [verb for (_, verb, _), _ in calls] == ["create", "start", "delete", "delete"], calls
+    for (options, _, _), parent in calls:
+        assert parent == "containerd-shim"
+        assert options[0] == "--root" and options[2] == "--log"
+        assert options[4:6] == ["--log-format", "json"]
+    assert calls[3][0][2] == ["--force", "logged"]
 
 
 # ------------------------------------------------------------ benchmark

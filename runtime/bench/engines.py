@@ -152,8 +152,7 @@ def command(paths, argv):
     args = parse(argv)
     if os.geteuid() != 0:
         raise PyctrError("bench engines needs root (podman and containerd run as root)")
-    missing = [t for t in ("podman", "conmon", "containerd", "ctr", "runc")
-               if not shutil.which(t)]
+    missing = engines.missing_tools()
     if missing:
         raise PyctrError("bench engines: not installed: %s (./install.sh --test)"
                          % " ".join(missing))
@@ -169,9 +168,10 @@ def command(paths, argv):
     left = []
     try:
         contenders, notes, versions = build(args, work, runners, worlds, rootfs)
+        names = [c.name.split("+")[1] for c in contenders if c.name.startswith("ctr+")]
         bench = harness.Benchmark(
-            "engines", "podman and containerd with pyctr, runc, crun: %s /bin/true"
-            % args.image, "ms", contenders, peer="podman+runc", runs=args.runs,
+            "engines", "podman and containerd with %s: %s /bin/true"
+            % (", ".join(names), args.image), "ms", contenders, peer="podman+runc", runs=args.runs,
             warmup=args.warmup, notes=notes,
             comparisons=[(c.name, c.peer, 1.0 if c.name.endswith("+pyctr") else None)
                          for c in contenders if c.name != c.peer])
