@@ -366,6 +366,8 @@ class Podman:
         # The storage driver's home, bind-mounted on itself, is the world's own.
         home = os.path.join(self.dirs["root"], "overlay")
         left += ["mount %s" % m for m in mounts_under(self.base) if m != home]
+        if self.state_root:
+            left += ["mount %s" % m for m in mounts_under(self.state_root)]
         # conmon's own cgroup, <parent>/conmon, is shared by all conmons and stays.
         left += ["cgroup %s/%s" % (d, e) for d in cgroup_dirs(self.cgroup_parent)
                  for e in sorted(os.listdir(d)) if e.startswith("libpod-")]

@@ -154,6 +154,11 @@ def ctr_clean(world):
     return left
 
 
+def node_links(node):
+    return [l.split(":")[1].strip().split("@")[0]
+            for l in node.ip_cmd("-o", "link").stdout.splitlines()]
+
+
 def parent_name(pid):
     with open("/proc/%d/status" % pid) as f:
         ppid = int(next(l for l in f if l.startswith("PPid:")).split()[1])
@@ -313,6 +318,7 @@ def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
         # nsenter, not `ip netns exec`: that remounts /sys and hides the
         # cgroup mounts runc-style runtimes need.
         into_a = ["nsenter", "--net=/run/netns/%s" % a.netns]
+        links_before = node_links(a)
         p = pod.run("--rm", "--annotation", "run.pyctr.net=macvlan:nic0", engines.IMAGE,
                     "sh", "-c", "ip -o -4 addr show; ping -c 1 -W 5 %s" % b.ip,
                     prefix=into_a)
@@ -321,6 +327,7 @@ def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
         assert any(prefix in l and "lo" not in l.split()[1] for l in p.stdout.splitlines()), \
             p.stdout
         assert podman_clean(pod) == []
+        assert wait_until_clean(lambda: sorted(set(node_links(a)) - set(links_before))) == []
 
 
 # ----------------------------------------------------------- containerd
