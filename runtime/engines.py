@@ -127,6 +127,9 @@ NO_OCI_VERBS = "pyctr has no OCI runtime verbs yet (`pyctr create`: unknown verb
 
 # -------------------------------------------------------------- images
 
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
 def _blob(out, data, media_type):
     digest = hashlib.sha256(data).hexdigest()
     info = tarfile.TarInfo("blobs/sha256/" + digest)
@@ -143,7 +146,8 @@ def write_oci_archive(path, rootfs, name=IMAGE, cmd=("/bin/sh",)):
         for entry in sorted(os.listdir(rootfs)):
             t.add(os.path.join(rootfs, entry), arcname=entry)
     layer = layer.getvalue()
-    config = {"architecture": "amd64", "os": "linux",
+    arch = ARCHITECTURES.get(os.uname().machine, os.uname().machine)
+    config = {"architecture": arch, "os": "linux",
               "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                                  "/sbin:/bin"], "Cmd": list(cmd), "WorkingDir": "/"},
               "rootfs": {"type": "layers",
@@ -157,7 +161,7 @@ def write_oci_archive(path, rootfs, name=IMAGE, cmd=("/bin/sh",)):
         manifest_d = _blob(out, json.dumps(manifest).encode(), manifest["mediaType"])
         manifest_d["annotations"] = {"io.containerd.image.name": name,
                                      "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}
-        manifest_d["platform"] = {"architecture": "amd64", "os": "linux"}
+        manifest_d["platform"] = {"architecture": arch, "os": "linux"}
         index = {"schemaVersion": 2, "manifests": [manifest_d]}
         for member, doc in (("oci-layout", {"imageLayoutVersion": "1.0.0"}),
                             ("index.json", index)):
@@ -238,20 +242,18 @@ def kill_pids(pids):
 
 def cgroup_dirs(relative):
     """Existing cgroup directories named `relative` in every hierarchy."""
-    found = []
-    try:
-        hierarchies = os.listdir(CGROUP_ROOT)
-    except FileNotFoundError:
-        return found
-    for h in hierarchies:
-        d = os.path.join(CGROUP_ROOT, h, relative.strip("/"))
-        if os.path.isdir(d) and relative.strip("/"):
-            found.append(d)
+    relative = relative.strip("/")
+    if not relative:
+        return []
     if os.path.isfile(os.path.join(CGROUP_ROOT, "cgroup.controllers")):  # pure v2
-        d = os.path.join(CGROUP_ROOT, relative.strip("/"))
-        if os.path.isdir(d):
-            found.append(d)
-    return sorted(set(found))
+        tops = [CGROUP_ROOT]
+    else:  # v1 controllers (and v2 at unified on a hybrid host)
+        try:
+            tops = [os.path.join(CGROUP_ROOT, h) for h in sorted(os.listdir(CGROUP_ROOT))]
+        except FileNotFoundError:
+            return []
+        tops = [t for t in tops if os.path.ismount(t)]
+    return [os.path.join(t, relative) for t in tops if os.path.isdir(os.path.join(t, relative))]
 
 
 def remove_cgroup_tree(relative):
@@ -296,8 +298,11 @@ class Podman:
         # Without CAP_SYS_RESOURCE a container cannot get more than the hard
         # limits podman itself runs with; podman 4.3 lowers its own
         # RLIMIT_NPROC to 32768, and its defaults for root are higher.
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 32768)
+        def hard(kind, unlimited):
+            limit = resource.getrlimit(kind)[1]
+            return unlimited if limit == resource.RLIM_INFINITY else limit
+        nofile = hard(resource.RLIMIT_NOFILE, 1048576)
+        nproc = min(hard(resource.RLIMIT_NPROC, 32768), 32768)
         json_runtimes = ["crun", "runc"] + list(supports_json)
         with open(self.conf, "w") as f:
             f.write('[containers]\n'
