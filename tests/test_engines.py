@@ -9,12 +9,16 @@ test-owned directories: podman's own root/runroot/tmpdir and config,
 containerd's own daemon (started here, stopped at the end with its shims),
 each runtime's own --root. Every test checks that nothing is left behind.
 """
+import hashlib
+import io
+import json
 import os
 import pty
 import select
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -23,14 +27,17 @@ import pytest
 from conftest import root_only
 from pyctr import engines
 
-pytestmark = [root_only, pytest.mark.slow]
-
 RUNC = "/usr/sbin/runc"
 
 
 MISSING = engines.missing_tools() if os.geteuid() == 0 else []
 needs_engines = pytest.mark.skipif(bool(MISSING), reason="not installed: %s "
                                    "(./install.sh --test)" % " ".join(MISSING))
+
+
+def engine_test(test):
+    """A test with the real engines: as root, slow, skipped if they are missing."""
+    return root_only(pytest.mark.slow(needs_engines(test)))
 PYCTR = pytest.param("pyctr", marks=pytest.mark.skipif(
     os.geteuid() == 0 and not engines.has_oci_verbs([sys.executable, "-m", "pyctr"]),
     reason=engines.NO_OCI_VERBS + ": podman and containerd cannot drive it"))
@@ -184,7 +191,7 @@ def freezer_state(pid):
 
 # --------------------------------------------------------------- podman
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_run_rm_gives_output_and_exit_code(pod):
     p = pod.run("--rm", engines.IMAGE, "sh", "-c", "echo hello from $$")
@@ -196,7 +203,7 @@ def test_podman_run_rm_gives_output_and_exit_code(pod):
     assert podman_clean(pod) == []
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_detached_exec_stop_rm(pod):
     # The workload leaves on SIGTERM with 0: `podman stop` must deliver it.
@@ -263,7 +270,7 @@ def run_on_pty(argv, env, script, timeout=90):
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_run_interactive_tty(pod):
     """`podman run -it`: the runtime hands conmon the pty master through the
@@ -277,7 +284,7 @@ def test_podman_run_interactive_tty(pod):
     assert podman_clean(pod) == []
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_pause_resume_freezes_the_container(pod):
     assert pod.run("-d", "--name", "p", engines.IMAGE, "sleep", "1000").returncode == 0
@@ -292,7 +299,7 @@ def test_podman_pause_resume_freezes_the_container(pod):
     assert podman_clean(pod) == []
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_kill_delivers_the_signal(pod):
     # USR1 is caught: the workload exits 7. Plain `podman kill` is SIGKILL: 137.
@@ -307,7 +314,7 @@ def test_podman_kill_delivers_the_signal(pod):
     assert podman_clean(pod) == []
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("podman", [PYCTR], indirect=True)
 def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
     """`--annotation run.pyctr.net=macvlan:nic0`: pyctr gives a podman
@@ -337,7 +344,7 @@ def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
 
 # ----------------------------------------------------------- containerd
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("ctr_runtime", RUNTIMES, indirect=True)
 def test_ctr_run_gives_output_and_exit_code(ctr, ctr_runtime):
     name, runtime = ctr_runtime
@@ -360,7 +367,7 @@ def task_pid(world, cid):
     raise AssertionError("no task %s" % cid)
 
 
-@needs_engines
+@engine_test
 @pytest.mark.parametrize("ctr_runtime", RUNTIMES, indirect=True)
 def test_ctr_exec_ps_kill_delete(ctr, ctr_runtime):
     name, runtime = ctr_runtime
@@ -403,7 +410,7 @@ def logged_calls(log):
     return [(engines.verb_of(c["argv"]), c["parent"]) for c in engines.read_call_log(log)]
 
 
-@needs_engines
+@engine_test
 def test_podman_calls_create_start_delete(busybox_rootfs):
     base = tempfile.mkdtemp(prefix="pyctr-podlog-", dir="/run")
     log = os.path.join(base, "calls.log")
@@ -429,7 +436,7 @@ def test_podman_calls_create_start_delete(busybox_rootfs):
         subprocess.run(["rm", "-rf", "--one-file-system", base])
 
 
-@needs_engines
+@engine_test
 def test_containerd_shim_calls_create_start_delete(ctr, tmp_path):
     log = str(tmp_path / "calls.log")
     runtime = engines.write_logging_runtime(str(tmp_path / "runc"), RUNC, log)
@@ -448,7 +455,7 @@ def test_containerd_shim_calls_create_start_delete(ctr, tmp_path):
 
 # ------------------------------------------------------------ benchmark
 
-@needs_engines
+@engine_test
 def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
     """One round of `pyctr bench engines`: every contender measured, pyctr's
     named as not available until it has the verbs, nothing left behind."""
@@ -460,7 +467,6 @@ def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
                         "--runs", "1", "--warmup", "0", "--pyctr", launcher, "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    import json
     with open(out / "engines.json") as f:
         data = json.load(f)
     measured = {c["name"]: len(c["samples"]) for c in data["contenders"]}
@@ -474,3 +480,42 @@ def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
     assert set(measured.values()) == {1}
     assert "left behind" not in p.stdout
     assert not [d for d in os.listdir("/run") if d.startswith("pbe-")]
+
+
+# ------------------------------------------------------------ no engines
+
+def test_verb_of_skips_global_options():
+    assert engines.verb_of(["--root", "/r", "--log", "/l", "--log-format", "json", "kill",
+                            "--all", "c1", "9"]) == (
+        ["--root", "/r", "--log", "/l", "--log-format", "json"], "kill", ["--all", "c1", "9"])
+    assert engines.verb_of(["--log-format=json", "--log", "/l", "create", "--bundle", "/b",
+                            "c1"])[1:] == ("create", ["--bundle", "/b", "c1"])
+    assert engines.verb_of(["--version"]) == (["--version"], None, [])
+
+
+def test_oci_archive_is_a_complete_image_layout(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "hello").write_text("hi\n")
+    archive = engines.write_oci_archive(str(tmp_path / "image.tar"), str(rootfs), "localhost/t:v1")
+    with tarfile.open(archive) as t:
+        blobs = {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+    for name, data in blobs.items():  # every blob is named by its digest
+        if name.startswith("blobs/sha256/"):
+            assert name.rsplit("/", 1)[1] == hashlib.sha256(data).hexdigest()
+    assert json.loads(blobs["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    (entry,) = json.loads(blobs["index.json"])["manifests"]
+    assert entry["annotations"]["io.containerd.image.name"] == "localhost/t:v1"
+    manifest = json.loads(blobs["blobs/sha256/" + entry["digest"].split(":")[1]])
+    (layer,) = manifest["layers"]
+    config = json.loads(blobs["blobs/sha256/" + manifest["config"]["digest"].split(":")[1]])
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]]  # uncompressed: the same digest
+    with tarfile.open(fileobj=io.BytesIO(blobs["blobs/sha256/" + layer["digest"][7:]])) as t:
+        assert sorted(t.getnames()) == ["bin", "bin/hello"]
+
+
+def test_bench_engines_bad_flags_are_one_line():
+    p = subprocess.run([sys.executable, "-m", "pyctr", "bench", "engines", "--runs", "many"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 125
+    assert p.stderr.startswith("pyctr: ") and len(p.stderr.strip().splitlines()) == 1
