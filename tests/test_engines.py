@@ -334,10 +334,10 @@ def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
         assert any(prefix in l and "lo" not in l.split()[1] for l in p.stdout.splitlines()), \
             p.stdout
         assert podman_clean(pod) == []
-        # Only pyctr's host shim stays (by design, until gc finds it unused).
+        # Only pyctr's host shim stays (by design, like a bridge), until `net rm`.
         assert sorted(set(node_links(a)) - set(links_before)) == ["pys-nic0"]
-        p = subprocess.run(into_a + [pod.runtime, "gc"], capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(into_a + [pod.runtime, "net", "rm", "macvlan:nic0"],
+                           capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         assert sorted(node_links(a)) == sorted(links_before)
 
