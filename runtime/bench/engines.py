@@ -86,8 +86,8 @@ def build(args, work, runners, worlds, rootfs):
         precompile(interp)
         runtimes.insert(0, ("pyctr", launcher))
     else:
-        notes.append("pyctr: not available: %s; its contenders are left out" %
-                     engines.NO_OCI_VERBS)
+        notes.append("pyctr (%s): not available: %s; its contenders are left out"
+                     % (launcher, engines.NO_OCI_VERBS))
     crun = shutil.which("crun")
     if crun:
         runtimes.append(("crun", crun))
