@@ -33,7 +33,7 @@ def command(paths, argv):
     except ModuleNotFoundError as e:
         if e.name != name:  # a real import error inside the module: show it
             raise
-        raise PyctrError("bench %s is not available in this build (no %s)" % (sub, name)) \
-            from None
+        raise PyctrError("bench %s is not available in this build (no %s)"
+                         % (sub, name)) from e
     sys.stdout.flush()
     return module.command(paths, rest)
