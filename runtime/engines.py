@@ -274,9 +274,13 @@ class Podman:
     `runtime` (a path) with --runtime; containers get cgroups below
     `cgroup_parent`, removed by close()."""
 
-    def __init__(self, base, runtime, supports_json=(), state_root=None):
+    def __init__(self, base, runtime, supports_json=(), state_root=None, runtimes=None):
+        """`runtime` is a path given with --runtime; or, with `runtimes`
+        ({name: path} for containers.conf's [engine.runtimes]), the name of
+        the default runtime the config sets, and no --runtime is given."""
         self.base = os.path.abspath(base)
         self.runtime = runtime
+        self.runtimes = runtimes
         self.state_root = state_root  # the runtime's, when it is not the default
         self.cgroup_parent = "/pyctr-podman-%s" % _tag(self.base)
         self.dirs = {k: os.path.join(self.base, k)
@@ -322,13 +326,18 @@ class Podman:
                     % (nofile, nofile, nproc, nproc, self.dirs["networks"],
                        os.path.join(self.base, "events.log"), self.dirs["tmp"],
                        self.dirs["volumes"], self.dirs["tmp"], json.dumps(json_runtimes)))
+            if self.runtimes:
+                f.write('runtime = %s\n[engine.runtimes]\n' % json.dumps(self.runtime))
+                f.writelines('%s = [%s]\n' % (name, json.dumps(path))
+                             for name, path in self.runtimes.items())
         with open(self.storage_conf, "w") as f:
             f.write('[storage]\ndriver = "overlay"\nrunroot = "%s"\ngraphroot = "%s"\n'
                     % (self.dirs["runroot"], self.dirs["root"]))
 
     def argv(self, *args):
+        runtime = [] if self.runtimes else ["--runtime", self.runtime]
         return ["podman", "--root", self.dirs["root"], "--runroot", self.dirs["runroot"],
-                "--tmpdir", self.dirs["tmp"], "--runtime", self.runtime,
+                "--tmpdir", self.dirs["tmp"], *runtime,
                 "--cgroup-manager", "cgroupfs", "--events-backend", "file", *args]
 
     def run_args(self, *args):

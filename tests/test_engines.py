@@ -228,6 +228,31 @@ def test_podman_detached_exec_stop_rm(pod):
     assert podman_clean(pod) == []
 
 
+@engine_test
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_podman_default_runtime_from_containers_conf(name, busybox_rootfs):
+    """containers.conf's `[engine.runtimes]` entry and `runtime = NAME`, as
+    the README gives them: podman runs containers with it, no --runtime."""
+    base = tempfile.mkdtemp(prefix="pyctr-podconf-", dir="/run")
+    world = None
+    try:
+        path, state = runtime_executable(name, os.path.join(base, "runtime"))
+        world = engines.Podman(os.path.join(base, "podman"), name, supports_json=("pyctr",),
+                               state_root=state, runtimes={name: path})
+        assert "--runtime" not in world.argv("info")
+        p = world("info", "--format", "{{.Host.OCIRuntime.Name}} {{.Host.OCIRuntime.Path}}",
+                  check=True)
+        assert p.stdout.split() == [name, path]
+        world.import_rootfs(busybox_rootfs)
+        p = world.run("--rm", engines.IMAGE, "echo", "configured")
+        assert (p.returncode, p.stdout) == (0, "configured\n"), p.stderr
+        assert wait_until_clean(world.leftovers) == []
+    finally:
+        if world:
+            world.close()
+        subprocess.run(["rm", "-rf", "--one-file-system", base])
+
+
 def run_on_pty(argv, env, script, timeout=90):
     """Run argv with a pty as its controlling terminal and stdio, type
     `script` into it; return (exit status, everything it printed)."""

@@ -84,6 +84,12 @@ def build(args, work, runners, worlds, rootfs):
     notes = []
     if engines.has_oci_verbs([launcher]):
         precompile(interp)
+        if os.path.basename(launcher) != "pyctr":
+            # podman picks a runtime's JSON error log by its name, as for a user's
+            # /usr/local/bin/pyctr
+            os.makedirs(os.path.join(work, "bin"))
+            os.symlink(launcher, os.path.join(work, "bin", "pyctr"))
+            launcher = os.path.join(work, "bin", "pyctr")
         runtimes.insert(0, ("pyctr", launcher))
     else:
         notes.append("pyctr (%s): not available: %s; its contenders are left out"
