@@ -26,7 +26,7 @@ import tempfile
 
 from pyctr import engines
 from pyctr.bench import harness
-from pyctr.bench.startup import (Runners, crun_runner_prefix, install_copy,
+from pyctr.bench.startup import (Runners, crun_runner_prefix, install_copy, install_kind,
                                  launcher_and_interpreter, precompile, timed_env,
                                  timing_parser)
 from pyctr.errors import PyctrError
@@ -83,7 +83,8 @@ def build(args, work, runners, worlds, rootfs):
     runtimes = [("runc", shutil.which("runc"))]
     notes = []
     if engines.has_oci_verbs([launcher]):
-        precompile(interp)
+        notes.append("pyctr timed: %s (%s), byte-compiled first; podman and containerd "
+                     "run it as `pyctr`" % (launcher, install_kind(precompile(interp))))
         if os.path.basename(launcher) != "pyctr":
             # podman picks a runtime's JSON error log by its name, as for a user's
             # /usr/local/bin/pyctr
