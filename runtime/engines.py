@@ -95,11 +95,13 @@ def verb_of(argv):
     return argv[:i], (argv[i] if i < len(argv) else None), argv[i + 1:]
 
 
-def write_rooted_runtime(path, real, root):
-    """A runtime executable that keeps its state under `root`. podman's
+def write_rooted_runtime(path, real, root, config=None):
+    """A runtime executable that keeps its state under `root` (and, for
+    pyctr, its network definitions under `config`). podman's
     `--runtime-flag root=DIR` cannot do this: the `delete --force` podman
     runs after a container exits (conmon's exit command) lacks the flag."""
-    return _write_script(path, "#!/bin/sh\nexec %s --root %s \"$@\"\n" % (real, root))
+    options = "--root %s" % root + (" --config %s" % config if config else "")
+    return _write_script(path, "#!/bin/sh\nexec %s %s \"$@\"\n" % (real, options))
 
 
 TOOLS = ("podman", "conmon", "containerd", "ctr", "runc")

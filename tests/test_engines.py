@@ -50,12 +50,13 @@ def runtime_executable(name, base):
     by name (runc, pyctr in our config) for JSON error logs."""
     state = os.path.join(base, "state")
     os.makedirs(os.path.join(base, "bin"))
-    real = RUNC
+    real, config = RUNC, None
     if name == "pyctr":
         from pyctr.cli import write_launcher
         real = os.path.join(base, "pyctr-launcher")
         write_launcher(real)
-    path = engines.write_rooted_runtime(os.path.join(base, "bin", name), real, state)
+        config = os.path.join(base, "config")  # pyctr's network definitions
+    path = engines.write_rooted_runtime(os.path.join(base, "bin", name), real, state, config)
     return path, state
 
 
@@ -339,32 +340,54 @@ def test_podman_kill_delivers_the_signal(pod):
     assert podman_clean(pod) == []
 
 
+# Ad-hoc macvlan leases know nothing of the other nodes' addresses: a fixed one.
+MACVLAN_IP = "10.77.0.150"
+ON_THE_WIRE = "ip -o -4 addr show; ping -c 1 -W 5 %s"
+
+
+def assert_reached_the_other_node(p, b, ip):
+    """The container had `ip` and pinged node b, which saw it on the wire."""
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "inet %s/24" % ip in p.stdout, p.stdout
+    assert ip in b.ip_cmd("neigh", "show", ip).stdout  # b learnt the container's address
+
+
+def assert_net_rm_restores_the_node(node, links_before, pyctr_argv, network="macvlan:nic0"):
+    """Only pyctr's host shim stays (by design, like a bridge) until `net rm`."""
+    assert sorted(set(node_links(node)) - set(links_before)) == ["pys-nic0"]
+    p = subprocess.run(pyctr_argv + ["net", "rm", network], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert sorted(node_links(node)) == sorted(links_before)
+
+
+def into(node):
+    # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup
+    # mounts runc-style runtimes need.
+    return ["nsenter", "--net=/run/netns/%s" % node.netns]
+
+
 @engine_test
 @pytest.mark.parametrize("podman", [PYCTR], indirect=True)
 def test_podman_container_on_pyctr_macvlan_through_annotation(pod, image_data):
-    """`--annotation run.pyctr.net=macvlan:nic0`: pyctr gives a podman
-    container a macvlan on the node's NIC; it reaches the other node."""
+    """`--annotation run.pyctr.net=NAME`: pyctr gives a podman container a
+    macvlan on the node's NIC from a network of `pyctr net create`; it
+    reaches the other node. (podman splits --annotation values at commas, so
+    `macvlan:nic0,ip=...` would lose its options: a defined network has them.)"""
     from pyctr.testbed import Testbed
     with Testbed(prefix="peng", nodes=2, data=image_data) as tb:
         a, b = tb.nodes
-        # nsenter, not `ip netns exec`: that remounts /sys and hides the
-        # cgroup mounts runc-style runtimes need.
-        into_a = ["nsenter", "--net=/run/netns/%s" % a.netns]
         links_before = node_links(a)
-        p = pod.run("--rm", "--annotation", "run.pyctr.net=macvlan:nic0", engines.IMAGE,
-                    "sh", "-c", "ip -o -4 addr show; ping -c 1 -W 5 %s" % b.ip,
-                    prefix=into_a)
-        assert p.returncode == 0, p.stdout + p.stderr
-        prefix = a.ip.rsplit(".", 1)[0] + "."
-        assert any(prefix in l and "lo" not in l.split()[1] for l in p.stdout.splitlines()), \
-            p.stdout
+        define = subprocess.run([pod.runtime, "net", "create", "podnet", "--kind", "macvlan",
+                                 "--uplink", "nic0", "--subnet", "10.77.0.0/24", "--range",
+                                 "%s-%s" % (MACVLAN_IP, MACVLAN_IP)],
+                                capture_output=True, text=True, timeout=60)
+        assert define.returncode == 0, define.stderr
+        p = pod.run("--rm", "--annotation", "run.pyctr.net=podnet", engines.IMAGE, "sh", "-c",
+                    ON_THE_WIRE % b.ip, prefix=into(a))
+        assert_reached_the_other_node(p, b, MACVLAN_IP)
         assert podman_clean(pod) == []
-        # Only pyctr's host shim stays (by design, like a bridge), until `net rm`.
-        assert sorted(set(node_links(a)) - set(links_before)) == ["pys-nic0"]
-        p = subprocess.run(into_a + [pod.runtime, "net", "rm", "macvlan:nic0"],
-                           capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        assert sorted(node_links(a)) == sorted(links_before)
+        assert_net_rm_restores_the_node(a, links_before, into(a) + [pod.runtime], "podnet")
 
 
 # ----------------------------------------------------------- containerd
@@ -425,6 +448,36 @@ def test_ctr_exec_ps_kill_delete(ctr, ctr_runtime):
     assert p.returncode == 0, p.stderr
     assert ctr.ctr("container", "delete", cid).returncode == 0
     assert ctr_clean(ctr) == []
+
+
+@engine_test
+@pytest.mark.parametrize("ctr_runtime", [PYCTR], indirect=True)
+def test_ctr_container_on_pyctr_macvlan_through_annotation(ctr_runtime, busybox_rootfs,
+                                                           image_data):
+    """`ctr run --annotation run.pyctr.net=...` with containerd running in a
+    node: its shim and pyctr live in the node's netns, the macvlan goes on
+    the node's NIC."""
+    from pyctr.testbed import Testbed
+    _, runtime = ctr_runtime
+    base = tempfile.mkdtemp(prefix="pyctr-ctrnet-", dir="/run")
+    with Testbed(prefix="pengc", nodes=2, data=image_data) as tb:
+        a, b = tb.nodes
+        world = engines.Containerd(os.path.join(base, "containerd"))
+        try:
+            world.start(prefix=into(a))
+            world.import_rootfs(busybox_rootfs)
+            links_before = node_links(a)
+            p = subprocess.run(world.run_argv(
+                runtime, "mv", "sh", "-c", ON_THE_WIRE % b.ip, options=[
+                    "--rm", "--annotation", "run.pyctr.net=macvlan:nic0,ip=%s/24" % MACVLAN_IP]),
+                capture_output=True, text=True, timeout=120)
+            assert_reached_the_other_node(p, b, MACVLAN_IP)
+            assert ctr_clean(world) == []
+            state = os.path.join(world.dirs["runc"], world.namespace)  # the shim's --root
+            assert_net_rm_restores_the_node(a, links_before, into(a) + [runtime, "--root", state])
+        finally:
+            world.close()
+            subprocess.run(["rm", "-rf", "--one-file-system", base])
 
 
 # ---------------------------------------------- what the engines call
