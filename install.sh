@@ -6,7 +6,7 @@
 #   ./install.sh          what `pyctr run` needs
 #   ./install.sh --test   also what the tests and benchmarks use (runc, crun,
 #                         bwrap, CNI plugins, iperf3, Open MPI, MPICH, hpcc,
-#                         GROMACS, OpenFOAM, Slurm and munge)
+#                         GROMACS, OpenFOAM, podman, containerd, Slurm and munge)
 set -eu
 cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
@@ -15,6 +15,7 @@ BASE="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev i
 EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples
+       podman containerd conmon
        slurmctld slurmd slurm-client munge"
 pip_extras=""
 [ "${1:-}" = "--test" ] && pip_extras="[test,bench]"
@@ -27,8 +28,18 @@ apt-get install -y -qq --no-install-recommends $BASE >/dev/null
 if [ -n "$pip_extras" ]; then
     # As a user of these tools gets them: with their recommended packages.
     echo "install.sh: apt-get install (tests and benchmarks; a few minutes)" >&2
+    # The engine tests start their own containerd and podman: no package may
+    # start a system-wide daemon (containerd's would stay running). invoke-rc.d
+    # and deb-systemd-invoke obey policy-rc.d; one of ours is removed after.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -qq $EXTRA >/dev/null
+    [ -z "$policy" ] || { rm -f "$policy"; trap - EXIT; }
 fi
 
 echo "install.sh: building pyctr into $PREFIX" >&2

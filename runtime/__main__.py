@@ -1,5 +1,8 @@
 import sys
 
-from pyctr.cli import main
+try:  # an interrupt while importing: the exit code of an interrupt, no traceback
+    from pyctr.cli import main
+except KeyboardInterrupt:
+    sys.exit(130)
 
 sys.exit(main())

@@ -9,8 +9,8 @@ import os
 from errno import ENOSYS, EPERM
 
 from pyctr import reaper
-from pyctr import rootfs as R
-from pyctr import syscalls as S
+from pyctr import rootfs
+from pyctr import syscalls
 from pyctr.errors import EXIT_RUNTIME
 from pyctr.spec import CAPABILITIES
 from pyctr.sync import GO, IDS
@@ -38,7 +38,7 @@ class Plan:
         self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
-def child_main(plan, channel, sys):
+def child_main(plan, channel, syscall):
     """Entry point right after clone() returned 0 in the child."""
     step = "start"
     oci = plan.oci
@@ -47,21 +47,21 @@ def child_main(plan, channel, sys):
     try:
         channel.child_side()
         if plan.tie_to_parent:
-            sys.set_pdeathsig(SIGKILL)
+            syscall.set_pdeathsig(SIGKILL)
         channel.expect(IDS)
         # Already so from clone() on, but for a rootless parent, which had to
         # write our uid_map first (Syscalls.clone).
-        sys.set_dumpable(False)
+        syscall.set_dumpable(False)
         step = "join namespaces"
         for ns_type, fd in plan.join:
-            sys.setns(fd, S.NAMESPACES[ns_type][0])
+            syscall.setns(fd, syscalls.NAMESPACES[ns_type][0])
             os.close(fd)
         if plan.new_userns:
             step = "become root in the user namespace"
-            sys.set_ids(0, 0, [])
+            syscall.set_ids(0, 0, [])
         if plan.new_cgroupns:
             step = "unshare the cgroup namespace"
-            sys.unshare(S.CLONE_NEWCGROUP)
+            syscall.unshare(syscalls.CLONE_NEWCGROUP)
         spec = plan.spec
         init = -1
         if spec.process.init:
@@ -70,37 +70,37 @@ def child_main(plan, channel, sys):
         uts = spec.namespace("uts")
         if spec.hostname and uts and not uts.path:  # never rename the host
             step = "sethostname"
-            sys.sethostname(spec.hostname)
+            syscall.sethostname(spec.hostname)
         step = "prepare root filesystem"
-        R.apply(R.plan_root(spec, plan.rootfs, plan.layers), sys)
+        rootfs.apply(rootfs.plan_root(spec, plan.rootfs, plan.layers), syscall)
         step = "mount"
-        R.apply(R.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
-                              pivot=not oci), sys)
+        rootfs.apply(rootfs.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
+                              pivot=not oci), syscall)
         if oci:
             step = "createContainer hooks"
-            barrier.before_pivot(spec, oci, sys)
+            barrier.before_pivot(spec, oci, syscall)
             step = "pivot_root"
-            R.apply(R.plan_pivot(plan.rootfs, oci.no_pivot), sys)
+            rootfs.apply(rootfs.plan_pivot(plan.rootfs, oci.no_pivot), syscall)
             step = "sysctl and terminal"
             barrier.after_pivot(spec, channel)
         step = "mask and protect paths"
-        R.apply(R.plan_finish(spec), sys)
+        rootfs.apply(rootfs.plan_finish(spec), syscall)
         if plan.new_netns:
             step = "bring up lo"
-            sys.loopback_up()
+            syscall.loopback_up()
         step = "wait at the exec barrier"
         proc = spec.process
         if oci:  # READY, then the exec FIFO: `pyctr start`, from any process
-            barrier.barrier(spec, oci, channel, sys)
+            barrier.barrier(spec, oci, channel, syscall)
             env = proc.env
         else:
             channel.ready()
             extra_env = channel.expect(GO)  # the exec barrier: `start`
             env = merge_env(proc.env, extra_env) if extra_env else proc.env
         step = "set up the process (ids, capabilities, fds)"
-        prepare_process(proc, sys, plan.tie_to_parent, spec.seccomp)
+        prepare_process(proc, syscall, plan.tie_to_parent, spec.seccomp)
         step = "exec"
-        exec_workload(proc, env, sys, channel, spec.seccomp, init)
+        exec_workload(proc, env, syscall, channel, spec.seccomp, init)
     except OSError as e:
         channel.report(step, e.errno or 0, "%s: %s" % (step, e.strerror or e))
     except BaseException as e:  # never unwind into the parent's code
@@ -108,7 +108,7 @@ def child_main(plan, channel, sys):
     os._exit(EXIT_RUNTIME)
 
 
-def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
+def prepare_process(proc, syscall, tie_to_parent=True, seccomp=None):
     """Identity, privileges and descriptors, in the order the kernel needs:
     rlimits and the like while privileged; the bounding set while we still
     have CAP_SETPCAP; ids with keepcaps so root keeps its capabilities; the
@@ -117,7 +117,7 @@ def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
     (unless nothing may tie the process to pyctr: a created container, exec
     --detach)."""
     try:
-        sys.join_session_keyring()
+        syscall.join_session_keyring()
     except OSError as e:
         # No keyrings in this kernel, or keyctl already filtered out around
         # pyctr (the workload inherits that filter): nothing to hide.
@@ -127,24 +127,24 @@ def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
         # Without no_new_privs only a CAP_SYS_ADMIN holder may load a filter:
         # load it before the capabilities go (as runc does); the steps below
         # then run under it.
-        sys.seccomp_load(seccomp.program)
+        syscall.seccomp_load(seccomp.program)
     if proc.oci:  # imported with the Process it parsed, before clone or setns
         from pyctr.oci import process
         process.apply(proc.oci)
     caps = proc.capabilities
     numbers = lambda names: [CAPABILITIES[c] for c in names]
-    sys.drop_bounding(numbers(caps.bounding))
-    sys.set_keepcaps(True)
-    sys.set_ids(proc.uid, proc.gid, proc.additional_gids)
-    sys.set_capabilities(numbers(caps.effective), numbers(caps.permitted),
+    syscall.drop_bounding(numbers(caps.bounding))
+    syscall.set_keepcaps(True)
+    syscall.set_ids(proc.uid, proc.gid, proc.additional_gids)
+    syscall.set_capabilities(numbers(caps.effective), numbers(caps.permitted),
                          numbers(caps.inheritable))
-    sys.set_ambient(numbers(caps.ambient))
+    syscall.set_ambient(numbers(caps.ambient))
     if proc.no_new_privileges:
-        sys.set_no_new_privs()
+        syscall.set_no_new_privs()
     if tie_to_parent:
-        sys.set_pdeathsig(SIGKILL)
+        syscall.set_pdeathsig(SIGKILL)
     try:
-        sys.chdir(proc.cwd)
+        syscall.chdir(proc.cwd)
     except OSError as e:
         raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
     # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
@@ -154,13 +154,13 @@ def prepare_process(proc, sys, tie_to_parent=True, seccomp=None):
     for fd in keep:
         os.set_inheritable(fd, True)
         if fd > first:
-            sys.close_range(first, fd - 1, S.CLOSE_RANGE_CLOEXEC)
+            syscall.close_range(first, fd - 1, syscalls.CLOSE_RANGE_CLOEXEC)
         first = max(first, fd + 1)
-    sys.close_range(first, 0xFFFFFFFF, S.CLOSE_RANGE_CLOEXEC)
-    sys.reset_signals()
+    syscall.close_range(first, 0xFFFFFFFF, syscalls.CLOSE_RANGE_CLOEXEC)
+    syscall.reset_signals()
 
 
-def exec_workload(proc, env_list, sys, channel, seccomp=None, init=-1):
+def exec_workload(proc, env_list, syscall, channel, seccomp=None, init=-1):
     """execve the workload, or with `init` (a memfd of pyctr-init) exec that
     as PID 1 with the workload's command: it reports the workload's exec
     failure on the same channel. The seccomp filter is loaded in the same C
@@ -174,7 +174,7 @@ def exec_workload(proc, env_list, sys, channel, seccomp=None, init=-1):
             "start pyctr-init"
     program = seccomp.program if seccomp and proc.no_new_privileges else b""
     try:
-        sys.execve(path, argv, env, program, init)
+        syscall.execve(path, argv, env, program, init)
     except OSError as e:
         why = "executable file not found in $PATH" if e.errno == 2 else e.strerror
         channel.report(step, e.errno or 0, "%s: %s" % (argv[0], why))

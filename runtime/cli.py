@@ -231,7 +231,11 @@ LAUNCHER = """#!%(python)s %(flag)s
 # The pyctr command. -S skips site and the .pth hooks it runs; pip's own
 # console script would also import re: both only add start-up time.
 import sys; %(path)s
-from pyctr.cli import main; raise SystemExit(main())
+try:  # an interrupt while importing: the exit code of an interrupt, no traceback
+    from pyctr.cli import main
+except KeyboardInterrupt:
+    raise SystemExit(130)
+raise SystemExit(main())
 """
 
 

@@ -9,7 +9,7 @@ close-on-exec report pipe `run` uses.
 import os
 
 from pyctr import identity
-from pyctr import syscalls as S
+from pyctr import syscalls
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Capabilities, IdMapping, Process
@@ -44,21 +44,21 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
     return process
 
 
-def enter(paths, name, process, sys=None, seccomp=None, detach=False, pid_file=None,
+def enter(paths, name, process, syscall=None, seccomp=None, detach=False, pid_file=None,
           console_fd=-1):
     """Run `process` in container `name`, under the container's seccomp
     profile (compiled, or None). detach: return once it exec'd (the
     caller's subreaper, e.g. conmon, becomes its parent), else wait and
     return its exit code. console_fd: a connection to an engine's console
     socket, which gets the process's pty (pyctr.oci.console)."""
-    sys = sys or S.Syscalls()
+    syscall = syscall or syscalls.Syscalls()
     from pyctr import cgroups
     from pyctr.container import load_running
     state = load_running(paths, name)
     pid = state.pid
     cgroup = cgroups.open_procs(state)  # cgroups: opened here, in the host's namespaces
     fds = []
-    for ns_type, (flag, proc_name) in S.NAMESPACES.items():
+    for ns_type, (flag, proc_name) in syscalls.NAMESPACES.items():
         target = "/proc/%d/ns/%s" % (pid, proc_name)
         try:
             if os.readlink(target) == os.readlink("/proc/self/ns/" + proc_name):
@@ -70,15 +70,15 @@ def enter(paths, name, process, sys=None, seccomp=None, detach=False, pid_file=N
             raise from_oserror("cannot open %s" % target, e)
     for ns_type, flag, fd in fds:
         try:
-            sys.setns(fd, flag)
+            syscall.setns(fd, flag)
         except OSError as e:
             raise from_oserror("cannot join the %s namespace of %s" % (ns_type, name), e)
         finally:
             os.close(fd)
 
     channel = Channel()
-    sys.block_signals()
-    child = sys.fork()  # not dumpable: it appears in the container at once
+    syscall.block_signals()
+    child = syscall.fork()  # not dumpable: it appears in the container at once
     if child == 0:
         try:
             channel.child_side()
@@ -86,8 +86,8 @@ def enter(paths, name, process, sys=None, seccomp=None, detach=False, pid_file=N
             if console_fd >= 0:
                 from pyctr.oci.console import setup  # imported before setns by the caller
                 setup(console_fd, process.oci.console_size if process.oci else None)
-            prepare_process(process, sys, tie_to_parent=not detach, seccomp=seccomp)
-            exec_workload(process, process.env, sys, channel, seccomp)
+            prepare_process(process, syscall, tie_to_parent=not detach, seccomp=seccomp)
+            exec_workload(process, process.env, syscall, channel, seccomp)
         except OSError as e:
             channel.report("exec setup", e.errno or 0, "exec setup: %s" % (e.strerror or e))
         except BaseException as e:
@@ -105,4 +105,4 @@ def enter(paths, name, process, sys=None, seccomp=None, detach=False, pid_file=N
         pid_file.write(child)
     if detach:
         return 0
-    return exit_code(sys.supervise(child))
+    return exit_code(syscall.supervise(child))

@@ -16,7 +16,8 @@ import time
 
 
 class Progress:
-    def __init__(self, title, total=None, stream=None, held=False):
+    def __init__(self, title, total=None, stream=None, held=False, quiet=False):
+        self.quiet = quiet  # says nothing (work too short to report)
         self.title = title
         self.total = total
         self.done = 0
@@ -36,6 +37,8 @@ class Progress:
         self._emit(what)
 
     def _emit(self, what):
+        if self.quiet:
+            return
         count = "[%d/%d] " % (self.done, self.total) if self.total else ""
         line = "%s: %s%s (%.1fs)" % (self.title, count, what, time.monotonic() - self.t0)
         if self.tty:
@@ -48,6 +51,8 @@ class Progress:
         self.stream.flush()
 
     def __exit__(self, exc_type, exc, tb):
+        if self.quiet:
+            return False
         outcome = "failed" if exc_type else "done"
         if self.tty:
             self.stream.write("\r\033[K")

@@ -9,17 +9,17 @@ path read-only, mount sysfs) are interpreted here because what they do
 depends on what exists at the time.
 """
 from pyctr import cgroups, devices
-from pyctr import syscalls as S
+from pyctr import syscalls
 
 # Mount option -> (flags to set, flags to clear). Anything else is fs data.
 _FLAGS = {
-    "ro": (S.MS_RDONLY, 0), "rw": (0, S.MS_RDONLY),
-    "nosuid": (S.MS_NOSUID, 0), "suid": (0, S.MS_NOSUID),
-    "nodev": (S.MS_NODEV, 0), "dev": (0, S.MS_NODEV),
-    "noexec": (S.MS_NOEXEC, 0), "exec": (0, S.MS_NOEXEC),
-    "noatime": (S.MS_NOATIME, 0), "nodiratime": (S.MS_NODIRATIME, 0),
-    "relatime": (S.MS_RELATIME, 0), "strictatime": (S.MS_STRICTATIME, 0),
-    "bind": (S.MS_BIND, 0), "rbind": (S.MS_BIND | S.MS_REC, 0),
+    "ro": (syscalls.MS_RDONLY, 0), "rw": (0, syscalls.MS_RDONLY),
+    "nosuid": (syscalls.MS_NOSUID, 0), "suid": (0, syscalls.MS_NOSUID),
+    "nodev": (syscalls.MS_NODEV, 0), "dev": (0, syscalls.MS_NODEV),
+    "noexec": (syscalls.MS_NOEXEC, 0), "exec": (0, syscalls.MS_NOEXEC),
+    "noatime": (syscalls.MS_NOATIME, 0), "nodiratime": (syscalls.MS_NODIRATIME, 0),
+    "relatime": (syscalls.MS_RELATIME, 0), "strictatime": (syscalls.MS_STRICTATIME, 0),
+    "bind": (syscalls.MS_BIND, 0), "rbind": (syscalls.MS_BIND | syscalls.MS_REC, 0),
     "private": (0, 0), "rprivate": (0, 0), "slave": (0, 0), "rslave": (0, 0),
 }
 
@@ -47,7 +47,7 @@ def plan_root(spec, rootfs, layers=None):
     the image below, a tmpfs at the scratch dir for the writable layer. The
     tmpfs lives in the container's mount namespace only, so the writable
     layer vanishes with the container and never needs cleaning up."""
-    steps = [("mount", None, "/", None, S.MS_REC | _propagation(spec), None)]
+    steps = [("mount", None, "/", None, syscalls.MS_REC | _propagation(spec), None)]
     if layers:
         lower, scratch = layers
         upper, work = scratch + "/upper", scratch + "/work"
@@ -56,7 +56,8 @@ def plan_root(spec, rootfs, layers=None):
                   ("mount", "overlay", rootfs, "overlay", 0,
                    "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work))]
     else:
-        steps.append(("mount", spec.root.path, rootfs, None, S.MS_BIND | S.MS_REC, None))
+        steps.append(("mount", spec.root.path, rootfs, None,
+                      syscalls.MS_BIND | syscalls.MS_REC, None))
     return steps
 
 
@@ -66,7 +67,7 @@ def _propagation(spec):
     if spec.oci and spec.oci.rootfs_propagation:
         from pyctr.oci.settings import PROPAGATION
         return PROPAGATION[spec.oci.rootfs_propagation]
-    return S.MS_PRIVATE
+    return syscalls.MS_PRIVATE
 
 
 def plan_mounts(spec, rootfs, extra=(), cgroup_view=None, pivot=True):
@@ -81,8 +82,8 @@ def plan_mounts(spec, rootfs, extra=(), cgroup_view=None, pivot=True):
     for m in tuple(spec.mounts) + tuple(extra):
         dest = m.destination
         flags, data = parse_options(m.options)
-        if m.type == "bind" or flags & S.MS_BIND:
-            steps.append(("bind", m.source, rootfs, dest, flags | S.MS_BIND))
+        if m.type == "bind" or flags & syscalls.MS_BIND:
+            steps.append(("bind", m.source, rootfs, dest, flags | syscalls.MS_BIND))
         elif m.type == "cgroup":
             if cgroup_view:
                 steps.append(("mkdir_in_root", rootfs, dest))
@@ -95,7 +96,7 @@ def plan_mounts(spec, rootfs, extra=(), cgroup_view=None, pivot=True):
             steps.append(("mount_in_root", rootfs, dest, m.source, m.type, flags, data))
         if dest == "/dev" and m.type == "tmpfs":
             for dev in DEVICES:
-                steps.append(("bind", "/dev/" + dev, rootfs, "/dev/" + dev, S.MS_BIND))
+                steps.append(("bind", "/dev/" + dev, rootfs, "/dev/" + dev, syscalls.MS_BIND))
             for src, name in DEV_LINKS:
                 steps.append(("symlink_in_root", rootfs, src, "/dev/" + name))
             for device in spec.resources.devices:  # --device, linux.devices
@@ -112,9 +113,9 @@ def plan_pivot(rootfs, no_pivot=False):
     a ramdisk, where pivot_root fails): move it over / and chroot, which a
     process holding CAP_SYS_CHROOT can escape; pivot_root is the default."""
     if no_pivot:
-        return [("chdir", rootfs), ("mount", rootfs, "/", None, S.MS_MOVE, None),
+        return [("chdir", rootfs), ("mount", rootfs, "/", None, syscalls.MS_MOVE, None),
                 ("chroot", "."), ("chdir", "/")]
-    return [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", S.MNT_DETACH),
+    return [("chdir", rootfs), ("pivot_root", ".", "."), ("umount", ".", syscalls.MNT_DETACH),
             ("chdir", "/")]
 
 
@@ -127,57 +128,60 @@ def plan_finish(spec):
     return steps
 
 
-def apply(steps, sys):
+def apply(steps, syscall):
     for op, *args in steps:
         handler = _COMPOSITE.get(op)
         if handler:
-            handler(sys, *args)
+            handler(syscall, *args)
         else:
-            getattr(sys, op)(*args)
+            getattr(syscall, op)(*args)
 
 
-def _bind(sys, source, root, dest, flags):
+def _bind(syscall, source, root, dest, flags):
     """Bind host `source` at `dest` in the root (creating a file or
     directory to mount on), then remount read-only if asked: MS_RDONLY is
     ignored on the bind itself."""
-    if sys.is_dir(source):
-        sys.mkdir_in_root(root, dest)
+    if syscall.is_dir(source):
+        syscall.mkdir_in_root(root, dest)
     else:
-        sys.touch_in_root(root, dest)
-    sys.mount_in_root(root, dest, source, None, flags & (S.MS_BIND | S.MS_REC), None)
-    extra = flags & ~(S.MS_BIND | S.MS_REC)
+        syscall.touch_in_root(root, dest)
+    syscall.mount_in_root(root, dest, source, None, flags & (syscalls.MS_BIND | syscalls.MS_REC),
+                          None)
+    extra = flags & ~(syscalls.MS_BIND | syscalls.MS_REC)
     if extra:
-        sys.mount_in_root(root, dest, None, None, S.MS_BIND | S.MS_REMOUNT | extra
-                          | sys.locked_flags_in_root(root, dest), None)
+        syscall.mount_in_root(root, dest, None, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | extra
+                          | syscall.locked_flags_in_root(root, dest), None)
 
 
-def _mount_sysfs(sys, root, dest, flags):
+def _mount_sysfs(syscall, root, dest, flags):
     # A fresh sysfs needs a network namespace this user namespace owns; with
     # --net=host in a user namespace, bind the host's instead (as runc does).
     try:
-        sys.mount_in_root(root, dest, "sysfs", "sysfs", flags, None)
+        syscall.mount_in_root(root, dest, "sysfs", "sysfs", flags, None)
     except PermissionError:
-        _bind(sys, "/sys", root, dest, S.MS_BIND | S.MS_REC | (flags & S.MS_RDONLY))
+        _bind(syscall, "/sys", root, dest,
+              syscalls.MS_BIND | syscalls.MS_REC | (flags & syscalls.MS_RDONLY))
 
 
-def _mask(sys, path):
-    if not sys.exists(path):
+def _mask(syscall, path):
+    if not syscall.exists(path):
         return
-    if sys.is_dir(path):
-        sys.mount("tmpfs", path, "tmpfs", S.MS_RDONLY, None)
+    if syscall.is_dir(path):
+        syscall.mount("tmpfs", path, "tmpfs", syscalls.MS_RDONLY, None)
     else:
-        sys.mount("/dev/null", path, None, S.MS_BIND, None)
+        syscall.mount("/dev/null", path, None, syscalls.MS_BIND, None)
 
 
-def _readonly(sys, path):
-    if not sys.exists(path):
+def _readonly(syscall, path):
+    if not syscall.exists(path):
         return
     if path != "/":
-        sys.mount(path, path, None, S.MS_BIND | S.MS_REC, None)
+        syscall.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC, None)
     # A remount must repeat the flags the kernel locked on mounts inherited
     # into a user namespace, or it fails with EPERM.
-    sys.mount(None, path, None,
-              S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY | sys.locked_flags(path), None)
+    syscall.mount(None, path, None,
+                  syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
+                  | syscall.locked_flags(path), None)
 
 
 _COMPOSITE = {"bind": _bind, "mount_sysfs": _mount_sysfs, "mask": _mask, "readonly": _readonly,

@@ -20,7 +20,8 @@ Keys, all optional but `target` and `command`:
 import os
 
 from pyctr import identity, inroot, seccomp
-from pyctr import spec as S
+from pyctr.spec import (DEFAULT_ENV_PATH, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+                        Mount, Namespace, Process, Root, Spec, default_mounts)
 from pyctr.errors import PyctrError
 from pyctr.state import check_name
 
@@ -41,22 +42,22 @@ def build(paths, opts):
 
     rootless = paths.rootless
     container_id = os.urandom(6).hex()
-    spec = S.Spec(
+    spec = Spec(
         root=root,
         id=container_id,
         hostname=opts.get("hostname") or container_id,
         name=opts.get("name") or container_id,
         remove=bool(opts.get("remove")),
         detach=bool(opts.get("detach")),
-        mounts=S.default_mounts(),
-        masked_paths=list(S.DEFAULT_MASKED_PATHS),
-        readonly_paths=list(S.DEFAULT_READONLY_PATHS),
+        mounts=default_mounts(),
+        masked_paths=list(DEFAULT_MASKED_PATHS),
+        readonly_paths=list(DEFAULT_READONLY_PATHS),
     )
     check_name(spec.name)
     check_hostname(spec.hostname)
     uid, gid = identity.resolve_user(opts.get("user") or (image.user if image else None),
                                      root.path)
-    spec.process = S.Process(
+    spec.process = Process(
         args=command,
         env=_env(opts, image, uid),
         cwd=opts.get("workdir") or (image.workdir if image else None) or "/",
@@ -77,14 +78,14 @@ def build(paths, opts):
     spec.mounts += _volumes(opts.get("volumes") or [])
     spec.mounts += _tmpfs(opts.get("tmpfs") or [])
 
-    spec.namespaces.append(S.Namespace(type="mount"))
+    spec.namespaces.append(Namespace(type="mount"))
     for key, ns_type in NS_OPTIONS:
         _namespace(paths, spec, ns_type, opts.get(key) or "private")
     _network(paths, spec, opts)
     from pyctr import slurm
     slurm.apply(spec, opts, os.environ)
     if opts.get("userns") or rootless:
-        spec.namespaces.insert(0, S.Namespace(type="user"))
+        spec.namespaces.insert(0, Namespace(type="user"))
         from pyctr.idmap import maps_for
         spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
         if rootless and spec.networks:
@@ -98,13 +99,13 @@ def _root(paths, target, opts):
         path = os.path.abspath(target)
         if not os.path.isdir(path):
             raise PyctrError("rootfs %s is not a directory" % target, exit_code=125)
-        return S.Root(path=path, readonly=bool(opts.get("read_only"))), None
+        return Root(path=path, readonly=bool(opts.get("read_only"))), None
     from pyctr import images
     image = images.lookup(paths, target)
     if image is None:
         hint = " (pyctr image build busybox)" if target == "busybox" else ""
         raise PyctrError("image %r not found%s" % (target, hint))
-    return S.Root(path=image.rootfs, image=target, readonly=bool(opts.get("read_only"))), image
+    return Root(path=image.rootfs, image=target, readonly=bool(opts.get("read_only"))), image
 
 
 # What an MPI launcher (mpirun/orted, hydra) tells the rank it starts.
@@ -150,7 +151,7 @@ def check_hostname(name):
 
 
 def _env(opts, image, uid):
-    env = {"PATH": S.DEFAULT_ENV_PATH.split("=", 1)[1], "container": "pyctr",
+    env = {"PATH": DEFAULT_ENV_PATH.split("=", 1)[1], "container": "pyctr",
            "HOME": "/root" if uid == 0 else "/"}
     for item in (image.env if image else []):
         key, _, value = item.partition("=")
@@ -202,7 +203,7 @@ def _volumes(volumes):
         if not os.path.exists(src):
             raise PyctrError("volume source %s does not exist" % src)
         opts = ["rbind"] + (["ro"] if len(parts) == 3 and parts[2] == "ro" else [])
-        mounts.append(S.Mount(destination=dst, type="bind", source=src, options=opts))
+        mounts.append(Mount(destination=dst, type="bind", source=src, options=opts))
     return mounts
 
 
@@ -212,17 +213,17 @@ def _tmpfs(items):
         dst, _, options = item.partition(":")
         dst = inroot.destination(dst, "invalid --tmpfs %r" % item)
         opts = ["nosuid", "nodev"] + [o for o in options.split(",") if o]
-        mounts.append(S.Mount(destination=dst, type="tmpfs", source="tmpfs", options=opts))
+        mounts.append(Mount(destination=dst, type="tmpfs", source="tmpfs", options=opts))
     return mounts
 
 
 def _namespace(paths, spec, ns_type, mode):
     if mode == "private":
-        spec.namespaces.append(S.Namespace(type=ns_type))
+        spec.namespaces.append(Namespace(type=ns_type))
     elif mode == "host":
         pass
     elif mode.startswith("container:"):
-        spec.namespaces.append(S.Namespace(type=ns_type,
+        spec.namespaces.append(Namespace(type=ns_type,
                                            path=_container_ns(paths, mode[10:], ns_type)))
     else:
         raise PyctrError("invalid --%s %r: use private, host or container:NAME"
@@ -250,7 +251,7 @@ def _network(paths, spec, opts):
     elif mode.startswith("container:"):
         _namespace(paths, spec, "network", mode)
     else:
-        spec.namespaces.append(S.Namespace(type="network"))
+        spec.namespaces.append(Namespace(type="network"))
         if mode != "none":
             from pyctr import network
             spec.networks = [network.parse(n) for n in nets]

@@ -7,7 +7,7 @@ import pytest
 
 from fakes import RecordingSyscalls
 from pyctr import oci, rootfs, specgen, sync
-from pyctr import syscalls as S
+from pyctr import syscalls
 from pyctr.errors import PyctrError
 from pyctr.paths import Paths
 
@@ -99,7 +99,7 @@ def test_rootfs_plan_order(rootdir):
         rootfs.plan_finish(spec)
     rootfs.apply(steps, fake)
     calls = fake.calls
-    assert calls[0] == ("mount", None, "/", None, S.MS_REC | S.MS_PRIVATE, None)
+    assert calls[0] == ("mount", None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE, None)
     pivot = calls.index(("pivot_root", ".", "."))
     before, after = calls[:pivot], calls[pivot:]
     # below the new root (itself a host path), every target is resolved inside
@@ -108,15 +108,15 @@ def test_rootfs_plan_order(rootdir):
     in_root = [c for c in before if c[0].endswith("_in_root")]
     assert in_root and all(c[1] == "/r" for c in in_root)
     assert ("mkdir_in_root", "/r", "/proc") in before
-    assert ("mount_in_root", "/r", "/dev/null", "/dev/null", None, S.MS_BIND, None) in before
+    assert ("mount_in_root", "/r", "/dev/null", "/dev/null", None, syscalls.MS_BIND, None) in before
     assert ("symlink_in_root", "/r", "/proc/self/fd", "/dev/fd") in before
     assert not [c for c in before if c[1:] == ("/r", "/")]  # a plain rootfs gets no workdir
-    assert ("mount", "/dev/null", "/proc/kcore", None, S.MS_BIND, None) in after
-    assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", S.MS_RDONLY, None) in after
-    remount_ro = S.MS_BIND | S.MS_REMOUNT | S.MS_RDONLY
+    assert ("mount", "/dev/null", "/proc/kcore", None, syscalls.MS_BIND, None) in after
+    assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", syscalls.MS_RDONLY, None) in after
+    remount_ro = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
     assert ("mount", None, "/proc/sys", None, remount_ro, None) in after
     assert after[-1] == ("mount", None, "/", None, remount_ro, None)  # --read-only
-    assert ("umount", ".", S.MNT_DETACH) in after  # old root detached
+    assert ("umount", ".", syscalls.MNT_DETACH) in after  # old root detached
     # /proc/timer_stats does not exist here: masking it must not fail
     assert not any(c[0] == "mount" and c[2] == "/proc/timer_stats" for c in calls)
 
@@ -140,7 +140,7 @@ def test_overlay_root_when_image(rootdir):
 
 def test_mount_options_split_into_flags_and_data():
     flags, data = rootfs.parse_options(["nosuid", "ro", "mode=755", "size=1m", "rw"])
-    assert flags == S.MS_NOSUID and data == "mode=755,size=1m"
+    assert flags == syscalls.MS_NOSUID and data == "mode=755,size=1m"
 
 
 def test_sync_reports_map_to_exit_codes():

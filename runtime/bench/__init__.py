@@ -1,4 +1,4 @@
-"""`pyctr bench startup|net|paper`: benchmarks shipped with pyctr.
+"""`pyctr bench startup|net|paper|engines`: benchmarks shipped with pyctr.
 
 Each sub-benchmark lives in its own module, imported only when asked for.
 """
@@ -10,9 +10,10 @@ SUBCOMMANDS = {
     "startup": ("pyctr.bench.startup", "pyctr run --net=none vs runc, crun and bwrap"),
     "net": ("pyctr.bench.net", "pyctr networking vs runc + CNI plugins; iperf3 throughput"),
     "paper": ("pyctr.bench.paper", "the study's experiments"),
+    "engines": ("pyctr.bench.engines", "podman and containerd with pyctr vs runc and crun"),
 }
 
-USAGE = """usage: pyctr bench {startup|net|paper} [OPTIONS]
+USAGE = """usage: pyctr bench {startup|net|paper|engines} [OPTIONS]
 
 %s
 Run `pyctr bench SUB --help` for its options."""
@@ -32,7 +33,7 @@ def command(paths, argv):
     except ModuleNotFoundError as e:
         if e.name != name:  # a real import error inside the module: show it
             raise
-        raise PyctrError("bench %s is not available in this build (no %s)" % (sub, name)) \
-            from None
+        raise PyctrError("bench %s is not available in this build (no %s)"
+                         % (sub, name)) from e
     sys.stdout.flush()
     return module.command(paths, rest)

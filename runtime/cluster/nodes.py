@@ -65,24 +65,11 @@ def start_node(paths, record, net, node, ip):
         raise PyctrError("cluster up: node %s: %s" % (node, e), exit_code=e.exit_code) from e
 
 
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def step(self, what):
-        pass
-
-
 def _progress(title, total):
     """Progress for big clusters only: a node starts in about 0.1 s, and a
     few lines of progress before an error would bury it."""
-    if total <= PROGRESS_FROM:
-        return _Quiet()
     from pyctr.progress import Progress
-    return Progress(title, total)
+    return Progress(title, total, quiet=total <= PROGRESS_FROM)
 
 
 def teardown(paths, record, nodes):

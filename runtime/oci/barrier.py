@@ -46,7 +46,7 @@ def oci_state(state, status):
             "annotations": dict(state.annotations or {})}
 
 
-def before_pivot(spec, plan, sys):
+def before_pivot(spec, plan, syscall):
     """After the container's mounts, before pivot_root, while the state dir
     is still in reach: hold the exec FIFO (O_PATH), read the state for the
     hooks, run createContainer hooks (container namespaces, the runtime's
@@ -57,7 +57,7 @@ def before_pivot(spec, plan, sys):
         plan.state = oci_state(ContainerState.from_json(jsonio.loads(f.read())), "created")
     entries = spec.oci.hooks.get("createContainer")
     if entries:
-        hooks.run("createContainer", entries, jsonio.dumps(plan.state), sys)
+        hooks.run("createContainer", entries, jsonio.dumps(plan.state), syscall)
 
 
 def after_pivot(spec, channel):
@@ -82,7 +82,7 @@ def after_pivot(spec, channel):
         os.setsid()
 
 
-def barrier(spec, plan, channel, sys):
+def barrier(spec, plan, channel, syscall):
     """The exec barrier: READY, then wait for `start` on the FIFO. Once
     start has opened it, startContainer hooks run (so they come before
     start's poststart ones), and their outcome is the message: "0", or "1"
@@ -96,8 +96,8 @@ def barrier(spec, plan, channel, sys):
     keep = sorted({0, 1, 2, plan.fifo_fd} | set(range(3, 3 + spec.process.preserve_fds)))
     for low, high in zip(keep, keep[1:] + [0x100000000]):
         if high > low + 1:
-            sys.close_range(low + 1, high - 1, 0)
-    sys.reset_signals()
+            syscall.close_range(low + 1, high - 1, 0)
+    syscall.reset_signals()
     # A pid namespace's init gets only the signals it handles: so that `kill
     # ID 15` ends a created container, as it ends runc's, they are handled.
     for number in _ENDING_SIGNALS:
@@ -107,7 +107,7 @@ def barrier(spec, plan, channel, sys):
     try:
         entries = spec.oci.hooks.get("startContainer")
         if entries:
-            hooks.run("startContainer", entries, jsonio.dumps(plan.state), sys)
+            hooks.run("startContainer", entries, jsonio.dumps(plan.state), syscall)
     except BaseException as e:
         os.write(fd, b"1" + str(e).encode(errors="replace"))
         os._exit(125)

@@ -9,7 +9,7 @@ import json
 import os
 
 from pyctr import identity, inroot, seccomp
-from pyctr import spec as S
+from pyctr.spec import IdMapping, Mount, Namespace, Process, Root, Spec
 from pyctr.errors import PyctrError
 from pyctr.oci import process, settings
 
@@ -79,20 +79,20 @@ def from_config(config, bundle):
     for ns in linux.get("namespaces") or []:
         if ns["type"] not in _KNOWN_NS:
             raise ValueError("unknown namespace type %r" % ns["type"])
-        namespaces.append(S.Namespace(type=ns["type"], path=ns.get("path")))
+        namespaces.append(Namespace(type=ns["type"], path=ns.get("path")))
     container_id = os.urandom(6).hex()
-    spec = S.Spec(
+    spec = Spec(
         id=container_id, name=container_id,
-        process=S.Process(
+        process=Process(
             args=list(proc.get("args") or []), env=list(proc.get("env") or []),
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=[int(g) for g in user.get("additionalGids") or []],
             capabilities=identity.capabilities_from_oci(proc.get("capabilities")),
             no_new_privileges=bool(proc.get("noNewPrivileges", True)),
             oci=process.parse(proc)),
-        root=S.Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
+        root=Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
         hostname=config.get("hostname") or container_id,
-        mounts=[S.Mount(destination=m["destination"], type=m.get("type") or "bind",
+        mounts=[Mount(destination=m["destination"], type=m.get("type") or "bind",
                         source=m.get("source"), options=list(m.get("options") or []))
                 for m in config.get("mounts") or []],
         namespaces=namespaces,
@@ -115,5 +115,5 @@ def from_config(config, bundle):
 
 
 def _idmap(m):
-    return S.IdMapping(container_id=int(m["containerID"]), host_id=int(m["hostID"]),
+    return IdMapping(container_id=int(m["containerID"]), host_id=int(m["hostID"]),
                        size=int(m["size"]))

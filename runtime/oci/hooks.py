@@ -71,27 +71,27 @@ def from_json(entries):
                  timeout=e.get("timeout")) for e in entries]
 
 
-def run(name, entries, state_json, sys):
+def run(name, entries, state_json, syscall):
     """Run each hook in order; the first failure raises PyctrError.
     state_json: the container's OCI state, as text."""
     data = state_json.encode()
     for hook in entries:
-        status = _run_one(hook, data, sys)
+        status = _run_one(hook, data, syscall)
         if status is None:
             raise PyctrError("%s hook %s timed out after %d s" % (name, hook.path, hook.timeout))
         if status:
             raise PyctrError("%s hook %s failed (%s)" % (name, hook.path, _describe(status)))
 
 
-def _run_one(hook, data, sys):
+def _run_one(hook, data, syscall):
     """The hook's wait status, or None if it ran out of time (it is killed)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.dup2(r, 0)
-            sys.close_range(3, 0xFFFFFFFF, 0)
-            sys.reset_signals()
+            syscall.close_range(3, 0xFFFFFFFF, 0)
+            syscall.reset_signals()
             os.execve(hook.path, hook.args or [hook.path], dict(
                 e.split("=", 1) for e in hook.env if "=" in e))
         finally:

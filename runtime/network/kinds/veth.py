@@ -34,14 +34,6 @@ def host_ifname(container_id, n):
     return ("pyv" + tag)[:15 - len(suffix)] + suffix
 
 
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 class Veth(Kind):
     name = "veth"
     pool_prefix = "br-"
@@ -97,7 +89,7 @@ class Veth(Kind):
         pool = ipam.Pool(wire.paths, net.pool)
         # Two new ad-hoc bridges must not pick the same free subnet.
         subnets = ipam.Pool(wire.paths, ipam.SUBNETS_LOCK) if br is None and net.subnet is None \
-            else _NoLock()
+            else ipam.UNLOCKED
         with subnets, pool:
             if br is None:
                 br = host.link(net.device)  # made meanwhile by a concurrent start?
