@@ -3,6 +3,7 @@ uses. On simulated nodes (pyctr.testbed): two nodes (10.77.0.1, 10.77.0.2)
 and a foreign host (10.77.0.3, a netns on the switch, no pyctr) share one
 L2; a container's address comes from the NIC's subnet, so without probing
 node A's first container would get 10.77.0.2, node B's own address."""
+import json
 import os
 import subprocess
 
@@ -78,6 +79,7 @@ def test_an_address_that_stops_answering_is_usable_again(tb):
     define(a, "lan", "macvlan", range="10.77.0.3-10.77.0.9", conflict_seconds=3600)
     assert eth0_ip(a, "lan") == FIRST_FREE
     assert conflicts(a, "mv-nic0") == [FOREIGN]
+    assert json.loads(ok(a, "net", "inspect", "lan").stdout)["conflicts"] == [FOREIGN]
     foreign.forget()
     # still noted: not tried again while the note holds
     assert eth0_ip(a, "lan") == FIRST_FREE
@@ -122,9 +124,10 @@ def test_a_container_announces_its_address(tb, net):
     assert record(a, "c")["mac"] in neighbour()
 
 
-def test_thirty_concurrent_starts_get_distinct_free_addresses(tb):
+@pytest.mark.parametrize("kind", ["macvlan", "veth"])
+def test_thirty_concurrent_starts_get_distinct_free_addresses(tb, kind):
     a = tb.nodes[0]
-    define(a, "lan", "macvlan", range="10.77.0.2-10.77.0.40")
+    define(a, "lan", kind, range="10.77.0.2-10.77.0.40")
     procs = [a.pyctr_popen("run", "-d", "--name", "c%d" % i, "--net=lan", "busybox", "sleep",
                            "300", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            stdin=subprocess.DEVNULL, text=True) for i in range(30)]

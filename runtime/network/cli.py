@@ -108,6 +108,9 @@ def inspect(paths, argv):
         {"ip": int_ip(ip), "owner": lease.describe(), "alive": lease.alive(),
          "ifname": lease.ifname, "host_ifname": lease.host_ifname}
         for ip, lease in sorted(ipam.Pool(paths, net.pool).leases().items())]
+    from pyctr.network.wiring import conflict_seconds
+    noted = ipam.Pool(paths, net.pool).conflicts(conflict_seconds(net))
+    out["conflicts"] = [int_ip(ip) for ip in sorted(noted)]  # found in use on the wire
     from pyctr.network.rtnl import Netlink
     with Netlink() as nl:
         link = nl.link(net.device)

@@ -226,7 +226,7 @@ class Pool:
 
     def conflicts(self, seconds):
         """{ip_int: time noted} of the conflicts noted within `seconds`;
-        older notes are dropped (call with the pool locked)."""
+        older notes are dropped (by whoever meets them first: no lock needed)."""
         out = {}
         try:
             names = [n for n in os.listdir(self.dir) if n.startswith(CONFLICT_PREFIX)

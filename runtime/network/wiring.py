@@ -88,17 +88,22 @@ class Wire:
         own = {ip_int(ip) for _, ip, _ in self.host.addrs()}
         return own | {ip_int(r["gateway"]) for r in self.host.routes() if r["gateway"]}
 
+    def avoided(self, pool, net):
+        """What an automatic choice skips (pool locked): the node's own
+        addresses and those noted in use on the wire."""
+        noted = pool.conflicts(conflict_seconds(net)) if net.probe else {}
+        return self.node_ips() | set(noted)
+
     def lease(self, pool, prep, owner, exclude=()):
         """Lease the requested or the lowest free address of prep's network
         (pool locked by the caller), never the node's own nor, unless
         requested, one noted in use on the wire; returns (ip int, prefix)."""
         net = prep.network
         want = requested_ip(prep.request, net)
-        exclude = set(exclude) | self.node_ips()
+        exclude = set(exclude) | (self.node_ips() if want is not None
+                                  else self.avoided(pool, net))
         if net.gateway:
             exclude.add(net.gateway)
-        if want is None and net.probe:
-            exclude.update(pool.conflicts(conflict_seconds(net)))
         self.leasing[prep.index] = (pool, owner)
         first, last = net.candidates()
         got, reclaimed = pool.allocate(first, last, owner, want=want, subnet=net.subnet,

@@ -112,10 +112,9 @@ class Macvlan(Kind):
         shim_rec = None
         with pool:
             _check_passthru(pool, net.device, mode)
-            exclude = wire.node_ips()
             ip, prefix = wire.lease(pool, prep, owner)
             if shim:
-                shim_rec = _ensure_shim(wire, pool, net, lower, exclude | {ip},
+                shim_rec = _ensure_shim(wire, pool, net, lower, wire.avoided(pool, net) | {ip},
                                         owner["container"])
         try:
             host.create_macvlan(prep.ifname, lower.index, mode, netns_fd=wire.ns_fd,
