@@ -441,25 +441,19 @@ class SlurmCluster(UpDown):
         return found
 
 
-def define_network(testbed, name="seg", kind="veth", subnet="10.77.0.0/24", size=10):
-    """`pyctr net create NAME` on every node of `testbed`, alike but for its
-    address range: node i hands out .100+size*(i-1) onwards, so containers on
-    different nodes of one segment never get the same address. kind: veth
-    (a bridge that holds the node's NIC) or macvlan (on the NIC, no host shim)."""
-    for i, node in enumerate(testbed.nodes):
-        first = 100 + size * i
-        args = ["net", "create", name, "--subnet", subnet, "--uplink", "nic0",
-                "--range", "%s-%s" % (_host(subnet, first), _host(subnet, first + size - 1))]
-        if kind == "macvlan":
-            args += ["--kind", "macvlan", "--no-host-shim"]
+def define_network(testbed, name="seg", kind="veth", subnet="10.77.0.0/24"):
+    """The same `pyctr net create NAME --per-node` on every node of
+    `testbed`: each node hands out its own slice of the subnet, picked by
+    its address on nic0, so containers on different nodes of one segment
+    never get the same address. kind: veth (a bridge that holds the node's
+    NIC) or macvlan (on the NIC, no host shim)."""
+    args = ["net", "create", name, "--subnet", subnet, "--uplink", "nic0", "--per-node"]
+    if kind == "macvlan":
+        args += ["--kind", "macvlan", "--no-host-shim"]
+    for node in testbed.nodes:
         r = node.pyctr(*args)
         if r.returncode:
             raise SlurmError("net create on %s: %s" % (node.name, r.stderr.strip()))
-
-
-def _host(subnet, n):
-    import ipaddress
-    return str(ipaddress.ip_network(subnet, strict=False).network_address + n)
 
 
 def _pids():

@@ -17,9 +17,6 @@ from pyctr.testbed import Testbed
 
 pytestmark = [root_only, pytest.mark.root]
 
-RANGE_A = "10.77.0.100-10.77.0.149"
-RANGE_B = "10.77.0.150-10.77.0.199"
-
 
 @pytest.fixture
 def tb(image_data):
@@ -114,11 +111,12 @@ CLEAN = {"interfaces": [], "leases": [], "containers": [], "mounts": []}
 
 
 def cluster_networks(tb, kind):
-    """The same network on every node, each node with its own range."""
-    for node, rng in zip(tb.nodes, (RANGE_A, RANGE_B)):
+    """The same `net create` on every node: node k (10.77.0.k) hands out
+    its own slice, 10.77.0.16k-10.77.0.16k+15 (noderange.py)."""
+    for node in tb.nodes:
         extra = ["--kind", "macvlan"] if kind == "macvlan" else []
         ok(node, "net", "create", "cluster", "--subnet", "10.77.0.0/24", "--uplink", "nic0",
-           "--range", rng, *extra)
+           "--per-node", *extra)
 
 
 def tcp_stream(sender, receiver, net, ip, nbytes=4 << 20):
@@ -180,12 +178,12 @@ def test_veth_bridge_across_nodes(tb):
     ip_a1 = start(a, "a1", "cluster")
     ip_a2 = start(a, "a2", "cluster")
     ip_b1 = start(b, "b1", "cluster")
-    assert ip_a1.startswith("10.77.0.1") and ip_b1 == "10.77.0.150"
+    assert ip_a1 == "10.77.0.16" and ip_b1 == "10.77.0.32"
     assert pings(a, "a1", ip_b1) and pings(b, "b1", ip_a1)  # across nodes
     assert pings(a, "a1", ip_a2)                            # locally
     assert pings(b, "b1", b.ip) and pings(b, "b1", a.ip)    # the nodes themselves
     assert node_pings(a, ip_b1)                             # node to a remote container
-    assert tcp_stream(a, b, "cluster", "10.77.0.170") == 4 << 20
+    assert tcp_stream(a, b, "cluster", "10.77.0.40") == 4 << 20
     # the bridge took the NIC's address and MAC; the NIC is its port
     assert "10.77.0.1/24" in a.run(["ip", "-o", "-4", "addr", "show", "cluster"]).stdout
     assert "master cluster" in a.run(["ip", "-o", "link", "show", "nic0"]).stdout
@@ -215,7 +213,7 @@ def test_macvlan_across_nodes_and_host_shim(tb):
     assert node_pings(a, ip_a1) and node_pings(b, ip_b1)
     assert pings(a, "a1", a.ip)
     assert node_pings(a, ip_b1)  # and remote ones over the wire
-    assert tcp_stream(a, b, "cluster", "10.77.0.170") == 4 << 20
+    assert tcp_stream(a, b, "cluster", "10.77.0.40") == 4 << 20
     ok(a, "rm", "-f", "a1")
     assert node_pings(a, ip_a2)
     ok(a, "rm", "-f", "a2")

@@ -12,7 +12,7 @@ import pytest
 from conftest_net import FakeKernel, dead_pid, mirrors
 from pyctr import network
 from pyctr.errors import PyctrError
-from pyctr.network import config, ipam, kinds, rtnl
+from pyctr.network import config, ipam, kinds, noderange, rtnl
 from pyctr.network.addr import Subnet, ip_int, parse_range, random_mac
 from pyctr.network.kinds.macvlan import shim_ifname
 from pyctr.network.kinds.veth import host_ifname
@@ -708,3 +708,32 @@ def test_macvlan_and_route_messages_decode_with_pyroute2():
     msg.decode()
     assert msg.get_attr("RTA_GATEWAY") == "10.0.0.1" and msg.get_attr("RTA_OIF") == 4
     assert msg["dst_len"] == 0 and msg["table"] == 254
+
+
+# -- per-node slices (noderange.py) ----------------------------------------------------
+
+def test_per_node_slice_follows_the_node_address_also_once_bridged(paths, owners):
+    k = FakeKernel()
+    nic = k.add_host_link("nic0")
+    k.host_ns.addrs.append((nic.index, "10.77.0.3", 24))
+    net = config.from_dict("cluster", {"subnet": "10.77.0.0/24", "uplink": "nic0", "slice": 16})
+    config.save(paths, net)
+    assert config.load(paths, "cluster").to_dict() == net.to_dict()
+    assert noderange.node_slice(k.host(), net).to_dict() == {
+        "node": "10.77.0.3", "index": 3, "range": "10.77.0.48-10.77.0.63"}
+    recs = attach(paths, "c1", ["cluster"], owners(), k)
+    # the bridge now holds the node's address: the slice stays the same
+    assert recs[0]["ip"] == "10.77.0.48/24"
+    assert net.candidates(k.host()) == (ip_int("10.77.0.48"), ip_int("10.77.0.63"))
+    network.detach(paths, "c1", recs, kernel=k)
+
+
+def test_last_per_node_slice_stops_before_broadcast():
+    k = FakeKernel()
+    nic = k.add_host_link("nic0")
+    k.host_ns.addrs.append((nic.index, "10.77.0.15", 24))
+    net = config.from_dict("n", {"subnet": "10.77.0.0/24", "uplink": "nic0", "slice": 16})
+    assert noderange.node_slice(k.host(), net).to_dict()["range"] == "10.77.0.240-10.77.0.254"
+    k.host_ns.addrs[:] = [(nic.index, "10.77.0.16", 24)]
+    with pytest.raises(PyctrError, match="need node addresses of host 1..15"):
+        noderange.node_slice(k.host(), net)

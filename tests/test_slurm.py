@@ -40,8 +40,8 @@ MPI = {"openmpi": "--mpi=pmix", "mpich": "--mpi=pmi2"}
 
 @pytest.fixture(scope="module", params=["veth", "macvlan"])
 def cluster(request, mpi_data, ring):  # noqa: F811
-    """Two Slurm nodes, each with network `seg` defined the same way on
-    the node segment 10.77.0.0/24, but with its own address range."""
+    """Two Slurm nodes, each with network `seg` defined by the same command
+    on the node segment 10.77.0.0/24 (--per-node: each its own slice)."""
     kind = request.param
     with Testbed(prefix="psl", nodes=2, data=mpi_data) as tb:
         define_network(tb, "seg", kind)

@@ -7,8 +7,8 @@
 on a simulated 2-node Slurm cluster (pyctr.slurmbed: munged, slurmctld and
 one slurmd per simulated machine, each a network namespace with its own NIC,
 hostname and /etc/hosts), so nothing touches this machine's network. Network
-`seg` is defined on both nodes with the same name and subnet but its own
-address range. Each rank says where it ran and what its eth0 carried; rank 0
+`seg` is defined by the same `pyctr net create seg ... --per-node` on both
+nodes, each handing out its own slice of the subnet. Each rank says where it ran and what its eth0 carried; rank 0
 says what pyctr set. Everything is removed at the end.
 
     /opt/pyctr/bin/python examples/cluster/slurm_hybrid.py [veth|macvlan]

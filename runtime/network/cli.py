@@ -3,6 +3,7 @@
     pyctr net create NAME --subnet CIDR [--gateway A] [--range A-B]
                      [--uplink NIC] [--kind veth|macvlan] [--mode MODE]
                      [--mtu N] [--bridge DEV] [--no-host-shim] [--no-probe]
+                     [--per-node [--slice N]]
     pyctr net ls
     pyctr net inspect NAME        (JSON)
     pyctr net rm NAME|KIND:TARGET   (KIND:TARGET: what an ad-hoc --net made)
@@ -11,7 +12,9 @@ A definition is a TOML file in the networks directory (config.py); its
 bridge (veth) is made on the first container start. `rm` refuses while a
 live container uses the network, then removes its host side (cleanup.teardown:
 the bridge pyctr made, giving the uplink its addresses back, or the macvlan
-host shim) and the definition.
+host shim) and the definition. `--per-node` gives each node of a cluster
+its own slice of the subnet, picked by the node's address on the uplink
+(noderange.py): the same command on every node is enough.
 """
 import json
 import os
@@ -19,7 +22,7 @@ import sys
 
 from pyctr.cli import arg_parser, print_table
 from pyctr.errors import PyctrError
-from pyctr.network import config, ipam, kinds
+from pyctr.network import config, ipam, kinds, noderange
 from pyctr.network.addr import int_ip
 
 USAGE = "usage: pyctr net {create,ls,inspect,rm} ..."
@@ -53,6 +56,12 @@ def create(paths, argv):
     p.add_argument("--no-probe", action="store_true",
                    help="do not ARP-probe addresses before use (a segment without other "
                    "hosts)")
+    p.add_argument("--per-node", action="store_true",
+                   help="each node hands out its own slice of the subnet, picked by its "
+                   "address on the uplink (host k: addresses k*N..k*N+N-1)")
+    p.add_argument("--slice", type=int, metavar="N",
+                   help="with --per-node: addresses per node (default %d)"
+                   % noderange.DEFAULT_SLICE)
     a = p.parse_args(argv)
     config.check_name(a.name)
     data = {"kind": a.kind, "subnet": a.subnet}
@@ -63,7 +72,15 @@ def create(paths, argv):
         data["host_shim"] = False
     if a.no_probe:
         data["probe"] = False
+    if a.slice is not None and not a.per_node:
+        raise PyctrError("net create: --slice is for --per-node")
+    if a.per_node:
+        data["slice"] = noderange.DEFAULT_SLICE if a.slice is None else a.slice
     net = config.from_dict(a.name, data, where="the command line")
+    if net.slice:
+        from pyctr.network.rtnl import Netlink
+        with Netlink() as nl:
+            noderange.node_slice(nl, net)  # this node has one, or one line now
     if config.exists(paths, a.name):
         raise PyctrError("network %s already exists" % a.name)
     if kinds.get(net.kind).exclusive_device:
@@ -90,7 +107,8 @@ def ls(paths, argv):
         d = net.to_dict()
         live = [lease for lease in ipam.Pool(paths, net.pool).leases().values()
                 if lease.holder == "container" and lease.alive()]
-        rows.append((name, net.kind, net.device, d["subnet"], d.get("range", "-"),
+        rows.append((name, net.kind, net.device, d["subnet"],
+                     d.get("range") or ("per node, %d" % net.slice if net.slice else "-"),
                      str(len(live))))
     print_table(rows)
     return 0
@@ -113,6 +131,11 @@ def inspect(paths, argv):
     out["conflicts"] = [int_ip(ip) for ip in sorted(noted)]  # found in use on the wire
     from pyctr.network.rtnl import Netlink
     with Netlink() as nl:
+        if net.slice:
+            try:
+                out["node_slice"] = noderange.node_slice(nl, net).to_dict()
+            except PyctrError as e:
+                out["node_slice"] = {"error": str(e)}
         link = nl.link(net.device)
         out["device"] = None if link is None else {
             "name": link.name, "link_type": link.link_type, "up": link.up, "mtu": link.mtu,

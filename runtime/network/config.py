@@ -6,6 +6,9 @@
     subnet = "10.77.0.0/24"
     gateway = "10.77.0.1"               # optional (veth: the bridge's address)
     range = "10.77.0.100-10.77.0.149"   # optional: addresses handed out
+    slice = 16                          # instead of range: per-node slices
+                                        # of 16, picked by the node's own
+                                        # address (noderange.py)
     uplink = "nic0"                     # veth: NIC put in the bridge;
                                         # macvlan: the lower device (required)
     mtu = 1500                          # optional (default: the uplink's)
@@ -20,7 +23,8 @@
 A veth network with an uplink takes the uplink's address in the subnet
 as its bridge's own (the NIC, once a bridge port, can no longer hold it) and
 uses it as the containers' gateway unless `gateway` says otherwise. Several
-nodes of a cluster sharing one L2 segment each need their own `range`.
+nodes of a cluster sharing one L2 segment each need their own `range`, or
+one `slice` that gives each node its own part of the subnet.
 Where a network reaches a wire (kinds: reaches_wire), each address is
 probed before a container gets it (arp.py), so one taken by another host
 is skipped; `probe = false` is for segments without other hosts.
@@ -33,7 +37,7 @@ from pyctr.network import kinds
 from pyctr.network.addr import Subnet, check_ifname, check_mtu, int_ip, ip_int, parse_range
 
 COMMON_KEYS = {"kind": str, "subnet": str, "gateway": str, "range": str, "uplink": str,
-               "mtu": int, "probe": bool, "conflict_seconds": int}
+               "mtu": int, "probe": bool, "conflict_seconds": int, "slice": int}
 OLDER_KIND_NAMES = {"bridge": "veth"}  # definitions written before kinds had one name
 DEFAULT_KIND = "veth"
 
@@ -43,10 +47,11 @@ class Network:
     kind is a kinds.REGISTRY name; device is what the kind's pool is on (the
     bridge, the lower device); options are the kind's own settings."""
     __slots__ = ("name", "kind", "device", "subnet", "gateway", "range", "uplink", "mtu",
-                 "options", "defined", "probe", "conflict_seconds")
+                 "options", "defined", "probe", "conflict_seconds", "slice")
 
     def __init__(self, name, kind, device, subnet=None, gateway=None, range=None, uplink=None,
-                 mtu=None, options=None, defined=False, probe=True, conflict_seconds=None):
+                 mtu=None, options=None, defined=False, probe=True, conflict_seconds=None,
+                 slice=None):
         self.name, self.kind, self.device = name, kind, device
         self.subnet, self.gateway, self.range = subnet, gateway, range
         self.uplink, self.mtu = uplink, mtu
@@ -54,14 +59,20 @@ class Network:
         self.defined = defined
         self.probe = probe  # False: never ARP-probe (kinds.reaches_wire aside)
         self.conflict_seconds = conflict_seconds  # None: arp.CONFLICT_SECONDS
+        self.slice = slice  # per-node slice size (noderange.py), None: range or subnet
 
     @property
     def pool(self):
         """IPAM pool: one per L2 device, whichever name reaches it."""
         return kinds.get(self.kind).pool(self.device)
 
-    def candidates(self):
-        """(first, last) of the addresses IPAM may hand out."""
+    def candidates(self, host):
+        """(first, last) of the addresses IPAM may hand out on this node
+        (host: its netlink, which per-node slices need)."""
+        if self.slice:
+            from pyctr.network.noderange import node_slice
+            found = node_slice(host, self)
+            return found.first, found.last
         if self.range:
             return self.range
         return self.subnet.first, self.subnet.last
@@ -82,6 +93,8 @@ class Network:
             d["gateway"] = int_ip(self.gateway)
         if self.range:
             d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
+        if self.slice:
+            d["slice"] = self.slice
         if self.uplink and self.uplink != self.device:
             d["uplink"] = self.uplink
         if self.mtu:
@@ -97,6 +110,8 @@ class Network:
             d["gateway"] = int_ip(self.gateway)
         if self.range:
             d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
+        if self.slice:
+            d["slice"] = self.slice
         if self.uplink:
             d["uplink"] = self.uplink
         if self.mtu:
@@ -169,6 +184,9 @@ def from_dict(name, data, where=None):
             raise PyctrError("network %s: gateway %s is not a host of subnet %s"
                              % (name, data["gateway"], subnet))
     rng = parse_range(data["range"], subnet) if data.get("range") else None
+    size = data.get("slice")
+    if size is not None:
+        _check_slice(name, data, size, subnet, where)
     uplink = check_ifname(data["uplink"], "uplink") if data.get("uplink") else None
     mtu = check_mtu(data["mtu"]) if data.get("mtu") else None
     conflict_seconds = data.get("conflict_seconds")
@@ -177,7 +195,17 @@ def from_dict(name, data, where=None):
     device, options = kind.define(name, data)
     return Network(name, kind_name, device, subnet, gateway, rng, uplink, mtu, options,
                    defined=True, probe=data.get("probe", True),
-                   conflict_seconds=conflict_seconds)
+                   conflict_seconds=conflict_seconds, slice=size)
+
+
+def _check_slice(name, data, size, subnet, where):
+    from pyctr.network.noderange import check_size
+    if data.get("range"):
+        raise PyctrError("network %s: range and slice exclude each other in %s" % (name, where))
+    if not data.get("uplink"):
+        raise PyctrError("network %s: slice needs an uplink (the node's address on it picks "
+                         "the slice) in %s" % (name, where))
+    check_size(name, size, subnet, where)
 
 
 def save(paths, net):

@@ -105,7 +105,7 @@ class Wire:
         if net.gateway:
             exclude.add(net.gateway)
         self.leasing[prep.index] = (pool, owner)
-        first, last = net.candidates()
+        first, last = net.candidates(self.host)
         got, reclaimed = pool.allocate(first, last, owner, want=want, subnet=net.subnet,
                                        exclude=exclude)
         self.undo.push(release_lease, pool, got, owner["container"])

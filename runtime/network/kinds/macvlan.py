@@ -245,7 +245,7 @@ def _ensure_shim(wire, pool, net, lower, exclude, container_id):
     if own:
         ip, leased = own[0], False
     else:
-        ip, _ = pool.allocate(*net.candidates(), {"shim": name}, subnet=net.subnet,
+        ip, _ = pool.allocate(*net.candidates(host), {"shim": name}, subnet=net.subnet,
                               exclude=exclude | ({net.gateway} if net.gateway else set()))
         leased = True
     wire.undo.push(_remove_shim_if_unused, wire.paths, host, net.pool, name, container_id)
