@@ -8,6 +8,7 @@ return. The Spec is frozen: stages read it, and what they learn goes into
 the Container (paths, fds, pid) and its ContainerState record.
 
   networks_plan  every network check that needs no device (pyctr.network)
+  cgroup_warm_up the kernel's wait before a cgroup move starts now, in a thread
   reserve        the name, with the first record (status creating)
   etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
@@ -68,6 +69,22 @@ def networks_plan(c):
     if c.spec.networks:
         from pyctr import network
         c.prepared = network.prepare(c.paths, c.spec.networks)
+
+
+def cgroup_warm_up(c):
+    """The container's init is moved into its group right after clone, and
+    the first cgroup move after a quiet spell waits for an RCU grace period
+    (see cgroups.warm_up): let that wait run beside the next stages. The
+    layout found here is the cgroup stage's; errors are left to it."""
+    if c.paths.rootless:
+        return
+    from pyctr import cgroups
+    try:
+        c.cgroup_layout = cgroups.detect()
+    except (OSError, PyctrError):
+        return
+    c.warming = cgroups.warm_up(c.cgroup_layout)
+    c.undo.push(_warmed_up, c)
 
 
 def reserve(c):
@@ -137,7 +154,7 @@ def cgroup(c):
     policy, and what the child mounts at /sys/fs/cgroup."""
     from pyctr import cgroups
     try:
-        layout = cgroups.detect()
+        layout = c.cgroup_layout or cgroups.detect()
     except (OSError, PyctrError):
         if not c.paths.rootless:
             raise
@@ -149,6 +166,14 @@ def cgroup(c):
         c.store.save(c.state)
     c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
                                  c.spec.namespace("cgroup") is not None)
+    _warmed_up(c)  # no thread may run across clone
+
+
+def _warmed_up(c):
+    """Wait for cgroup_warm_up's thread (once)."""
+    warming, c.warming = c.warming, None
+    if warming:
+        warming.acquire()
 
 
 def clone(c):
@@ -258,8 +283,8 @@ def bundle_ready(c):
         at_barrier(c)
 
 
-STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
-          record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
+STAGES = (networks_plan, cgroup_warm_up, reserve, etc_files, namespaces, cgroup, clone, id_maps,
+          cgroup_attach, record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
@@ -283,6 +308,8 @@ class Container:
         self.etc_mounts = []
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
+        self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
+        self.warming = None        # cgroups.warm_up's lock, released when its thread ends
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
