@@ -505,24 +505,46 @@ def warm_up(layout):
     an RCU grace period (5-20 ms here), and for one grace period after the
     last writer, the next writer does not wait. So a thread writes this
     process's pid into its own group (a move to where it is: nothing
-    changes) while the stages before clone work. Returns the thread's lock:
-    acquire() it before clone, no thread may run across clone. On a pure v2
-    host clone3's CLONE_INTO_CGROUP would avoid the wait, not on v1."""
+    changes) while the stages before clone work. On a pure v2 host clone3's
+    CLONE_INTO_CGROUP would avoid the wait; on v1 hierarchies nothing does.
+
+    Returns wait(): it returns once the thread is gone, interpreter state
+    and all. Call it before clone: the child of a raw clone(2) must not
+    inherit a thread the interpreter still counts (it could wait forever
+    for that thread to take the GIL)."""
     import _thread
     h = layout.hierarchies[0]
     path = h.host_dir(h.own) + "/cgroup.procs"
-    done = _thread.allocate_lock()
-    done.acquire()
 
     def move():
         try:
             syscalls.write_kernel_file(path, str(os.getpid()))
         except OSError:
             pass  # only a head start: attach() still does the real work
-        finally:
-            done.release()
-    _thread.start_new_thread(move, ())
-    return done
+
+    if not hasattr(_thread, "_set_sentinel"):  # Python 3.13: threading's join
+        import threading
+        thread = threading.Thread(target=move, daemon=True)
+        thread.start()
+        return thread.join
+    started = _thread.allocate_lock()
+    started.acquire()
+    gone = []
+
+    def run():
+        # threading's join does the same: the sentinel is released when this
+        # thread's state is deleted, after which it never takes the GIL again
+        gone.append(_thread._set_sentinel())
+        gone[0].acquire()
+        started.release()
+        move()
+
+    _thread.start_new_thread(run, ())
+
+    def wait():
+        started.acquire()
+        gone[0].acquire()
+    return wait
 
 
 # -- the container's view: /sys/fs/cgroup inside -------------------------------

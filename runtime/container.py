@@ -170,10 +170,10 @@ def cgroup(c):
 
 
 def _warmed_up(c):
-    """Wait for cgroup_warm_up's thread (once)."""
-    warming, c.warming = c.warming, None
-    if warming:
-        warming.acquire()
+    """Wait for cgroup_warm_up's thread to be gone (once)."""
+    wait, c.warming = c.warming, None
+    if wait:
+        wait()
 
 
 def clone(c):
@@ -309,7 +309,7 @@ class Container:
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
-        self.warming = None        # cgroups.warm_up's lock, released when its thread ends
+        self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
