@@ -16,9 +16,9 @@ the Container (paths, fds, pid) and its ContainerState record.
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
   cgroup_attach  the child into its group, before it does anything
+  ids            the child builds its root meanwhile (a bundle's: after its hooks)
   record         status created, pid
-  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks
-  ids            the child builds its root meanwhile
+  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks, IDS
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
   ready          the child waits at the exec barrier (READY)
@@ -229,10 +229,14 @@ def bundle(c):
     if c.spec.oci:
         from pyctr.oci.lifecycle import created
         created(c)
+        c.channel.send(IDS)  # only now: the hooks run before the child pivots
 
 
 def ids(c):
-    c.channel.send(IDS)  # the child builds its rootfs meanwhile
+    """The child builds its root while the parent records it (~3 ms of
+    state and config.json side by side); a bundle's waits for its hooks."""
+    if not c.spec.oci:
+        c.channel.send(IDS)
 
 
 def networks(c):
@@ -284,7 +288,7 @@ def bundle_ready(c):
 
 
 STAGES = (networks_plan, cgroup_warm_up, reserve, etc_files, namespaces, cgroup, clone, id_maps,
-          cgroup_attach, record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
+          cgroup_attach, ids, record, bundle, networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
