@@ -497,6 +497,21 @@ def _enable(parent, controllers, h):
             _write(directory, "cgroup.subtree_control", " ".join("+" + c for c in sorted(todo)))
 
 
+def start_warm_up(paths):
+    """(layout, wait) with warm_up(layout) started, or (None, None) where
+    pyctr makes no cgroup (rootless) or finds none (that error is the cgroup
+    stage's to report). Everything cgroupfs does waits meanwhile, mkdir
+    too: `run` starts it before it builds the spec, so that work (not
+    cgroup work) overlaps the wait."""
+    if paths.rootless:
+        return None, None
+    try:
+        layout = detect()
+    except (OSError, PyctrError):
+        return None, None
+    return layout, warm_up(layout)
+
+
 def warm_up(layout):
     """Start the kernel's wait that the first move of a process between
     cgroups pays, so that the move of the container's init (Group.attach)
@@ -513,14 +528,28 @@ def warm_up(layout):
     inherit a thread the interpreter still counts (it could wait forever
     for that thread to take the GIL)."""
     import _thread
+    import fcntl
     h = layout.hierarchies[0]
-    path = h.host_dir(h.own) + "/cgroup.procs"
+    try:
+        low = os.open(h.host_dir(h.own) + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return lambda: None  # only a head start: attach() still does the real work
+    try:
+        # The fd stays open during the wait, while `run` checks the fds the
+        # user passes (--preserve-fds, PMI_FD): keep it out of their way, at
+        # the top of a 1024-entry fd table (a higher one would grow it).
+        fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC,
+                         max(min(os.sysconf("SC_OPEN_MAX"), 1024) - 64, 3))
+    finally:
+        os.close(low)
 
     def move():
         try:
-            syscalls.write_kernel_file(path, str(os.getpid()))
+            os.write(fd, str(os.getpid()).encode())
         except OSError:
-            pass  # only a head start: attach() still does the real work
+            pass
+        finally:
+            os.close(fd)
 
     if not hasattr(_thread, "_set_sentinel"):  # Python 3.13: threading's join
         import threading
@@ -540,11 +569,10 @@ def warm_up(layout):
         move()
 
     _thread.start_new_thread(run, ())
-
-    def wait():
-        started.acquire()
-        gone[0].acquire()
-    return wait
+    # Let it start now: otherwise it waits for the GIL (up to 5 ms) while
+    # this thread imports and builds the spec, and the kernel's wait later.
+    started.acquire()
+    return gone[0].acquire
 
 
 # -- the container's view: /sys/fs/cgroup inside -------------------------------

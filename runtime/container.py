@@ -74,16 +74,12 @@ def networks_plan(c):
 def cgroup_warm_up(c):
     """The container's init is moved into its group right after clone, and
     the first cgroup move after a quiet spell waits for an RCU grace period
-    (see cgroups.warm_up): let that wait run beside the next stages. The
-    layout found here is the cgroup stage's; errors are left to it."""
-    if c.paths.rootless:
-        return
-    from pyctr import cgroups
-    try:
-        c.cgroup_layout = cgroups.detect()
-    except (OSError, PyctrError):
-        return
-    c.warming = cgroups.warm_up(c.cgroup_layout)
+    (see cgroups.warm_up): let that wait run beside the next stages, unless
+    `run` started it already, before it built the spec. The layout found
+    here is the cgroup stage's; errors are left to it."""
+    if not c.warming:
+        from pyctr import cgroups
+        c.cgroup_layout, c.warming = cgroups.start_warm_up(c.paths)
     c.undo.push(_warmed_up, c)
 
 
