@@ -99,10 +99,13 @@ def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
         hierarchies[key] = h
     if not hierarchies:
         raise PyctrError("no cgroup hierarchy is mounted under %s" % ROOT)
+    global _detected
+    _detected = _detected or mountinfo == "/proc/self/mountinfo"
     return Layout(hierarchies=sorted(hierarchies.values(), key=lambda h: h.name))
 
 
 MOUNT_SOURCE = "pyctr-cgroup"  # marks the mounts _mount_as_init made
+_detected = False  # detect() found (or mounted) the hierarchies in this process
 
 
 def _mount_as_init(mountinfo):
@@ -163,10 +166,18 @@ def _unescape(text):
         .replace("\\134", "\\")
 
 
+# cgroupfs files are read and written with os.open/read/write: a run makes
+# ~60 such calls, and open() adds four syscalls and three objects to each.
 def _read(directory, name, default=None):
     try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read().strip()
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode().strip()
     except OSError:
         if default is None:
             raise
@@ -176,8 +187,7 @@ def _read(directory, name, default=None):
 def _write(directory, name, value):
     path = os.path.join(directory, name)
     try:
-        with open(path, "w") as f:
-            f.write(str(value))
+        syscalls.write_kernel_file(path, str(value))
     except OSError as e:
         raise PyctrError("cannot write %s to %s: %s" % (value, path, e.strerror)) from e
 
@@ -207,7 +217,7 @@ class Group:
             return None
         group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
                     record.get("path"), record.get("limits"))
-        if reach:
+        if reach and not _detected:  # once is enough: the mounts stay
             try:
                 detect()
             except (OSError, PyctrError):
@@ -485,6 +495,84 @@ def _enable(parent, controllers, h):
         todo = controllers - enabled
         if todo:
             _write(directory, "cgroup.subtree_control", " ".join("+" + c for c in sorted(todo)))
+
+
+def start_warm_up(paths):
+    """(layout, wait) with warm_up(layout) started, or (None, None) where
+    pyctr makes no cgroup (rootless) or finds none (that error is the cgroup
+    stage's to report). Everything cgroupfs does waits meanwhile, mkdir
+    too: `run` starts it before it builds the spec, so that work (not
+    cgroup work) overlaps the wait."""
+    if paths.rootless:
+        return None, None
+    try:
+        layout = detect()
+    except (OSError, PyctrError):
+        return None, None
+    return layout, warm_up(layout)
+
+
+def warm_up(layout):
+    """Start the kernel's wait that the first move of a process between
+    cgroups pays, so that the move of the container's init (Group.attach)
+    does not. Every write to a cgroup.procs file takes the global
+    cgroup_threadgroup_rwsem for writing; after a quiet spell that waits for
+    an RCU grace period (5-20 ms here), and for one grace period after the
+    last writer, the next writer does not wait. So a thread writes this
+    process's pid into its own group (a move to where it is: nothing
+    changes) while the stages before clone work. On a pure v2 host clone3's
+    CLONE_INTO_CGROUP would avoid the wait; on v1 hierarchies nothing does.
+
+    Returns wait(): it returns once the thread is gone, interpreter state
+    and all. Call it before clone: the child of a raw clone(2) must not
+    inherit a thread the interpreter still counts (it could wait forever
+    for that thread to take the GIL)."""
+    import _thread
+    import fcntl
+    h = layout.hierarchies[0]
+    try:
+        low = os.open(h.host_dir(h.own) + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return lambda: None  # only a head start: attach() still does the real work
+    try:
+        # The fd stays open during the wait, while `run` checks the fds the
+        # user passes (--preserve-fds, PMI_FD): keep it out of their way, at
+        # the top of a 1024-entry fd table (a higher one would grow it).
+        fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC,
+                         max(min(os.sysconf("SC_OPEN_MAX"), 1024) - 64, 3))
+    finally:
+        os.close(low)
+
+    def move():
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    if not hasattr(_thread, "_set_sentinel"):  # Python 3.13: threading's join
+        import threading
+        thread = threading.Thread(target=move, daemon=True)
+        thread.start()
+        return thread.join
+    started = _thread.allocate_lock()
+    started.acquire()
+    gone = []
+
+    def run():
+        # threading's join does the same: the sentinel is released when this
+        # thread's state is deleted, after which it never takes the GIL again
+        gone.append(_thread._set_sentinel())
+        gone[0].acquire()
+        started.release()
+        move()
+
+    _thread.start_new_thread(run, ())
+    # Let it start now: otherwise it waits for the GIL (up to 5 ms) while
+    # this thread imports and builds the spec, and the kernel's wait later.
+    started.acquire()
+    return gone[0].acquire
 
 
 # -- the container's view: /sys/fs/cgroup inside -------------------------------

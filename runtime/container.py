@@ -8,6 +8,7 @@ return. The Spec is frozen: stages read it, and what they learn goes into
 the Container (paths, fds, pid) and its ContainerState record.
 
   networks_plan  every network check that needs no device (pyctr.network)
+  cgroup_warm_up the kernel's wait before a cgroup move starts now, in a thread
   reserve        the name, with the first record (status creating)
   etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
@@ -15,9 +16,9 @@ the Container (paths, fds, pid) and its ContainerState record.
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
   cgroup_attach  the child into its group, before it does anything
+  ids            the child builds its root meanwhile (a bundle's: after its hooks)
   record         status created, pid
-  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks
-  ids            the child builds its root meanwhile
+  bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks, IDS
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
   ready          the child waits at the exec barrier (READY)
@@ -68,6 +69,18 @@ def networks_plan(c):
     if c.spec.networks:
         from pyctr import network
         c.prepared = network.prepare(c.paths, c.spec.networks)
+
+
+def cgroup_warm_up(c):
+    """The container's init is moved into its group right after clone, and
+    the first cgroup move after a quiet spell waits for an RCU grace period
+    (see cgroups.warm_up): let that wait run beside the next stages, unless
+    `run` started it already, before it built the spec. The layout found
+    here is the cgroup stage's; errors are left to it."""
+    if not c.warming:
+        from pyctr import cgroups
+        c.cgroup_layout, c.warming = cgroups.start_warm_up(c.paths)
+    c.undo.push(_warmed_up, c)
 
 
 def reserve(c):
@@ -137,7 +150,7 @@ def cgroup(c):
     policy, and what the child mounts at /sys/fs/cgroup."""
     from pyctr import cgroups
     try:
-        layout = cgroups.detect()
+        layout = c.cgroup_layout or cgroups.detect()
     except (OSError, PyctrError):
         if not c.paths.rootless:
             raise
@@ -149,6 +162,14 @@ def cgroup(c):
         c.store.save(c.state)
     c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
                                  c.spec.namespace("cgroup") is not None)
+    _warmed_up(c)  # no thread may run across clone
+
+
+def _warmed_up(c):
+    """Wait for cgroup_warm_up's thread to be gone (once)."""
+    wait, c.warming = c.warming, None
+    if wait:
+        wait()
 
 
 def clone(c):
@@ -204,10 +225,14 @@ def bundle(c):
     if c.spec.oci:
         from pyctr.oci.lifecycle import created
         created(c)
+        c.channel.send(IDS)  # only now: the hooks run before the child pivots
 
 
 def ids(c):
-    c.channel.send(IDS)  # the child builds its rootfs meanwhile
+    """The child builds its root while the parent records it (~3 ms of
+    state and config.json side by side); a bundle's waits for its hooks."""
+    if not c.spec.oci:
+        c.channel.send(IDS)
 
 
 def networks(c):
@@ -262,8 +287,8 @@ def bundle_ready(c):
         at_barrier(c)
 
 
-STAGES = (networks_plan, reserve, etc_files, namespaces, cgroup, clone, id_maps, cgroup_attach,
-          record, bundle, ids, networks, mpi_rank, ready, bundle_ready)
+STAGES = (networks_plan, cgroup_warm_up, reserve, etc_files, namespaces, cgroup, clone, id_maps,
+          cgroup_attach, ids, record, bundle, networks, mpi_rank, ready, bundle_ready)
 
 
 class Container:
@@ -287,6 +312,8 @@ class Container:
         self.etc_mounts = []
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
+        self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
+        self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage

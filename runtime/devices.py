@@ -13,7 +13,7 @@ import stat
 
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
-from pyctr.syscalls import MS_BIND
+from pyctr.syscalls import MS_BIND, write_kernel_file
 
 ANY = -1  # major or minor "*"
 
@@ -195,8 +195,7 @@ def apply_v1(directory, rules):
     for rule in rules:
         name = "devices.allow" if rule.allow else "devices.deny"
         try:
-            with open(os.path.join(directory, name), "w") as f:
-                f.write(rule.v1())
+            write_kernel_file(os.path.join(directory, name), rule.v1())
         except OSError as e:
             raise PyctrError("cannot set device rule %r in %s: %s" % (
                 rule.v1(), directory, e.strerror)) from e

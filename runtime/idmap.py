@@ -8,6 +8,7 @@ Two cases, as podman/Apptainer users expect:
 import os
 
 from pyctr.spec import IdMapping
+from pyctr.syscalls import write_kernel_file
 
 DEFAULT_RANGE = (100000, 65536)
 
@@ -42,14 +43,6 @@ def write_maps(pid, uid_mappings, gid_mappings):
     """Write the child's maps from the parent (the child waits meanwhile).
     Without privilege the kernel wants setgroups denied before gid_map."""
     if os.geteuid() != 0:
-        _write("/proc/%d/setgroups" % pid, "deny")
-    _write("/proc/%d/uid_map" % pid, format_map(uid_mappings))
-    _write("/proc/%d/gid_map" % pid, format_map(gid_mappings))
-
-
-def _write(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+        write_kernel_file("/proc/%d/setgroups" % pid, "deny")
+    write_kernel_file("/proc/%d/uid_map" % pid, format_map(uid_mappings))
+    write_kernel_file("/proc/%d/gid_map" % pid, format_map(gid_mappings))

@@ -466,3 +466,23 @@ def test_v2_freeze_thaw_and_removal_on_a_unified_only_view(pyctr, work):
                         + inner], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["layout True 2", "frozen 1", "thawed 0", "left []"]
+
+
+def test_warm_up_moves_nothing_and_leaves_no_thread_for_clone():
+    """cgroup_warm_up's head start on the kernel's wait (cgroups.warm_up) is a
+    move of pyctr to where it is: its groups are the same afterwards, and
+    once wait() returns no thread is left that a clone(2) child would
+    inherit half-counted. Run in a child process: pytest's own threads
+    would be counted too."""
+    code = (
+        "import _thread\n"
+        "from pyctr import cgroups\n"
+        "before = open('/proc/self/cgroup').read()\n"
+        "wait = cgroups.warm_up(cgroups.detect())\n"
+        "wait()\n"
+        "assert open('/proc/self/cgroup').read() == before\n"
+        "assert _thread._count() == 0, _thread._count()\n"
+        "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.stdout.strip() == "ok", p.stderr

@@ -4,21 +4,44 @@
 What each contender does (all as root, same rootfs, new pid, ipc, uts, mount
 and network namespaces, loopback up, workload /bin/true, teardown included):
   pyctr   LAUNCHER --root STATE --data DATA run --rm --net=none IMAGE /bin/true
+          with its defaults: confinement on (below), an overlay over the image
+          (the root is writable), the 14 default capabilities
   runc    runc --root STATE run --bundle B ID    (config.json from `runc spec`:
-          terminal false, args /bin/true, root = the image rootfs, read-only)
-  crun    crun --root STATE run --bundle B ID    (same bundle)
+          terminal false, args /bin/true, root = the image rootfs, read-only;
+          confinement added as below, the same 14 capabilities)
+  crun    crun --root STATE run --bundle B ID    (the same config.json)
   bwrap   bwrap --unshare-{pid,ipc,uts,net} --ro-bind ROOTFS / --proc /proc
-          --dev /dev /bin/true
+          --dev /dev /bin/true: no cgroup, no cgroup namespace, no device
+          policy, no seccomp filter (none of the confinement below)
   python  the interpreter pyctr runs on, `-c pass` (the floor a Python
           runtime cannot go below)
-A fresh container id per run. runc and crun keep their state in a private
---root on tmpfs, like their default /run/{runc,crun}.
+
+Confinement, the same for pyctr, runc and crun (issue 8's defaults):
+  cgroup     a new cgroup per container in every mounted hierarchy, removed
+             at exit. pyctr: <own>/pyctr/<world>-<id>/ctr; runc and crun:
+             linux.cgroupsPath /pyctr-bench-PID/ID (cgroupfs driver, as podman
+             writes it with --cgroup-manager cgroupfs: an absolute path)
+  cgroupns   a new cgroup namespace (pyctr's default; a "cgroup" entry in the
+             bundle's linux.namespaces), /sys/fs/cgroup mounted read-only inside
+  devices    deny all, then the default allow list (null, zero, full, random,
+             urandom, tty, ptmx, pts, mknod of any node): pyctr's own
+             devices.DEFAULT_RULES, written into linux.resources.devices for
+             runc and crun (v1 devices controller on this host)
+  seccomp    pyctr's default profile (seccomp.default, resolved for the 14
+             capabilities), exported with Seccomp.to_oci() as linux.seccomp;
+             pyctr loads it from its compile cache, runc and crun compile it
+             with libseccomp at every start, as they always do
+A fresh container id per run (runc and crun get a fresh config.json with that
+id's cgroupsPath, written before the timed run). runc and crun keep their
+state in a private --root on tmpfs, like their default /run/{runc,crun}.
 
 crun 1.8.1 refuses a hybrid cgroup layout (cgroup v1 controllers plus
 /sys/fs/cgroup/unified) with "cgroups in hybrid mode not supported". On such
 a host its runner is started in `unshare -m` with /sys/fs/cgroup/unified
-unmounted in that private mount namespace; the unshare and sh are paid once,
-when the runner starts, never inside a timed run (see runner.py).
+unmounted in that private mount namespace (so crun makes no group in that
+controller-less v2 tree, where pyctr and runc make one); the unshare and sh
+are paid once, when the runner starts, never inside a timed run (see
+runner.py).
 
 Fair timing of a Python program: we time the launcher pyctr users run
 (`/usr/local/bin/pyctr`, its shebang naming the installed interpreter, not a
@@ -36,6 +59,8 @@ from pyctr.cli import arg_parser
 from pyctr.errors import PyctrError
 
 DEFAULT_LAUNCHER = "/usr/local/bin/pyctr"
+RUNC_TARGET = 0.75  # issue 8: pyctr at or below 0.75 of runc, confinement on for both
+CGROUP_PARENT = "pyctr-bench-%d"  # runc's and crun's cgroups go below it (the bench's pid)
 
 
 def timing_parser(prog, description, kind):
@@ -58,6 +83,9 @@ def timing_parser(prog, description, kind):
 def parse(argv):
     p = timing_parser("bench startup", "Time `pyctr run --rm --net=none IMAGE /bin/true` "
                       "against runc, crun and bwrap on the same rootfs.", "startup")
+    p.add_argument("--baseline", metavar="LAUNCHER",
+                   help="also time this other pyctr launcher (e.g. an install of an older "
+                   "commit) as `pyctr-baseline`, interleaved with the rest")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, print pyctr's `python -X importtime` top entries")
     p.add_argument("--top", type=int, default=25, help="entries shown by --profile (25)")
@@ -152,7 +180,9 @@ def precompile(interp):
 
 
 def write_bundle(bundle, rootfs):
-    """An OCI bundle from `runc spec`, made to run /bin/true without a tty."""
+    """An OCI bundle from `runc spec`, made to run /bin/true without a tty,
+    with pyctr's confinement (see confine; no cgroupsPath: runc's default
+    group then); returns its config (a dict)."""
     import json
     import subprocess
     os.makedirs(bundle)
@@ -169,8 +199,35 @@ def write_bundle(bundle, rootfs):
     if kinds != ["ipc", "mount", "network", "pid", "uts"]:
         raise PyctrError("runc spec gave namespaces %s, expected ipc mount network pid uts"
                          % " ".join(kinds))
+    confine(config)
     with open(path, "w") as f:
         json.dump(config, f, indent=1)
+    return config
+
+
+def confine(config):
+    """What a default pyctr container has, in a runc bundle: its capabilities,
+    a cgroup namespace, its device policy and its seccomp profile (the
+    cgroupsPath is per container: config_for)."""
+    from pyctr import devices, seccomp, spec
+    caps = ["CAP_" + c.upper() for c in spec.DEFAULT_CAPABILITIES]
+    process = config["process"]
+    process["capabilities"] = {kind: list(caps)
+                               for kind in ("bounding", "effective", "permitted")}
+    linux = config["linux"]
+    linux["namespaces"].append({"type": "cgroup"})
+    linux.setdefault("resources", {})["devices"] = [r.to_oci() for r in devices.DEFAULT_RULES]
+    linux["seccomp"] = seccomp.default_profile(spec.DEFAULT_CAPABILITIES).to_oci()
+
+
+def config_for(bundle, config, cgroups_path):
+    """Write the bundle's config.json for one container (its cgroupsPath)."""
+    import json
+    config["linux"]["cgroupsPath"] = cgroups_path
+    tmp = os.path.join(bundle, "config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(config, f)
+    os.rename(tmp, os.path.join(bundle, "config.json"))
 
 
 def hybrid_cgroups():
@@ -213,39 +270,48 @@ def build(paths, args, work, runners):
     tag = "pb%d" % os.getpid()
     contenders, notes = [], []
 
-    pyctr_state = os.path.join(work, "pyctr-state")
-    contenders.append(harness.CommandContender(
-        "pyctr", plain, lambda i: {"steps": [step(
-            [launcher, "--root", pyctr_state, "--data", paths.data,
-             "run", "--rm", "--net=none", label, "/bin/true"])]},
-        note="`%s run --rm --net=none %s /bin/true` (interpreter %s)"
-        % (launcher, label, interp)))
+    def pyctr(name, launcher, interp):
+        state = os.path.join(work, name + "-state")
+        contenders.append(harness.CommandContender(
+            name, plain, lambda i: {"steps": [step(
+                [launcher, "--root", state, "--data", paths.data,
+                 "run", "--rm", "--net=none", label, "/bin/true"])]},
+            note="`%s run --rm --net=none %s /bin/true` (interpreter %s; its defaults: own "
+            "cgroup and cgroup namespace, device policy, seccomp)" % (launcher, label, interp)))
 
-    bundle = os.path.join(work, "bundle")
-    if shutil.which("runc"):
-        write_bundle(bundle, rootfs)
-    else:
+    pyctr("pyctr", launcher, interp)
+    if args.baseline:
+        base_launcher, base_interp = launcher_and_interpreter(args.baseline)
+        precompile(base_interp)
+        pyctr("pyctr-baseline", base_launcher, base_interp)
+
+    if not shutil.which("runc"):
         raise PyctrError("runc is not installed (apt-get install runc): it is the peer")
+    config = write_bundle(os.path.join(work, "bundle"), rootfs)
 
     def oci(tool):
         state = os.path.join(work, tool + "-state")
+        bundle = os.path.join(work, "bundle-" + tool)
+        os.mkdir(bundle)
 
         def request(i):
             cid = "%s-%s-%d" % (tag, tool, i + 1000)
+            config_for(bundle, config, "/%s/%s" % (CGROUP_PARENT % os.getpid(), cid))
             return {"steps": [step([tool, "--root", state, "run", "--bundle", bundle, cid])],
                     "on_fail": [step([tool, "--root", state, "delete", "--force", cid])]}
         return request
 
+    confined = ("pid, ipc, uts, mount, network and cgroup namespaces; read-only root; "
+                "its own cgroup (cgroupsPath), device policy and seccomp profile as pyctr's")
     contenders.append(harness.CommandContender(
-        "runc", plain, oci("runc"), note="`runc run` of a `runc spec` bundle "
-        "(pid, ipc, uts, mount, network namespaces; read-only root)"))
+        "runc", plain, oci("runc"), note="`runc run` of a `runc spec` bundle (%s)" % confined))
 
     if shutil.which("crun"):
         prefix = crun_runner_prefix()
         crun_runner = runners.add(harness.Runner("crun", prefix=prefix, env=env))
         contenders.append(harness.CommandContender(
             "crun", crun_runner, oci("crun"),
-            note="`crun run`, same bundle" + (
+            note="`crun run`, the same config.json" + (
                 "; timed from a mount namespace without /sys/fs/cgroup/unified "
                 "(crun 1.8.1 refuses hybrid cgroups)" if prefix else "")))
     else:
@@ -257,7 +323,7 @@ def build(paths, args, work, runners):
         contenders.append(harness.CommandContender(
             "bwrap", plain, lambda i: {"steps": [step(argv)]},
             note="`bwrap --unshare-{pid,ipc,uts,net} --ro-bind ROOTFS / --proc /proc "
-            "--dev /dev /bin/true`"))
+            "--dev /dev /bin/true` (no cgroup, cgroup namespace, device policy or seccomp)"))
     else:
         notes.append("bwrap not installed: skipped (apt-get install bubblewrap)")
 
@@ -311,13 +377,13 @@ def command(paths, argv):
         bench = harness.Benchmark(
             "startup", "pyctr run --net=none vs runc, crun, bwrap: %s /bin/true" % args.image,
             "ms", contenders, peer="runc", runs=args.runs, warmup=args.warmup, notes=notes,
-            comparisons=[("pyctr", c.name, 1.0 if c.name == "runc" else None)
+            comparisons=[("pyctr", c.name, RUNC_TARGET if c.name == "runc" else None)
                          for c in contenders if c.name != "pyctr"])
         facts = harness.machine_facts(versions)  # before the runs: their load, their date
         result = bench.run()
     finally:
         runners.close()
-        left = _leftovers(work)
+        left = _leftovers(work) + _remove_cgroups(CGROUP_PARENT % os.getpid())
         shutil.rmtree(work, ignore_errors=True)
     if left:
         result.bench.notes.append("left behind (then removed): " + ", ".join(left))
@@ -329,11 +395,28 @@ def _leftovers(work):
     """Containers the contenders left in their private state dirs."""
     left = []
     for tool, sub in (("runc", "runc-state"), ("crun", "crun-state"),
-                      ("pyctr", os.path.join("pyctr-state", "containers"))):
+                      ("pyctr", os.path.join("pyctr-state", "containers")),
+                      ("pyctr-baseline", os.path.join("pyctr-baseline-state", "containers"))):
         try:
             left += ["%s:%s" % (tool, name) for name in sorted(os.listdir(os.path.join(work, sub)))]
         except FileNotFoundError:
             pass
+    return left
+
+
+def _remove_cgroups(parent):
+    """Remove runc's and crun's cgroup parent (/sys/fs/cgroup/*/PARENT) in
+    every hierarchy; returns the container groups that were left in it."""
+    import glob
+    left = []
+    for top in glob.glob("/sys/fs/cgroup/" + parent) + glob.glob("/sys/fs/cgroup/*/" + parent):
+        for directory, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            if directory != top:
+                left.append("cgroup %s" % directory)
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
     return left
 
 

@@ -80,15 +80,25 @@ def cmd_run(paths, argv):
         from pyctr.oci import cli
         if cli.is_bundle_run(argv):
             return cli.cmd_run(paths, argv)
-    spec = spec_from_args(paths, "run", argv)
-    if spec is None:
-        return 0
-    if spec.detach:
+    from pyctr import cgroups
+    layout, wait = cgroups.start_warm_up(paths)  # beside importing, building the spec
+    try:
+        spec = spec_from_args(paths, "run", argv)
+    except BaseException:
+        if wait:
+            wait()
+        raise
+    if spec is None or spec.detach:
+        if wait:
+            wait()  # no container made by this process (a detached one's monitor forks)
+        if spec is None:
+            return 0
         from pyctr.monitor import start_detached
         print(start_detached(paths, spec))
         return 0
-    from pyctr.container import Container
-    c = Container(paths, spec)
+    from pyctr import container
+    c = container.Container(paths, spec)
+    c.cgroup_layout, c.warming = layout, wait
     c.create()
     c.start()
     code = c.wait()
