@@ -207,7 +207,8 @@ class Group:
             return None
         group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
                     record.get("path"), record.get("limits"))
-        if reach:
+        # Its directories there: the hierarchies are mounted here, no need to look.
+        if reach and not all(os.path.isdir(d) for d in group.dirs.values()):
             try:
                 detect()
             except (OSError, PyctrError):
