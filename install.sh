@@ -6,7 +6,7 @@
 #   ./install.sh          what `pyctr run` needs
 #   ./install.sh --test   also what the tests and benchmarks use (runc, crun,
 #                         bwrap, CNI plugins, iperf3, Open MPI, MPICH, hpcc,
-#                         GROMACS, OpenFOAM, podman, containerd)
+#                         GROMACS, OpenFOAM, podman, containerd, Slurm and munge)
 set -eu
 cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
@@ -15,7 +15,8 @@ BASE="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev i
 EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples
-       podman containerd conmon"
+       podman containerd conmon
+       slurmctld slurmd slurm-client munge"
 pip_extras=""
 [ "${1:-}" = "--test" ] && pip_extras="[test,bench]"
 

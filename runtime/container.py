@@ -229,10 +229,12 @@ def mpi_rank(c):
     what was set, and every rank records it in its state."""
     if "pyctr.mpi" not in c.spec.annotations or not c.state.networks:
         return
-    from pyctr import mpi
+    from pyctr import mpi, slurm
     from pyctr.mpi import relay
     env = dict(e.split("=", 1) for e in c.spec.process.env)
-    added = {k: v for k, v in mpi.mpi_env(c.state.networks).items() if k not in env}
+    shared = bool(c.spec.slurm and c.spec.slurm.node_shared)
+    wanted = mpi.mpi_env(c.state.networks, shared_memory=shared)
+    added = {k: v for k, v in wanted.items() if k not in env}
     c.extra_env = ["%s=%s" % kv for kv in added.items()]
     c.state.mpi_env = added
     said = list(c.extra_env)
@@ -242,6 +244,8 @@ def mpi_rank(c):
         relay.serve(listeners, servers)
         c.state.pmix_relay = ["%s:%d" % s for s in servers]
         said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
+    if c.spec.slurm:
+        said.append(slurm.describe(c.spec.slurm))
     c.store.save(c.state)
     if env.get("OMPI_COMM_WORLD_RANK", env.get("PMI_RANK", env.get("PMIX_RANK"))) == "0":
         import sys

@@ -125,7 +125,8 @@ class Spec(Record):
                  "oci",
                  # pyctr's own. id: random, names host-side devices and leases;
                  # name: the state key (an OCI engine's container id), default id.
-                 "id", "name", "remove", "detach", "networks",
+                 # slurm: the srun task this container is (pyctr.slurm), or None.
+                 "id", "name", "remove", "detach", "networks", "slurm",
                  "resources")  # resources.Resources: limits, device policy, cgroup path
     DEFAULTS = {"mounts": list, "namespaces": list, "uid_mappings": list,
                 "gid_mappings": list, "masked_paths": list, "readonly_paths": list,

@@ -82,6 +82,8 @@ def build(paths, opts):
     for key, ns_type in NS_OPTIONS:
         _namespace(paths, spec, ns_type, opts.get(key) or "private")
     _network(paths, spec, opts)
+    from pyctr import slurm
+    slurm.apply(spec, opts, os.environ)
     if opts.get("userns") or rootless:
         spec.namespaces.insert(0, Namespace(type="user"))
         from pyctr.idmap import maps_for
@@ -119,16 +121,22 @@ def _mpi_launch(spec):
     environ = os.environ
     if not any(k in environ for k in MPI_MARKERS):
         return
-    env = dict(e.split("=", 1) for e in spec.process.env)
-    for key, value in environ.items():
-        if key.startswith(MPI_ENV_PREFIXES):
-            env.setdefault(key, value)
-    spec.process.env = ["%s=%s" % kv for kv in env.items()]
+    inherit_env(spec, environ, MPI_ENV_PREFIXES)
     pmi_fd = environ.get("PMI_FD", "")
     if pmi_fd.isascii() and pmi_fd.isdigit():
         spec.process.pass_fds.append(int(pmi_fd))
     spec.annotations["pyctr.mpi"] = "launched by %s" % (
         "Open MPI" if "OMPI_COMM_WORLD_SIZE" in environ else "an MPI launcher")
+
+
+def inherit_env(spec, environ, prefixes):
+    """The variables of `environ` whose names start with `prefixes` go on to
+    the workload, unless the spec sets them already."""
+    env = dict(e.split("=", 1) for e in spec.process.env)
+    for key, value in environ.items():
+        if key.startswith(prefixes):
+            env.setdefault(key, value)
+    spec.process.env = ["%s=%s" % kv for kv in env.items()]
 
 
 def check_hostname(name):

@@ -13,7 +13,8 @@ namespaces made here (the machine's own eth0 is never touched):
 
 Each node has its own pyctr worlds (state, config; images shared) and runs
 commands in its netns with `ip netns exec`, which also gives the command a
-/sys of that netns. `rate_mbit` shapes both directions of every node link
+/sys of that netns. `add_host(ip)` puts a foreign host on the switch (a netns holding one
+address, no pyctr): someone else on the wire. `rate_mbit` shapes both directions of every node link
 with tbf, to mimic the Fast Ethernet of the study. `hairpin=True` turns on
 hairpin on the switch ports (what macvlan VEPA needs from its switch).
 Names carry the pid and a counter, so parallel runs never clash; down()
@@ -105,18 +106,26 @@ class Node:
         return "Node(%s %s)" % (self.netns, self.ip)
 
 
-class Testbed:
-    __test__ = False  # not a pytest test class, despite the name
-    def __init__(self, prefix="pyctr-tb", nodes=2, subnet="10.77.0.0/24", rate_mbit=None,
-                 hairpin=False, data=None):
-        self.tag = "%s-%d-%d" % (prefix, os.getpid(), next(_counter))
-        self.subnet = subnet
-        self.rate_mbit = rate_mbit
-        self.hairpin = hairpin
-        self.data = data or os.environ.get("PYCTR_DATA") or "/var/lib/pyctr"
-        self.switch = "%s-sw" % self.tag
-        self.nodes = [Node(self, i + 1) for i in range(nodes)]
-        self._made = []  # netns names created, for down()
+class Host:
+    """A foreign machine on the switch: a netns whose NIC `eth0` holds one
+    address. It answers ARP for it until forget()."""
+
+    def __init__(self, testbed, index, ip, prefix):
+        self.netns = "%s-h%d" % (testbed.tag, index)
+        self.port = "h%d" % index
+        self.ip, self.prefix = ip, prefix
+
+    def forget(self):
+        """Drop the address: from now on nobody answers for it."""
+        _ip("addr", "del", "%s/%d" % (self.ip, self.prefix), "dev", "eth0", netns=self.netns)
+
+    def __repr__(self):
+        return "Host(%s %s)" % (self.netns, self.ip)
+
+
+class UpDown:
+    """A context manager over up() and down(): down() also after a failed
+    up(), so a half-made bed is removed as well."""
 
     def __enter__(self):
         try:
@@ -128,6 +137,21 @@ class Testbed:
 
     def __exit__(self, *exc):
         self.down()
+
+
+class Testbed(UpDown):
+    __test__ = False  # not a pytest test class, despite the name
+    def __init__(self, prefix="pyctr-tb", nodes=2, subnet="10.77.0.0/24", rate_mbit=None,
+                 hairpin=False, data=None):
+        self.tag = "%s-%d-%d" % (prefix, os.getpid(), next(_counter))
+        self.subnet = subnet
+        self.rate_mbit = rate_mbit
+        self.hairpin = hairpin
+        self.data = data or os.environ.get("PYCTR_DATA") or "/var/lib/pyctr"
+        self.switch = "%s-sw" % self.tag
+        self.nodes = [Node(self, i + 1) for i in range(nodes)]
+        self.hosts = []  # foreign hosts (add_host)
+        self._made = []  # netns names created, for down()
 
     def up(self):
         self._add_netns(self.switch)
@@ -160,6 +184,19 @@ class Testbed:
                     "%dmbit" % self.rate_mbit, "burst", "32kbit", "latency", "50ms")
         os.makedirs(node.paths.root, exist_ok=True)
         os.makedirs(node.paths.config, exist_ok=True)
+
+    def add_host(self, ip):
+        """A foreign host on the switch holding `ip` (in the testbed's subnet)."""
+        _, prefix = _subnet_host(self.subnet, 0)
+        host = Host(self, len(self.hosts) + 1, ip, prefix)
+        self._add_netns(host.netns)
+        self.hosts.append(host)
+        _ip("link", "add", "eth0", "netns", host.netns, "type", "veth", "peer", "name",
+            host.port, "netns", self.switch)
+        _ip("link", "set", host.port, "master", "sw0", "up", netns=self.switch)
+        _ip("addr", "add", "%s/%d" % (ip, prefix), "dev", "eth0", netns=host.netns)
+        _ip("link", "set", "eth0", "up", netns=host.netns)
+        return host
 
     def node(self, name):
         for n in self.nodes:

@@ -1,9 +1,10 @@
 """Helpers for the network tests (imported by tests/test_network*.py):
 
-- FakeKernel / FakeNetlink: a recording stand-in for pyctr.network's kernel
-  layer (wiring.Kernel + rtnl.Netlink), with just enough link/address/route
-  state for the attach/detach/gc logic to run without root; any method can
-  be made to fail. Both mirror the real classes (see `mirrors`): a method or
+- FakeKernel / FakeNetlink / FakeProber: a recording stand-in for
+  pyctr.network's kernel layer (wiring.Kernel + rtnl.Netlink + arp.Prober),
+  with just enough link/address/route state for the attach/detach/gc logic
+  to run without root; any method can be made to fail. kernel.wire maps
+  addresses to the MAC of a host on the wire that answers ARP probes. Both mirror the real classes (see `mirrors`): a method or
   parameter the real class lacks is refused, so a misspelt call fails.
 - stand_in(node): a process with its own netns, in place of a container,
   for exercising attach/detach directly.
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from pyctr.network import rtnl, wiring
+from pyctr.network import arp, rtnl, wiring
 
 
 def mirrors(real, test_only=()):
@@ -216,9 +217,37 @@ class FakeNetlink:
         return len(self._ns.routes) != before
 
 
+@mirrors(arp.Prober, test_only=("closed",))
+class FakeProber:
+    """arp.Prober on a fake container interface: a probe for an address in
+    kernel.wire is answered; sending on a link that is down fails, as the
+    kernel's ENETDOWN does."""
+
+    def __init__(self, kernel, ns, ifname):
+        self._kernel, self._ns, self._ifname = kernel, ns, ifname
+        self.closed = False
+
+    def _send(self, op, ip):
+        self._kernel.calls.append((self._ns.name, op, (self._ifname, ip), {}))
+        link = next((l for l in self._ns.links.values() if l.name == self._ifname), None)
+        if link is None or not link.flags & 1:
+            raise OSError(errno.ENETDOWN, "Network is down")
+
+    def probe(self, ip):
+        self._send("probe", ip)
+        mac = self._kernel.wire.get(ip)
+        return arp.Conflict(mac, "answered") if mac else None
+
+    def announce(self, ip):
+        self._send("announce", ip)
+
+    def close(self):
+        self.closed = True
+
+
 @mirrors(wiring.Kernel, test_only=(
     "calls", "fail", "index", "namespaces", "ns_by_fd", "pairs", "bridge_max_ports", "fds",
-    "open_fds", "host_ns", "add_host_link", "container_ns", "names"))
+    "open_fds", "host_ns", "add_host_link", "container_ns", "names", "wire", "probers"))
 class FakeKernel:
     """wiring.Kernel's interface. `host` is the host netns; each open_ns(pid)
     makes (once per pid) a container netns with only lo."""
@@ -234,6 +263,8 @@ class FakeKernel:
         self.fds = itertools.count(100)
         self.open_fds = set()
         self.host_ns = self._new_ns("host")
+        self.wire = {}     # dotted address: MAC of the host on the wire holding it
+        self.probers = []
 
     def _new_ns(self, name):
         ns = FakeNs(name)
@@ -267,6 +298,12 @@ class FakeKernel:
 
     def close_ns(self, fd):
         self.open_fds.discard(fd)
+
+    def prober(self, ns_fd, ifname):
+        prober = FakeProber(self, self.ns_by_fd[ns_fd], ifname)
+        prober._send("open", None)  # the kernel's packet socket on a down link is spoilt
+        self.probers.append(prober)
+        return prober
 
     def start_time(self, pid):
         from pyctr.network.ipam import start_time

@@ -87,7 +87,8 @@ def links(node):
 def leases(node):
     out = []
     for dirpath, _, files in os.walk(node.paths.leases):
-        out += [os.path.join(os.path.basename(dirpath), f) for f in files if f != "lock"]
+        out += [os.path.join(os.path.basename(dirpath), f) for f in files
+                if f != "lock" and not f.startswith(".")]  # .conflict-*: notes, not leases
     return sorted(out)
 
 

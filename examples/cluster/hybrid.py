@@ -16,15 +16,11 @@ where it ran and what its eth0 carried. Everything is removed at the end.
 Needs root, the mpi image (pyctr image build mpi) and Open MPI and MPICH
 with their compilers on the host (install.sh --test).
 """
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 from pyctr.testbed import Testbed
+from ringbuild import ring_binaries
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 LAUNCHERS = {"openmpi": ["mpirun.openmpi", "--allow-run-as-root", "-np", "2"],
              "mpich": ["mpiexec.mpich", "-n", "2"]}
 
@@ -36,26 +32,17 @@ def main():
     # macvlan without a host shim: the host cannot reach the ranks at all,
     # and the job still starts.
     net = "veth:br0" if kind == "veth" else "macvlan:nic0,host_shim=no"
-    bin_dir = tempfile.mkdtemp(prefix="pyctr-ring-", dir="/var/tmp")
-    os.chmod(bin_dir, 0o755)
-    try:
-        for launcher in LAUNCHERS:
-            subprocess.run(["mpicc." + launcher, "-O2", "-o",
-                            os.path.join(bin_dir, "ring." + launcher),
-                            os.path.join(HERE, "ring.c")], check=True, timeout=120)
-        with Testbed(prefix="hyb", nodes=1) as tb:
-            node = tb.nodes[0]
-            for launcher, argv in LAUNCHERS.items():
-                rank = ["pyctr", "run", "--rm", "--net=" + net, "-v", bin_dir + ":/ring:ro",
-                        "mpi", "/ring/ring." + launcher]
-                print("$ " + " ".join(argv + rank), flush=True)
-                p = node.run(argv + node.pyctr_argv(*rank[1:]), timeout=300,
-                             stdout=None, stderr=None, cwd="/")
-                if p.returncode != 0:
-                    sys.exit("hybrid: %s exited with %d" % (argv[0], p.returncode))
-            node.pyctr("gc")
-    finally:
-        shutil.rmtree(bin_dir, ignore_errors=True)
+    with ring_binaries() as bin_dir, Testbed(prefix="hyb", nodes=1) as tb:
+        node = tb.nodes[0]
+        for launcher, argv in LAUNCHERS.items():
+            rank = ["pyctr", "run", "--rm", "--net=" + net, "-v", bin_dir + ":/ring:ro",
+                    "mpi", "/ring/ring." + launcher]
+            print("$ " + " ".join(argv + rank), flush=True)
+            p = node.run(argv + node.pyctr_argv(*rank[1:]), timeout=300,
+                         stdout=None, stderr=None, cwd="/")
+            if p.returncode != 0:
+                sys.exit("hybrid: %s exited with %d" % (argv[0], p.returncode))
+        node.pyctr("gc")
 
 
 if __name__ == "__main__":

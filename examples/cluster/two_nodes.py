@@ -14,15 +14,11 @@ eth0 carried. Everything is removed at the end.
 Needs root, the mpi image (pyctr image build mpi) and Open MPI and MPICH
 with their compilers on the host (install.sh --test).
 """
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 from pyctr.testbed import Testbed
+from ringbuild import ring_binaries
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def pyctr(node, *args, timeout=120):
@@ -37,35 +33,27 @@ def main():
     kind = sys.argv[1] if len(sys.argv) > 1 else "veth"
     if kind not in ("veth", "macvlan"):
         sys.exit("usage: two_nodes.py [veth|macvlan]")
-    bin_dir = tempfile.mkdtemp(prefix="pyctr-ring-", dir="/var/tmp")
-    os.chmod(bin_dir, 0o755)
-    try:
-        for launcher, cc in (("openmpi", "mpicc.openmpi"), ("mpich", "mpicc.mpich")):
-            subprocess.run([cc, "-O2", "-o", os.path.join(bin_dir, "ring." + launcher),
-                            os.path.join(HERE, "ring.c")], check=True, timeout=120)
-        with Testbed(prefix="demo", nodes=2) as tb:
-            a, b = tb.nodes
-            if kind == "veth":
-                for node in (a, b):
-                    pyctr(node, "net", "create", "seg", "--subnet", "10.77.0.0/24",
-                          "--uplink", "nic0")
-                net = "--net=seg"
-            else:
-                net = "--net=macvlan:nic0"
-            common = ("--nodes", "2", net, "-v", "%s:/ring:ro" % bin_dir)
-            pyctr(b, "cluster", "up", "c", "--here", "1", *common)
-            reach_b = " ".join(b.argv(b.pyctr_argv("exec", "{node}")))
-            print(pyctr(a, "cluster", "up", "c", "--here", "0", "--remote", "1=" + reach_b,
-                        *common))
-            for launcher in ("openmpi", "mpich"):
-                print("$ pyctr cluster mpirun c --launcher %s -- /ring/ring.%s"
-                      % (launcher, launcher))
-                print(pyctr(a, "cluster", "mpirun", "c", "--launcher", launcher, "--",
-                            "/ring/ring." + launcher))
-            pyctr(a, "cluster", "down", "c")
-            pyctr(b, "cluster", "down", "c")
-    finally:
-        shutil.rmtree(bin_dir, ignore_errors=True)
+    with ring_binaries() as bin_dir, Testbed(prefix="demo", nodes=2) as tb:
+        a, b = tb.nodes
+        if kind == "veth":
+            for node in (a, b):
+                pyctr(node, "net", "create", "seg", "--subnet", "10.77.0.0/24",
+                      "--uplink", "nic0")
+            net = "--net=seg"
+        else:
+            net = "--net=macvlan:nic0"
+        common = ("--nodes", "2", net, "-v", "%s:/ring:ro" % bin_dir)
+        pyctr(b, "cluster", "up", "c", "--here", "1", *common)
+        reach_b = " ".join(b.argv(b.pyctr_argv("exec", "{node}")))
+        print(pyctr(a, "cluster", "up", "c", "--here", "0", "--remote", "1=" + reach_b,
+                    *common))
+        for launcher in ("openmpi", "mpich"):
+            print("$ pyctr cluster mpirun c --launcher %s -- /ring/ring.%s"
+                  % (launcher, launcher))
+            print(pyctr(a, "cluster", "mpirun", "c", "--launcher", launcher, "--",
+                        "/ring/ring." + launcher))
+        pyctr(a, "cluster", "down", "c")
+        pyctr(b, "cluster", "down", "c")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ machine's own interfaces are never touched.
      runc+cni-bridge ip netns add NS; CNI bridge ADD; runc run (netns = NS);
                      CNI bridge DEL; ip netns del NS
      pyctr macvlan   pyctr run --rm --net=macvlan:nic0 IMAGE /bin/true
-                     (and again with host_shim=no: the CNI plugin makes no shim)
+                     (and again with host_shim=no: the CNI plugin makes no shim;
+                     and on a network defined with probe = false: what the ARP
+                     probe for a free address, arp.py, costs. Nothing else is
+                     on this node's wire, so every probe waits its full
+                     PROBE_WAIT: the cost of the usual case, a free address)
      runc+cni-macvlan  same as runc+cni-bridge with the CNI macvlan plugin
    This is how CRI runtimes do it (cri-o even execs `pinns` for the netns):
    netns first, CNI ADD into it, the OCI runtime joins it, CNI DEL, netns
@@ -42,6 +46,7 @@ from pyctr.bench.startup import (Runners, install_copy, install_kind,
                                  launcher_and_interpreter, precompile, resolve_rootfs,
                                  timed_env, timing_parser)
 from pyctr.errors import PyctrError
+from pyctr.network.arp import PROBE_WAIT
 
 CNI_PATH = "/usr/lib/cni"
 NODE_SUBNET = "10.77.0.0/24"    # testbed's default: nodes are .1, .2, ...
@@ -185,6 +190,8 @@ def start_bench(args, node, label, rootfs, launcher):
         # macvlan:nic0 takes its subnet from nic0's address.
         p = node.paths
         write_pyctr_network(p, "pbbr0", kind="bridge", subnet="10.89.0.0/24")
+        write_pyctr_network(p, "pbmvq", kind="macvlan", uplink="nic0", subnet=NODE_SUBNET,
+                            probe=False)
 
         runner = runners.add(harness.Runner(
             "node", prefix=["nsenter", "--net=/run/netns/" + node.netns], env=timed_env()))
@@ -231,6 +238,10 @@ def start_bench(args, node, label, rootfs, launcher):
                 peer="runc+cni-macvlan",
                 note="`--net=macvlan:nic0,host_shim=no`: the same work as the CNI plugin"),
             harness.CommandContender(
+                "pyctr macvlan no-probe", runner, pyctr("pbmvq"), peer="runc+cni-macvlan",
+                note="`--net=pbmvq`: macvlan:nic0 with the host shim, defined with probe = "
+                "false (no ARP probe, no announcement: the address is set at once)"),
+            harness.CommandContender(
                 "runc+cni-macvlan", runner, cni_stack("macvlan"), peer="runc+cni-macvlan",
                 note="as runc+cni-bridge with the CNI macvlan plugin (master nic0, "
                 "mode bridge, host-local 10.77.0.100-149)"),
@@ -240,10 +251,14 @@ def start_bench(args, node, label, rootfs, launcher):
             "ms", contenders, peer="runc+cni-bridge", runs=args.runs, warmup=args.warmup,
             comparisons=[("pyctr veth", "runc+cni-bridge", 1.0),
                          ("pyctr macvlan", "runc+cni-macvlan", 1.0),
-                         ("pyctr macvlan no-shim", "runc+cni-macvlan", 1.0)],
+                         ("pyctr macvlan no-shim", "runc+cni-macvlan", 1.0),
+                         ("pyctr macvlan", "pyctr macvlan no-probe", None)],
             notes=["all in simulated node %s (a netns whose NIC nic0 is a veth to a switch "
                    "netns); timed from inside it by one runner" % node.netns,
                    "runc state on tmpfs, CNI host-local IPAM data dir on tmpfs",
+                   "pyctr macvlan probes each address (2 ARP probes, answers taken for "
+                   "%d ms) where pyctr macvlan no-probe does not; the CNI plugin does not "
+                   "probe" % round(PROBE_WAIT * 1000),
                    args.installed])
         result = bench.run()
     finally:

@@ -65,6 +65,9 @@ def teardown(paths, kind, device, uplink=None, own_ports=(), kernel=None):
             if live:
                 return "in use by %s" % ", ".join(sorted({lease.describe() for lease in live}))
             pool.reap()
-            return network_kind.teardown(host, pool, net, own_ports)
+            why = network_kind.teardown(host, pool, net, own_ports)
+            if why is None:
+                pool.forget_conflicts()
+            return why
     finally:
         host.close()

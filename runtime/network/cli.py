@@ -2,7 +2,7 @@
 
     pyctr net create NAME --subnet CIDR [--gateway A] [--range A-B]
                      [--uplink NIC] [--kind veth|macvlan] [--mode MODE]
-                     [--mtu N] [--bridge DEV] [--no-host-shim]
+                     [--mtu N] [--bridge DEV] [--no-host-shim] [--no-probe]
     pyctr net ls
     pyctr net inspect NAME        (JSON)
     pyctr net rm NAME|KIND:TARGET   (KIND:TARGET: what an ad-hoc --net made)
@@ -50,6 +50,9 @@ def create(paths, argv):
     p.add_argument("--bridge", help="veth: bridge device name (default: NAME)")
     p.add_argument("--no-host-shim", action="store_true",
                    help="macvlan: do not give the host a shim to reach containers")
+    p.add_argument("--no-probe", action="store_true",
+                   help="do not ARP-probe addresses before use (a segment without other "
+                   "hosts)")
     a = p.parse_args(argv)
     config.check_name(a.name)
     data = {"kind": a.kind, "subnet": a.subnet}
@@ -58,6 +61,8 @@ def create(paths, argv):
             data[key] = getattr(a, key)
     if a.no_host_shim:
         data["host_shim"] = False
+    if a.no_probe:
+        data["probe"] = False
     net = config.from_dict(a.name, data, where="the command line")
     if config.exists(paths, a.name):
         raise PyctrError("network %s already exists" % a.name)
@@ -103,6 +108,9 @@ def inspect(paths, argv):
         {"ip": int_ip(ip), "owner": lease.describe(), "alive": lease.alive(),
          "ifname": lease.ifname, "host_ifname": lease.host_ifname}
         for ip, lease in sorted(ipam.Pool(paths, net.pool).leases().items())]
+    from pyctr.network.wiring import conflict_seconds
+    noted = ipam.Pool(paths, net.pool).conflicts(conflict_seconds(net))
+    out["conflicts"] = [int_ip(ip) for ip in sorted(noted)]  # found in use on the wire
     from pyctr.network.rtnl import Netlink
     with Netlink() as nl:
         link = nl.link(net.device)

@@ -12,11 +12,18 @@
     bridge = "br0"                      # veth: bridge device (default NAME)
     mode = "bridge"                     # macvlan: its mode
     host_shim = true                    # macvlan: give the host a way in
+    probe = true                        # ARP-probe each address before use
+                                        # where the network reaches a wire
+    conflict_seconds = 300              # how long an address found in use
+                                        # on the wire is not tried again
 
 A veth network with an uplink takes the uplink's address in the subnet
 as its bridge's own (the NIC, once a bridge port, can no longer hold it) and
 uses it as the containers' gateway unless `gateway` says otherwise. Several
 nodes of a cluster sharing one L2 segment each need their own `range`.
+Where a network reaches a wire (kinds: reaches_wire), each address is
+probed before a container gets it (arp.py), so one taken by another host
+is skipped; `probe = false` is for segments without other hosts.
 """
 import os
 
@@ -26,7 +33,7 @@ from pyctr.network import kinds
 from pyctr.network.addr import Subnet, check_ifname, check_mtu, int_ip, ip_int, parse_range
 
 COMMON_KEYS = {"kind": str, "subnet": str, "gateway": str, "range": str, "uplink": str,
-               "mtu": int}
+               "mtu": int, "probe": bool, "conflict_seconds": int}
 OLDER_KIND_NAMES = {"bridge": "veth"}  # definitions written before kinds had one name
 DEFAULT_KIND = "veth"
 
@@ -36,15 +43,17 @@ class Network:
     kind is a kinds.REGISTRY name; device is what the kind's pool is on (the
     bridge, the lower device); options are the kind's own settings."""
     __slots__ = ("name", "kind", "device", "subnet", "gateway", "range", "uplink", "mtu",
-                 "options", "defined")
+                 "options", "defined", "probe", "conflict_seconds")
 
     def __init__(self, name, kind, device, subnet=None, gateway=None, range=None, uplink=None,
-                 mtu=None, options=None, defined=False):
+                 mtu=None, options=None, defined=False, probe=True, conflict_seconds=None):
         self.name, self.kind, self.device = name, kind, device
         self.subnet, self.gateway, self.range = subnet, gateway, range
         self.uplink, self.mtu = uplink, mtu
         self.options = dict(options or {})
         self.defined = defined
+        self.probe = probe  # False: never ARP-probe (kinds.reaches_wire aside)
+        self.conflict_seconds = conflict_seconds  # None: arp.CONFLICT_SECONDS
 
     @property
     def pool(self):
@@ -56,6 +65,13 @@ class Network:
         if self.range:
             return self.range
         return self.subnet.first, self.subnet.last
+
+    def _probing(self):
+        """The probe settings that differ from the defaults."""
+        d = {} if self.probe else {"probe": False}
+        if self.conflict_seconds is not None:
+            d["conflict_seconds"] = self.conflict_seconds
+        return d
 
     def to_dict(self):
         kind = kinds.get(self.kind)
@@ -70,6 +86,7 @@ class Network:
             d["uplink"] = self.uplink
         if self.mtu:
             d["mtu"] = self.mtu
+        d.update(self._probing())
         d.update(kind.describe(self))
         return d
 
@@ -84,6 +101,7 @@ class Network:
             d["uplink"] = self.uplink
         if self.mtu:
             d["mtu"] = self.mtu
+        d.update(self._probing())
         d.update(kinds.get(self.kind).definition(self))
         return d
 
@@ -153,9 +171,13 @@ def from_dict(name, data, where=None):
     rng = parse_range(data["range"], subnet) if data.get("range") else None
     uplink = check_ifname(data["uplink"], "uplink") if data.get("uplink") else None
     mtu = check_mtu(data["mtu"]) if data.get("mtu") else None
+    conflict_seconds = data.get("conflict_seconds")
+    if conflict_seconds is not None and conflict_seconds < 0:
+        raise PyctrError("network %s: conflict_seconds must be 0 or more in %s" % (name, where))
     device, options = kind.define(name, data)
     return Network(name, kind_name, device, subnet, gateway, rng, uplink, mtu, options,
-                   defined=True)
+                   defined=True, probe=data.get("probe", True),
+                   conflict_seconds=conflict_seconds)
 
 
 def save(paths, net):

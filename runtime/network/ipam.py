@@ -2,6 +2,8 @@
 
     <paths.leases>/<pool>/lock          flock()ed while allocating
     <paths.leases>/<pool>/10.77.0.101   one file per address, O_EXCL
+    <paths.leases>/<pool>/.conflict-10.77.0.2   an address found in use on
+                                        the wire (arp.py): when, by whom
 
 A pool is one L2 device (br-BRIDGE, mv-LOWER). Each lease names its owner:
 the container's init pid and that process's start time (field 22 of
@@ -9,9 +11,12 @@ the container's init pid and that process's start time (field 22 of
 host shim interface it addresses. A lease whose owner is gone is reclaimed
 by the next allocation that meets it; nothing keeps a list of what is valid.
 Files are on tmpfs, so a reboot empties every pool, as it should.
+A conflict note is not a lease: allocation skips its address until the note
+is older than the network's conflict_seconds, then drops it.
 """
 import fcntl
 import os
+import time
 
 from pyctr.errors import PyctrError
 from pyctr.network.addr import int_ip, ip_int
@@ -81,6 +86,12 @@ class _Unlocked:
 
 
 UNLOCKED = _Unlocked()
+CONFLICT_PREFIX = ".conflict-"
+
+
+def now():
+    """Seconds on a clock every process shares and nobody sets back."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Pool:
@@ -204,6 +215,44 @@ class Pool:
             return False
         self._drop(lease)
         return True
+
+    def note_conflict(self, ip, conflict):
+        """Remember that ip (an int) is in use on the wire (arp.Conflict)."""
+        text = "time %.3f\nby %s\n" % (now(), conflict)
+        path = os.path.join(self.dir, CONFLICT_PREFIX + int_ip(ip))
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.replace(path + ".new", path)  # readers see all of it or none
+
+    def conflicts(self, seconds):
+        """{ip_int: time noted} of the conflicts noted within `seconds`;
+        older notes are dropped (by whoever meets them first: no lock needed)."""
+        out = {}
+        try:
+            names = [n for n in os.listdir(self.dir) if n.startswith(CONFLICT_PREFIX)
+                     and not n.endswith(".new")]
+        except FileNotFoundError:
+            return out
+        for name in names:
+            path = os.path.join(self.dir, name)
+            try:
+                with open(path) as f:
+                    when = float(f.readline().split()[1])
+                ip = ip_int(name[len(CONFLICT_PREFIX):])
+            except (OSError, ValueError, IndexError, PyctrError):
+                continue
+            if now() - when < seconds:
+                out[ip] = when
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def forget_conflicts(self):
+        """Drop every conflict note (the network is gone from this node)."""
+        self.conflicts(0)
 
     def reap(self):
         """Drop every lease whose owner is gone; return them."""

@@ -7,10 +7,16 @@ For each Prepared item (resolve.py), in order (eth0, eth1, ...):
      bridge, a host shim) if missing;
   2. its kind creates the device directly in its final place, born in the
      container's netns (a veth pair's peer, a macvlan);
-  3. inside the container (a netlink socket opened there): address, link up,
-     default route, extra routes; lo up first. The netns defaults set
-     beforehand (netns.CONTAINER_SYSCTLS) give every new device DAD off,
-     arp_notify on.
+  3. where the network reaches a wire (kinds: reaches_wire, and the
+     network's `probe` not off), the link goes up without an address and
+     the leased address is ARP-probed from it (arp.py); one that someone on
+     the wire answers for is noted in the pool and the next free one is
+     leased and probed (a requested --ip that answers is refused);
+  4. the kind's host-side parts that need the final address (addressed());
+  5. inside the container (a netlink socket opened there): address, link up,
+     default route, extra routes; lo up first; a probed address is then
+     announced (gratuitous ARP). The netns defaults set beforehand
+     (netns.CONTAINER_SYSCTLS) give every new device DAD off, arp_notify on.
 
 Every step pushes its undo; any failure runs them backwards and raises one
 PyctrError, so a bad request leaves nothing behind. Records returned are
@@ -21,7 +27,7 @@ and the kind's own keys (kinds/veth.py, kinds/macvlan.py).
 import os
 
 from pyctr.errors import PyctrError
-from pyctr.network import ipam, kinds, netns
+from pyctr.network import arp, ipam, kinds, netns
 from pyctr.network.addr import int_ip, ip_int
 from pyctr.network.resolve import requested_ip
 
@@ -44,6 +50,9 @@ class Kernel:
 
     def start_time(self, pid):
         return ipam.start_time(pid)
+
+    def prober(self, ns_fd, ifname):
+        return arp.Prober.make_in(ns_fd, ifname)
 
 
 class Undo:
@@ -70,20 +79,32 @@ class Wire:
     def __init__(self, paths, host, container, ns_fd, undo):
         self.paths, self.host, self.container = paths, host, container
         self.ns_fd, self.undo = ns_fd, undo
+        self.leasing = {}  # prep.index: (pool, owner), to lease again after a conflict
 
-    def local_ips(self, *links):
-        """The host's own addresses on these links: never handed out."""
-        return {ip_int(ip) for link in links if link is not None
-                for _, ip, _ in self.host.addrs(link.index)}
+    def node_ips(self):
+        """The node's own addresses, never handed out whatever the range:
+        every IPv4 address it holds (NIC, bridge, host shim, ...) and every
+        gateway its routes go through."""
+        own = {ip_int(ip) for _, ip, _ in self.host.addrs()}
+        return own | {ip_int(r["gateway"]) for r in self.host.routes() if r["gateway"]}
+
+    def avoided(self, pool, net):
+        """What an automatic choice skips (pool locked): the node's own
+        addresses and those noted in use on the wire."""
+        noted = pool.conflicts(conflict_seconds(net)) if net.probe else {}
+        return self.node_ips() | set(noted)
 
     def lease(self, pool, prep, owner, exclude=()):
         """Lease the requested or the lowest free address of prep's network
-        (pool locked by the caller); returns (ip int, prefix)."""
+        (pool locked by the caller), never the node's own nor, unless
+        requested, one noted in use on the wire; returns (ip int, prefix)."""
         net = prep.network
         want = requested_ip(prep.request, net)
-        exclude = set(exclude)
+        exclude = set(exclude) | (self.node_ips() if want is not None
+                                  else self.avoided(pool, net))
         if net.gateway:
             exclude.add(net.gateway)
+        self.leasing[prep.index] = (pool, owner)
         first, last = net.candidates()
         got, reclaimed = pool.allocate(first, last, owner, want=want, subnet=net.subnet,
                                        exclude=exclude)
@@ -116,8 +137,18 @@ def attach(paths, container_id, prepared, pid, kernel=None):
             rec = prep.kind.attach(wire, prep, dict(owner, ifname=prep.ifname))
             rec.update(kind=prep.kind.name, ifname=prep.ifname, network=prep.network.name,
                        pool=prep.network.pool)
-            _configure_inside(container, prep, rec, default_route=not any(
-                r.get("default_route") for r in records))
+            prober = None
+            try:
+                if probes(prep, host):
+                    prober = claim(kernel, wire, prep, rec)
+                prep.kind.addressed(wire, prep, rec)
+                _configure_inside(container, prep, rec, default_route=not any(
+                    r.get("default_route") for r in records))
+                if prober is not None:
+                    prober.announce(rec["ip"].split("/")[0])
+            finally:
+                if prober is not None:
+                    prober.close()
             records.append(rec)
         return records
     except BaseException as e:
@@ -131,6 +162,65 @@ def attach(paths, container_id, prepared, pid, kernel=None):
                 sock.close()
         if ns_fd is not None:
             kernel.close_ns(ns_fd)
+
+
+def conflict_seconds(net):
+    return arp.CONFLICT_SECONDS if net.conflict_seconds is None else net.conflict_seconds
+
+
+def probes(prep, host):
+    """Is prep's address ARP-probed before use?"""
+    return prep.network.probe and prep.kind.reaches_wire(prep.network, host)
+
+
+def claim(kernel, wire, prep, rec):
+    """Probe the leased address from the container's interface (brought up,
+    no address yet); while someone on the wire answers for it: note the
+    conflict in the pool, lease the next free address instead, probe that.
+    A requested address that answers is refused. rec follows the lease.
+    Returns the prober (the caller announces the address and closes it)."""
+    net, ifname = prep.network, rec["ifname"]
+    link = wire.container.link(ifname)
+    if link is None:
+        raise PyctrError("%s did not appear in the container" % ifname)
+    try:
+        wire.container.set_link(link.index, up=True)
+    except OSError as e:
+        raise PyctrError("cannot bring %s up in the container" % ifname, e.errno) from e
+    # Made once the link is up: a packet socket bound to a link that is
+    # down holds ENETDOWN for its next call.
+    prober = kernel.prober(wire.ns_fd, ifname)
+    try:
+        _probe_until_free(wire, prep, rec, prober)
+    except BaseException:
+        prober.close()
+        raise
+    return prober
+
+
+def _probe_until_free(wire, prep, rec, prober):
+    net, ifname = prep.network, rec["ifname"]
+    pool, owner = wire.leasing[prep.index]
+    requested = requested_ip(prep.request, net) is not None
+    for _ in range(arp.MAX_CONFLICTS):
+        ip, prefix = rec["ip"].split("/")
+        try:
+            conflict = prober.probe(ip)
+        except OSError as e:
+            raise PyctrError("cannot probe address %s on %s" % (ip, ifname), e.errno) from e
+        if conflict is None:
+            return
+        if requested:
+            raise PyctrError("%s: choose another address" % arp.describe(ip, conflict))
+        with pool:
+            pool.note_conflict(ip_int(ip), conflict)
+            new, _ = wire.lease(pool, prep, owner)
+            pool.release(ip, container=owner["container"])
+        rec["ip"] = "%s/%s" % (int_ip(new), prefix)
+        rec["lease"] = os.path.join(pool.dir, int_ip(new))
+    raise PyctrError("network %s: %d addresses in a row are in use on the wire (is its range "
+                     "shared with other hosts? give each node its own range)"
+                     % (net.name, arp.MAX_CONFLICTS))
 
 
 def _configure_inside(container, prep, rec, default_route):

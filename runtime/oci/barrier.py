@@ -69,6 +69,12 @@ def after_pivot(spec, channel):
         finally:
             os.close(master)
         console.make_stdio(slave)
+    else:
+        # A session of its own, as runc's init has with a terminal or not:
+        # a caller that ends its process group once `create` returns does
+        # not take the container along (under Slurm's RunTimeCreate it was
+        # gone by the first RunTimeQuery).
+        os.setsid()
 
 
 def barrier(spec, plan, channel, syscall):

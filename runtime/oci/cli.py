@@ -16,6 +16,10 @@ from pyctr.oci import lifecycle
 
 
 def _one_id(prog, summary, options, argv):
+    # runc also takes the ID before the options: `create ID -b BUNDLE` is
+    # how Slurm's oci.conf examples write it.
+    if len(argv) > 1 and not argv[0].startswith("-"):
+        argv = list(argv[1:]) + [argv[0]]
     args = parse_options(prog, summary, options, argv, positionals=("id",))
     if args is not None and not args["id"]:
         raise PyctrError("%s: usage: pyctr %s [OPTIONS] ID" % (prog, prog))

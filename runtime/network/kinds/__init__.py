@@ -21,7 +21,12 @@ What a kind answers, in the order of a container's life:
     check_host(host, net, req)  read-only checks of the host's devices
       (the five above run in network.prepare(), before clone)
     attach(wire, prep, owner) -> record  devices made in the container's
-                              netns, each step's undo pushed on wire.undo
+                              netns, each step's undo pushed on wire.undo;
+                              the address leased with wire.lease()
+    reaches_wire(net, host)   does traffic of this network leave the node
+                              (then each address is ARP-probed first: arp.py)
+    addressed(wire, prep, rec)  host-side parts that need the final address
+                              (it may change while probing)
     detach(host, rec, lease)  host-side parts of one record, when it ends
                               (lease: None if the address is no longer ours)
     gc(host, pool, device)    -> [removed]  host-side leftovers of one pool
@@ -132,6 +137,15 @@ class Kind:
     # -- after clone -------------------------------------------------------
     def attach(self, wire, prep, owner):
         raise NotImplementedError
+
+    def reaches_wire(self, net, host):
+        """Can other hosts hold addresses of net's subnet? A kind that does
+        not know says yes: a needless probe costs milliseconds, a taken
+        address costs both hosts their traffic."""
+        return True
+
+    def addressed(self, wire, prep, rec):
+        pass
 
     def detach(self, host, rec, alive):
         pass

@@ -112,10 +112,9 @@ class Macvlan(Kind):
         shim_rec = None
         with pool:
             _check_passthru(pool, net.device, mode)
-            exclude = wire.local_ips(lower)
-            ip, prefix = wire.lease(pool, prep, owner, exclude=exclude)
+            ip, prefix = wire.lease(pool, prep, owner)
             if shim:
-                shim_rec = _ensure_shim(wire, pool, net, lower, exclude | {ip},
+                shim_rec = _ensure_shim(wire, pool, net, lower, wire.avoided(pool, net) | {ip},
                                         owner["container"])
         try:
             host.create_macvlan(prep.ifname, lower.index, mode, netns_fd=wire.ns_fd,
@@ -136,11 +135,19 @@ class Macvlan(Kind):
                "host_ifname": None, "lower": net.device, "mode": mode, "mtu": req.mtu or net.mtu,
                "lease": os.path.join(pool.dir, int_ip(ip)), "shim": None}
         if shim_rec:
-            name, shim_index, shim_ip = shim_rec
-            host.add_route(int_ip(ip), 32, oif=shim_index, src=shim_ip, replace=True)
-            wire.undo.push(host.del_route, int_ip(ip), 32, oif=shim_index)
+            name, shim_ip = shim_rec
             rec.update(shim=name, shim_ip=shim_ip)
         return rec
+
+    def addressed(self, wire, prep, rec):
+        """The host's /32 route to the container through the shim."""
+        if rec.get("shim"):
+            ip = rec["ip"].split("/")[0]
+            shim = wire.host.link(rec["shim"])
+            if shim is None:
+                raise PyctrError("host shim %s vanished" % rec["shim"])
+            wire.host.add_route(ip, 32, oif=shim.index, src=rec["shim_ip"], replace=True)
+            wire.undo.push(wire.host.del_route, ip, 32, oif=shim.index)
 
     def detach(self, host, rec, lease):
         if lease is not None and rec.get("shim"):
@@ -220,14 +227,14 @@ def _check_passthru(pool, lower, mode):
 def _ensure_shim(wire, pool, net, lower, exclude, container_id):
     """The host's own macvlan (bridge mode) on the lower device: the
     lower itself never sees its macvlans' traffic, the shim does.
-    Returns (name, index, address). Called with the pool locked."""
+    Returns (name, address). Called with the pool locked."""
     host = wire.host
     name = shim_ifname(net.device)
     link = host.link(name)
     if link is not None:
         addrs = host.addrs(link.index)
         if addrs:
-            return name, link.index, addrs[0][1]
+            return name, addrs[0][1]
         host.delete_link(name=name)  # half made by a crashed pyctr
     for lease in pool.leases().values():
         if lease.shim == name:
@@ -253,7 +260,7 @@ def _ensure_shim(wire, pool, net, lower, exclude, container_id):
             pool.release(ip, shim=name)
         raise PyctrError("cannot create host shim %s on %s" % (name, net.device),
                          e.errno) from e
-    return name, link.index, int_ip(ip)
+    return name, int_ip(ip)
 
 
 def _remove_shim_if_unused(paths, host, pool_key, name, failed_container):

@@ -24,6 +24,7 @@ from pyctr.network.kinds import Kind, device_subnet, request_subnet
 EXFULL = 54
 BRIDGE_ALIAS = "pyctr network "  # ifalias of the bridges pyctr made
 BR_MAX_PORTS = 1023  # the kernel's bridge port numbers are 1..1023
+HOST_END_PREFIX = "pyv"
 AUTO_SUBNETS = [(10 << 24) | (89 << 16) | (n << 8) for n in range(256)]  # 10.89.N.0/24
 
 
@@ -31,7 +32,7 @@ def host_ifname(container_id, n):
     """Host end of a container's veth n: at most 15 characters, says whose."""
     tag = "".join(c for c in container_id if c.isalnum())
     suffix = str(n)
-    return ("pyv" + tag)[:15 - len(suffix)] + suffix
+    return (HOST_END_PREFIX + tag)[:15 - len(suffix)] + suffix
 
 
 class Veth(Kind):
@@ -97,7 +98,7 @@ class Veth(Kind):
                 _plan_new_bridge(host, req, net, uplink)
             else:
                 _learn_bridge(host, req, net, br)
-            ip, prefix = wire.lease(pool, prep, owner, exclude=wire.local_ips(br, uplink))
+            ip, prefix = wire.lease(pool, prep, owner)
             if br is None:
                 br = _make_bridge(wire, net, uplink, owner["container"])
         mtu = req.mtu or net.mtu or br.mtu or None
@@ -118,6 +119,16 @@ class Veth(Kind):
                 "gateway": int_ip(net.gateway) if net.gateway else None,
                 "host_ifname": hname, "bridge": net.device, "mtu": mtu,
                 "lease": os.path.join(pool.dir, int_ip(ip))}
+
+    def reaches_wire(self, net, host):
+        """With an uplink, or any bridge port that is not a pyctr
+        container's host end (a NIC an admin put there, a VM's tap)."""
+        if net.uplink:
+            return True
+        br = host.link(net.device)
+        return br is not None and any(
+            port.master == br.index and not port.name.startswith(HOST_END_PREFIX)
+            for port in host.links())
 
     def detach(self, host, rec, lease):
         if rec.get("host_ifname"):
