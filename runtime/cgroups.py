@@ -217,7 +217,9 @@ class Group:
             return None
         group = cls(record["dirs"], record.get("leaf") or "", record.get("version", 1),
                     record.get("path"), record.get("limits"))
-        if reach and not _detected:  # once is enough: the mounts stay
+        # Once per process is enough (the mounts stay), and not at all when its
+        # directories are there: the hierarchies are mounted here already.
+        if reach and not _detected and not all(os.path.isdir(d) for d in group.dirs.values()):
             try:
                 detect()
             except (OSError, PyctrError):

@@ -28,6 +28,8 @@ def loads(text):
         value, end = scan(text, start)
     except StopIteration:
         raise ValueError("no JSON value at offset %d" % start)
+    except SystemError as e:  # _json raises JSONDecodeError only once json.decoder is imported
+        raise ValueError("invalid JSON after offset %d" % start) from e
     if _skip_space(text, end) != len(text):
         raise ValueError("extra data after offset %d" % end)
     return value

@@ -15,4 +15,13 @@ modules it calls per concern) and the runc-compatible verbs engines drive
   errlog.py     --log FILE --log-format text|json
 (pyctr.verbs takes runc's forms of exec, kill and ps beside pyctr's own.)
 """
-from pyctr.oci.bundle import from_config, load_bundle  # noqa: F401 (the package's API)
+
+
+def __getattr__(name):
+    """The package's API, oci.from_config and oci.load_bundle, imported on
+    first use: state, start, kill and delete never parse a bundle, and
+    bundle.py pulls in json and re."""
+    if name in ("from_config", "load_bundle"):
+        from pyctr.oci import bundle
+        return getattr(bundle, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

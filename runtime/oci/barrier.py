@@ -16,11 +16,9 @@ import _signal
 
 from pyctr import jsonio
 from pyctr.child import resolve
-from pyctr.oci import console, hooks, settings
-from pyctr.spec import OCI_VERSION
+from pyctr.oci import hooks, settings
+from pyctr.oci.lifecycle import FIFO, oci_state
 from pyctr.state import ContainerState
-
-FIFO = "exec.fifo"  # in the container's state dir
 
 
 class ChildPlan:
@@ -39,18 +37,14 @@ class ChildPlan:
         self.state = None
 
 
-def oci_state(state, status):
-    """A container's runtime-spec state, from its ContainerState."""
-    return {"ociVersion": OCI_VERSION, "id": state.name, "status": status,
-            "pid": state.pid or 0, "bundle": state.bundle or "",
-            "annotations": dict(state.annotations or {})}
-
-
 def before_pivot(spec, plan, syscall):
     """After the container's mounts, before pivot_root, while the state dir
     is still in reach: hold the exec FIFO (O_PATH), read the state for the
     hooks, run createContainer hooks (container namespaces, the runtime's
     paths)."""
+    if spec.process.oci and spec.process.oci.terminal:
+        # For after_pivot: pyctr's files are out of reach in the new root.
+        from pyctr.oci import console  # noqa: F401 (socket, termios: only for a terminal)
     state_dir = os.path.dirname(plan.state_path)
     plan.fifo_fd = os.open(os.path.join(state_dir, FIFO), os.O_PATH | os.O_CLOEXEC)
     with open(plan.state_path) as f:
@@ -68,6 +62,7 @@ def after_pivot(spec, channel):
     settings.apply_sysctl(spec.oci.sysctl)
     oci = spec.process.oci
     if oci and oci.terminal:
+        from pyctr.oci import console  # imported by before_pivot
         master, slave = console.open_pty(oci.console_size)
         try:
             channel.send_fd("pty", master)

@@ -5,10 +5,9 @@ Unknown fields are ignored as the runtime spec allows; a known field pyctr
 cannot honour is refused (ValueError, one line naming it), never dropped.
 Each concern is parsed by its own module, called by one line here.
 """
-import json
 import os
 
-from pyctr import identity, inroot, seccomp
+from pyctr import identity, inroot, jsonio, seccomp
 from pyctr.spec import IdMapping, Mount, Namespace, Process, Root, Spec
 from pyctr.errors import PyctrError
 from pyctr.oci import process, settings
@@ -16,15 +15,29 @@ from pyctr.oci import process, settings
 _KNOWN_NS = ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")
 
 
+def _parse(path, text):
+    """jsonio (no import of json and the re it needs, for every `create`);
+    json only to say what is wrong with a file jsonio refused."""
+    try:
+        return jsonio.loads(text)
+    except (ValueError, RecursionError):
+        import json
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
+
+
 def load_bundle(bundle, args=None):
     path = os.path.join(bundle, "config.json")
     try:
         with open(path) as f:
-            config = json.load(f)
+            text = f.read()
     except OSError as e:
         raise PyctrError("cannot read %s: %s" % (path, e.strerror)) from e
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:  # not UTF-8
         raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
+    config = _parse(path, text)
     try:
         spec = from_config(config, bundle)
     except (PyctrError, ValueError) as e:  # refused, or out of range: the message names it

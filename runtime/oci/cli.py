@@ -7,9 +7,9 @@ same name (kill, ps, exec, run), pyctr.verbs takes both forms.
   pause ID          resume ID         list [--format table|json] [-q]
   run [-d] [--keep] ... --bundle B [ID]   (from pyctr.verbs.run)
 """
-import json
 import os
 
+from pyctr import jsonio
 from pyctr.cli import Opt, parse_options
 from pyctr.errors import PyctrError
 from pyctr.oci import lifecycle
@@ -59,8 +59,15 @@ def cmd_state(paths, argv):
     if args is None:
         return 0
     _, state = lifecycle.load(paths, args["id"])
-    print(json.dumps(lifecycle.state_json(state), indent=2))
+    print(_indented(lifecycle.state_json(state)))
     return 0
+
+
+def _indented(fields):
+    """runc's layout of `state`, a key per line, without importing json
+    (and the re it needs): the values are flat but for annotations."""
+    return "{\n%s\n}" % ",\n".join("  %s: %s" % (jsonio.dumps(k), jsonio.dumps(v))
+                                     for k, v in fields.items())
 
 
 def cmd_delete(paths, argv):
@@ -108,7 +115,7 @@ def cmd_list(paths, argv):
     if args["quiet"]:
         print("\n".join(s["id"] for s in states))
     elif args["format"] == "json":
-        print(json.dumps(states))
+        print(jsonio.dumps(states))
     else:
         from pyctr.cli import print_table
         print_table([("ID", "PID", "STATUS", "BUNDLE", "CREATED")] + [
@@ -122,6 +129,7 @@ def cmd_features(paths, argv):
                      [], argv) is None:
         return 0
     from pyctr.oci.features import features
+    import json
     print(json.dumps(features(), indent=2))
     return 0
 

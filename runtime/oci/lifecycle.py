@@ -18,14 +18,24 @@ by `create`: its stopped record waits for the engine's delete), hooks
 inside it), freezer (made by pause when there is no cgroup).
 """
 import os
-import select
 
 from pyctr import jsonio
 from pyctr.errors import PyctrError, from_oserror
-from pyctr.oci import barrier, hooks
+from pyctr.spec import OCI_VERSION
 from pyctr.state import StateStore, check_name, now
 
-FIFO = barrier.FIFO
+# Each verb is its own process, started by the engine: state, start, kill
+# and delete import only what their record says they need (the container's
+# side, pyctr.oci.barrier, and hooks come with create or a hook to run).
+
+FIFO = "exec.fifo"  # in the container's state dir (oci.barrier's exec barrier)
+
+
+def oci_state(state, status):
+    """A container's runtime-spec state, from its ContainerState."""
+    return {"ociVersion": OCI_VERSION, "id": state.name, "status": status,
+            "pid": state.pid or 0, "bundle": state.bundle or "",
+            "annotations": dict(state.annotations or {})}
 
 
 def load(paths, cid):
@@ -40,7 +50,7 @@ def load(paths, cid):
 
 def state_json(state):
     """runc's `state` output: the runtime-spec state plus rootfs, created."""
-    out = barrier.oci_state(state, state.live_status())
+    out = oci_state(state, state.live_status())
     out.update(rootfs=state.rootfs or "", created=state.created)
     return out
 
@@ -52,6 +62,7 @@ def create(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=
     until this process exits). relay: a terminal without a console socket
     stays with this process (c.fds["pty"]), which relays it (run)."""
     from pyctr.container import Container
+    from pyctr.oci import barrier
     from pyctr.oci.bundle import load_bundle
     spec = load_bundle(bundle, {"name": cid, "preserve_fds": preserve_fds})
     terminal = bool(spec.process.oci and spec.process.oci.terminal)
@@ -81,6 +92,7 @@ def created(c):
     """The `bundle` stage, init cloned and waiting for IDS: the record,
     the exec FIFO, then prestart and createRuntime hooks (the container's
     namespaces exist, its root is not pivoted yet)."""
+    from pyctr.oci import hooks
     spec, state = c.spec, c.state
     later = {name: [hooks.to_json(h) for h in spec.oci.hooks.get(name, ())]
              for name in ("poststart", "poststop")}
@@ -91,7 +103,7 @@ def created(c):
     # Writable by whatever uid the container's root is (a user namespace).
     os.chmod(path, 0o622)
     c.store.save(state)
-    text = jsonio.dumps(barrier.oci_state(state, "creating"))
+    text = jsonio.dumps(oci_state(state, "creating"))
     for name in ("prestart", "createRuntime"):
         hooks.run(name, spec.oci.hooks.get(name, ()), text, c.syscall)
 
@@ -175,6 +187,7 @@ def _open_barrier(store, state):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as e:
         raise PyctrError("container %s was started already" % state.name) from e
+    import select
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -195,11 +208,13 @@ def _open_barrier(store, state):
 
 def _hooks_warn(name, state, status=None):
     """poststart/poststop: a failure is reported, the operation goes on."""
-    entries = hooks.from_json(((state.oci or {}).get("hooks") or {}).get(name) or [])
-    if not entries:
+    recorded = ((state.oci or {}).get("hooks") or {}).get(name)
+    if not recorded:
         return
+    from pyctr.oci import hooks
     from pyctr.syscalls import Syscalls
-    text = jsonio.dumps(barrier.oci_state(state, status or state.live_status()))
+    entries = hooks.from_json(recorded)
+    text = jsonio.dumps(oci_state(state, status or state.live_status()))
     try:
         hooks.run(name, entries, text, Syscalls())
     except PyctrError as e:
@@ -235,7 +250,6 @@ def delete(paths, cid, force=False):
 
 def teardown(paths, state):
     """Everything a container's record names, once its processes are gone."""
-    from pyctr.container import teardown as remove_record
     from pyctr.oci.control import remove_groups, wait_gone
     wait_gone(state)
     problems = []
@@ -244,10 +258,15 @@ def teardown(paths, state):
         _remove_devices(netns, state.networks)
     try:
         remove_groups(state)
+        state.cgroup = None  # gone: not looked for again below
     except PyctrError as e:
         problems.append(str(e))
     _hooks_warn("poststop", state, "stopped")
-    remove_record(paths, state)  # network, then the record
+    if state.networks or state.cgroup:  # pyctr.container's release: network, then the record
+        from pyctr.container import teardown as remove_record
+        remove_record(paths, state)
+    else:  # the engine's usual container: only the record (no import of the create path)
+        StateStore(paths).remove(state.name)
     if problems:
         raise PyctrError("; ".join(problems))
 

@@ -11,18 +11,20 @@ SIGKILL = 9
 
 
 def signal_number(text):
-    import signal
+    # _signal, not signal: signal's Signals enum costs `kill` the import of enum.
+    import _signal
     if text.isdigit():
         number = int(text)
-        if not 0 < number < signal.NSIG:
-            raise PyctrError("unknown signal %s (1 to %d)" % (text, signal.NSIG - 1))
+        if not 0 < number < _signal.NSIG:
+            raise PyctrError("unknown signal %s (1 to %d)" % (text, _signal.NSIG - 1))
         return number
     name = text.upper()
     name = name if name.startswith("SIG") else "SIG" + name
-    value = getattr(signal.Signals, name, None) if name.isidentifier() else None
-    if value is None:
+    # signal.Signals' members: the SIG* names, not SIG_DFL, SIG_IGN, SIG_BLOCK ...
+    value = getattr(_signal, name, None) if name.isidentifier() and "_" not in name else None
+    if not isinstance(value, int):
         raise PyctrError("unknown signal %r" % text)
-    return int(value)
+    return value
 
 
 def cmd_kill(paths, argv):
