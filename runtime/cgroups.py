@@ -407,18 +407,24 @@ def _check_host(res, layout):
 
 def _make_group(h, directory, res, layout, group, made):
     parent = os.path.dirname(directory)
-    _make_parents(h, parent, layout)
-    try:
-        os.mkdir(directory, 0o755)
-        made.append(directory)
-    except FileExistsError as e:
-        if not group.leaf:  # an engine's path: reuse it if empty, as runc does
-            if _read(directory, "cgroup.procs", ""):
+    for attempt in range(5):
+        _make_parents(h, parent, layout)
+        try:
+            os.mkdir(directory, 0o755)
+            made.append(directory)
+            break
+        except FileNotFoundError as e:
+            # `pyctr gc` removed the empty parent meanwhile: make it again
+            if attempt == 4:
+                raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
+        except FileExistsError as e:
+            if group.leaf:
+                raise PyctrError("cgroup %s exists already" % directory) from e
+            if _read(directory, "cgroup.procs", ""):  # an engine's path: reused if empty (runc)
                 raise PyctrError("cgroup %s is in use" % directory) from e
-        else:
-            raise PyctrError("cgroup %s exists already" % directory) from e
-    except OSError as e:
-        raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
+            break
+        except OSError as e:
+            raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
     _limit(h, directory, res)
     from pyctr import devices
     if "devices" in h.controllers:
@@ -707,4 +713,11 @@ def gc(paths, live_ids, layout=None):
         group = Group(dirs, LEAF, 2 if layout.v2_only else 1, "%s/%s" % (PARENT, name))
         if group.remove():
             removed.append("cgroup %s" % group.path)
+    for h in layout.hierarchies:
+        # The parent of every world's groups, once none is left in it (it
+        # lives in pyctr's own cgroup, which its owner may want to remove).
+        try:
+            os.rmdir(_default_parent(h))
+        except OSError:
+            pass  # in use, or never made
     return removed

@@ -486,3 +486,18 @@ def test_warm_up_moves_nothing_and_leaves_no_thread_for_clone():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert p.stdout.strip() == "ok", p.stderr
+
+
+def test_gc_removes_the_empty_parent_group_from_pyctrs_own_cgroup(pyctr):
+    """Containers' groups live under `<pyctr's own cgroup>/pyctr`; once none is
+    left, gc removes that parent too, so the owner of pyctr's cgroup (a
+    service, a login session) can remove its own group."""
+    from pyctr import cgroups
+    assert run(pyctr, "busybox", "true").returncode == 0
+    assert pyctr("gc").returncode == 0
+    parents = [cgroups._default_parent(h) for h in cgroups.detect().hierarchies]
+    empty = [p for p in parents if os.path.isdir(p) and not any(
+        os.path.isdir(os.path.join(p, entry)) for entry in os.listdir(p))]
+    assert not empty, "gc left empty parent groups: %s" % empty
+    # and the next container makes them again
+    assert run(pyctr, "busybox", "true").returncode == 0
