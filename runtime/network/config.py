@@ -84,21 +84,27 @@ class Network:
             d["conflict_seconds"] = self.conflict_seconds
         return d
 
-    def to_dict(self):
-        kind = kinds.get(self.kind)
-        d = {"name": self.name, "kind": self.kind, kind.device_key: self.device}
-        if self.subnet:
-            d["subnet"] = str(self.subnet)
+    def _addressing(self):
+        """gateway, range, slice and mtu, those that are set."""
+        d = {}
         if self.gateway:
             d["gateway"] = int_ip(self.gateway)
         if self.range:
             d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
         if self.slice:
             d["slice"] = self.slice
-        if self.uplink and self.uplink != self.device:
-            d["uplink"] = self.uplink
         if self.mtu:
             d["mtu"] = self.mtu
+        return d
+
+    def to_dict(self):
+        kind = kinds.get(self.kind)
+        d = {"name": self.name, "kind": self.kind, kind.device_key: self.device}
+        if self.subnet:
+            d["subnet"] = str(self.subnet)
+        d.update(self._addressing())
+        if self.uplink and self.uplink != self.device:
+            d["uplink"] = self.uplink
         d.update(self._probing())
         d.update(kind.describe(self))
         return d
@@ -106,16 +112,9 @@ class Network:
     def definition(self):
         """The table of its TOML file."""
         d = {"kind": self.kind, "subnet": str(self.subnet)}
-        if self.gateway:
-            d["gateway"] = int_ip(self.gateway)
-        if self.range:
-            d["range"] = "%s-%s" % (int_ip(self.range[0]), int_ip(self.range[1]))
-        if self.slice:
-            d["slice"] = self.slice
+        d.update(self._addressing())
         if self.uplink:
             d["uplink"] = self.uplink
-        if self.mtu:
-            d["mtu"] = self.mtu
         d.update(self._probing())
         d.update(kinds.get(self.kind).definition(self))
         return d
