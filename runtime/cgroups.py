@@ -460,10 +460,6 @@ def _memsw(h):
     return os.path.exists(os.path.join(h.mountpoint, "memory.memsw.limit_in_bytes"))
 
 
-def _controllers(directory):
-    return set(_read(directory, "cgroup.controllers", "").split())
-
-
 def _make_parents(h, parent, layout):
     """mkdir -p for the parents, each v1 cpuset one given its parent's CPUs
     and memory nodes (an empty cpuset takes no processes)."""

@@ -82,8 +82,9 @@ def build(paths, opts):
     for key, ns_type in NS_OPTIONS:
         _namespace(paths, spec, ns_type, opts.get(key) or "private")
     _network(paths, spec, opts)
-    from pyctr import slurm
-    slurm.apply(spec, opts, os.environ)
+    if "SLURM_STEP_ID" in os.environ:  # an srun task (pyctr.slurm.task has the test)
+        from pyctr import slurm
+        slurm.apply(spec, opts, os.environ)
     if opts.get("userns") or rootless:
         spec.namespaces.insert(0, Namespace(type="user"))
         from pyctr.idmap import maps_for

@@ -254,12 +254,6 @@ class Netlink:
                 attr(IFLA_INFO_DATA, [attr(IFLA_BR_STP_STATE, 0)])]
         self._new_link(name, [attr(IFLA_LINKINFO, info)], mtu, mac, up)
 
-    def create_dummy(self, name, master=None, up=False):
-        extra = [attr(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, "dummy")])]
-        if master:
-            extra.append(attr(IFLA_MASTER, master))
-        self._new_link(name, extra, None, None, up)
-
     def _new_link(self, name, extra, mtu, mac, up):
         attrs = [attr(IFLA_IFNAME, name)] + extra
         if mtu:
