@@ -67,7 +67,9 @@ class Server:
     def open(self):
         """Take the instance lock, check the directory, listen."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            os.chmod(directory, 0o755)  # users reach the socket, whatever the umask
         st = os.stat(directory)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             raise PyctrError("socket directory %s must be owned by uid %d and writable by "
