@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import REPO, root_only
+from conftest_netd import Helper
 from pyctr.testbed import Testbed
 
 pytestmark = [root_only, pytest.mark.root]
@@ -25,48 +26,6 @@ OTHER = 54321         # an unprivileged uid without a passwd entry
 USER_SCRIPT = os.path.join(REPO, "tests", "netd_user.py")
 LAN = "10.88.0.0/24"  # veth network on bridge brlan, node-local
 WIRE_RANGE = "10.77.0.100-10.77.0.119"  # macvlan network on nic0 (the testbed's subnet)
-
-
-class Helper:
-    """A `pyctr netd serve` in node n1, on its own socket."""
-
-    def __init__(self, node):
-        self.node = node
-        directory = os.path.join(node.base, "netd")
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        self.socket = os.path.join(directory, "netd.sock")
-        self.log_path = os.path.join(directory, "log")
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = self.node.pyctr_popen("netd", "serve", "--socket", self.socket,
-                                          stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + 60
-        while "listening on" not in self.log().split("stopping")[-1]:
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.05)
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def env(self):
-        return dict(os.environ, PYCTR_NETD_SOCKET=self.socket)
 
 
 @pytest.fixture(scope="module")
