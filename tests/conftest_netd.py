@@ -26,12 +26,14 @@ class Helper:
         self.proc = None
 
     def start(self):
+        """Start the daemon; return once it listens (its log says so)."""
+        offset = len(self.log()) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "a")
         self.proc = self.node.pyctr_popen("netd", "serve", "--socket", self.socket,
                                           stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 60
-        while "listening on" not in self.log().split("stopping")[-1]:
+        while "listening on" not in self.log()[offset:]:
             assert self.proc.poll() is None, self.log()
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.05)

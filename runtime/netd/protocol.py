@@ -114,7 +114,7 @@ def decode_request(data):
     allowed = {"type"} | set(cls.__slots__)
     extra = sorted(k for k in body if k not in allowed)
     if extra:
-        raise ProtocolError("malformed %s request: unknown field %s" % (kind, _show(extra[0])))
+        raise ProtocolError("malformed %s request: unknown field %s" % (kind, show(extra[0])))
     if cls is List:
         return List()
     container = _container_id(body.get("container"))
@@ -152,7 +152,7 @@ def _network(value):
         want = _NETWORK_TYPES.get(key)
         if want is None:
             raise ProtocolError("malformed attach request: unknown network field %s"
-                                % _show(key))
+                                % show(key))
         if type(item) is not want:
             raise ProtocolError("malformed attach request: network field %s must be a %s"
                                 % (key, want.__name__))
@@ -167,7 +167,7 @@ def _network(value):
     return dict(value)
 
 
-def _show(text):
+def show(text):
     """Client text quoted in an error line: short, printable."""
     text = str(text)[:40]
     return repr("".join(c if c.isprintable() else "?" for c in text))

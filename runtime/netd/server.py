@@ -41,8 +41,8 @@ from pyctr.netd.peer import Refused
 # and spent atomically), and different users' attaches run side by side as
 # root's `pyctr run`s do, the pool locks (flock) making allocation safe.
 REQUEST_SECONDS = 5      # to receive a request, to send its reply
-MAX_CONNECTIONS = 128
-MAX_PER_USER = 32
+MAX_CONNECTIONS = 256
+MAX_PER_USER = 64        # an MPI job's ranks on one node start at once
 STOP_SECONDS = 30        # requests in progress finish (or undo) before exit
 
 
@@ -281,8 +281,8 @@ class Server:
         form = fields.pop("form", "network")
         name = fields.pop("network")
         if form != "network":
-            raise Refused("--net=%s:%s: a user may attach only to a defined network granted "
-                          "by the policy (%s)" % (form, name, rules.path))
+            raise Refused("--net=%s: a user may attach only to a defined network granted by "
+                          "the policy (%s)" % (protocol.show("%s:%s" % (form, name)), rules.path))
         check_name(name)
         grant = rules.grant(name, who.name, who.groups)
         if grant is None:
@@ -375,6 +375,8 @@ class Server:
 
     def say(self, line):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # One line per entry, whatever a client's text in it holds.
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
         try:
             self.log_file.write("%s pyctr-netd: %s\n" % (stamp, line))
             self.log_file.flush()
