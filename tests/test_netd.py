@@ -88,20 +88,23 @@ class World:
             time.sleep(0.01)
         return p.pid
 
-    def ask(self, job, uid=USER, pass_fds=()):
-        """Run netd_user.py as uid inside node n1: {"ok": ...} or {"error": ...}."""
+    def ask(self, job, uid=USER, pass_fds=(), groups=()):
+        """Run netd_user.py as uid (gid uid, supplementary groups) inside node
+        n1: {"ok": ...} or {"error": ...}."""
         argv = self.node.argv(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid,
-                               "--clear-groups", sys.executable, USER_SCRIPT, json.dumps(job)])
+                               "--groups=%s" % ",".join(map(str, groups)) if groups
+                               else "--clear-groups", sys.executable, USER_SCRIPT,
+                               json.dumps(job)])
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                            env=self.helper.env(), pass_fds=pass_fds)
         assert r.returncode == 0 and not r.stderr, (r.returncode, r.stdout, r.stderr)
         return json.loads(r.stdout)
 
     def attach(self, pid, container="c1", networks=({"network": "lan"},), netns=None, uid=USER,
-               pass_fds=()):
+               pass_fds=(), groups=()):
         return self.ask({"op": "attach", "container": container, "pid": pid,
                          "netns": netns or "pid:%d" % pid, "networks": list(networks)},
-                        uid, pass_fds)
+                        uid, pass_fds, groups)
 
     def raw(self, data, fds=(), hang_up=False, repeat=1):
         """data * repeat sent as is, with fds: what came back."""
@@ -211,7 +214,11 @@ def test_list_shows_what_the_user_may_use_and_holds(world):
 def test_a_group_grant_admits_its_members(world):
     world.policy('[network.lan]\ngroups = ["nogroup"]\n')  # nobody's primary group
     pid = world.holder()
-    assert "ok" in world.attach(pid)
+    assert "ok" in world.attach(pid, container="c1")
+    world.policy('[network.lan]\ngroups = ["staff"]\n')  # a supplementary group
+    second = world.holder()
+    one_line(world.attach(second, container="c2"), "may not attach")
+    assert "ok" in world.attach(second, container="c2", groups=[50])
 
 
 def test_detach_releases_the_lease_and_the_devices(world):
@@ -418,25 +425,37 @@ def test_kill_9_of_the_daemon_loses_no_lease_and_gc_cleans(world):
 
 
 def test_kill_9_of_the_daemon_mid_attach_leaves_only_what_gc_removes(world):
-    for delay in (0.0, 0.01, 0.03, 0.08):
+    """The daemon dies at points of an attach of two networks (lan, then
+    wire): once the first lease file exists (lan's devices under way, wire's
+    not begun), once the second exists, once the lan's host end exists. The
+    client gets an error; once its holder is gone, root's gc leaves nothing."""
+    lan_lease = lambda leases: any(k.startswith("br-") for k in leases)
+    wire_lease = lambda leases: any(k.startswith("mv-") and "container" in t
+                                    for k, t in leases.items())
+    for point, reached in (("lan leased", lambda: lan_lease(world.leases())),
+                           ("wire leased", lambda: wire_lease(world.leases())),
+                           ("lan host end made",
+                            lambda: any(n.startswith("pyv") for n in world.node_links()))):
         pid = world.holder()
-        job = {"op": "attach", "container": "k%d" % int(delay * 100), "pid": pid,
-               "netns": "pid:%d" % pid, "networks": [{"network": "lan"}, {"network": "wire"}]}
+        job = {"op": "attach", "container": "k1", "pid": pid, "netns": "pid:%d" % pid,
+               "networks": [{"network": "lan"}, {"network": "wire"}]}
         client = subprocess.Popen(world.node.argv(
             ["setpriv", "--reuid=%d" % USER, "--regid=%d" % USER, "--clear-groups",
              sys.executable, USER_SCRIPT, json.dumps(job)]),
-            env=world.helper.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
+            env=world.helper.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not reached() and client.poll() is None:
+            assert time.monotonic() < deadline, point
         world.helper.kill9()
-        client.communicate(timeout=120)
+        out, _ = client.communicate(timeout=120)
         world.helper.start()
-        for p in list(world.holders):
+        for p in world.holders:
             p.kill()
             p.wait()
         world.holders.clear()
         world.gc()
-        assert world.leases() == {}, delay
-        assert not [n for n in world.node_links() if n.startswith("pyv")], delay
+        assert world.leases() == {}, (point, out)
+        assert not [n for n in world.node_links() if n.startswith("pyv")], (point, out)
 
 
 # -- starting and stopping ------------------------------------------------------------
