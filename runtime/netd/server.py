@@ -224,9 +224,15 @@ class Server:
                     result = self.list(who)
             reply = protocol.encode_reply(ok=result)
             outcome = "ok"
+            if records:
+                outcome += ": container %s %s" % (message.container, ", ".join(
+                    "%s %s on %s" % (r["ifname"], r["ip"], r["network"]) for r in records))
         except PyctrError as e:
             reply = protocol.encode_reply(error=str(e))
             outcome = "refused: %s" % e
+        except Exception as e:  # a bug: the attach undid itself; the client hears of it
+            reply = protocol.encode_reply(error="network helper: internal error (see its log)")
+            outcome = "internal error: %s: %s" % (type(e).__name__, e)
         self.say("%s pid %d: %s: %s" % (who, who.pid, what, outcome))
         try:
             conn.sendmsg([reply])
