@@ -83,6 +83,10 @@ def test_requests_round_trip():
     back = protocol.decode_request(protocol.encode_request(message))
     assert back.to_dict() == {"type": "attach", "container": "c1", "pid": 42, "networks": [
         {"form": "network", "network": "lan", "ip": "10.0.0.5", "routes": ["10.9.0.0/16"]}]}
+    frozen = NetworkRequest(form="network", network="lan", host_shim=False)
+    frozen.freeze()  # as a spec's requests are
+    assert protocol.request_network(frozen) == {"form": "network", "network": "lan",
+                                                "host_shim": False}
     assert protocol.decode_request(b'{"type": "list"}').to_dict() == {"type": "list"}
     assert protocol.decode_request(b'{"type": "detach", "container": "c1"}').container == "c1"
 

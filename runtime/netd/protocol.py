@@ -81,7 +81,9 @@ def request_network(req):
     out = {"form": req.form, "network": req.network}
     for key in REQUEST_FIELDS[1:]:
         value = getattr(req, key, None)
-        if value is None or value == [] or (key == "host_shim" and value is True):
+        if isinstance(value, (list, tuple)):  # a frozen spec's are tuples
+            value = list(value) or None
+        if value is None or (key == "host_shim" and value is True):
             continue
         out[key] = value
     return out
