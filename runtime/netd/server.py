@@ -458,6 +458,10 @@ def daemonize(paths, path, log_path):
         if os.fork():
             os._exit(0)
         os.chdir("/")
+        # Whatever the starter inherited (a CI runner's pipes) is not held open
+        # for the daemon's life: its reader would wait for it.
+        os.closerange(3, ready_w)
+        os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
         log = open(log_path, "a", buffering=1)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
