@@ -484,7 +484,6 @@ def test_daemon_mode_status_and_stop(world):
                              pass_fds=(write_end,))
     finally:
         os.close(write_end)
-    stopped = None
     try:
         assert r.returncode == 0 and "listening on %s" % sock in r.stdout, r.stderr
         os.set_blocking(read_end, False)

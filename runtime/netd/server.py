@@ -30,7 +30,7 @@ import time
 
 from pyctr import network
 from pyctr.errors import PyctrError
-from pyctr.netd import client, peer as peers, policy, protocol
+from pyctr.netd import client, peer, policy, protocol
 from pyctr.netd.peer import Refused
 
 # Threaded, one thread per connection, rather than one request at a time:
@@ -156,7 +156,7 @@ class Server:
     def start(self, conn):
         """A thread for the connection, within the caps; else a busy reply."""
         try:
-            who = peers.of(conn)
+            who = peer.of(conn)
         except (OSError, PyctrError):
             conn.close()
             return
@@ -251,11 +251,11 @@ class Server:
         from pyctr.network import ipam
         if fd < 0:
             raise Refused("attach needs the container's network namespace as its fd")
-        peers.check_netns(fd, who)
+        peer.check_netns(fd, who)
         start = ipam.start_time(message.pid)
         if start is None:
             raise Refused("process %d is gone" % message.pid)
-        peers.check_pid(message.pid, fd, who)
+        peer.check_pid(message.pid, fd, who)
         rules = policy.load(self.paths)
         requests, grants = [], {}
         for given in message.networks:
@@ -334,7 +334,7 @@ class Server:
         except PyctrError:
             return  # gone meanwhile, its devices with it
         try:
-            if peers.netns_owner(fd) != who.uid:
+            if peer.netns_owner(fd) != who.uid:
                 return  # it moved to a netns that is not the caller's: not ours to touch
             inside = netns.enter(fd, sysctls=())
             try:
