@@ -139,6 +139,16 @@ class World:
     def snapshot(self, *pids):
         return self.leases(), self.node_links(), [self.links_in(p) for p in pids]
 
+    def settled_fds(self, want=None):
+        """The daemon's open fds once its workers are done (they close theirs
+        just after replying); with want, waits until there are that many."""
+        deadline = time.monotonic() + 30
+        while True:
+            count = len(os.listdir("/proc/%d/fd" % self.helper.proc.pid))
+            if want is None or count == want or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
     def serving(self):
         """The daemon still answers a well-formed request."""
         return "ok" in self.ask({"op": "list"})
@@ -326,6 +336,7 @@ def test_fds_that_are_not_the_callers_network_namespace(world):
     while _comm(root_ns.pid) != "sleep":
         time.sleep(0.01)
     before = world.snapshot(pid, others)
+    fds = world.settled_fds()
     for netns, words in (("none", "needs the container's network namespace"),
                          ("file:/etc/hostname", "not a network namespace"),
                          ("socket", "not a network namespace"),
@@ -352,6 +363,7 @@ def test_fds_that_are_not_the_callers_network_namespace(world):
     one_line(world.raw(request, fds=["pid:%d" % pid, "pid:%d" % pid])["reply"], "one fd")
     assert world.serving()
     assert world.snapshot(pid, others) == before
+    assert world.settled_fds(fds) == fds  # every fd passed was closed
 
 
 def test_a_pid_that_is_not_the_callers(world):
@@ -381,11 +393,12 @@ def test_hanging_up_mid_request_leaves_nothing(world):
 
 
 def test_idle_connections_do_not_stop_the_service(world):
-    # Idle connections of another user, more than one user may hold: the
-    # rest are told the daemon is busy; nobody's request is still served.
+    # Idle connections of another user, more than one user may hold
+    # (server.MAX_PER_USER): the rest are told the daemon is busy; nobody's
+    # requests are still served.
     idle = []
     script = ("import socket, sys, time\n"
-              "s = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(40)]\n"
+              "s = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(80)]\n"
               "[x.connect(sys.argv[1]) for x in s]\n"
               "print('connected', flush=True)\n"
               "time.sleep(30)\n")
