@@ -125,11 +125,11 @@ class Server:
         self.say("listening on %s (policy %s, leases %s)"
                  % (self.path, policy.path(self.paths), self.paths.leases))
         try:
-            for line in network.gc(self.paths):
-                self.say("gc: removed %s" % line)
-        except PyctrError as e:
-            self.say("gc: %s" % e)
-        try:
+            try:  # what a daemon killed mid-request left: leases of dead owners
+                for line in network.gc(self.paths):
+                    self.say("gc: removed %s" % line)
+            except PyctrError as e:
+                self.say("gc: %s" % e)
             while True:
                 try:
                     conn, _ = self.listener.accept()
