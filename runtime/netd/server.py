@@ -118,6 +118,7 @@ class Server:
         self.say("listening on %s (policy %s, leases %s)"
                  % (self.path, policy.path(self.paths), self.paths.leases))
         try:
+            warm_up()
             try:  # what a daemon killed mid-request left: leases of dead owners
                 for line in network.gc(self.paths):
                     self.say("gc: removed %s" % line)
@@ -375,7 +376,8 @@ class Server:
     def say(self, line):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         # One line per entry, whatever a client's text in it holds.
-        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+        if not line.isprintable():
+            line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
         try:
             self.log_file.write("%s pyctr-netd: %s\n" % (stamp, line))
             self.log_file.flush()
@@ -394,6 +396,19 @@ def record_of(pool_key, lease):
         from pyctr.network.kinds.macvlan import shim_ifname
         rec["shim"] = shim_ifname(device)
     return rec
+
+
+def warm_up():
+    """Import now what every request uses: the first user's container does
+    not wait for it."""
+    import importlib
+    for module in ("tomllib", "pwd", "grp", "pyctr.spec", "pyctr.network.config",
+                   "pyctr.network.wiring", "pyctr.network.resolve", "pyctr.network.request",
+                   "pyctr.network.rtnl", "pyctr.network.arp", "pyctr.syscalls"):
+        importlib.import_module(module)
+    from pyctr.network import kinds
+    for name in kinds.names():
+        kinds.get(name)
 
 
 def running_pid(path):
