@@ -7,6 +7,8 @@ import os
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyctr.errors import PyctrError
 from pyctr.netd import policy, protocol, server
@@ -219,3 +221,32 @@ def test_a_busy_daemon_says_so_and_serves_others(paths, monkeypatch):
         for worker in list(srv.workers):
             worker.join(5)
     assert srv.connections == 0 and srv.per_user == {}
+
+
+# -- whatever a client sends ---------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["attach", "detach", "list"]) | st.text(max_size=8),
+    "container": st.text(max_size=20) | JSON, "pid": st.integers() | JSON,
+    "networks": st.lists(st.dictionaries(st.sampled_from(
+        ["form", "network", "ip", "mac", "mtu", "routes", "mode", "source_macs", "host_shim",
+         "other"]), JSON, max_size=5), max_size=9) | JSON})
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.binary(max_size=5000) | FIELDS.map(lambda d: json.dumps(d).encode()))
+def test_generated_requests_never_raise_anything_else(data):
+    """A request decodes to a typed message whose fields have their types, or
+    is one ProtocolError line."""
+    try:
+        message = protocol.decode_request(data)
+    except protocol.ProtocolError as e:
+        assert "\n" not in str(e)
+        return
+    if isinstance(message, protocol.Attach):
+        assert type(message.pid) is int and isinstance(message.container, str)
+        for net in message.networks:
+            assert isinstance(net["network"], str)
