@@ -471,6 +471,31 @@ def test_kill_9_of_the_daemon_mid_attach_leaves_only_what_gc_removes(world):
         assert not [n for n in world.node_links() if n.startswith("pyv")], (point, out)
 
 
+def test_kill_9_of_the_client_mid_attach_the_daemon_undoes_or_gc_cleans(world):
+    pid = world.holder()
+    job = {"op": "attach", "container": "k2", "pid": pid, "netns": "pid:%d" % pid,
+           "networks": [{"network": "lan"}, {"network": "wire"}]}
+    client = subprocess.Popen(world.node.argv(
+        ["setpriv", "--reuid=%d" % USER, "--regid=%d" % USER, "--clear-groups",
+         sys.executable, USER_SCRIPT, json.dumps(job)]),
+        env=world.helper.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(k.startswith("br-") for k in world.leases()) and client.poll() is None:
+        assert time.monotonic() < deadline
+    client.kill()
+    client.communicate(timeout=60)
+    assert world.serving()
+    # the daemon's reply went nowhere: it undid the attach (or, had it been
+    # delivered just before, the lease is the holder's until it dies)
+    for p in world.holders:
+        p.kill()
+        p.wait()
+    world.holders.clear()
+    world.gc()
+    assert world.leases() == {}
+    assert not [n for n in world.node_links() if n.startswith("pyv")]
+
+
 # -- starting and stopping ------------------------------------------------------------
 
 def test_serve_as_a_user_and_a_second_daemon_are_refused(world):
