@@ -276,6 +276,26 @@ def test_quota_exceeded_is_refused(world):
     assert world.snapshot(first, second) == before
 
 
+def test_concurrent_attaches_keep_to_the_quota(world):
+    """Ten attaches of one user at once, five allowed: five get distinct
+    addresses, five are refused, whatever the order."""
+    world.policy('[network.lan]\nusers = ["nobody"]\nmax_containers = 5\n')
+    pids = [world.holder() for _ in range(10)]
+    clients = [subprocess.Popen(world.node.argv(
+        ["setpriv", "--reuid=%d" % USER, "--regid=%d" % USER, "--clear-groups",
+         sys.executable, USER_SCRIPT, json.dumps({
+             "op": "attach", "container": "q%d" % i, "pid": pid, "netns": "pid:%d" % pid,
+             "networks": [{"network": "lan"}]})]),
+        env=world.helper.env(), stdout=subprocess.PIPE, text=True)
+        for i, pid in enumerate(pids)]
+    replies = [json.loads(c.communicate(timeout=120)[0]) for c in clients]
+    got = [r["ok"][0]["ip"] for r in replies if "ok" in r]
+    refused = [r["error"] for r in replies if "error" in r]
+    assert len(got) == 5 and len(set(got)) == 5, replies
+    assert len(refused) == 5 and all("holds 5 of the 5" in e for e in refused), refused
+    assert len(world.leases()) == 5
+
+
 def test_choosing_an_address_or_mac_needs_the_policy(world):
     pid = world.holder()
     before = world.snapshot(pid)
