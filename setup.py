@@ -17,7 +17,7 @@ class BuildWithInit(build_ext):
         target = os.path.join(os.path.dirname(self.get_ext_fullpath("pyctr._shim")),
                               "pyctr-init")
         subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
-                        "-o", target, "csrc/init.c"], check=True)
+                        "-o", target, "csrc/init.c", "csrc/supervise.c"], check=True)
 
 
 setup(
