@@ -85,14 +85,21 @@ def hand_over(c):
 
 
 def _finish_command(paths, name):
-    """This interpreter running pyctr's `_finished NAME` in the same world.
-    Never with the current directory on sys.path (-P, or -I if pyctr runs
-    isolated): it may be a volume the container writes to."""
-    flags = ["-I"] if sys.flags.isolated else ["-P"] + ["-E"] * sys.flags.ignore_environment \
-        + ["-s"] * sys.flags.no_user_site
-    return [sys.executable, *flags, "-m", "pyctr", "--root", os.path.abspath(paths.root),
-            "--config", os.path.abspath(paths.config), "--data", os.path.abspath(paths.data),
-            "_finished", name]
+    """This interpreter, with the flags it runs with (the lean launcher's -S,
+    see cli.LAUNCHER), running pyctr's `_finished NAME` in the same world.
+    Never with the current directory on sys.path (-P; -I implies it): it
+    may be a volume the container writes to."""
+    flags = [flag for flag, on in (("-I", sys.flags.isolated), ("-E", sys.flags.ignore_environment),
+                                   ("-s", sys.flags.no_user_site), ("-S", sys.flags.no_site)) if on]
+    here = os.path.dirname(os.path.abspath(__file__))
+    # An installed package is found without site too; an editable one
+    # (runtime/ imported as pyctr) only through site's import hook.
+    path = "sys.path.append(%r); " % os.path.dirname(here) if os.path.basename(here) == "pyctr" \
+        else ""
+    return [sys.executable, *flags, "-P", "-c",
+            "import sys; %sfrom pyctr.cli import main; sys.exit(main())" % path,
+            "--root", os.path.abspath(paths.root), "--config", os.path.abspath(paths.config),
+            "--data", os.path.abspath(paths.data), "_finished", name]
 
 
 def cmd_finished(paths, argv):
