@@ -178,14 +178,10 @@ def test_detached_exit_code_through_the_handover(pyctr, work, code):
     assert json.loads(pyctr("inspect", name, check=True).stdout)[0]["exit_code"] == code
 
 
-TRAP = ["-v", None, "busybox", "sh", "-c",
-        "trap 'exit 7' TERM; touch /w/ready; while :; do sleep 0.05; done"]
-
-
 def trap(work):
-    argv = list(TRAP)
-    argv[1] = "%s:/w" % work
-    return argv
+    """A workload that exits 7 on SIGTERM, once /w/ready says it listens."""
+    return ["-v", "%s:/w" % work, "busybox", "sh", "-c",
+            "trap 'exit 7' TERM; touch /w/ready; while :; do sleep 0.05; done"]
 
 
 @root_only
