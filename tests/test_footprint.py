@@ -301,3 +301,19 @@ def test_running_container_costs_at_most_1_mib_of_host_memory(pyctr):
     pss = [pss_kb(pid) for pid in owners]
     assert max(pss) <= MIB, pss
     assert sum(pss) <= 20 * MIB, pss
+
+
+@root_only
+def test_a_container_sharing_the_host_pid_namespace_cannot_open_the_monitor(pyctr):
+    """With --pid=host, container root sees pyctr-monitor but can open
+    neither its fds (the state directory) nor its binary: it lacks the
+    monitor's capabilities (and the monitor is not dumpable besides)."""
+    name = pyctr("run", "-d", "busybox", "sleep", "600", check=True).stdout.strip()
+    owner = handed_over(pyctr.root, name)
+    p = pyctr("run", "--rm", "--pid=host", "busybox", "sh", "-c",
+              "cat /proc/%d/comm; readlink /proc/%d/fd/3 && echo fd-open; "
+              "ls /proc/%d/fd/3/ && echo dir-open; "
+              "cat /proc/%d/exe > /dev/null && echo exe-open; true" % ((owner,) * 4))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[0] == MONITOR  # it is there to see
+    assert not {"fd-open", "dir-open", "exe-open"} & set(p.stdout.split()), p.stdout
