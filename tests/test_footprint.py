@@ -17,11 +17,11 @@ MONITOR = "pyctr-monitor"
 MIB = 1024  # smaps_rollup counts kB
 
 
-def wait_until(fact, what, timeout=60):
+def wait_until(fact, what, timeout=60, why=lambda: ""):
     """Poll for a fact a process will make true (a deadline only against a hang)."""
     deadline = time.monotonic() + timeout
     while not fact():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
+        assert time.monotonic() < deadline, "timed out waiting for %s %s" % (what, why())
         time.sleep(0.05)
 
 
@@ -43,16 +43,33 @@ def record(root, name):
         return None
 
 
-def only_name(world):
-    wait_until(lambda: len(world.containers()) == 1, "the container's record")
-    return world.containers()[0]
+def only_name(root):
+    """The name of the one container recorded under `root` (not the
+    `.new-*` directory a reservation is made in before its rename)."""
+    def names():
+        try:
+            return [n for n in os.listdir(os.path.join(root, "containers"))
+                    if not n.startswith(".") and record(root, n)]
+        except FileNotFoundError:
+            return []
+    wait_until(lambda: len(names()) == 1, "the container's record")
+    return names()[0]
 
 
 def handed_over(root, name):
     """The record's owner, once it is pyctr-monitor: the handover happened."""
+    def why():
+        r = record(root, name) or {}
+        owner = r.get("owner_pid", 0)
+        try:
+            tasks = os.listdir("/proc/%d/task" % owner)
+        except OSError:
+            tasks = None
+        return "(status %s, owner %s %s, its threads %s)" % (r.get("status"), owner,
+                                                             comm(owner), tasks)
     wait_until(lambda: (record(root, name) or {}).get("status") == "running"
                and comm(record(root, name)["owner_pid"]) == MONITOR,
-               "the handover to pyctr-monitor")
+               "the handover to pyctr-monitor", why=why)
     return record(root, name)["owner_pid"]
 
 
@@ -149,7 +166,7 @@ def test_exit_written_by_the_monitor_shows_before_it_is_recorded(tmp_path):
 def test_foreground_exit_code_through_the_handover(pyctr, work, code):
     p = pyctr.popen("run", *gate(work))
     try:
-        name = only_name(pyctr)
+        name = only_name(pyctr.root)
         handed_over(pyctr.root, name)
         if code == 137:  # init killed by a signal: 128 + 9, as without the handover
             os.kill(record(pyctr.root, name)["pid"], signal.SIGKILL)
@@ -188,7 +205,7 @@ def trap(work):
 def test_sigterm_to_foreground_pyctr_reaches_the_workload_after_handover(pyctr, work):
     p = pyctr.popen("run", *trap(work))
     try:
-        name = only_name(pyctr)
+        name = only_name(pyctr.root)
         assert handed_over(pyctr.root, name) == p.pid
         wait_until(lambda: os.path.exists(os.path.join(work, "ready")), "the trap")
         os.kill(p.pid, signal.SIGTERM)
@@ -256,9 +273,7 @@ def test_rm_after_handover_removes_record_cgroup_and_host_veth(image_data, work)
         argv = node.pyctr_argv("run", "--rm", "--net=veth:brfp", *gate(work))
         p = node.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            base = os.path.join(node.paths.root, "containers")
-            wait_until(lambda: os.path.isdir(base) and len(os.listdir(base)) == 1, "the record")
-            name = os.listdir(base)[0]
+            name = only_name(node.paths.root)
             handed_over(node.paths.root, name)
             r = record(node.paths.root, name)
             cgroup_dirs = list(r["cgroup"]["dirs"].values())
@@ -272,7 +287,7 @@ def test_rm_after_handover_removes_record_cgroup_and_host_veth(image_data, work)
             p.wait()
         assert p.returncode == 0, err
         # when run --rm returns, everything is gone already
-        assert not os.path.exists(os.path.join(base, name))
+        assert not os.path.exists(os.path.join(node.paths.root, "containers", name))
         assert not any(os.path.exists(d) for d in cgroup_dirs)
         links = node.ip_cmd("-o", "link", "show").stdout
         assert not any(h + "@" in links for h in hosts), links
