@@ -1,8 +1,10 @@
 """`pyctr bench scale`: a node running N = 1, 10, 100, 1,000 detached
-containers. For each runtime and each N, in a round of its own:
+containers. For each N, a round in which every runtime:
 
   start    N containers one after another, each `sleep` for good, each start
-           timed alone (the runtime's command until it returns):
+           timed alone (the runtime's command until it returns); the
+           runtimes take turns (the i-th container of each, who goes first
+           rotating), so a drift of the machine's load hits all alike:
              pyctr  LAUNCHER --root STATE --data DATA run -d --net=NET --name ID IMAGE sleep
              runc   runc --root STATE run -d --bundle B ID
              crun   crun --root STATE run -d --bundle B ID
@@ -209,42 +211,61 @@ def pss_kib(pid):
 
 # ---------------------------------------------------------------- a round
 
-def one_round(runtime, count, tag):
-    """Start `count` containers, measure, remove them; a dict of figures."""
+def one_round(runtimes, count, tag):
+    """Start `count` containers with each runtime, measure, remove them all;
+    a dict of figures per runtime. Starts are interleaved: the i-th of each
+    runtime in turn (who goes first rotates), so a drift of the machine's
+    load hits every runtime alike, not whichever ran last."""
     from pyctr.progress import Progress
-    prefix = "%s-%s-%d-" % (tag, runtime.name, count)
-    ids = ["%s%d" % (prefix, i) for i in range(count)]
     chunk = max(1, count // 10)
-    row = {"runtime": runtime.name, "count": count, "starts_ms": []}
-    with Progress("bench scale: %s, %d containers" % (runtime.name, count),
+    rows = [{"runtime": runtime.name, "count": count, "starts_ms": [],
+             "prefix": "%s-%s-%d-" % (tag, runtime.name, count)} for runtime in runtimes]
+    ids = [["%s%d" % (row["prefix"], i) for i in range(count)] for row in rows]
+    pairs = list(zip(runtimes, rows, ids))
+    with Progress("bench scale: %d containers per runtime" % count,
                   total=(count + chunk - 1) // chunk + 3) as progress:
         try:
-            for i, cid in enumerate(ids):
+            for i in range(count):
                 if i % chunk == 0:
                     progress.step("starting %d-%d" % (i + 1, min(i + chunk, count)))
-                row["starts_ms"].append(_timed(runtime, runtime.start(cid), "start %s" % cid))
+                turn = i % len(pairs)
+                for runtime, row, names in pairs[turn:] + pairs[:turn]:
+                    row["starts_ms"].append(_timed(runtime, runtime.start(names[i]),
+                                                   "start %s" % names[i]))
             progress.step("memory")
-            owners = runtime.owners(ids)
-            row["owners"] = len(owners)
-            row["pss_kib"] = sum(pss_kib(pid) for pid in owners)
+            for runtime, row, names in pairs:
+                owners = runtime.owners(names)
+                row["owners"] = len(owners)
+                row["pss_kib"] = sum(pss_kib(pid) for pid in owners)
             progress.step("ps")
-            row["ps_ms"] = statistics.median(_timed(runtime, runtime.ps(), "ps")
-                                             for _ in range(PS_RUNS))
+            for _ in range(PS_RUNS):
+                for runtime, row, _ in pairs:
+                    row.setdefault("ps_runs", []).append(_timed(runtime, runtime.ps(), "ps"))
             progress.step("rm")
-            row["rm_ms"] = _timed(runtime, runtime.remove(ids, prefix), "rm")
+            for runtime, row, names in pairs:
+                row["rm_ms"] = _timed(runtime, runtime.remove(names, row["prefix"]), "rm")
         finally:
-            left = runtime.left()
-            if left:
-                row["left"] = left
-                runtime.clean(left)
+            for runtime, row, _ in pairs:
+                left = runtime.left()
+                if left:
+                    row["left"] = left
+                    runtime.clean(left)
+    for row in rows:
+        _figures(row, count)
+    return rows
+
+
+def _figures(row, count):
     starts = row["starts_ms"]
     edge = min(EDGE, count)
     row.update(first_ms=starts[0], first_median_ms=statistics.median(starts[:edge]),
                last_median_ms=statistics.median(starts[-edge:]),
-               median_ms=statistics.median(starts),
+               median_ms=statistics.median(starts), ps_ms=statistics.median(row["ps_runs"]),
                pss_per_container_mib=row["pss_kib"] / 1024 / count)
     row["last_to_first"] = row["last_median_ms"] / row["first_median_ms"]
-    return row
+    # growth per 100 running containers: least-squares slope of start time on index
+    row["slope_ms_per_100"] = 100 * statistics.linear_regression(
+        range(count), starts).slope if count > 2 else 0.0
 
 
 def _timed(runtime, steps, what):
@@ -264,6 +285,7 @@ COLUMNS = (("runtime", "runtime", "%s"), ("N", "count", "%d"),
            ("first %d median ms" % EDGE, "first_median_ms", "%.1f"),
            ("last %d median ms" % EDGE, "last_median_ms", "%.1f"),
            ("last/first", "last_to_first", "%.2f"),
+           ("trend ms per 100 more", "slope_ms_per_100", "%+.1f"),
            ("all median ms", "median_ms", "%.1f"),
            ("host processes", "owners", "%d"),
            ("PSS/container MiB", "pss_per_container_mib", "%.2f"),
@@ -387,10 +409,9 @@ def command(paths, argv):
         facts = harness.machine_facts({"pyctr (timed)": harness.tool_version(launcher)})
         tag = "ps%d" % os.getpid()
         for count in counts:
-            for runtime in runtimes:
-                rows.append(one_round(runtime, count, tag))
-                if rows[-1].get("left"):
-                    left += ["%s:%s" % (runtime.name, cid) for cid in rows[-1]["left"]]
+            for row in one_round(runtimes, count, tag):
+                rows.append(row)
+                left += ["%s:%s" % (row["runtime"], cid) for cid in row.get("left", ())]
     finally:
         try:
             for runtime in runtimes:
@@ -436,7 +457,10 @@ def _notes(args, launcher, interp, pkg):
     notes = [
         "each start timed alone: the runtime's command until it returns (pyctr run -d: "
         "the container runs; runc/crun run -d: the same)",
-        "start ratio: median of the last %d starts over the median of the first %d" % (EDGE, EDGE),
+        "starts interleaved: the i-th container of each runtime in turn, who goes first "
+        "rotating; last/first: median of the last %d starts over the median of the first %d; "
+        "trend: least-squares slope of start time over the container's index, per 100 "
+        "containers" % (EDGE, EDGE),
         "memory: PSS (smaps_rollup) of the runtime's host-side processes while the N run, "
         "over N; pyctr: the owner process each record names; runc, crun: any process "
         "running their binary with this round's --root (none stays after run -d); the "
