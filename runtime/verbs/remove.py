@@ -113,9 +113,10 @@ def remove_many(paths, states, force):
     # cleanup first, so the two never remove the same things at once.
     owned = [state for state in going if _other_owner_alive(state)]
     _wait_all_gone(owned, _other_owner_alive)
+    owned = {state.name for state in owned}
     store = StateStore(paths)
     for state in going:
-        if state in owned:  # its owner has released what it could: the record says what is left
+        if state.name in owned:  # its owner released what it could: the record says what is left
             try:
                 state = store.load(state.name)
             except PyctrError:

@@ -32,7 +32,8 @@ def cmd_ps(paths, argv):
         rows.append((rec.get("id") or "?", name, status, str(rec.get("pid") or "-"),
                      rec.get("created") or "?", " ".join(rec.get("command") or ())[:40]))
     if args["quiet"]:
-        print("\n".join(r[1] for r in rows))
+        for row in rows:
+            print(row[1])
         return 0
     fmt = "%-12s  %-20s  %-8s  %-7s  %-20s  %s"
     print(fmt % ("ID", "NAME", "STATUS", "PID", "CREATED", "COMMAND"))
