@@ -158,7 +158,7 @@ class Pool:
         """(next, freed): every address >= next was free when the hint was
         written, and so were those in freed (a set of ints below next)."""
         try:
-            text = os.pread(self._lock_fd, 1 << 20, 0).decode()
+            text = os.pread(self._lock_fd, os.fstat(self._lock_fd).st_size, 0).decode()
             lines = dict(line.partition(" ")[::2] for line in text.splitlines())
             return (ip_int(lines["next"]),
                     {ip_int(word) for word in lines.get("freed", "").split()})
