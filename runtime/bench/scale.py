@@ -333,6 +333,12 @@ def write(out, rows, notes, facts, work):
     return written
 
 
+def rolling_median(values, window=25):
+    """Median of each value's neighbourhood (window values centred on it)."""
+    half = window // 2
+    return [statistics.median(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+
+
 def chart(rows, path, facts):
     """Start time against container index (each runtime's largest N), PSS
     per container and ps/rm time against N."""
@@ -344,8 +350,10 @@ def chart(rows, path, facts):
     for name in names:
         mine = [row for row in rows if row["runtime"] == name]
         big = max(mine, key=lambda row: row["count"])
-        starts.plot(range(1, big["count"] + 1), big["starts_ms"], ".", markersize=3,
-                    label="%s (N=%d)" % (name, big["count"]))
+        dots, = starts.plot(range(1, big["count"] + 1), big["starts_ms"], ".", markersize=2,
+                            alpha=0.4)
+        starts.plot(range(1, big["count"] + 1), rolling_median(big["starts_ms"]), "-",
+                    color=dots.get_color(), label="%s (N=%d), rolling median" % (name, big["count"]))
         counts = [row["count"] for row in mine]
         memory.plot(counts, [row["pss_per_container_mib"] for row in mine], "o-", label=name)
         line, = verbs.plot(counts, [row["ps_ms"] for row in mine], "o-", label=name + " ps")
