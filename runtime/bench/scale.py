@@ -24,7 +24,8 @@ containers. For each N, a round in which every runtime:
 
 --net=veth puts everything in a simulated node (testbed.py: a netns of its
 own; pyctr's containers on a /22 network there made by `pyctr net create`,
-no ARP probe); runc and crun then run in the same netns, their containers
+its defaults kept: probe on, which a bridge without other ports skips);
+runc and crun then run in the same netns, their containers
 with a network namespace holding only lo (no CNI plugin here).
 
 Everything runs as the one timing runner per environment that `bench startup`
@@ -451,7 +452,7 @@ def _node(paths, mine):
     bed.up()
     node = bed.nodes[0]
     argv = [sys.executable, "-m", "pyctr", "--root", mine.root, "--config", mine.config,
-            "--data", mine.data, "net", "create", "scale", "--subnet", SUBNET, "--no-probe",
+            "--data", mine.data, "net", "create", "scale", "--subnet", SUBNET,
             "--bridge", "pbs0"]
     done = node.run(argv)
     if done.returncode:
@@ -481,7 +482,8 @@ def _notes(args, launcher, interp, pkg):
     ]
     if args.net == "veth":
         notes.append("--net=veth: all runtimes in one simulated node (netns); pyctr's "
-                     "containers on a /22 bridge network there (no ARP probe), runc's and "
+                     "containers on a /22 bridge network there (probe on, as by default: a bridge "
+                     "without other ports is not probed), runc's and "
                      "crun's with loopback only (no CNI plugin)")
     else:
         notes.append("--net=none for pyctr; runc/crun bundles: a network namespace with lo only")
