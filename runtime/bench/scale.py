@@ -137,7 +137,7 @@ class Pyctr:
 
     def clean(self, ids):
         if ids:
-            self.runner.time({"steps": self.remove(ids, None)})
+            _quietly(self.runner.prefix + self.base + ["rm", "-f"] + list(ids))
 
 
 class Oci:
@@ -182,8 +182,19 @@ class Oci:
 
     def clean(self, ids):
         for cid in self.left():
-            self.runner.time({"steps": [harness.step(
-                [self.name, "--root", self.state, "delete", "--force", cid])]})
+            _quietly(self.runner.prefix + [self.name, "--root", self.state, "delete", "--force",
+                                           cid])
+
+
+def _quietly(argv):
+    """Run a clean-up command without the timing runner (which a Ctrl-C
+    may have stopped); its failure is seen in what is left afterwards."""
+    import subprocess
+    try:
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        pass
 
 
 def _pids():
@@ -422,6 +433,10 @@ def command(paths, argv):
                 rows.append(row)
                 left += ["%s:%s" % (row["runtime"], cid) for cid in row.get("left", ())]
     finally:
+        # A second Ctrl-C must not stop the clean-up half-way; its commands
+        # inherit the ignored SIGINT.
+        import signal
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for runtime in runtimes:
                 stray = runtime.left()
@@ -434,6 +449,7 @@ def command(paths, argv):
             if node is not None:
                 node.testbed.down()
             shutil.rmtree(work, ignore_errors=True)
+            signal.signal(signal.SIGINT, interrupt)
     notes += _notes(args, launcher, interp, pkg)
     if left:
         notes.append("left behind (then removed): " + ", ".join(left))
