@@ -365,7 +365,8 @@ def chart(rows, path, facts):
         dots, = starts.plot(range(1, big["count"] + 1), big["starts_ms"], ".", markersize=2,
                             alpha=0.4)
         starts.plot(range(1, big["count"] + 1), rolling_median(big["starts_ms"]), "-",
-                    color=dots.get_color(), label="%s (N=%d), rolling median" % (name, big["count"]))
+                    color=dots.get_color(),
+                    label="%s (N=%d), rolling median" % (name, big["count"]))
         counts = [row["count"] for row in mine]
         memory.plot(counts, [row["pss_per_container_mib"] for row in mine], "o-", label=name)
         line, = verbs.plot(counts, [row["ps_ms"] for row in mine], "o-", label=name + " ps")
