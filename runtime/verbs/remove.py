@@ -102,6 +102,16 @@ def remove_many(paths, states, force):
             problems.append("container %s is being created (use rm -f)" % state.name)
         else:
             going.append(state)
+    if force:
+        # A container waited for by pyctr-monitor: stop the monitor first,
+        # so it does not start Python to clean up what is removed here
+        # anyway (1,000 of those at once would each cost an interpreter).
+        for state in going:
+            if _waited_by_monitor(state):
+                try:
+                    os.kill(state.owner_pid, SIGKILL)
+                except ProcessLookupError:
+                    pass
     killed = [state for state in going if state.process_alive()]
     for state in killed:
         try:
@@ -123,6 +133,18 @@ def remove_many(paths, states, force):
                 continue  # the owner removed it (run --rm)
         teardown(paths, state)
     return problems
+
+
+def _waited_by_monitor(state):
+    """The record's owner is alive and is pyctr-monitor (not the Python
+    that hands over to it, nor `_finished` after it)."""
+    if state.owner_pid == os.getpid() or not state.owner_alive():
+        return False
+    try:
+        with open("/proc/%d/comm" % state.owner_pid, "rb") as f:
+            return f.read().strip() == b"pyctr-monitor"
+    except OSError:
+        return False
 
 
 def _other_owner_alive(state):
