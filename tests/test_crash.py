@@ -136,16 +136,20 @@ def test_kill_after_each_stage_leaves_a_working_node_that_gc_restores(node, net,
 
 # -- inside the network stage ------------------------------------------------------
 #
-# Runs pyctr's CLI with every change that network attach makes to the host
-# watched: each request of the host's netlink socket that changes something,
-# each lease written, the bridge journal written and removed (bridge.py).
-# After the change named in argv[1] ("add_addr", or "add_addr#2" for the
-# second one) the process kills itself with SIGKILL. With PYCTR_CRASH_RECORD
-# set, the names of the changes are appended to that file.
+# Runs pyctr's CLI with every change that network attach (or, with
+# PYCTR_CRASH_IN=teardown, a network's teardown: `pyctr net rm`) makes to
+# the host watched: each request of the host's netlink socket that changes
+# something, each lease written, the bridge journal written and removed
+# (bridge.py). After the change named in argv[1] ("add_addr", or
+# "add_addr#2" for the second one) the process kills itself with SIGKILL.
+# With PYCTR_CRASH_RECORD set, the names of the changes are appended to
+# that file.
 KILL_INSIDE = """
 import os, signal, sys
-from pyctr.network import bridge, ipam, wiring
+from pyctr.network import bridge, cleanup, ipam, wiring
 point, record = sys.argv[1], os.environ.get("PYCTR_CRASH_RECORD")
+module = cleanup if os.environ.get("PYCTR_CRASH_IN") == "teardown" else wiring
+watched = module.teardown if module is cleanup else module.attach
 seen, attaching = {}, []
 def reached(what):
     if not attaching:
@@ -172,14 +176,13 @@ def watched_host(self):
         setattr(netlink, name, after(name, getattr(netlink, name)))
     return netlink
 wiring.Kernel.host = watched_host
-attach = wiring.attach
-def watched_attach(*args, **kw):
+def watching(*args, **kw):
     attaching.append(True)
     try:
-        return attach(*args, **kw)
+        return watched(*args, **kw)
     finally:
         attaching.pop()
-wiring.attach = watched_attach
+setattr(module, watched.__name__, watching)
 ipam.Pool._create = after("lease", ipam.Pool._create)
 bridge._journal = after("journal", bridge._journal)
 bridge._forget = after("journal done", bridge._forget)
@@ -252,15 +255,19 @@ def pair(image_data):
         yield tb.nodes
 
 
-def kill_inside(node, net, point, command=("sleep", "30"), record=None):
-    env = dict(os.environ, PYCTR_CRASH_RECORD=record) if record else None
-    return node.run([sys.executable, "-c", KILL_INSIDE, point] +
-                    node.pyctr_argv("run", "--rm", "--net=" + net, "busybox", *command)[3:],
+def kill_inside(node, net, point, command=("sleep", "30"), record=None, argv=None,
+                where="attach"):
+    """pyctr run --rm --net=NET busybox COMMAND (or pyctr ARGV) killed at point."""
+    env = dict(os.environ, PYCTR_CRASH_IN=where)
+    if record:
+        env["PYCTR_CRASH_RECORD"] = record
+    argv = argv or ["run", "--rm", "--net=" + net, "busybox", *command]
+    return node.run([sys.executable, "-c", KILL_INSIDE, point] + node.pyctr_argv(*argv)[3:],
                     timeout=120, stdin=subprocess.DEVNULL, env=env)
 
 
-def killed_at(node, net, point):
-    killed = kill_inside(node, net, point)
+def killed_at(node, net, point, **kw):
+    killed = kill_inside(node, net, point, **kw)
     assert killed.returncode == -signal.SIGKILL, "point %s not reached: rc %s %s" % (
         point, killed.returncode, killed.stderr)
 
@@ -298,6 +305,12 @@ def leased(node):
             out |= {n for n in os.listdir(os.path.join(node.paths.leases, pool))
                     if n[0].isdigit()}
     return out
+
+
+def reaches(node, peer):
+    """Does the node itself reach its peer? (busybox's ping: the node may have none)"""
+    busybox = os.path.join(node.paths.data, "images", "busybox", "rootfs", "bin", "busybox")
+    return node.run([busybox, "ping", "-c", "1", "-W", "3", peer.ip]).returncode == 0
 
 
 def next_container_works(node, case, point, taken):
@@ -344,9 +357,7 @@ def test_kill_inside_the_network_stage_leaves_a_node_that_works_and_gc_restores(
         same(after_gc, clean if case.complete(point) else before,
              "after a kill at %s and gc" % point)
     assert ok(node, "gc") == ""
-    # the node itself still reaches its peer
-    busybox = os.path.join(node.paths.data, "images", "busybox", "rootfs", "bin", "busybox")
-    assert node.run([busybox, "ping", "-c", "1", "-W", "3", peer.ip]).returncode == 0
+    assert reaches(node, peer)  # the node itself
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name.replace(" ", "_") for c in CASES])
@@ -360,3 +371,37 @@ def test_kill_points_are_every_host_change_of_attach(pair, case, tmp_path):
     assert done.returncode == 0, done.stderr
     with open(record) as f:
         assert f.read().split("\n")[:-1] == case.points
+
+
+UPLINK = CASES[2]
+RM_POINTS = ["journal", "delete_link", "add_addr", "add_route", "journal done"]
+
+
+@pytest.mark.parametrize("point", RM_POINTS)
+def test_kill_inside_net_rm_of_an_uplinked_bridge_gc_gives_the_node_its_nic_back(
+        pair, point):
+    """`pyctr net rm` killed while the bridge gives the NIC back its
+    address and default route: gc finishes the removal, exactly."""
+    node, peer = pair
+    prepare(node, UPLINK)
+    before = snapshot(node)
+    ok(node, "run", "--rm", "--net=" + UPLINK.net, "busybox", "true")
+    killed_at(node, None, point, argv=["net", "rm", UPLINK.rm], where="teardown")
+    ok(node, "gc")
+    same(snapshot(node), before, "after a kill of net rm at %s and gc" % point)
+    assert reaches(node, peer)
+    ok(node, "net", "rm", UPLINK.rm)
+    same(snapshot(node), before, "after a kill of net rm at %s, gc and net rm" % point)
+    next_container_works(node, UPLINK, point, set())
+
+
+def test_kill_points_of_net_rm_are_every_host_change(pair, tmp_path):
+    node, _ = pair
+    prepare(node, UPLINK)
+    ok(node, "run", "--rm", "--net=" + UPLINK.net, "busybox", "true")
+    record = str(tmp_path / "points")
+    done = kill_inside(node, None, "none", record=record, argv=["net", "rm", UPLINK.rm],
+                       where="teardown")
+    assert done.returncode == 0, done.stderr
+    with open(record) as f:
+        assert f.read().split("\n")[:-1] == RM_POINTS

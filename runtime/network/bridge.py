@@ -94,7 +94,10 @@ def recover(host, pool):
     docstring. Returns what changed on the host, for `pyctr gc` to print."""
     j = _read(pool)
     if j is None:
-        _forget(pool)  # a journal.new its writer died before renaming: nothing was changed
+        try:  # a journal's writer that died before renaming it had changed nothing
+            os.unlink(os.path.join(pool.dir, JOURNAL + ".new"))
+        except FileNotFoundError:
+            pass
         return []
     done = []
     final = host.link(j["bridge"])
@@ -211,9 +214,7 @@ def _read(pool):
 
 
 def _forget(pool):
-    path = os.path.join(pool.dir, JOURNAL)
-    for name in (path, path + ".new"):  # .new: its writer died before the rename
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
+    try:
+        os.unlink(os.path.join(pool.dir, JOURNAL))
+    except FileNotFoundError:
+        pass
