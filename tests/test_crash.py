@@ -387,7 +387,9 @@ def test_kill_inside_net_rm_of_an_uplinked_bridge_gc_gives_the_node_its_nic_back
     before = snapshot(node)
     ok(node, "run", "--rm", "--net=" + UPLINK.net, "busybox", "true")
     killed_at(node, None, point, argv=["net", "rm", UPLINK.rm], where="teardown")
-    ok(node, "gc")
+    out = ok(node, "gc")
+    if RM_POINTS.index(point) < RM_POINTS.index("add_addr"):  # gc says what it gave back
+        assert "restored address 10.77.0.1/24 of nic0\n" in out, out
     same(snapshot(node), before, "after a kill of net rm at %s and gc" % point)
     assert reaches(node, peer)
     ok(node, "net", "rm", UPLINK.rm)

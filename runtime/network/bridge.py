@@ -31,6 +31,7 @@ import errno
 import os
 
 from pyctr import jsonio
+from pyctr.network import RESTORED
 from pyctr.network.addr import int_ip
 
 ALIAS = "pyctr network "  # ifalias of the bridges pyctr made
@@ -170,7 +171,7 @@ def _restore_uplink(host, uplink, j):
     for ip, prefix in j["addrs"]:
         try:
             host.add_addr(uplink.index, ip, prefix)
-            done.append("address %s/%d given back to %s" % (ip, prefix, uplink.name))
+            done.append(RESTORED + "address %s/%d of %s" % (ip, prefix, uplink.name))
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise
@@ -178,10 +179,11 @@ def _restore_uplink(host, uplink, j):
     for r in j["routes"]:
         if (r["dst"], r["dst_len"], r["gateway"]) not in have:
             _move_route(host, r, uplink.index)
-            done.append("route %s/%d via %s given back to %s"
+            done.append(RESTORED + "route %s/%d via %s on %s"
                         % (r["dst"], r["dst_len"], r["gateway"], uplink.name))
     if host.link(index=uplink.index).up != j["up"]:
         host.set_link(uplink.index, up=j["up"])
+        done.append(RESTORED + "%s %s" % (uplink.name, "up" if j["up"] else "down"))
     return done
 
 

@@ -136,5 +136,6 @@ def cmd_gc(paths, argv):
     removed += network.gc(paths)
     removed += images.gc(paths)
     for item in removed:
-        print("removed " + item)
+        # What gc gave back (a NIC's address after a crash) says so itself.
+        print(item if item.startswith(network.RESTORED) else "removed " + item)
     return 0
