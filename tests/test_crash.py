@@ -150,9 +150,9 @@ from pyctr.network import bridge, cleanup, ipam, wiring
 point, record = sys.argv[1], os.environ.get("PYCTR_CRASH_RECORD")
 module = cleanup if os.environ.get("PYCTR_CRASH_IN") == "teardown" else wiring
 watched = module.teardown if module is cleanup else module.attach
-seen, attaching = {}, []
+seen, inside = {}, []
 def reached(what):
-    if not attaching:
+    if not inside:
         return
     seen[what] = seen.get(what, 0) + 1
     name = what if seen[what] == 1 else "%s#%d" % (what, seen[what])
@@ -177,11 +177,11 @@ def watched_host(self):
     return netlink
 wiring.Kernel.host = watched_host
 def watching(*args, **kw):
-    attaching.append(True)
+    inside.append(True)
     try:
         return watched(*args, **kw)
     finally:
-        attaching.pop()
+        inside.pop()
 setattr(module, watched.__name__, watching)
 ipam.Pool._create = after("lease", ipam.Pool._create)
 bridge._journal = after("journal", bridge._journal)
