@@ -40,7 +40,7 @@ def start_time(pid):
 
 class Lease:
     __slots__ = ("ip", "path", "pid", "start", "shim", "container", "ifname", "host_ifname",
-                 "mode")
+                 "mode", "uid")
 
     def __init__(self, ip, path, fields):
         self.ip, self.path = ip, path
@@ -52,6 +52,8 @@ class Lease:
         self.ifname = fields.get("ifname")
         self.host_ifname = fields.get("host") or None
         self.mode = fields.get("mode") or None  # macvlan mode
+        uid = fields.get("uid", "")
+        self.uid = int(uid) if uid.isdigit() else None  # a user's, through the helper (netd)
 
     @property
     def holder(self):
@@ -190,6 +192,8 @@ class Pool:
         text = "owner %s\ncontainer %s\nifname %s\nhost %s\nmode %s\n" % (
             who, owner.get("container", ""), owner.get("ifname", ""), owner.get("host") or "",
             owner.get("mode") or "")
+        if owner.get("uid") is not None:  # a user's lease, made by the network helper
+            text += "uid %d\n" % owner["uid"]
         fd = os.open(os.path.join(self.dir, int_ip(ip)),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
