@@ -20,6 +20,12 @@ used, so `pyctr run --net=none` pays nothing for this package.
 RESTORED = "restored "  # a gc item that is not a removal: a NIC's address given back
 
 
+def gc_line(item):
+    """How one item of a gc (network's or any) is told: what it removed,
+    or what it gave back (RESTORED), never the one as the other."""
+    return item if item.startswith(RESTORED) else "removed " + item
+
+
 def parse(text):
     from pyctr.network.request import parse as _parse
     return _parse(text)

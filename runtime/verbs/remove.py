@@ -136,6 +136,5 @@ def cmd_gc(paths, argv):
     removed += network.gc(paths)
     removed += images.gc(paths)
     for item in removed:
-        # What gc gave back (a NIC's address after a crash) says so itself.
-        print(item if item.startswith(network.RESTORED) else "removed " + item)
+        print(network.gc_line(item))
     return 0
