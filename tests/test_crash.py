@@ -137,10 +137,10 @@ def test_kill_after_each_stage_leaves_a_working_node_that_gc_restores(node, net,
 # -- inside the network stage ------------------------------------------------------
 #
 # Runs pyctr's CLI with every change that network attach (or, with
-# PYCTR_CRASH_IN=teardown, a network's teardown: `pyctr net rm`) makes to
-# the host watched: each request of the host's netlink socket that changes
-# something, each lease written, the bridge journal written and removed
-# (bridge.py). After the change named in argv[1] ("add_addr", or
+# PYCTR_CRASH_IN=detach, a container's detach; =teardown, a network's
+# teardown: `pyctr net rm`) makes to the host watched: each request of the
+# host's netlink socket that changes something, each lease written or
+# released, the bridge journal written and removed (bridge.py). After the change named in argv[1] ("add_addr", or
 # "add_addr#2" for the second one) the process kills itself with SIGKILL.
 # With PYCTR_CRASH_RECORD set, the names of the changes are appended to
 # that file.
@@ -148,8 +148,9 @@ KILL_INSIDE = """
 import os, signal, sys
 from pyctr.network import bridge, cleanup, ipam, wiring
 point, record = sys.argv[1], os.environ.get("PYCTR_CRASH_RECORD")
-module = cleanup if os.environ.get("PYCTR_CRASH_IN") == "teardown" else wiring
-watched = module.teardown if module is cleanup else module.attach
+where = os.environ.get("PYCTR_CRASH_IN", "attach")
+module = cleanup if where == "teardown" else wiring
+watched = getattr(module, where)
 seen, inside = {}, []
 def reached(what):
     if not inside:
@@ -184,6 +185,7 @@ def watching(*args, **kw):
         inside.pop()
 setattr(module, watched.__name__, watching)
 ipam.Pool._create = after("lease", ipam.Pool._create)
+ipam.Pool.release = after("release", ipam.Pool.release)
 bridge._journal = after("journal", bridge._journal)
 bridge._forget = after("journal done", bridge._forget)
 from pyctr.cli import main
@@ -407,3 +409,38 @@ def test_kill_points_of_net_rm_are_every_host_change(pair, tmp_path):
     assert done.returncode == 0, done.stderr
     with open(record) as f:
         assert f.read().split("\n")[:-1] == RM_POINTS
+
+
+DETACH_POINTS = {"bridge": ["delete_link", "release"], "uplink": ["delete_link", "release"],
+                 "host shim": ["del_route", "release"]}
+DETACHES = [(case, point) for case in CASES for point in DETACH_POINTS.get(case.name, ())]
+
+
+@pytest.mark.parametrize("case,point", DETACHES,
+                         ids=["%s-%s" % (c.name.replace(" ", "_"), p) for c, p in DETACHES])
+def test_kill_inside_detach_leaves_a_node_that_works_and_gc_restores(pair, case, point):
+    """`run --rm` killed while its container's network is taken down."""
+    node, peer = pair
+    prepare(node, case)
+    ok(node, "run", "--rm", "--net=" + case.net, "busybox", "true")  # the host side made
+    before = snapshot(node)
+    taken = leased(node)
+    killed_at(node, case.net, point, command=("true",), where="detach")
+    next_container_works(node, case, point, taken)
+    ok(node, "gc")
+    same(snapshot(node), before, "after a kill in detach at %s, the next run and gc" % point)
+    assert ok(node, "gc") == ""
+    assert reaches(node, peer)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in DETACH_POINTS],
+                         ids=[c.name.replace(" ", "_") for c in CASES if c.name in DETACH_POINTS])
+def test_kill_points_of_detach_are_every_host_change(pair, case, tmp_path):
+    node, _ = pair
+    prepare(node, case)
+    record = str(tmp_path / "points")
+    done = kill_inside(node, case.net, "none", command=("true",), record=record,
+                       where="detach")
+    assert done.returncode == 0, done.stderr
+    with open(record) as f:
+        assert f.read().split("\n")[:-1] == DETACH_POINTS[case.name]
