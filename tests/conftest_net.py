@@ -163,10 +163,14 @@ class FakeNetlink:
         link.flags = 1 if up else 0
 
     def set_link(self, index, up=None, master=None, mtu=None, mac=None, name=None, alias=None):
-        self._call("set_link", index, up=up, master=master, mtu=mtu, alias=alias)
+        self._call("set_link", index, up=up, master=master, mtu=mtu, name=name, alias=alias)
         link = self._find(index=index)
         if link is None:
             raise OSError(errno.ENODEV, "no device")
+        if name is not None and name != link.name:
+            if self._find(name):
+                raise OSError(errno.EEXIST, "exists")
+            link.name = name
         if up is not None:
             link.flags = 1 if up else 0
         if master is not None:
@@ -190,6 +194,9 @@ class FakeNetlink:
 
     def _remove(self, ns, link):
         del ns.links[link.index]
+        for port in ns.links.values():  # a bridge's ports are released
+            if port.master == link.index:
+                port.master = 0
         ns.addrs = [a for a in ns.addrs if a[0] != link.index]
         ns.routes = [r for r in ns.routes if r["oif"] != link.index]
 
@@ -205,12 +212,13 @@ class FakeNetlink:
             self._ns.addrs.remove((index, ip, prefix))
 
     def add_route(self, dst="0.0.0.0", dst_len=0, gateway=None, oif=0, src=None,
-                  replace=False, protocol=4):
+                  replace=False, protocol=4, metric=None):
         self._call("add_route", dst, dst_len, gateway=gateway, oif=oif, src=src)
         self._ns.routes = [r for r in self._ns.routes
                           if not (r["dst"] == dst and r["dst_len"] == dst_len)]
         self._ns.routes.append({"dst": dst, "dst_len": dst_len, "gateway": gateway, "oif": oif,
-                               "src": src, "protocol": protocol, "scope": 0})
+                               "src": src, "protocol": protocol, "scope": 0,
+                               "metric": metric})
 
     def del_route(self, dst="0.0.0.0", dst_len=0, oif=0):
         self._call("del_route", dst, dst_len, oif=oif)

@@ -282,6 +282,11 @@ def test_net_benchmark_runs_end_to_end(image_data, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     start = json.load(open(out / "net-start.json"))
     assert all(len(c["samples"]) == 2 for c in start["contenders"])
+    if shutil.which("crun"):  # crun + CNI is the named peer
+        names = {c["name"]: c["peer"] for c in start["contenders"]}
+        assert names["pyctr veth"] == "crun+cni-bridge"
+        assert names["pyctr macvlan"] == "crun+cni-macvlan"
+        assert "pyctr veth / crun+cni-bridge = " in p.stdout
     iperf = json.load(open(out / "net-iperf.json"))
     assert all(len(c["samples"]) == 1 and c["samples"][0] > 0 for c in iperf["contenders"])
     assert "macvlan / nic = " in p.stdout

@@ -346,14 +346,17 @@ def test_veth_attach_plan(paths, owners):
     assert rec["ifname"] == "eth0" and rec["host_ifname"] == "pyvabcdef012340"
     ops = [(ns, name) for ns, name, _, _ in k.calls]
     cns = "pid%d" % pid
-    # lo up, bridge made with a pinned MAC and gateway address, veth born with
-    # its peer in the container's netns and its host end on the bridge, then
-    # address, link up, default route inside.
+    # lo up, bridge made under a temporary name with a pinned MAC, its alias
+    # and gateway address, renamed br0 once complete; veth born with its peer
+    # in the container's netns and its host end on the bridge, then address,
+    # link up, default route inside.
     assert ops == [(cns, "enter"), (cns, "set_link"), ("host", "create_bridge"),
-                   ("host", "set_link"), ("host", "add_addr"), ("host", "create_veth"),
-                   (cns, "add_addr"), (cns, "set_link"), (cns, "add_route")]
+                   ("host", "set_link"), ("host", "add_addr"), ("host", "set_link"),
+                   ("host", "create_veth"), (cns, "add_addr"), (cns, "set_link"),
+                   (cns, "add_route")]
     br = k.host_ns.links[[l.index for l in k.host_ns.links.values() if l.name == "br0"][0]]
     made = [c for c in k.calls if c[1] == "create_bridge"][0]
+    assert made[2] == ("pybabcdef012345",)  # only pyctr uses the prefix pyb
     assert made[3]["mac"] and br.mac == made[3]["mac"]  # pinned at creation
     assert br.alias == "pyctr network br0"
     veth = [c for c in k.calls if c[1] == "create_veth"][0]

@@ -1,5 +1,5 @@
 """`pyctr bench net`: what pyctr's built-in networking costs, against what a
-runtime stack pays for the same with runc and the CNI reference plugins, and
+runtime stack pays for the same with runc or crun and the CNI reference plugins, and
 what the container datapaths carry compared with the NIC under them.
 
 Everything happens in simulated nodes (pyctr.testbed: network namespaces
@@ -10,6 +10,8 @@ machine's own interfaces are never touched.
      pyctr veth      pyctr run --rm --net=veth:pbbr0 IMAGE /bin/true
      runc+cni-bridge ip netns add NS; CNI bridge ADD; runc run (netns = NS);
                      CNI bridge DEL; ip netns del NS
+     crun+cni-bridge the same with crun, the fastest OCI runtime here: the
+                     named peer when installed (see crun_stacks)
      pyctr macvlan   pyctr run --rm --net=macvlan:nic0 IMAGE /bin/true
                      (and again with host_shim=no: the CNI plugin makes no shim;
                      and on a network defined with probe = false: what the ARP
@@ -17,6 +19,7 @@ machine's own interfaces are never touched.
                      on this node's wire, so every probe waits its full
                      PROBE_WAIT: the cost of the usual case, a free address)
      runc+cni-macvlan  same as runc+cni-bridge with the CNI macvlan plugin
+     crun+cni-macvlan  and with crun
    This is how CRI runtimes do it (cri-o even execs `pinns` for the netns):
    netns first, CNI ADD into it, the OCI runtime joins it, CNI DEL, netns
    gone. CNI is called the standard way: CNI_COMMAND, CNI_CONTAINERID,
@@ -42,7 +45,7 @@ import tempfile
 import time
 
 from pyctr.bench import harness
-from pyctr.bench.startup import (Runners, install_copy, install_kind,
+from pyctr.bench.startup import (Runners, crun_runner_prefix, install_copy, install_kind,
                                  launcher_and_interpreter, precompile, resolve_rootfs,
                                  timed_env, timing_parser)
 from pyctr.errors import PyctrError
@@ -196,22 +199,23 @@ def start_bench(args, node, label, rootfs, launcher):
         runner = runners.add(harness.Runner(
             "node", prefix=["nsenter", "--net=/run/netns/" + node.netns], env=timed_env()))
         step = harness.step
-        runc_state = os.path.join(work, "runc-state")
 
-        def cni_stack(plugin):
+        def cni_stack(plugin, runtime="runc"):
+            state = os.path.join(work, runtime + "-state")
+
             def request(i):
-                cid = "%s-%s-%d" % (tag, plugin, i + 1000)
+                cid = "%s-%s-%s-%d" % (tag, runtime, plugin, i + 1000)
                 env = {"CNI_CONTAINERID": cid, "CNI_NETNS": netns_path, "CNI_IFNAME": "eth0",
                        "CNI_PATH": CNI_PATH}
                 exe = os.path.join(CNI_PATH, plugin)
                 return {"steps": [
                     step(["ip", "netns", "add", netns]),
                     step([exe], env=dict(env, CNI_COMMAND="ADD"), stdin=conf_files[plugin]),
-                    step(["runc", "--root", runc_state, "run", "--bundle", bundle, cid]),
+                    step([runtime, "--root", state, "run", "--bundle", bundle, cid]),
                     step([exe], env=dict(env, CNI_COMMAND="DEL"), stdin=conf_files[plugin],
                          always=True),
                     step(["ip", "netns", "del", netns], always=True)],
-                    "on_fail": [step(["runc", "--root", runc_state, "delete", "--force", cid])]}
+                    "on_fail": [step([runtime, "--root", state, "delete", "--force", cid])]}
             return request
 
         def pyctr(net):
@@ -219,53 +223,95 @@ def start_bench(args, node, label, rootfs, launcher):
                     "run", "--rm", "--net=" + net, label, "/bin/true"]
             return lambda i: {"steps": [step(argv)]}
 
+        crun = crun_stacks(runners, node, cni_stack)
+        # The fastest peer doing the same work names each ratio: crun's stack
+        # when installed (issue 13), else runc's.
+        bridge_peer = "crun+cni-bridge" if crun else "runc+cni-bridge"
+        macvlan_peer = "crun+cni-macvlan" if crun else "runc+cni-macvlan"
         contenders = [
             harness.CommandContender(
-                "pyctr veth", runner, pyctr("veth:pbbr0"), peer="runc+cni-bridge",
+                "pyctr veth", runner, pyctr("veth:pbbr0"), peer=bridge_peer,
                 note="`pyctr run --rm --net=veth:pbbr0 %s /bin/true` (network pbbr0: "
                 "10.89.0.0/24, no uplink)" % label),
             harness.CommandContender(
-                "runc+cni-bridge", runner, cni_stack("bridge"),
+                "runc+cni-bridge", runner, cni_stack("bridge"), peer=bridge_peer,
                 note="ip netns add; CNI bridge ADD (isGateway, host-local 10.88.0.0/24); "
                 "runc run in that netns; CNI DEL; ip netns del"),
             harness.CommandContender(
-                "pyctr macvlan", runner, pyctr("macvlan:nic0"), peer="runc+cni-macvlan",
+                "pyctr macvlan", runner, pyctr("macvlan:nic0"), peer=macvlan_peer,
                 note="`pyctr run --rm --net=macvlan:nic0 %s /bin/true`: mode bridge, with "
                 "pyctr's default host shim (a host macvlan made for the first container on "
-                "nic0 and removed after the last: here, every run)" % label),
+                "nic0 and kept, like a bridge: here, made by the first run)" % label),
             harness.CommandContender(
                 "pyctr macvlan no-shim", runner, pyctr("macvlan:nic0,host_shim=no"),
-                peer="runc+cni-macvlan",
+                peer=macvlan_peer,
                 note="`--net=macvlan:nic0,host_shim=no`: the same work as the CNI plugin"),
             harness.CommandContender(
-                "pyctr macvlan no-probe", runner, pyctr("pbmvq"), peer="runc+cni-macvlan",
+                "pyctr macvlan no-probe", runner, pyctr("pbmvq"), peer=macvlan_peer,
                 note="`--net=pbmvq`: macvlan:nic0 with the host shim, defined with probe = "
                 "false (no ARP probe, no announcement: the address is set at once)"),
             harness.CommandContender(
-                "runc+cni-macvlan", runner, cni_stack("macvlan"), peer="runc+cni-macvlan",
+                "runc+cni-macvlan", runner, cni_stack("macvlan"), peer=macvlan_peer,
                 note="as runc+cni-bridge with the CNI macvlan plugin (master nic0, "
                 "mode bridge, host-local 10.77.0.100-149)"),
-        ]
+        ] + crun
+        comparisons = [("pyctr veth", "runc+cni-bridge", 1.0),
+                       ("pyctr macvlan", "runc+cni-macvlan", 1.0),
+                       ("pyctr macvlan no-shim", "runc+cni-macvlan", 1.0),
+                       ("pyctr macvlan", "pyctr macvlan no-probe", None)]
+        if crun:
+            comparisons += crun_comparisons()
         bench = harness.Benchmark(
-            "net-start", "pyctr run with networking vs runc + CNI: %s /bin/true" % label,
-            "ms", contenders, peer="runc+cni-bridge", runs=args.runs, warmup=args.warmup,
-            comparisons=[("pyctr veth", "runc+cni-bridge", 1.0),
-                         ("pyctr macvlan", "runc+cni-macvlan", 1.0),
-                         ("pyctr macvlan no-shim", "runc+cni-macvlan", 1.0),
-                         ("pyctr macvlan", "pyctr macvlan no-probe", None)],
+            "net-start", "pyctr run with networking vs runc/crun + CNI: %s /bin/true" % label,
+            "ms", contenders, peer=bridge_peer, runs=args.runs, warmup=args.warmup,
+            comparisons=comparisons,
             notes=["all in simulated node %s (a netns whose NIC nic0 is a veth to a switch "
                    "netns); timed from inside it by one runner" % node.netns,
-                   "runc state on tmpfs, CNI host-local IPAM data dir on tmpfs",
+                   "runc and crun state on tmpfs, CNI host-local IPAM data dir on tmpfs",
                    "pyctr macvlan probes each address (2 ARP probes, answers taken for "
                    "%d ms) where pyctr macvlan no-probe does not; the CNI plugin does not "
                    "probe" % round(PROBE_WAIT * 1000),
-                   args.installed])
+                   args.installed] + ([] if crun else [
+                       "crun not installed: runc's stack is the peer (apt-get install crun)"]))
         result = bench.run()
     finally:
         runners.close()
         subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def crun_stacks(runners, node, cni_stack):
+    """crun + the CNI plugins, the same steps as runc's stack (cni_stack(
+    plugin, runtime)), timed by a runner of its own in the node; [] when
+    crun is not installed. On a hybrid cgroup host the runner lives in a
+    mount namespace without /sys/fs/cgroup/unified (crun 1.8.1 refuses
+    hybrid cgroups: see bench/startup.py); the netns that `ip netns add`
+    mounts there stays in that namespace, where CNI and crun use it."""
+    if not shutil.which("crun"):
+        return []
+    prefix = crun_runner_prefix()
+    runner = runners.add(harness.Runner(
+        "node-crun", prefix=prefix + ["nsenter", "--net=/run/netns/" + node.netns],
+        env=timed_env()))
+    where = "; timed from a mount namespace without /sys/fs/cgroup/unified (crun 1.8.1 " \
+        "refuses hybrid cgroups)" if prefix else ""
+    return [
+        harness.CommandContender(
+            "crun+cni-bridge", runner, cni_stack("bridge", "crun"),
+            note="as runc+cni-bridge with `crun run`, the same bundle" + where),
+        harness.CommandContender(
+            "crun+cni-macvlan", runner, cni_stack("macvlan", "crun"), peer="crun+cni-macvlan",
+            note="as runc+cni-macvlan with `crun run`" + where)]
+
+
+def crun_comparisons():
+    """issue 13: pyctr's networked starts at or below crun + CNI doing the
+    same work."""
+    return [("pyctr veth", "crun+cni-bridge", 1.0),
+            ("pyctr macvlan no-shim", "crun+cni-macvlan", 1.0),
+            ("pyctr macvlan", "crun+cni-macvlan", None),
+            ("crun+cni-bridge", "runc+cni-bridge", None)]
 
 
 # ------------------------------------------------------- 2. throughput

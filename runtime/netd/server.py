@@ -121,7 +121,7 @@ class Server:
             warm_up()
             try:  # what a daemon killed mid-request left: leases of dead owners
                 for line in network.gc(self.paths):
-                    self.say("gc: removed %s" % line)
+                    self.say("gc: " + network.gc_line(line))
             except PyctrError as e:
                 self.say("gc: %s" % e)
             while True:

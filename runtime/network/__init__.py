@@ -10,12 +10,20 @@ The runtime calls:
                                            needs no device and no child
     attach(paths, container_id, prepared, pid) -> [record, ...]
     detach(paths, container_id, records)   idempotent
-    gc(paths) -> [what was removed, ...]   idempotent
+    gc(paths) -> [what was removed, ...]   idempotent; an item that gives
+                                           something back begins with RESTORED
     teardown(paths, kind, device, uplink=None, own_ports=()) -> None or why
                                            a network's host side stays
 and `pyctr net ...` is cli.command. Each submodule is imported only when
 used, so `pyctr run --net=none` pays nothing for this package.
 """
+RESTORED = "restored "  # a gc item that is not a removal: a NIC's address given back
+
+
+def gc_line(item):
+    """How one item of a gc (network's or any) is told: what it removed,
+    or what it gave back (RESTORED), never the one as the other."""
+    return item if item.startswith(RESTORED) else "removed " + item
 
 
 def parse(text):

@@ -6,7 +6,8 @@
                      [--per-node [--slice N]]
     pyctr net ls
     pyctr net inspect NAME        (JSON)
-    pyctr net rm NAME|KIND:TARGET   (KIND:TARGET: what an ad-hoc --net made)
+    pyctr net rm NAME|KIND:TARGET   (KIND:TARGET: what an ad-hoc --net made;
+                                   NAME alone also names an ad-hoc veth:NAME)
 
 A definition is a TOML file in the networks directory (config.py); its
 bridge (veth) is made on the first container start. `rm` refuses while a
@@ -164,6 +165,11 @@ def _rm(paths, name):
     from pyctr.network import parse
     from pyctr.network.cleanup import teardown
     adhoc = ":" in name
+    if not adhoc and not config.exists(paths, name) and os.path.isdir(
+            ipam.Pool(paths, kinds.get("veth").pool(name)).dir):
+        # No definition NAME, but this root has used the ad-hoc veth:NAME:
+        # NAME is the bridge that --net=veth:NAME made.
+        name, adhoc = "veth:" + name, True
     if adhoc:
         req = parse(name)
         if req.form not in kinds.names():

@@ -51,7 +51,7 @@ IFF_UP = 1
 
 # address and route attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 RT_SCOPE_NOWHERE = 255
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
@@ -336,7 +336,7 @@ class Netlink:
         return out
 
     # -- routes --------------------------------------------------------
-    def _route_body(self, dst, dst_len, gateway, oif, src, scope, protocol):
+    def _route_body(self, dst, dst_len, gateway, oif, src, scope, protocol, metric=None):
         body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, protocol, scope,
                            RTN_UNICAST, 0)
         if dst_len:
@@ -347,14 +347,16 @@ class Netlink:
             body += attr(RTA_OIF, oif)
         if src:
             body += attr(RTA_PREFSRC, ip4_bytes(src))
+        if metric:
+            body += attr(RTA_PRIORITY, metric)
         return body
 
     def add_route(self, dst="0.0.0.0", dst_len=0, gateway=None, oif=0, src=None,
-                  replace=False, protocol=RTPROT_STATIC):
+                  replace=False, protocol=RTPROT_STATIC, metric=None):
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         self.request(RTM_NEWROUTE, self._route_body(dst, dst_len, gateway, oif, src, scope,
-                                                    protocol), flags)
+                                                    protocol, metric), flags)
 
     def del_route(self, dst="0.0.0.0", dst_len=0, oif=0):
         """True if a route was deleted, False if none matched. The scope is
@@ -376,7 +378,7 @@ class Netlink:
 
     def routes(self):
         """IPv4 routes of the main table: dicts dst, dst_len, gateway, oif,
-        src, protocol, scope."""
+        src, protocol, scope, metric (None if unset)."""
         out = []
         body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         for t, p in self.request(RTM_GETROUTE, body, NLM_F_DUMP):
@@ -391,7 +393,8 @@ class Netlink:
             out.append({"dst": ntoa(RTA_DST) or "0.0.0.0", "dst_len": dst_len,
                         "gateway": ntoa(RTA_GATEWAY), "src": ntoa(RTA_PREFSRC),
                         "oif": _U32.unpack(a[RTA_OIF])[0] if RTA_OIF in a else 0,
-                        "protocol": proto, "scope": scope})
+                        "protocol": proto, "scope": scope,
+                        "metric": _U32.unpack(a[RTA_PRIORITY])[0] if RTA_PRIORITY in a else None})
         return out
 
 

@@ -207,5 +207,5 @@ def cmd_gc(paths, argv):
     removed += network.gc(paths)
     removed += images.gc(paths)
     for item in removed:
-        print("removed " + item)
+        print(network.gc_line(item))
     return 0

@@ -160,11 +160,17 @@ class Macvlan(Kind):
                 host.del_route(rec["ip"].split("/")[0], 32, oif=shim.index)
 
     def gc(self, host, pool, device):
-        """Routes via the shim to containers that are gone (the shim itself
-        is the network's presence on the host, kept as a normal exit keeps it)."""
+        """A shim a crash left without its address, and routes via the shim
+        to containers that are gone (a whole shim is the network's presence
+        on the host, kept as a normal exit keeps it)."""
         removed = []
-        link = host.link(shim_ifname(device))
+        name = shim_ifname(device)
+        link = host.link(name)
         if link is None:
+            return removed
+        if not host.addrs(link.index):  # made under this lock, so its maker died
+            if remove_shim_if_unused(host, pool, name):
+                removed.append("unfinished host shim %s" % name)
             return removed
         live = {ip for ip, lease in pool.leases().items() if lease.holder == "container"}
         for r in host.routes():

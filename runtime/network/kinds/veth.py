@@ -5,7 +5,9 @@ The bridge is made on first use if missing (pinned MAC, STP off, alias
 network with an uplink puts the node's NIC in the bridge, which takes over
 the NIC's addresses and gateway routes (a bridge port's own address no
 longer receives) and gives them back when the bridge goes. An ad-hoc bridge
-without an address gets the first free 10.89.N.0/24.
+without an address gets the first free 10.89.N.0/24. Making and removing a
+bridge is journaled (bridge.py): a crash half-way is undone by the next
+start on the network, `pyctr gc` or `pyctr net rm`.
 
 The pair is made in one request, host end already on the bridge and peer
 born in the container's netns: a full bridge refuses the whole pair and
@@ -17,12 +19,11 @@ import errno
 import os
 
 from pyctr.errors import PyctrError
-from pyctr.network import ipam
+from pyctr.network import bridge, ipam
 from pyctr.network.addr import Subnet, check_ifname, int_ip, ip_int, random_mac
 from pyctr.network.kinds import Kind, device_subnet, request_subnet
 
 EXFULL = 54
-BRIDGE_ALIAS = "pyctr network "  # ifalias of the bridges pyctr made
 BR_MAX_PORTS = 1023  # the kernel's bridge port numbers are 1..1023
 HOST_END_PREFIX = "pyv"
 AUTO_SUBNETS = [(10 << 24) | (89 << 16) | (n << 8) for n in range(256)]  # 10.89.N.0/24
@@ -76,7 +77,8 @@ class Veth(Kind):
             uplink = host.link(net.uplink)
             if uplink is None:
                 raise PyctrError("network %s: unknown uplink device %s" % (net.name, net.uplink))
-            if uplink.master and (br is None or uplink.master != br.index):
+            if uplink.master and (br is None or uplink.master != br.index) \
+                    and not _half_made(host, uplink.master):
                 raise PyctrError("network %s: uplink %s is already enslaved to another device"
                                  % (net.name, net.uplink))
         return br, uplink
@@ -84,10 +86,13 @@ class Veth(Kind):
     # -- after clone -------------------------------------------------------
     def attach(self, wire, prep, owner):
         host, net, req = wire.host, prep.network, prep.request
+        pool = ipam.Pool(wire.paths, net.pool)
+        if bridge.pending(pool):  # a crash while making or removing the bridge
+            with pool:
+                bridge.recover(host, pool)
         br, uplink = self._devices(host, net)
         hname = host_ifname(owner["container"], prep.index)
         owner["host"] = hname
-        pool = ipam.Pool(wire.paths, net.pool)
         # Two new ad-hoc bridges must not pick the same free subnet.
         subnets = ipam.Pool(wire.paths, ipam.SUBNETS_LOCK) if br is None and net.subnet is None \
             else ipam.UNLOCKED
@@ -100,7 +105,7 @@ class Veth(Kind):
                 _learn_bridge(host, req, net, br)
             ip, prefix = wire.lease(pool, prep, owner)
             if br is None:
-                br = _make_bridge(wire, net, uplink, owner["container"])
+                br = _make_bridge(wire, pool, net, uplink, owner["container"])
         mtu = req.mtu or net.mtu or br.mtu or None
         try:
             host.create_veth(hname, prep.ifname, peer_netns_fd=wire.ns_fd, mtu=mtu,
@@ -137,11 +142,16 @@ class Veth(Kind):
             # for an RCU grace period (~15 ms), paid once, at exit.
             host.delete_link(name=rec["host_ifname"])
 
+    def gc(self, host, pool, device):
+        """A bridge a crash left half made or half removed."""
+        return bridge.recover(host, pool)
+
     def teardown(self, host, pool, net, own_ports=()):
+        bridge.recover(host, pool)
         br = host.link(net.device)
         # Only a bridge pyctr made (its alias says so) is pyctr's to remove.
         if br is None or br.link_type != "bridge" \
-                or not (br.alias or "").startswith(BRIDGE_ALIAS):
+                or not (br.alias or "").startswith(bridge.ALIAS):
             return None
         uplink = host.link(net.uplink) if net.uplink else None
         others = []
@@ -156,11 +166,18 @@ class Veth(Kind):
                 others.append(port.name)
         if others:
             return "bridge %s still has ports: %s" % (net.device, ", ".join(sorted(others)))
-        delete_bridge(host, net.device, uplink)
+        bridge.delete(host, pool, net.device, uplink)
         return None
 
 
 KIND = Veth()
+
+
+def _half_made(host, index):
+    """Is link `index` a bridge pyctr was making when it crashed (its
+    journal gives the uplink back, under the pool's lock)?"""
+    link = host.link(index=index)
+    return link is not None and link.link_type == "bridge" and bridge.is_temp(link.name)
 
 
 def _plan_new_bridge(host, req, net, uplink):
@@ -198,44 +215,17 @@ def _free_subnet(host):
     raise PyctrError("no free 10.89.N.0/24 subnet for a new bridge: define a network")
 
 
-def _make_bridge(wire, net, uplink, container_id):
-    host = wire.host
+def _make_bridge(wire, pool, net, uplink, container_id):
     mtu = net.mtu or (uplink.mtu if uplink else None)
     # A pinned MAC: the uplink's own when there is one (unique on the
     # segment, and neighbours' ARP entries for the moved address stay right).
     mac = uplink.mac if uplink is not None else random_mac()
     try:
-        host.create_bridge(net.device, mtu=mtu, mac=mac)
+        br = bridge.make(wire.host, pool, net, uplink, container_id, mac, mtu)
     except OSError as e:
         raise PyctrError("cannot create bridge %s" % net.device, e.errno) from e
-    wire.undo.push(_delete_new_bridge, wire.paths, host, net, uplink, container_id)
-    br = host.link(net.device)
-    host.set_link(br.index, alias=BRIDGE_ALIAS + net.name)  # what `net rm` may remove
-    if uplink is not None:
-        _adopt_uplink(host, br, uplink)
-    elif net.gateway is not None:
-        host.add_addr(br.index, int_ip(net.gateway), net.subnet.prefix)
+    wire.undo.push(_delete_new_bridge, wire.paths, wire.host, net, uplink, container_id)
     return br
-
-
-def _gateway_routes(host, link):
-    """The routes via a gateway on link that pyctr moves with its addresses."""
-    from pyctr.network.rtnl import RTPROT_KERNEL
-    return [r for r in host.routes() if r["oif"] == link.index
-            and r["protocol"] != RTPROT_KERNEL and r["gateway"]]
-
-
-def _adopt_uplink(host, br, uplink):
-    """Put the uplink in the bridge and move its IPv4 addresses and routes
-    to the bridge (a bridge port's own address no longer receives)."""
-    addrs = host.addrs(uplink.index)
-    routes = _gateway_routes(host, uplink)
-    host.set_link(uplink.index, master=br.index, up=True)
-    for _, ip, prefix in addrs:
-        host.del_addr(uplink.index, ip, prefix)
-        host.add_addr(br.index, ip, prefix)
-    for r in routes:
-        host.add_route(r["dst"], r["dst_len"], gateway=r["gateway"], oif=br.index, replace=True)
 
 
 def _delete_new_bridge(paths, host, net, uplink, failed_container):
@@ -245,34 +235,7 @@ def _delete_new_bridge(paths, host, net, uplink, failed_container):
         if any(lease.alive() and lease.container != failed_container
                for lease in pool.leases().values()):
             return
-        delete_bridge(host, net.device, uplink)
-
-
-def delete_bridge(host, name, uplink):
-    br = host.link(name)
-    if br is None:
-        return
-    if uplink is not None:
-        _give_back(host, br, uplink)
-    host.delete_link(name=name)
-
-
-def _give_back(host, br, uplink):
-    """The uplink leaves the bridge with the addresses (and gateway routes)
-    that the bridge had taken from it."""
-    addrs = host.addrs(br.index)
-    routes = _gateway_routes(host, br)
-    host.set_link(uplink.index, master=0)
-    for _, ip, prefix in addrs:
-        host.del_addr(br.index, ip, prefix)
-        try:
-            host.add_addr(uplink.index, ip, prefix)
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise
-    for r in routes:
-        host.add_route(r["dst"], r["dst_len"], gateway=r["gateway"], oif=uplink.index,
-                       replace=True)
+        bridge.delete(host, pool, net.device, uplink)
 
 
 def _port_names(host, br):
