@@ -8,16 +8,17 @@ from setuptools.command.build_ext import build_ext
 
 
 class BuildWithInit(build_ext):
-    """The cffi shim, and pyctr-init (csrc/init.c, the PID 1 of --init)
-    next to it in the package: static, since a container's root may have
-    no libc, and stripped."""
+    """The cffi shim, and next to it in the package pyctr-init (csrc/init.c,
+    the PID 1 of --init: static, since a container's root may have no libc)
+    and pyctr-front (csrc/front.c, the `pyctr` command: static, so its exec
+    costs no dynamic linking). Both stripped."""
 
     def run(self):
         super().run()
-        target = os.path.join(os.path.dirname(self.get_ext_fullpath("pyctr._shim")),
-                              "pyctr-init")
-        subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
-                        "-o", target, "csrc/init.c"], check=True)
+        package = os.path.dirname(self.get_ext_fullpath("pyctr._shim"))
+        for name, source in (("pyctr-init", "csrc/init.c"), ("pyctr-front", "csrc/front.c")):
+            subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
+                            "-o", os.path.join(package, name), source], check=True)
 
 
 setup(
