@@ -18,6 +18,7 @@ CONFIG_SIZE = 4096  # front.c's CONFIG, marker included
 # also import re: both only add start-up time.
 CODE = """import sys; %(path)s
 try:  # an interrupt while importing: the exit code of an interrupt, no traceback
+    %(pack)s
     from pyctr.cli import main
 except KeyboardInterrupt:
     raise SystemExit(130)
@@ -33,14 +34,22 @@ def front_binary():
     return path if os.path.isfile(path) else None
 
 
+def _installed():
+    """The package's directory in a regular install, None in an editable
+    one (the source tree's runtime/)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return here if os.path.basename(here) == "pyctr" else None
+
+
 def _python_argv(python):
     """(interpreter, flag, code) that run pyctr.cli for this install."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if os.path.basename(here) == "pyctr":
+    here = _installed()
+    if here:
         flag, extra = "-S", "sys.path.append(%r)" % os.path.dirname(here)
+        pack = "from pyctr import codepack; codepack.install(%r)" % here
     else:  # an editable install: only site's import hook finds runtime/ as pyctr
-        flag, extra = "-s", "pass"
-    return python or sys.executable, flag, CODE % {"path": extra}
+        flag, extra, pack = "-s", "pass", "pass"
+    return python or sys.executable, flag, CODE % {"path": extra, "pack": pack}
 
 
 def write(path, python=None):
@@ -48,6 +57,9 @@ def write(path, python=None):
     (atomically: an engine may be running the old one)."""
     from pyctr.spec import OCI_VERSION
     python, flag, code = _python_argv(python)
+    if _installed():  # its modules from one file
+        from pyctr import codepack
+        codepack.build(_installed())
     binary = front_binary()
     tmp = path + ".tmp"
     if binary:
