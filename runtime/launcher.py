@@ -66,7 +66,9 @@ def write(path, python=None):
         with open(binary, "rb") as f:
             image = bytearray(f.read())
         at = image.find(MARKER)
-        strings = [OCI_VERSION, python, flag, "-c", code]
+        # -P: no current directory on sys.path (-c would put it first): root's
+        # pyctr must not import a module lying where it was started.
+        strings = [OCI_VERSION, python, flag, "-P", "-c", code]
         config = MARKER + b"".join(s.encode() + b"\0" for s in strings) + b"\0"
         if at < 0 or image.find(MARKER, at + 1) >= 0 or len(config) > CONFIG_SIZE:
             raise RuntimeError("%s: no single configuration area of %d bytes" % (binary,

@@ -156,3 +156,12 @@ def test_launcher_names_its_interpreter(commands):
     assert launcher.interpreter(alone) == "/bin/false"
     p = subprocess.run([front, "--version"], capture_output=True, text=True)
     assert p.returncode == 0 and "pyctr version" in p.stdout
+
+
+def test_python_never_imports_from_the_current_directory(commands, tmp_path):
+    """Root's pyctr started in a directory someone else can write to."""
+    (tmp_path / "pyctr.py").write_text("print('hijacked')\n")
+    (tmp_path / "types.py").write_text("print('hijacked')\n")
+    p = subprocess.run([commands[0], "--version"], capture_output=True, text=True,
+                       cwd=str(tmp_path))
+    assert p.returncode == 0 and "hijacked" not in p.stdout + p.stderr
