@@ -448,7 +448,10 @@ def _limit(h, directory, res):
         wanted = {c for c, _, _ in resources.limit_files(res, 2)} & h.controllers
         if wanted:
             _enable(os.path.dirname(directory), wanted, h)
-    for controller, name, value in resources.limit_files(res, h.version, memsw=_memsw(h)):
+    # memsw is a question for the memory hierarchy only (elsewhere the memory
+    # files are not written, and asking there would refuse --memory-swap)
+    memsw = "memory" not in h.controllers or _memsw(h)
+    for controller, name, value in resources.limit_files(res, h.version, memsw=memsw):
         if name == "memory.swap.max" and res.memory_swap is None and not os.path.exists(
                 os.path.join(directory, name)):
             continue  # swap not asked for, and this kernel has none to limit
