@@ -76,6 +76,7 @@ class Syscalls:
         # Imported now: after pivot_root the child cannot import anything.
         from pyctr._shim import ffi, lib
         self._ffi, self._lib = ffi, lib
+        self._roots = None  # root path -> (O_PATH fd, (st_dev, st_ino)) while held
 
     def _check(self, rc, what):
         if rc < 0:
@@ -185,6 +186,7 @@ class Syscalls:
                 self.mount(source, "/proc/self/fd/%d" % fd, fstype, flags, data)
             except OSError as e:
                 raise OSError(e.errno, "mount %s: %s" % (path, os.strerror(e.errno))) from e
+            self._mounted_on(root, fd)
         finally:
             os.close(fd)
 
@@ -212,12 +214,36 @@ class Syscalls:
         finally:
             os.close(fd)
 
+    def hold_roots(self, on):
+        """While on, a root's fd is opened once for all the *_in_root calls
+        (the child makes ~70 building a container's root), not per call.
+        Off: those fds are closed. Only the child holds them: an fd left
+        open in the parent could reach a container through --preserve-fds."""
+        for fd, _ in (self._roots or {}).values():
+            os.close(fd)
+        self._roots = {} if on else None
+
     def _at_root(self, root, path, call, what):
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        held = self._roots.get(root) if self._roots is not None else None
+        root_fd = held[0] if held else os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             return self._check(call(root_fd, path.encode()), "%s %s" % (what, path))
         finally:
-            os.close(root_fd)
+            if self._roots is None:
+                os.close(root_fd)
+            elif not held:
+                st = os.fstat(root_fd)
+                self._roots[root] = (root_fd, (st.st_dev, st.st_ino))
+
+    def _mounted_on(self, root, fd):
+        """A mount just landed on `fd`: if that is the held root itself, its
+        fd now names the covered mount, so it is let go."""
+        held = self._roots.get(root) if self._roots else None
+        if held:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == held[1]:
+                os.close(held[0])
+                del self._roots[root]
 
     def mknod_in_root(self, root, path, mode, device, uid, gid):
         """A device node at `path` inside the root, owned by uid:gid,
