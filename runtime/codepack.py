@@ -5,7 +5,7 @@ Importing a module from its directory costs a dozen syscalls (the path
 finder's stats, then open, fstat, ioctl, lseek, read, close of the .pyc)
 and the finder's Python code; a `pyctr run` imports ~25 of pyctr's
 modules, and a syscall costs ~5 us on these VMs. From the pack, a module
-is one stat (its source unchanged?) and an unmarshal of bytes read once.
+is one stat (its source unchanged?), one pread and an unmarshal.
 
   __pycache__/codepack.<cache tag>.bin:
     magic (importlib's, this Python's bytecode) | index length (8 bytes)
@@ -69,8 +69,8 @@ def build(package_dir):
 class _Finder:
     """A meta path finder serving the pack's modules (the loader too)."""
 
-    def __init__(self, index, data):
-        self.index, self.data = index, data
+    def __init__(self, index, fd, start):
+        self.index, self.fd, self.start = index, fd, start
 
     def find_spec(self, name, search_path=None, target=None):
         entry = self.index.get(name)
@@ -95,30 +95,35 @@ class _Finder:
 
     def exec_module(self, module):
         offset, length = self.index[module.__spec__.name][4:]
-        exec(marshal.loads(self.data[offset:offset + length]), module.__dict__)
+        exec(marshal.loads(os.pread(self.fd, length, self.start + offset)), module.__dict__)
+
+
+# The pack stays open for imports to come, at the top of a 1024-entry fd
+# table (as cgroups.warm_up's fd): out of the way of the fds a user passes
+# (--preserve-fds, PMI_FD), which must be sockets or pipes anyway.
+FD_FLOOR = 1024 - 80
 
 
 def install(package_dir):
     """Import pyctr's modules from the pack from now on, if there is one
-    for this Python."""
+    for this Python. Reads its index; each module is read when imported."""
+    import fcntl
     try:
-        fd = os.open(path(package_dir), os.O_RDONLY | os.O_CLOEXEC)
+        low = os.open(path(package_dir), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        data = b""
-        while True:  # one read, for a file that is read whole
-            chunk = os.read(fd, 4 << 20)
-            if not chunk:
-                break
-            data += chunk
+        fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, FD_FLOOR)
     finally:
-        os.close(fd)
+        os.close(low)
     magic = _magic()
-    if data[:len(magic)] != magic:
-        return False
+    head = os.pread(fd, 65536, 0)
     start = len(magic) + 8
-    end = start + int.from_bytes(data[len(magic):start], "little")
-    view = memoryview(data)
-    sys.meta_path.insert(0, _Finder(marshal.loads(view[start:end]), view[end:]))
+    end = start + int.from_bytes(head[len(magic):start], "little")
+    if head[:len(magic)] != magic or len(head) < start:
+        os.close(fd)
+        return False
+    if end > len(head):
+        head += os.pread(fd, end - len(head), len(head))
+    sys.meta_path.insert(0, _Finder(marshal.loads(head[start:end]), fd, end))
     return True
