@@ -338,10 +338,21 @@ def _safe(group):
     not make pyctr kill the host's processes."""
     for directory in group.dirs.values():
         if not isinstance(directory, str) or not directory.startswith(ROOT + "/") \
-                or os.path.ismount(directory) \
-                or {"..", ".", ""} & set(directory[1:].split("/")):
+                or {"..", ".", ""} & set(directory[1:].split("/")) or _is_mount(directory):
             return False
     return True
+
+
+def _is_mount(directory):
+    """os.path.ismount without its realpath (a stat per component): the
+    kernel resolves ".." itself, across a mount to the mountpoint's parent."""
+    try:
+        st, up = os.lstat(directory), os.lstat(directory + "/..")
+    except OSError:
+        return False
+    if st.st_mode & 0o170000 == 0o120000:  # a symlink is no mount (as ismount says)
+        return False
+    return st.st_dev != up.st_dev or st.st_ino == up.st_ino
 
 
 def world_tag(paths):
