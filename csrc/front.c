@@ -228,14 +228,15 @@ static int plain_string(span v, char *buf, size_t size)
     return 0;
 }
 
-static long long integer(span v)  /* -1: null, absent or not an integer */
+/* -1: null or absent; anything but a plain integer is Python's to judge */
+static long long integer(span v)
 {
-    if (is_null(v) || v.p[0] < '0' || v.p[0] > '9')
+    if (is_null(v))
         return -1;
     long long n = 0;
     for (const char *p = v.p; p < v.end; p++) {
         if (*p < '0' || *p > '9' || n > 1000000000000000LL)
-            return -1;
+            python(NULL);
         n = n * 10 + (*p - '0');
     }
     return n;
