@@ -25,6 +25,7 @@ VERBS = {
     "cluster": ("pyctr.cluster.cli", "command", "start and stop a virtual cluster of containers"),
     "mpi-doctor": ("pyctr.mpi.doctor", "command", "check a container setup for MPI pitfalls"),
     "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper"),
+    "netd": ("pyctr.netd.cli", "command", "the network helper for unprivileged users (root)"),
     # runc's verbs, for engines (podman/conmon, containerd, Slurm): pyctr.oci
     "create": ("pyctr.oci.cli", "cmd_create", "create a container from an OCI bundle"),
     "start": ("pyctr.oci.cli", "cmd_start", "start a created container"),
@@ -34,6 +35,8 @@ VERBS = {
     "resume": ("pyctr.oci.cli", "cmd_resume", "thaw a paused container"),
     "list": ("pyctr.oci.cli", "cmd_list", "list containers as runc does"),
     "features": ("pyctr.oci.cli", "cmd_features", "print the OCI features pyctr supports"),
+    # hidden (not in usage): pyctr-monitor's way back into pyctr (pyctr.monitor)
+    "_finished": ("pyctr.monitor", "cmd_finished", "record a container's exit and clean up"),
 }
 
 USAGE = """usage: pyctr [--root DIR] [--config DIR] [--data DIR] [--log FILE]
@@ -46,7 +49,8 @@ Run `pyctr VERB --help` for a verb's options."""
 
 
 def usage():
-    return USAGE % "\n".join("  %-11s %s" % (v, h) for v, (_, _, h) in VERBS.items())
+    return USAGE % "\n".join("  %-11s %s" % (v, h) for v, (_, _, h) in VERBS.items()
+                             if not v.startswith("_"))
 
 
 def main(argv=None):

@@ -5,6 +5,8 @@
   etc/         hosts, hostname, resolv.conf bind-mounted into the container
   rootfs/      where an image-based root is mounted (inside the container only)
   log          stdout+stderr of a detached container
+  exit         the workload's exit code, written by pyctr-monitor (pyctr.monitor)
+               until `_finished` records it here
 
 The directory is created (atomically: mkdir fails if the name is taken)
 before the container exists and state.json is written right after, so a
@@ -69,18 +71,27 @@ class ContainerState(Record):
         return is_alive(self.owner_pid, self.owner_start)
 
     def live_status(self):
-        """The recorded status, corrected for a container whose process is
-        gone without its owner recording it (owner killed), and for one
-        whose creator died before it ever ran."""
-        if self.status in ("created", "running", "paused") and not self.process_alive():
-            return "stopped"
-        if self.status == "creating" and not self.owner_alive():
-            return "stopped"
-        return self.status
+        return live_status(self.status, self.pid, self.pid_start, self.owner_pid,
+                           self.owner_start)
 
     def crashed(self):
         """Left by a crash: unfinished, and neither its owner nor its process lives."""
         return self.status != "stopped" and not self.owner_alive() and not self.process_alive()
+
+    def exited(self, code, finished=None):
+        """The workload ended with `code` (128+N: signal N), now or at `finished`."""
+        self.status, self.exit_code, self.finished = "stopped", code, finished or now()
+
+
+def live_status(status, pid, pid_start, owner_pid, owner_start):
+    """The recorded status, corrected for a container whose process is gone
+    without its owner recording it (owner killed), and for one whose
+    creator died before it ever ran."""
+    if status in ("created", "running", "paused") and not is_alive(pid, pid_start):
+        return "stopped"
+    if status == "creating" and not is_alive(owner_pid, owner_start):
+        return "stopped"
+    return status
 
 
 class StateStore:
@@ -137,10 +148,28 @@ class StateStore:
         except FileNotFoundError as e:
             raise PyctrError("no such container: %s" % name) from e
         try:
-            return ContainerState.from_json(jsonio.loads(raw))
+            state = ContainerState.from_json(jsonio.loads(raw))
         except (ValueError, TypeError) as e:
             raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
                              % (name, e, name)) from e
+        if state.status == "running" and state.exit_code is None:
+            _exit_written(self.dir(name), state)
+        return state
+
+    def peek(self, name):
+        """The raw record of `name` (a dict), or None if it is gone or
+        damaged: for listing many (`ps`) without building each state."""
+        try:
+            fd = os.open(os.path.join(self.base, name, "state.json"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = jsonio.loads(_read_all(fd).decode())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        finally:
+            os.close(fd)
+        return data if isinstance(data, dict) else None
 
     def save(self, state):
         """Replace the record atomically. Never recreates a removed container:
@@ -184,6 +213,24 @@ class StateStore:
         remove_tree(self.dir(name))
 
 
+def _exit_written(state_dir, state):
+    """The exit code pyctr-monitor wrote to `exit` (pyctr.monitor) before
+    `_finished` records it: the workload has ended. The status stays as
+    recorded (live_status tells), so a record whose owner died before
+    cleaning up is still what gc removes."""
+    try:
+        fd = os.open(os.path.join(state_dir, "exit"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        text, written = os.read(fd, 32), os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    if text.strip().isdigit():
+        state.exit_code = int(text)
+        state.finished = time.strftime(TIME_FORMAT, time.gmtime(written))
+
+
 def _valid(name):
     try:
         check_name(name)
@@ -196,15 +243,29 @@ def process_start_time(pid):
     """Start time of `pid` in clock ticks since boot, or None if it is gone.
     (pid, start time) names a process for good: pids are reused, this pair is not."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        stat = os.read(fd, 4096)  # a /proc file is read whole in one call
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # comm (field 2) may hold spaces or parentheses: split after the last ')'
     fields = stat[stat.rindex(b")") + 2:].split()
     if fields[0] in (b"Z", b"X"):
         return None  # a zombie has finished: only its parent has yet to notice
     return int(fields[19])
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def is_alive(pid, start_time):
@@ -231,5 +292,8 @@ def _quietly(fn, path):
         pass
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(TIME_FORMAT, time.gmtime())

@@ -121,6 +121,9 @@ class FakeNetlink:
     def links(self):
         return list(self._ns.links.values())
 
+    def ports(self, master):
+        return [link.name for link in self._ns.links.values() if link.master == master]
+
     def addrs(self, index=0):
         return [a for a in self._ns.addrs if not index or a[0] == index]
 

@@ -4,7 +4,9 @@ here depends on how fast anything is; the smoke runs only check that the
 benchmarks run end to end and report every contender."""
 import csv
 import json
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -284,6 +286,50 @@ def test_net_benchmark_runs_end_to_end(image_data, tmp_path):
     assert all(len(c["samples"]) == 1 and c["samples"][0] > 0 for c in iperf["contenders"])
     assert "macvlan / nic = " in p.stdout
     assert _ours() == []
+
+
+def _this_pyctr():
+    """The launcher of the pyctr under test (its venv's console script)."""
+    launcher = os.path.join(os.path.dirname(sys.executable), "pyctr")
+    if not os.path.isfile(launcher):
+        pytest.skip("no pyctr launcher beside %s" % sys.executable)
+    return launcher
+
+
+@root_only
+@pytest.mark.slow
+def test_scale_benchmark_measures_each_runtime_and_leaves_nothing(image_data, tmp_path):
+    out = tmp_path / "out"
+    runtimes = ["pyctr", "runc"] + (["crun"] if shutil.which("crun") else [])
+    p = subprocess.run(PYCTR + ["--data", image_data, "bench", "scale", "--counts", "1,3",
+                                "--runtimes", ",".join(runtimes), "--pyctr", _this_pyctr(),
+                                "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.load(open(out / "scale.json"))
+    rows = {(row["runtime"], row["count"]): row for row in data["rows"]}
+    assert set(rows) == {(name, n) for name in runtimes for n in (1, 3)}
+    for (name, n), row in rows.items():
+        assert len(row["starts_ms"]) == n and all(ms > 0 for ms in row["starts_ms"])
+        assert row["ps_ms"] > 0 and row["rm_ms"] > 0
+        assert "left" not in row
+    # pyctr keeps one owner process per detached container; runc and crun none
+    assert rows[("pyctr", 3)]["owners"] == 3 and rows[("pyctr", 3)]["pss_kib"] > 0
+    assert rows[("runc", 3)]["owners"] == 0
+    with open(out / "scale.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and all(r["rm_ms"] for r in table)
+    assert (out / "scale.png").stat().st_size > 0 and (out / "scale.md").exists()
+    assert not os.path.exists(data["work"])
+    assert not glob.glob("/sys/fs/cgroup/*/pyctr-bench-%d" % data["pid"])
+    assert not any("left behind" in note for note in data["notes"])
+
+
+def test_bench_scale_bad_counts_are_one_line():
+    p = subprocess.run(PYCTR + ["bench", "scale", "--counts", "1,x"], capture_output=True,
+                       text=True)
+    assert p.returncode == 125 and p.stderr.startswith("pyctr: bench scale: --counts")
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_bench_paper_is_routed_to_its_module(monkeypatch):

@@ -458,3 +458,22 @@ def test_gc_removes_a_crashed_attach_leftovers(tb):
     assert leftovers(a)["interfaces"] == ["pys-nic0"]  # the network's presence, kept
     ok(a, "net", "rm", "macvlan:nic0")
     assert leftovers(a) == CLEAN
+
+
+def test_a_bridges_ports_are_listed_the_same_by_the_kernels_filtered_dump(tb):
+    """veth's probe decision lists the bridge's ports (sysfs, else the
+    kernel's dump filtered by master): both see exactly the bridge's ports."""
+    a = tb.nodes[0]
+    start(a, "p1", "veth:br0")
+    start(a, "p2", "veth:br0")
+    a.ip_cmd("link", "add", "other0", "type", "bridge")
+    a.ip_cmd("link", "add", "elsewhere", "master", "other0", "type", "veth", "peer", "name",
+             "elsewhere1")
+    code = ("import json, os; from pyctr.network.rtnl import Netlink; h = Netlink(); "
+            "print(json.dumps([sorted(h.ports(h.link('br0').index)), "
+            "sorted(os.listdir('/sys/class/net/br0/brif'))]))")
+    dumped, listed = json.loads(a.run([sys.executable, "-c", code], check=True).stdout)
+    assert dumped == listed and len(dumped) == 2 and all(n.startswith("pyv") for n in dumped)
+    a.ip_cmd("link", "del", "elsewhere")
+    a.ip_cmd("link", "del", "other0")
+    ok(a, "rm", "-f", "p1", "p2")

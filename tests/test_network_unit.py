@@ -283,6 +283,58 @@ def test_ipam_release_only_own_lease(paths, owners):
         assert not pool.release(ip_int("10.5.0.1"), container="mine")
 
 
+def test_ipam_allocation_reads_no_other_lease(paths, owners, monkeypatch):
+    """With 300 live leases, the next allocation opens none of them: its
+    cost does not grow with the containers already running."""
+    s = Subnet.parse("10.5.0.0/22")
+    pid = owners()
+    with ipam.Pool(paths, "br-x") as pool:
+        for i in range(300):
+            pool.allocate(s.first, s.last, _owner(pid, "c%d" % i))
+    reads = []
+    monkeypatch.setattr(ipam.Pool, "read", lambda self, name: reads.append(name))
+    with ipam.Pool(paths, "br-x") as pool:
+        ip, _ = pool.allocate(s.first, s.last, _owner(pid, "new"))
+    assert ip == s.first + 300 and reads == []
+
+
+def test_ipam_reuses_the_lowest_released_address_first(paths, owners):
+    s = Subnet.parse("10.5.0.0/24")
+    pid = owners()
+    with ipam.Pool(paths, "br-x") as pool:
+        got = [pool.allocate(s.first, s.last, _owner(pid, "c%d" % i))[0] for i in range(6)]
+        assert pool.release(got[4], container="c4") and pool.release(got[1], container="c1")
+        assert pool.allocate(s.first, s.last, _owner(pid, "d1"))[0] == got[1]
+        assert pool.allocate(s.first, s.last, _owner(pid, "d2"))[0] == got[4]
+        assert pool.allocate(s.first, s.last, _owner(pid, "d3"))[0] == got[5] + 1
+
+
+def test_ipam_torn_hint_still_gives_distinct_addresses(paths, owners):
+    """A pyctr killed while writing the hint leaves garbage: the next
+    allocation searches the range and still never hands out a taken address."""
+    s = Subnet.parse("10.5.0.0/24")
+    pid = owners()
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.allocate(s.first, s.last, _owner(pid, "a"))
+    with open(os.path.join(paths.leases, "br-x", "lock"), "w") as f:
+        f.write("next 10.5.0.")
+    with ipam.Pool(paths, "br-x") as pool:
+        assert pool.allocate(s.first, s.last, _owner(pid, "b"))[0] == s.first + 1
+
+
+def test_ipam_reclaims_a_dead_owners_lease_when_the_range_is_used_up(paths, owners):
+    """A lease whose owner died without releasing it (kill -9) is not in the
+    hint; the search meets it once the rest of the range is taken."""
+    s = Subnet.parse("10.5.0.0/24")
+    first, last = parse_range("10.5.0.10-10.5.0.12", s)
+    pid = owners()
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.allocate(first, last, {"pid": dead_pid(), "start": 12345, "container": "gone"})
+        got = [pool.allocate(first, last, _owner(pid, "c%d" % i)) for i in range(3)]
+    assert [ip for ip, _ in got] == [first + 1, first + 2, first]
+    assert [old.container for old in got[2][1]] == ["gone"]
+
+
 # -- attach / detach against the fake kernel ----------------------------------------
 
 def test_veth_attach_plan(paths, owners):

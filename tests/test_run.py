@@ -177,6 +177,21 @@ def test_detached_lifecycle_logs_kill_rm(pyctr):
     assert p.returncode == 125 and "no such container" in one_line_error(p)
 
 
+def test_rm_f_removes_many_in_one_command_and_names_what_it_could_not(pyctr):
+    for name in ("m1", "m2", "m3"):
+        pyctr("run", "-d", "--name", name, "busybox", "sleep", "300", check=True)
+    p = pyctr("rm", "-f", "m1", "nosuch", "m2", "m3", "m1")
+    assert p.returncode == 125
+    assert one_line_error(p) == "pyctr: no such container: nosuch"
+    assert pyctr.containers() == []
+    pyctr("run", "-d", "--name", "m4", "busybox", "sleep", "300", check=True)
+    p = pyctr("rm", "m4")  # running, not forced: refused, left as it was
+    assert p.returncode == 125 and "m4 is running" in one_line_error(p)
+    assert "running" in pyctr("ps", check=True).stdout
+    pyctr("rm", "-f", "m4", check=True)
+    assert pyctr.containers() == []
+
+
 def test_nothing_left_after_rm_failure_and_kill(pyctr):
     run(pyctr, "busybox", "true", check=True)
     run(pyctr, "busybox", "no-such-command")

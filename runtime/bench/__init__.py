@@ -11,9 +11,10 @@ SUBCOMMANDS = {
     "net": ("pyctr.bench.net", "pyctr networking vs runc + CNI plugins; iperf3 throughput"),
     "paper": ("pyctr.bench.paper", "the study's experiments"),
     "engines": ("pyctr.bench.engines", "podman and containerd with pyctr vs runc and crun"),
+    "scale": ("pyctr.bench.scale", "N = 1..1,000 detached containers: each start, memory, ps, rm"),
 }
 
-USAGE = """usage: pyctr bench {startup|net|paper|engines} [OPTIONS]
+USAGE = """usage: pyctr bench {startup|net|paper|engines|scale} [OPTIONS]
 
 %s
 Run `pyctr bench SUB --help` for its options."""

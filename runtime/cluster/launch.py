@@ -11,8 +11,9 @@ MPICH = "mpiexec.mpich"
 
 
 def pyctr_argv(paths):
-    """This pyctr, in this world: the agent's way back to it."""
-    return [sys.executable, "-m", "pyctr", "--root", paths.root, "--config", paths.config,
+    """This pyctr, in this world: the agent's way back to it. -P: the
+    launcher's current directory is not a place to import pyctr from."""
+    return [sys.executable, "-P", "-m", "pyctr", "--root", paths.root, "--config", paths.config,
             "--data", paths.data]
 
 

@@ -1,6 +1,8 @@
 """Address leases on tmpfs, safe under concurrent starts, self-cleaning.
 
-    <paths.leases>/<pool>/lock          flock()ed while allocating
+    <paths.leases>/<pool>/lock          flock()ed while allocating; holds the
+                                        pool's hint: where the next search starts
+                                        and addresses freed below it
     <paths.leases>/<pool>/10.77.0.101   one file per address, O_EXCL
     <paths.leases>/<pool>/.conflict-10.77.0.2   an address found in use on
                                         the wire (arp.py): when, by whom
@@ -13,6 +15,15 @@ by the next allocation that meets it; nothing keeps a list of what is valid.
 Files are on tmpfs, so a reboot empties every pool, as it should.
 A conflict note is not a lease: allocation skips its address until the note
 is older than the network's conflict_seconds, then drops it.
+
+Allocation costs the same with 1 or 1,000 leases: it never lists the pool.
+The hint in the lock file says which addresses may be free (those freed
+below `next`, then `next` onwards); each is claimed by creating its file
+with O_EXCL, and only on EEXIST is that one lease read and its owner
+checked. The hint is advice, never trusted for safety: a lost or stale
+hint (a pyctr killed while writing it) costs one search of the whole range,
+which also meets and reclaims the leases of owners that died without
+releasing them.
 """
 import fcntl
 import os
@@ -40,7 +51,7 @@ def start_time(pid):
 
 class Lease:
     __slots__ = ("ip", "path", "pid", "start", "shim", "container", "ifname", "host_ifname",
-                 "mode")
+                 "mode", "uid")
 
     def __init__(self, ip, path, fields):
         self.ip, self.path = ip, path
@@ -52,6 +63,8 @@ class Lease:
         self.ifname = fields.get("ifname")
         self.host_ifname = fields.get("host") or None
         self.mode = fields.get("mode") or None  # macvlan mode
+        uid = fields.get("uid", "")
+        self.uid = int(uid) if uid.isdigit() else None  # a user's, through the helper (netd)
 
     @property
     def holder(self):
@@ -142,13 +155,41 @@ class Pool:
             fields[k] = v.strip()
         return Lease(ip, p, fields)
 
+    # -- the hint (pool locked) ----------------------------------------
+    def _hint(self):
+        """(next, freed): every address >= next was free when the hint was
+        written, and so were those in freed (a set of ints below next)."""
+        try:
+            text = os.pread(self._lock_fd, os.fstat(self._lock_fd).st_size, 0).decode()
+            lines = dict(line.partition(" ")[::2] for line in text.splitlines())
+            return (ip_int(lines["next"]),
+                    {ip_int(word) for word in lines.get("freed", "").split()})
+        except (KeyError, ValueError, UnicodeDecodeError, PyctrError):
+            return None, set()  # no hint yet, or a torn one: search from the start
+
+    def _save_hint(self, next_ip, freed):
+        text = "next %s\nfreed %s\n" % (int_ip(next_ip),
+                                         " ".join(int_ip(ip) for ip in sorted(freed)))
+        data = text.encode()
+        os.pwrite(self._lock_fd, data, 0)
+        os.ftruncate(self._lock_fd, len(data))
+
+    def _freed(self, ip):
+        """ip may be free again: the next allocation tries it first."""
+        if self._lock_fd is None:
+            return  # an unlocked caller: the next full search finds it
+        next_ip, freed = self._hint()
+        if next_ip is not None and ip < next_ip and ip not in freed:
+            freed.add(ip)
+            self._save_hint(next_ip, freed)
+
     # -- changing (call with the pool locked) --------------------------
     def allocate(self, first, last, owner, want=None, subnet=None, exclude=()):
-        """Lease `want` (an int) or the lowest free address in first..last.
+        """Lease `want` (an int) or the lowest free address in first..last
+        that the hint knows of (see the module's doc); never one in exclude.
         owner: dict with pid+start or shim, container, ifname, host.
         Returns (ip_int, reclaimed leases)."""
         assert self._lock_fd is not None, "allocate() needs the pool locked"
-        leases = self.leases()
         reclaimed = []
         if want is not None:
             if subnet is not None and not subnet.host(want):
@@ -157,30 +198,67 @@ class Pool:
             if want in exclude:
                 raise PyctrError("address %s is in use (network gateway or host address)"
                                  % int_ip(want))
-            old = leases.get(want)
-            if old is not None:
-                if old.alive():
-                    raise PyctrError("address %s is in use by %s" % (int_ip(want), old.describe()))
-                self._drop(old)
-                reclaimed.append(old)
-            self._create(want, owner)
+            if not self._claim(want, owner, reclaimed):
+                holder = self.read(int_ip(want))
+                raise PyctrError("address %s is in use by %s" % (
+                    int_ip(want), holder.describe() if holder else "another pyctr"))
+            self._freed_taken(want)
             return want, reclaimed
-        for ip in range(first, last + 1):
-            if ip in exclude:
-                continue
-            old = leases.get(ip)
-            if old is not None:
-                if old.alive():
-                    continue
-                self._drop(old)
-                reclaimed.append(old)
-            try:
-                self._create(ip, owner)
-            except FileExistsError:
-                continue  # written by a pyctr that ignored the lock: skip it
-            return ip, reclaimed
+        next_ip, freed = self._hint()
+        if next_ip is None or not first <= next_ip <= last + 1:
+            next_ip, freed = first, set()
+        # freed addresses first (lowest first), then onwards from next, then
+        # the whole range once more (leases of owners that died unreleased)
+        for ip in sorted(ip for ip in freed if first <= ip <= last):
+            freed.discard(ip)
+            if ip not in exclude and self._claim(ip, owner, reclaimed):
+                self._save_hint(next_ip, freed)
+                return ip, reclaimed
+        for ip in range(next_ip, last + 1):
+            if ip not in exclude and self._claim(ip, owner, reclaimed):
+                self._save_hint(ip + 1, freed)
+                return ip, reclaimed
+        for ip in range(first, next_ip):
+            if ip not in exclude and self._claim(ip, owner, reclaimed):
+                self._save_hint(ip + 1, set())
+                return ip, reclaimed
+        self._save_hint(last + 1, set())
         raise PyctrError("no free address left in %s-%s (pool %s: %d leases)"
-                         % (int_ip(first), int_ip(last), self.key, len(leases)))
+                         % (int_ip(first), int_ip(last), self.key, self._count()))
+
+    def _claim(self, ip, owner, reclaimed):
+        """Create ip's lease for owner; if it exists, reclaim it only from
+        an owner that is gone. True if the lease is now owner's."""
+        try:
+            self._create(ip, owner)
+            return True
+        except FileExistsError:
+            pass
+        old = self.read(int_ip(ip))
+        if old is not None:
+            if old.alive():
+                return False
+            self._drop(old, hint=False)
+            reclaimed.append(old)
+        try:
+            self._create(ip, owner)
+        except FileExistsError:
+            return False  # written by a pyctr that ignored the lock: skip it
+        return True
+
+    def _freed_taken(self, ip):
+        """A requested address is taken: no longer a freed one in the hint."""
+        next_ip, freed = self._hint()
+        if ip in freed:
+            freed.discard(ip)
+            self._save_hint(next_ip, freed)
+
+    def _count(self):
+        try:
+            return sum(1 for name in os.listdir(self.dir)
+                       if name != "lock" and not name.startswith("."))
+        except FileNotFoundError:
+            return 0
 
     def _create(self, ip, owner):
         if owner.get("shim"):
@@ -190,6 +268,8 @@ class Pool:
         text = "owner %s\ncontainer %s\nifname %s\nhost %s\nmode %s\n" % (
             who, owner.get("container", ""), owner.get("ifname", ""), owner.get("host") or "",
             owner.get("mode") or "")
+        if owner.get("uid") is not None:  # a user's lease, made by the network helper
+            text += "uid %d\n" % owner["uid"]
         fd = os.open(os.path.join(self.dir, int_ip(ip)),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -197,11 +277,13 @@ class Pool:
         finally:
             os.close(fd)
 
-    def _drop(self, lease):
+    def _drop(self, lease, hint=True):
         try:
             os.unlink(lease.path)
         except FileNotFoundError:
-            pass
+            return
+        if hint:
+            self._freed(lease.ip)
 
     def release(self, ip, container=None, shim=None):
         """Remove the lease of ip if it is still ours (it may have been
@@ -226,7 +308,8 @@ class Pool:
 
     def conflicts(self, seconds):
         """{ip_int: time noted} of the conflicts noted within `seconds`;
-        older notes are dropped (by whoever meets them first: no lock needed)."""
+        older notes are dropped by a caller holding the lock (their
+        addresses may be free again: the hint learns of them)."""
         out = {}
         try:
             names = [n for n in os.listdir(self.dir) if n.startswith(CONFLICT_PREFIX)
@@ -243,11 +326,12 @@ class Pool:
                 continue
             if now() - when < seconds:
                 out[ip] = when
-            else:
+            elif self._lock_fd is not None:
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
-                    pass
+                    continue
+                self._freed(ip)
         return out
 
     def forget_conflicts(self):

@@ -113,6 +113,8 @@ class Macvlan(Kind):
         with pool:
             _check_passthru(pool, net.device, mode)
             ip, prefix = wire.lease(pool, prep, owner)
+            if mode == "passthru":
+                _note_passthru(pool, ip)
             if shim:
                 shim_rec = _ensure_shim(wire, pool, net, lower, wire.avoided(pool, net) | {ip},
                                         owner["container"])
@@ -210,18 +212,34 @@ def _learn_lower(host, req, net, lower):
                 break
 
 
+PASSTHRU_NOTE = ".passthru"  # in a macvlan pool: the address its passthru container holds
+
+
 def _check_passthru(pool, lower, mode):
     """passthru takes the lower device alone: no second one, no other
-    macvlan beside it (the kernel says only EINVAL)."""
+    macvlan beside it (the kernel says only EINVAL). Every macvlan start
+    asks, so the passthru holder is found through a note, not by reading
+    every lease; only a passthru start reads them all."""
+    note = os.path.join(pool.dir, PASSTHRU_NOTE)
+    try:
+        with open(note) as f:
+            holder = pool.read(f.read().strip())
+    except FileNotFoundError:
+        holder = None
+    if holder is not None and holder.alive() and holder.mode == "passthru":
+        raise PyctrError("lower device %s is held by a passthru macvlan (%s)"
+                         % (lower, holder.describe()))
+    if mode != "passthru":
+        return
     for lease in pool.leases().values():
-        if not lease.alive() or lease.holder != "container":
-            continue
-        if lease.mode == "passthru":
-            raise PyctrError("lower device %s is held by a passthru macvlan (%s)"
-                             % (lower, lease.describe()))
-        if mode == "passthru":
+        if lease.alive() and lease.holder == "container":
             raise PyctrError("macvlan passthru needs %s alone, but %s has a macvlan on it"
                              % (lower, lease.describe()))
+
+
+def _note_passthru(pool, ip):
+    with open(os.path.join(pool.dir, PASSTHRU_NOTE), "w") as f:
+        f.write(int_ip(ip))
 
 
 def _ensure_shim(wire, pool, net, lower, exclude, container_id):
