@@ -7,6 +7,7 @@
  *   state ID            the runtime-spec state JSON, as `pyctr state`
  *   delete [-f] ID      a stopped bundle container: cgroups, record
  *   delete --force ID   of an unknown ID: nothing to do
+ *   kill ID [NUMBER]    a signal to a living container's init
  *
  * itself, from the container's record as pyctr.state wrote it (state.json,
  * read here with a small JSON scanner: one record, one format). Everything
@@ -32,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -645,6 +647,15 @@ static int delete(record *r)
     return 0;
 }
 
+/* control.kill without --all: init alive, signalled */
+static int kill_init(record *r, int sig)
+{
+    long long pid = integer(r->pid);
+    if (!alive(pid, integer(r->pid_start)) || kill((pid_t)pid, sig))
+        PYTHON();  /* "container not running", as Python says it */
+    return 0;
+}
+
 /* ---- the command line (pyctr.cli.dispatch, oci.cli._one_id) ---------- */
 
 int main(int argc, char **argv)
@@ -684,6 +695,25 @@ int main(int argc, char **argv)
     if (root[0] != '/')
         PYTHON();
     int is_delete = !strcmp(verb, "delete");
+    if (!strcmp(verb, "kill")) {
+        /* runc's `kill ID [SIGNAL]` with a number (verbs.remove.cmd_kill) */
+        int sig = 15;
+        if (argc - i < 1 || argc - i > 2 || argv[i][0] == '-' || !valid_id(argv[i]))
+            PYTHON();
+        if (argc - i == 2) {
+            const char *n = argv[i + 1];
+            size_t len = strlen(n);
+            if (len == 0 || len > 2 || strspn(n, "0123456789") != len)
+                PYTHON();
+            sig = atoi(n);
+            if (sig < 1 || sig > 64)
+                PYTHON();
+        }
+        record r;
+        if (!load(root, argv[i], &r))
+            PYTHON();
+        return kill_init(&r, sig);
+    }
     if (!is_delete && strcmp(verb, "start") && strcmp(verb, "state"))
         PYTHON();
     /* oci.cli._one_id: ID then options, or options then ID (delete's

@@ -98,9 +98,11 @@ def test_start_state_delete_without_python(worlds, rootfs, work):
     p = worlds["front"]("start", "f1")
     assert p.returncode == 125 and "running" in one_line_error(p)
 
-    os.kill(st["pid"], 9)
+    assert alone("kill", "f1", "SIGKILL").returncode == 1  # a name: Python's to read
+    alone("kill", "f1", "9", check=True)
     until(lambda: json.loads(python("state", "f1", check=True).stdout)["status"] == "stopped",
           "stopped")
+    assert alone("kill", "f1", "9").returncode == 1  # not running: Python says so
     assert same_state(worlds, "f1")["status"] == "stopped"
     alone("delete", "f1", check=True)
     assert python.containers() == []
