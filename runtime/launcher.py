@@ -2,10 +2,10 @@
 
 It is pyctr-front (csrc/front.c, built beside the package by setup.py): a
 small static program that does engines' frequent calls (`start`, `state`,
-`kill ID [NUMBER]`, `delete` of a stopped container) from the container's record without
-Python's start-up, and execs the interpreter for everything else. How to
-exec it is patched into the copy at `path`: CONFIG below, after the marker
-front.c declares. Without a built pyctr-front (a source tree never built)
+`kill ID [NUMBER]`, `delete` of a stopped container) from the container's
+record without Python's start-up, and execs the interpreter for everything
+else. How to exec it is patched into the copy at `path`: MARKER below, at
+front.c's CONFIG. Without a built pyctr-front (a source tree never built)
 the command is a Python script doing the same as the exec'd code.
 """
 import os

@@ -44,8 +44,9 @@ are paid once, when the runner starts, never inside a timed run (see
 runner.py).
 
 Fair timing of a Python program: we time the launcher pyctr users run
-(`/usr/local/bin/pyctr`: pyctr-front, which execs the installed interpreter
-it names (pyctr.launcher), not a pyenv shim that would add ~170 ms). Before timing, pyctr's package is
+(`/usr/local/bin/pyctr`: pyctr-front, which execs the installed
+interpreter it names (pyctr.launcher), not a pyenv shim that would add
+~170 ms). Before timing, pyctr's package is
 byte-compiled (`-m compileall`) and PYTHONDONTWRITEBYTECODE is removed from
 the timed environment, so no run pays for compiling sources - what a user of
 a non-editable install gets.
@@ -457,7 +458,8 @@ def profile(paths, args, repeat=5):
             out = subprocess.run(
                 [launcher, "--root", os.path.join(work, "state"),
                  "--data", paths.data, "run", "--rm", "--net=none", label, "/bin/true"],
-                capture_output=True, text=True, env=dict(timed_env(), PYTHONPROFILEIMPORTTIME="1"))
+                capture_output=True, text=True,
+                env=dict(timed_env(), PYTHONPROFILEIMPORTTIME="1"))
             if out.returncode:
                 lines = [l for l in out.stderr.splitlines() if not l.startswith("import time:")]
                 raise PyctrError("pyctr run failed while profiling: %s"
