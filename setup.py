@@ -8,21 +8,25 @@ from setuptools.command.build_ext import build_ext
 
 
 class BuildWithInit(build_ext):
-    """The cffi shim, and next to it in the package the two static programs:
+    """The cffi shim, and next to it in the package the static programs:
     pyctr-init (csrc/init.c, the PID 1 of --init: static, since a
-    container's root may have no libc) and pyctr-monitor (csrc/monitor.c,
+    container's root may have no libc), pyctr-monitor (csrc/monitor.c,
     the parent of a running container once Python has handed over: static,
-    so it maps no shared library and costs the fewest pages). Stripped."""
+    so it maps no shared library and costs the fewest pages) and
+    pyctr-front (csrc/front.c, the `pyctr` command: static, so its exec
+    costs no dynamic linking). Stripped."""
 
-    PROGRAMS = {"pyctr-init": "csrc/init.c", "pyctr-monitor": "csrc/monitor.c"}
+    PROGRAMS = {"pyctr-init": ("csrc/init.c", "csrc/supervise.c"),
+                "pyctr-monitor": ("csrc/monitor.c", "csrc/supervise.c"),
+                "pyctr-front": ("csrc/front.c",)}
 
     def run(self):
         super().run()
         package = os.path.dirname(self.get_ext_fullpath("pyctr._shim"))
-        for name, source in self.PROGRAMS.items():
+        for name, sources in self.PROGRAMS.items():
             subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
-                            "-o", os.path.join(package, name), source, "csrc/supervise.c"],
-                           check=True)
+                            "-o", os.path.join(package, name), *sources], check=True)
+
 
 setup(
     packages=["pyctr", "pyctr.recipes"] + ["pyctr." + p for p in find_packages("runtime")],

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <linux/openat2.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -162,6 +163,24 @@ int pyctr_set_ambient(const int *caps, int n)
         if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, caps[i], 0, 0) < 0)
             return -1;
     return 0;
+}
+
+long pyctr_prctl(int option, unsigned long arg)
+{
+    return prctl(option, arg, 0, 0, 0);
+}
+
+int pyctr_capset(const uint32_t effective[2], const uint32_t permitted[2],
+                 const uint32_t inheritable[2])
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = effective[i];
+        data[i].permitted = permitted[i];
+        data[i].inheritable = inheritable[i];
+    }
+    return syscall(SYS_capset, &header, data);
 }
 
 int pyctr_loopback_up(void)

@@ -34,6 +34,12 @@ int pyctr_touch_in_root(int root_fd, const char *path, int mode);
 /* The ambient capability set becomes exactly caps[0..n-1] (each must be
  * permitted and inheritable already). */
 int pyctr_set_ambient(const int *caps, int n);
+/* prctl(option, arg, 0, 0, 0): its result, or -1 with errno. */
+long pyctr_prctl(int option, unsigned long arg);
+/* The thread's effective, permitted and inheritable capability sets become
+ * exactly these (two 32-bit words each, capability N is bit N). */
+int pyctr_capset(const uint32_t effective[2], const uint32_t permitted[2],
+                 const uint32_t inheritable[2]);
 /* `ip link set lo up` in the caller's network namespace, by ioctl: after
  * pivot_root the child can no longer import Python's socket module. */
 int pyctr_loopback_up(void);

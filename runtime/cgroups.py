@@ -338,10 +338,21 @@ def _safe(group):
     not make pyctr kill the host's processes."""
     for directory in group.dirs.values():
         if not isinstance(directory, str) or not directory.startswith(ROOT + "/") \
-                or os.path.ismount(directory) \
-                or {"..", ".", ""} & set(directory[1:].split("/")):
+                or {"..", ".", ""} & set(directory[1:].split("/")) or _is_mount(directory):
             return False
     return True
+
+
+def _is_mount(directory):
+    """os.path.ismount without its realpath (a stat per component): the
+    kernel resolves ".." itself, across a mount to the mountpoint's parent."""
+    try:
+        st, up = os.lstat(directory), os.lstat(directory + "/..")
+    except OSError:
+        return False
+    if st.st_mode & 0o170000 == 0o120000:  # a symlink is no mount (as ismount says)
+        return False
+    return st.st_dev != up.st_dev or st.st_ino == up.st_ino
 
 
 def world_tag(paths):
@@ -448,7 +459,10 @@ def _limit(h, directory, res):
         wanted = {c for c, _, _ in resources.limit_files(res, 2)} & h.controllers
         if wanted:
             _enable(os.path.dirname(directory), wanted, h)
-    for controller, name, value in resources.limit_files(res, h.version, memsw=_memsw(h)):
+    # memsw is a question for the memory hierarchy only (elsewhere the memory
+    # files are not written, and asking there would refuse --memory-swap)
+    memsw = "memory" not in h.controllers or _memsw(h)
+    for controller, name, value in resources.limit_files(res, h.version, memsw=memsw):
         if name == "memory.swap.max" and res.memory_swap is None and not os.path.exists(
                 os.path.join(directory, name)):
             continue  # swap not asked for, and this kernel has none to limit

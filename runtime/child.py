@@ -74,8 +74,12 @@ def child_main(plan, channel, syscall):
         step = "prepare root filesystem"
         rootfs.apply(rootfs.plan_root(spec, plan.rootfs, plan.layers), syscall)
         step = "mount"
+        syscall.hold_roots(True)
         rootfs.apply(rootfs.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
-                              pivot=not oci), syscall)
+                              pivot=False), syscall)
+        syscall.hold_roots(False)
+        if not oci:
+            rootfs.apply(rootfs.plan_pivot(plan.rootfs), syscall)
         if oci:
             step = "createContainer hooks"
             barrier.before_pivot(spec, oci, syscall)

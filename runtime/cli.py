@@ -127,6 +127,12 @@ def dispatch(argv, globals_=None):
         raise PyctrError("--log-format is text or json, not %r" % globals_["--log-format"])
     if globals_["--systemd-cgroup"] and globals_["--log"]:
         _log(globals_, "warning", "--systemd-cgroup ignored: pyctr manages cgroupfs itself")
+    # pyctr-front (pyctr.launcher) did this verb's work and had it fail in a
+    # way only it saw (init's answer at the exec barrier): reported here, as
+    # every failure is (stderr, --log).
+    front_error = os.environ.pop("PYCTR_FRONT_ERROR", None)
+    if front_error is not None:
+        raise PyctrError(front_error.encode(errors="surrogateescape").decode(errors="replace"))
     if not argv:
         raise PyctrError("no verb given (see pyctr --help)")
     verb, rest = argv[0], argv[1:]
@@ -231,18 +237,6 @@ def arg_parser(prog, description):
     return Parser(prog="pyctr " + prog, description=description)
 
 
-LAUNCHER = """#!%(python)s %(flag)s
-# The pyctr command. -S skips site and the .pth hooks it runs; pip's own
-# console script would also import re: both only add start-up time.
-import sys; %(path)s
-try:  # an interrupt while importing: the exit code of an interrupt, no traceback
-    from pyctr.cli import main
-except KeyboardInterrupt:
-    raise SystemExit(130)
-raise SystemExit(main())
-"""
-
-
 def print_table(rows):
     """rows[0] is the header; columns are as wide as their widest cell."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -251,17 +245,9 @@ def print_table(rows):
 
 
 def write_launcher(path, python=None):
-    """Install the `pyctr` command at `path` for this interpreter and install."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if os.path.basename(here) == "pyctr":
-        flag, extra = "-S", "sys.path.append(%r)" % os.path.dirname(here)
-    else:  # an editable install: only site's import hook finds runtime/ as pyctr
-        flag, extra = "-s", "pass"
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(LAUNCHER % {"python": python or sys.executable, "flag": flag, "path": extra})
-    os.chmod(tmp, 0o755)
-    os.rename(tmp, path)
+    """Install the `pyctr` command at `path` (pyctr.launcher)."""
+    from pyctr import launcher
+    launcher.write(path, python)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def hand_over(c):
 
 def _finish_command(paths, name):
     """This interpreter, with the flags it runs with (the lean launcher's -S,
-    see cli.LAUNCHER), running pyctr's `_finished NAME` in the same world.
+    see pyctr.launcher), running pyctr's `_finished NAME` in the same world.
     Never with the current directory on sys.path (-P; -I implies it): it
     may be a volume the container writes to."""
     flags = [flag for flag, on in (("-I", sys.flags.isolated), ("-E", sys.flags.ignore_environment),

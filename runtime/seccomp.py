@@ -95,14 +95,17 @@ def for_run(paths, security_opts, capabilities):
     return compiled(paths, profile, choice or "the default seccomp profile")
 
 
-def for_bundle(linux, capabilities):
+def for_bundle(linux, capabilities, paths=None):
     """An OCI bundle's linux.seccomp -> a compiled Seccomp; None if it has none
-    (the runtime spec: no seccomp field, no filter)."""
+    (the runtime spec: no seccomp field, no filter). With paths, from the
+    compile cache when it was compiled before (podman's bundles carry the
+    same profile every time: ~15 ms of every `create`)."""
     where = "config.json linux.seccomp"
     raw = linux.get("seccomp")
     if raw is None:
         return None
-    return compile_profile(from_oci(raw, where, capabilities), where)
+    profile = from_oci(raw, where, capabilities)
+    return compiled(paths, profile, where) if paths else compile_profile(profile, where)
 
 
 def for_exec(paths, config):

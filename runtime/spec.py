@@ -59,9 +59,12 @@ def _frozen(value):
     if isinstance(value, (list, tuple)):
         return tuple(_frozen(v) for v in value)
     if isinstance(value, dict):
-        from types import MappingProxyType
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+        return _MAPPING_PROXY({k: _frozen(v) for k, v in value.items()})
     return value
+
+
+# types.MappingProxyType, without importing `types` (0.4 ms of every run)
+_MAPPING_PROXY = type(type.__dict__)
 
 
 class Capabilities(Record):

@@ -1,5 +1,5 @@
 """The only door from pyctr to the kernel for namespace, mount and credential
-work. Real calls go through the cffi shim (csrc/) and python-prctl; unit tests
+work. Real calls go through the cffi shim (csrc/); unit tests
 pass a recording double with the same methods instead (tests/fakes.py), the
 way youki swaps its Syscall trait.
 
@@ -59,25 +59,33 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
+# prctl(2) options
+PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
 
 
 class Syscalls:
     """Real syscalls. Loaded lazily so `import pyctr.syscalls` stays cheap."""
 
     def __init__(self):
+        # Imported now: after pivot_root the child cannot import anything.
         from pyctr._shim import ffi, lib
         self._ffi, self._lib = ffi, lib
-        # Imported now: after pivot_root the child cannot import anything.
-        # python-prctl's C core only: its prctl.py wrapper adds start-up
-        # time and nothing pyctr uses.
-        import _prctl
-        self._prctl = _prctl
+        self._roots = None  # root path -> (O_PATH fd, (st_dev, st_ino)) while held
 
     def _check(self, rc, what):
         if rc < 0:
             err = self._ffi.errno
             raise OSError(err, "%s: %s" % (what, os.strerror(err)))
         return rc
+
+    def _prctl(self, option, arg=0):
+        return self._check(self._lib.pyctr_prctl(option, arg), "prctl(%d)" % option)
 
     # -- processes and namespaces -------------------------------------
     def clone(self, flags):
@@ -99,21 +107,20 @@ class Syscalls:
         processes cannot open its /proc/PID/exe (the host's interpreter),
         environ or fd (runc's CVE-2019-5736). The parent gets its setting
         back; the workload's execve makes it dumpable again."""
-        prctl = self._prctl
-        was = int(prctl.prctl(prctl.PR_GET_DUMPABLE))
+        was = self._prctl(PR_GET_DUMPABLE)
         if hide:
-            prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
+            self._prctl(PR_SET_DUMPABLE, 0)
         try:
             pid = start()
         except BaseException:
-            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
+            self._prctl(PR_SET_DUMPABLE, was)
             raise
         if pid:
-            prctl.prctl(prctl.PR_SET_DUMPABLE, was)
+            self._prctl(PR_SET_DUMPABLE, was)
         return pid
 
     def set_dumpable(self, on):
-        self._prctl.prctl(self._prctl.PR_SET_DUMPABLE, int(on))
+        self._prctl(PR_SET_DUMPABLE, int(on))
 
     def join_session_keyring(self):
         self._check(self._lib.pyctr_join_session_keyring(), "keyctl(JOIN_SESSION_KEYRING)")
@@ -185,6 +192,7 @@ class Syscalls:
                 self.mount(source, "/proc/self/fd/%d" % fd, fstype, flags, data)
             except OSError as e:
                 raise OSError(e.errno, "mount %s: %s" % (path, os.strerror(e.errno))) from e
+            self._mounted_on(root, fd)
         finally:
             os.close(fd)
 
@@ -212,12 +220,36 @@ class Syscalls:
         finally:
             os.close(fd)
 
+    def hold_roots(self, on):
+        """While on, a root's fd is opened once for all the *_in_root calls
+        (the child makes ~70 building a container's root), not per call.
+        Off: those fds are closed. Only the child holds them: an fd left
+        open in the parent could reach a container through --preserve-fds."""
+        for fd, _ in (self._roots or {}).values():
+            os.close(fd)
+        self._roots = {} if on else None
+
     def _at_root(self, root, path, call, what):
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        held = self._roots.get(root) if self._roots is not None else None
+        root_fd = held[0] if held else os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             return self._check(call(root_fd, path.encode()), "%s %s" % (what, path))
         finally:
-            os.close(root_fd)
+            if self._roots is None:
+                os.close(root_fd)
+            elif not held:
+                st = os.fstat(root_fd)
+                self._roots[root] = (root_fd, (st.st_dev, st.st_ino))
+
+    def _mounted_on(self, root, fd):
+        """A mount just landed on `fd`: if that is the held root itself, its
+        fd now names the covered mount, so it is let go."""
+        held = self._roots.get(root) if self._roots else None
+        if held:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == held[1]:
+                os.close(held[0])
+                del self._roots[root]
 
     def mknod_in_root(self, root, path, mode, device, uid, gid):
         """A device node at `path` inside the root, owned by uid:gid,
@@ -263,14 +295,16 @@ class Syscalls:
     def drop_bounding(self, keep):
         """Cut the bounding set to `keep` (capability numbers), up to the
         running kernel's last cap. Needs CAP_SETPCAP: do it before setuid."""
-        P = self._prctl
         for number in self._cap_split(keep)[1]:
-            P.prctl(P.PR_CAPBSET_DROP, number)
+            self._prctl(PR_CAPBSET_DROP, number)
 
     def set_capabilities(self, effective, permitted, inheritable):
         """The three per-thread sets, each exactly as given (numbers)."""
-        sets = [self._cap_split(s) for s in (effective, permitted, inheritable)]
-        self._prctl.set_caps(*(keep for keep, _ in sets), *(drop for _, drop in sets))
+        words = []
+        for caps in (effective, permitted, inheritable):
+            mask = sum(1 << n for n in set(self._cap_split(caps)[0]))
+            words.append(self._ffi.new("uint32_t[2]", [mask & 0xFFFFFFFF, mask >> 32]))
+        self._check(self._lib.pyctr_capset(*words), "capset")
 
     def set_ambient(self, caps):
         """The ambient set = `caps` (each already permitted and inheritable)."""
@@ -279,13 +313,13 @@ class Syscalls:
                     "set ambient capabilities")
 
     def set_keepcaps(self, on):
-        self._prctl.prctl(self._prctl.PR_SET_KEEPCAPS, int(on))
+        self._prctl(PR_SET_KEEPCAPS, int(on))
 
     def set_no_new_privs(self):
-        self._prctl.prctl(self._prctl.PR_SET_NO_NEW_PRIVS, 1)
+        self._prctl(PR_SET_NO_NEW_PRIVS, 1)
 
     def set_pdeathsig(self, sig):
-        self._prctl.prctl(self._prctl.PR_SET_PDEATHSIG, sig)
+        self._prctl(PR_SET_PDEATHSIG, sig)
 
     # -- file descriptors and exec -------------------------------------
     def close_range(self, first, last=0xFFFFFFFF, flags=0):

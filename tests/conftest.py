@@ -14,14 +14,22 @@ IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="needs root and real namespaces")
 
 
+# PYCTR_TEST_COMMAND=/path/to/pyctr runs the CLI through that command (an
+# installed launcher, e.g. pyctr-front: pyctr.launcher) instead of
+# `python -m pyctr`: the same tests then check the command users run.
+COMMAND = [os.environ["PYCTR_TEST_COMMAND"]] if os.environ.get("PYCTR_TEST_COMMAND") \
+    else [sys.executable, "-m", "pyctr"]
+
+
 class Pyctr:
     """Runs the pyctr CLI in one world (its own --root, shared images)."""
 
-    def __init__(self, root, data, config):
+    def __init__(self, root, data, config, command=None):
         self.root, self.data, self.config = root, data, config
+        self.command = command or COMMAND
 
     def argv(self, *args):
-        return [sys.executable, "-m", "pyctr", "--root", self.root, "--data", self.data,
+        return [*self.command, "--root", self.root, "--data", self.data,
                 "--config", self.config, *args]
 
     def __call__(self, *args, timeout=60, check=False, input=None, env=None):

@@ -51,6 +51,18 @@ def test_memory_hog_is_oom_killed_at_the_limit(pyctr):
     assert groups_of(pyctr) == []
 
 
+def test_memory_swap_limit_where_the_host_accounts_swap(pyctr):
+    """v1: memory.memsw.limit_in_bytes is the memory hierarchy's question;
+    the other hierarchies, looked at first, once made pyctr refuse it."""
+    memsw = "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+    if not os.path.exists(memsw):
+        pytest.skip("no v1 memory hierarchy accounting swap here")
+    p = run(pyctr, "--memory", "32m", "--memory-swap", "96m", "busybox", "cat",
+            "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", check=True)
+    assert p.stdout.split() == [str(96 << 20)]
+    assert groups_of(pyctr) == []
+
+
 def test_fork_bomb_stops_at_pids_limit(pyctr):
     # A bounded "bomb" in a child shell: 40 attempts at background processes
     # that live 30 s (they die with the container's PID 1). The outer shell

@@ -315,6 +315,18 @@ def test_cache_in_state_root(tmp_path):
     shutil.rmtree(tmp_path / "seccomp")
 
 
+def test_a_bundles_profile_is_cached_too(tmp_path):
+    """An engine's bundles carry the same profile at every create."""
+    from pyctr.paths import Paths
+    paths = Paths(root=str(tmp_path))
+    linux = {"seccomp": DENY_MKDIR}
+    first = seccomp.for_bundle(linux, spec.DEFAULT_CAPABILITIES, paths)
+    assert len(os.listdir(tmp_path / "seccomp")) == 1
+    again = seccomp.for_bundle(linux, spec.DEFAULT_CAPABILITIES, paths)
+    assert again.program == first.program
+    assert seccomp.for_bundle(linux, spec.DEFAULT_CAPABILITIES).program == first.program
+
+
 def test_security_opt_values():
     from pyctr.paths import Paths
     assert seccomp.for_run(Paths(root="/nonexistent"), ["seccomp=unconfined"], []) is None

@@ -44,8 +44,9 @@ are paid once, when the runner starts, never inside a timed run (see
 runner.py).
 
 Fair timing of a Python program: we time the launcher pyctr users run
-(`/usr/local/bin/pyctr`, its shebang naming the installed interpreter, not a
-pyenv shim that would add ~170 ms). Before timing, pyctr's package is
+(`/usr/local/bin/pyctr`: pyctr-front, which execs the installed
+interpreter it names (pyctr.launcher), not a pyenv shim that would add
+~170 ms). Before timing, pyctr's package is
 byte-compiled (`-m compileall`) and PYTHONDONTWRITEBYTECODE is removed from
 the timed environment, so no run pays for compiling sources - what a user of
 a non-editable install gets.
@@ -111,17 +112,17 @@ def resolve_rootfs(paths, image):
 
 
 def launcher_and_interpreter(given):
-    """The pyctr launcher to time and the interpreter its shebang names."""
+    """The pyctr launcher to time and the interpreter it runs (pyctr.launcher)."""
+    from pyctr import launcher as launchers
     launcher = given or (DEFAULT_LAUNCHER if os.path.exists(DEFAULT_LAUNCHER)
                          else shutil.which("pyctr"))
     if not launcher or not os.path.isfile(launcher):
         raise PyctrError("pyctr launcher %s not found" % (given or "pyctr"))
     launcher = os.path.abspath(launcher)
-    with open(launcher, "rb") as f:
-        first = f.readline(256)
-    if not first.startswith(b"#!"):
-        raise PyctrError("%s is not a script launcher (no #! line)" % launcher)
-    interp = first[2:].decode().split()[0]
+    interp = launchers.interpreter(launcher)
+    if not interp:
+        raise PyctrError("%s is not a pyctr launcher (no #! line, no pyctr-front "
+                         "configuration)" % launcher)
     if os.path.basename(interp) == "env" or "shims" in interp:
         raise PyctrError("%s starts through %s, which may be a pyenv shim (~170 ms): "
                          "time a launcher naming its interpreter" % (launcher, interp))
@@ -442,7 +443,9 @@ def parse_importtime(stderr):
 
 
 def profile(paths, args, repeat=5):
-    """Print where pyctr's start-up goes: `-X importtime`, median of runs."""
+    """Print where pyctr's start-up goes: `-X importtime` (asked through the
+    environment, so the launcher runs its interpreter as it always does),
+    median of runs."""
     import statistics
     import subprocess
     label, _ = resolve_rootfs(paths, args.image)
@@ -453,9 +456,10 @@ def profile(paths, args, repeat=5):
     try:
         for _ in range(repeat):
             out = subprocess.run(
-                [interp, "-X", "importtime", launcher, "--root", os.path.join(work, "state"),
+                [launcher, "--root", os.path.join(work, "state"),
                  "--data", paths.data, "run", "--rm", "--net=none", label, "/bin/true"],
-                capture_output=True, text=True, env=timed_env())
+                capture_output=True, text=True,
+                env=dict(timed_env(), PYTHONPROFILEIMPORTTIME="1"))
             if out.returncode:
                 lines = [l for l in out.stderr.splitlines() if not l.startswith("import time:")]
                 raise PyctrError("pyctr run failed while profiling: %s"

@@ -28,7 +28,9 @@ def _parse(path, text):
             raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
 
 
-def load_bundle(bundle, args=None):
+def load_bundle(bundle, args=None, paths=None):
+    """config.json of `bundle` -> Spec. paths: the world whose state root
+    caches compiled seccomp filters (as for pyctr's own run)."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path) as f:
@@ -39,7 +41,7 @@ def load_bundle(bundle, args=None):
         raise PyctrError("%s: invalid JSON: %s" % (path, e)) from e
     config = _parse(path, text)
     try:
-        spec = from_config(config, bundle)
+        spec = from_config(config, bundle, paths)
     except (PyctrError, ValueError) as e:  # refused, or out of range: the message names it
         raise PyctrError("%s: %s" % (path, e)) from e
     except (KeyError, TypeError, AttributeError, OverflowError) as e:
@@ -77,7 +79,7 @@ def _open_fds(count):
     return count
 
 
-def from_config(config, bundle):
+def from_config(config, bundle, paths=None):
     if not isinstance(config, dict):
         raise TypeError("top level is not an object")
     proc = config.get("process") or {}
@@ -117,7 +119,7 @@ def from_config(config, bundle):
     )
     from pyctr import resources
     spec.resources = resources.from_oci(linux)
-    spec.seccomp = seccomp.for_bundle(linux, spec.process.capabilities.bounding)
+    spec.seccomp = seccomp.for_bundle(linux, spec.process.capabilities.bounding, paths)
     # The user namespace must come first: the others are created owned by it.
     spec.namespaces.sort(key=lambda n: n.type != "user")
     inroot.check_mount_namespace(spec)

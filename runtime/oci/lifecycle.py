@@ -64,7 +64,7 @@ def create(paths, bundle, cid, pid_file=None, console_socket=None, preserve_fds=
     from pyctr.container import Container
     from pyctr.oci import barrier
     from pyctr.oci.bundle import load_bundle
-    spec = load_bundle(bundle, {"name": cid, "preserve_fds": preserve_fds})
+    spec = load_bundle(bundle, {"name": cid, "preserve_fds": preserve_fds}, paths)
     terminal = bool(spec.process.oci and spec.process.oci.terminal)
     if terminal and not console_socket and not relay:
         raise PyctrError("process.terminal is true but no --console-socket was given "

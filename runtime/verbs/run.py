@@ -66,7 +66,7 @@ def spec_from_args(paths, prog, argv):
         if args["target"]:
             args["command"].insert(0, args["target"])
             args["target"] = None
-        return oci.load_bundle(args["bundle"], args)
+        return oci.load_bundle(args["bundle"], args, paths)
     from pyctr import specgen
     opts = specgen.load_toml(args["file"]) if args["file"] else {}
     for key, value in args.items():

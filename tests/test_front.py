@@ -1,0 +1,169 @@
+"""pyctr-front (csrc/front.c), the installed `pyctr` command: engines'
+start, state and delete done from the record without Python, the same
+answers as Python's, and everything else handed to Python. Real
+containers; root. (PYCTR_TEST_COMMAND=LAUNCHER runs test_oci_cli.py, and
+any other CLI test, through such a launcher too.)"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import Pyctr, one_line_error, root_only
+from pyctr import launcher
+
+pytestmark = [root_only, pytest.mark.root,
+              pytest.mark.skipif(launcher.front_binary() is None,
+                                 reason="pyctr-front not built (pip install .)")]
+
+PYTHON = [sys.executable, "-m", "pyctr"]
+
+
+@pytest.fixture
+def commands(tmp_path):
+    """(front, front_without_python): the `pyctr` command as installed, and
+    one whose Python is /bin/false, so it succeeds only where pyctr-front
+    does the verb itself (a hand-over exits 1)."""
+    front, alone = str(tmp_path / "pyctr"), str(tmp_path / "pyctr-alone")
+    launcher.write(front)
+    launcher.write(alone, python="/bin/false")
+    return front, alone
+
+
+@pytest.fixture
+def worlds(pyctr, commands):
+    """The test's world as Python, pyctr-front and pyctr-front alone run it."""
+    return {name: Pyctr(pyctr.root, pyctr.data, pyctr.config, command)
+            for name, command in (("python", PYTHON), ("front", [commands[0]]),
+                                  ("alone", [commands[1]]))}
+
+
+def bundle(pyctr, rootfs, work, name, args, edit=None):
+    config = json.loads(pyctr("spec", rootfs, *args, check=True).stdout)
+    config["root"]["readonly"] = True
+    config["annotations"] = {"org.example": "caf\u00e9 \"quoted\"", "b": "2"}
+    if edit:
+        edit(config)
+    path = os.path.join(work, name)
+    os.mkdir(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    return path
+
+
+def create(world, bundle_dir, cid):
+    # init keeps create's stdio: a file, not a pipe that would stay open
+    with tempfile.TemporaryFile("w+") as out:
+        p = subprocess.run(world.argv("create", "--bundle", bundle_dir, cid),
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60)
+        out.seek(0)
+        assert p.returncode == 0, out.read()
+
+
+def same_state(worlds, cid):
+    """`state` from pyctr-front alone is Python's, byte for byte."""
+    python = worlds["python"]("state", cid, check=True).stdout
+    assert worlds["alone"]("state", cid, check=True).stdout == python
+    return json.loads(python)
+
+
+def until(predicate, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def test_start_state_delete_without_python(worlds, rootfs, work):
+    python, alone = worlds["python"], worlds["alone"]
+    b = bundle(python, rootfs, work, "b1", ["sleep", "300"])
+    create(python, b, "f1")
+    st = same_state(worlds, "f1")
+    assert st["status"] == "created" and st["annotations"]["org.example"] == "caf\u00e9 \"quoted\""
+    with open(os.path.join(python.root, "containers", "f1", "state.json")) as f:
+        groups = list(json.load(f)["cgroup"]["dirs"].values())
+    assert groups and all(os.path.isdir(g) for g in groups)
+
+    alone("start", "f1", check=True)
+    st = same_state(worlds, "f1")
+    assert st["status"] == "running"
+    with open(os.path.join(python.root, "containers", "f1", "state.json")) as f:
+        record = json.load(f)  # what the front wrote Python reads
+    assert record["status"] == "running" and record["started"]
+    p = alone("start", "f1")
+    assert p.returncode == 1  # running: not the front's to refuse, Python does
+    p = worlds["front"]("start", "f1")
+    assert p.returncode == 125 and "running" in one_line_error(p)
+
+    assert alone("kill", "f1", "SIGKILL").returncode == 1  # a name: Python's to read
+    alone("kill", "f1", "9", check=True)
+    until(lambda: json.loads(python("state", "f1", check=True).stdout)["status"] == "stopped",
+          "stopped")
+    assert alone("kill", "f1", "9").returncode == 1  # not running: Python says so
+    assert same_state(worlds, "f1")["status"] == "stopped"
+    alone("delete", "f1", check=True)
+    assert python.containers() == []
+    assert not [g for g in groups if os.path.exists(g)]
+
+
+def test_unknown_ids_and_what_the_front_hands_over(worlds, rootfs, work):
+    alone, front, python = worlds["alone"], worlds["front"], worlds["python"]
+    assert alone("delete", "--force", "never-made").returncode == 0
+    assert alone("delete", "never-made", "-f").returncode == 0
+    for args in (("delete", "never-made"), ("start", "never-made"), ("state", "never-made"),
+                 ("state", "../x"), ("delete", "-f", "a", "b"), ("kill", "never-made"),
+                 ("--systemd-cgroup", "state", "x"), ("--version",), ()):
+        assert alone(*args).returncode == 1, args  # /bin/false: Python's turn
+    for verb in ("delete", "start", "state"):
+        p, q = front(verb, "never-made"), python(verb, "never-made")
+        assert (p.returncode, p.stdout, p.stderr) == (q.returncode, q.stdout, q.stderr)
+        assert "does not exist" in one_line_error(p)
+    # created, init alive: delete kills it first, which is Python's to do
+    create(python, bundle(python, rootfs, work, "b2", ["true"]), "f2")
+    assert alone("delete", "f2").returncode == 1
+    front("delete", "f2", check=True)
+    assert python.containers() == []
+
+
+def test_a_failed_start_is_reported_as_python_reports_it(worlds, rootfs, work):
+    """init's answer at the exec barrier is read once, by the front: its
+    failure reaches stderr and the JSON log through Python."""
+    python, front = worlds["python"], worlds["front"]
+
+    def failing_hook(config):
+        config["hooks"] = {"startContainer": [{"path": "/bin/false"}]}
+    b = bundle(python, rootfs, work, "b3", ["true"], failing_hook)
+    create(python, b, "f3")
+    create(python, b, "f4")
+    log = os.path.join(work, "log.json")
+    p = front("--log", log, "--log-format", "json", "start", "f3")
+    q = python("start", "f4")
+    assert p.returncode == q.returncode == 125
+    assert one_line_error(p) == one_line_error(q)
+    assert "startContainer hook /bin/false failed" in p.stderr
+    with open(log) as f:
+        entry = json.loads(f.read().splitlines()[-1])
+    assert entry["level"] == "error" and entry["msg"] == p.stderr.strip()[len("pyctr: "):]
+    front("delete", "--force", "f3", check=True)
+    front("delete", "--force", "f4", check=True)
+    assert python.containers() == []
+
+
+def test_launcher_names_its_interpreter(commands):
+    front, alone = commands
+    assert launcher.interpreter(front) == sys.executable
+    assert launcher.interpreter(alone) == "/bin/false"
+    p = subprocess.run([front, "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and "pyctr version" in p.stdout
+
+
+def test_python_never_imports_from_the_current_directory(commands, tmp_path):
+    """Root's pyctr started in a directory someone else can write to."""
+    (tmp_path / "pyctr.py").write_text("print('hijacked')\n")
+    (tmp_path / "types.py").write_text("print('hijacked')\n")
+    p = subprocess.run([commands[0], "--version"], capture_output=True, text=True,
+                       cwd=str(tmp_path))
+    assert p.returncode == 0 and "hijacked" not in p.stdout + p.stderr
