@@ -66,7 +66,7 @@ class Undo:
 def networks_plan(c):
     """Network files, kinds, MAC/IP/MTU and host devices are checked before
     anything exists: a bad request leaves no record and makes no child."""
-    if c.spec.networks:
+    if c.spec.networks and not c.paths.rootless:  # a user's: the helper checks them
         from pyctr import network
         c.prepared = network.prepare(c.paths, c.spec.networks)
 
@@ -238,10 +238,14 @@ def ids(c):
 def networks(c):
     if not c.spec.networks:
         return
-    from pyctr import network
     # attach() undoes its own partial work on failure; on success its
     # records go into the state first, so a later failure can detach.
-    c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
+    if c.paths.rootless:  # the privileged helper wires a user's (network/rootless.py)
+        from pyctr.network import rootless
+        c.state.networks = rootless.attach(c.paths, c.spec.id, c.spec.networks, c.pid)
+    else:
+        from pyctr import network
+        c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
     c.undo.push(_detach_networks, c)
     c.store.save(c.state)
     _write_hosts(c)
@@ -375,8 +379,12 @@ def release(paths, state):
     devices and addresses, its cgroup. Idempotent; the record then lists
     nothing."""
     if state.networks:
-        from pyctr import network
-        network.detach(paths, state.id, state.networks)
+        if paths.rootless:
+            from pyctr.network import rootless
+            rootless.detach(paths, state.id, state.networks)
+        else:
+            from pyctr import network
+            network.detach(paths, state.id, state.networks)
         state.networks = []
     if state.cgroup:
         from pyctr import cgroups

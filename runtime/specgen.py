@@ -90,7 +90,8 @@ def build(paths, opts):
         from pyctr.idmap import maps_for
         spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
         if rootless and spec.networks:
-            raise PyctrError("rootless containers support --net=none or --net=host only")
+            from pyctr.network import rootless as user_networks
+            user_networks.check(spec.networks)
     identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
     return spec.freeze()
 

@@ -1,0 +1,71 @@
+"""A non-root user's networks: what an administrator defined and granted,
+wired by the privileged helper (pyctr.netd) instead of by pyctr itself.
+
+A user's container has its own user namespace (the caller mapped to root)
+and, cloned together with it, its own network namespace, which that user
+namespace owns. The networks stage opens /proc/PID/ns/net of the child
+and hands that fd to the helper, which checks the policy and creates the
+devices in it; the records it returns are the ones root's network.attach
+returns, so the state, /etc/hosts and the MPI settings read them as usual.
+
+    check(requests)                   before anything exists: only defined networks
+    attach(paths, container_id, requests, pid) -> [record, ...]
+    detach(paths, container_id, records)
+    allowed_rows(paths) -> rows for `pyctr net ls`
+
+The helper's client is imported here only, and only when a user's
+container has a network: `pyctr run --net=none` pays nothing for it.
+"""
+import os
+
+from pyctr.errors import PyctrError
+
+ONLY_DEFINED = ("rootless containers use networks an administrator defined and granted "
+                "(pyctr net ls shows yours): --net=%s needs root")
+
+
+def check(requests):
+    """Ad-hoc `KIND:TARGET` networks make host devices of the user's
+    choosing: root only. A defined network's own checks are the helper's."""
+    for req in requests:
+        if req.form != "network":
+            raise PyctrError(ONLY_DEFINED % _shown(req))
+
+
+def _shown(req):
+    return "%s:%s" % (req.form, req.network) if req.network else req.form
+
+
+def attach(paths, container_id, requests, pid):
+    """The helper wires `requests` into the netns of `pid` (the caller's
+    own child); returns its records. One PyctrError (the helper's line)
+    if it refuses; the helper then leaves nothing."""
+    from pyctr.netd import client
+    try:
+        fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise PyctrError("cannot open the network namespace of process %d: %s"
+                         % (pid, e.strerror)) from e
+    try:
+        return client.attach(paths, container_id, list(requests), pid, fd)
+    finally:
+        os.close(fd)
+
+
+def detach(paths, container_id, records):
+    from pyctr.netd import client
+    client.detach(paths, container_id, records)
+
+
+def allowed_rows(paths):
+    """`pyctr net ls` for a user: the networks the policy grants them, with
+    how many containers they may hold on each and hold now."""
+    from pyctr.netd import client
+    rows = [("NAME", "KIND", "SUBNET", "USED", "QUOTA", "CHOOSE")]
+    for net in client.allowed(paths):
+        choose = [what for what in ("ip", "mac") if net.get("choose_" + what)]
+        quota = net.get("max_containers")
+        rows.append((str(net["network"]), str(net.get("kind") or "-"),
+                     str(net.get("subnet") or "-"), str(net.get("used", 0)),
+                     "-" if quota is None else str(quota), ",".join(choose) or "-"))
+    return rows
