@@ -1,0 +1,269 @@
+"""A non-root user on networks the administrator defined and granted
+(issue 11), for real: a user made here, two simulated nodes, the privileged
+helper (`pyctr netd serve`) as root in each, and `pyctr run --net=lan` as
+that user in each node. Denials are one line, exit 125, and leave nothing;
+a killed `pyctr run` leaves nothing root's `pyctr gc` cannot remove.
+
+The end-to-end tests wait for netd's daemon (pyctr.netd.server): they are
+skipped, saying so, until it exists, and run once it does."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import IS_ROOT, one_line_error
+from pyctr import userbed
+from pyctr.testbed import Testbed
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="makes a user and namespaces: needs root")
+needs_helper = pytest.mark.skipif(not userbed.helper_available(),
+                                  reason="waits for netd's daemon (pyctr.netd.server)")
+QUOTA = 2
+
+
+@pytest.fixture(scope="module")
+def user():
+    with userbed.TestUser() as u:
+        if not u.userns_works():
+            pytest.skip("unprivileged user namespaces are off here "
+                        "(kernel.unprivileged_userns_clone / user.max_user_namespaces)")
+        yield u
+
+
+def root_ok(node, *args):
+    p = node.pyctr(*args, timeout=60)
+    assert p.returncode == 0, "pyctr %s -> %d: %s" % (" ".join(args), p.returncode, p.stderr)
+    return p
+
+
+@pytest.fixture(scope="module", params=["veth", "macvlan"])
+def bed(request, user, image_data):
+    """Two nodes; root defines `lan` (the kind of the test) on each node's
+    NIC, each node handing out its own slice, and `closed`, which nobody
+    is granted; the policy grants `lan` to the user."""
+    kind = request.param
+    with Testbed(prefix="prl", nodes=2, data=image_data) as tb:
+        for node in tb.nodes:
+            root_ok(node, "net", "create", "lan", "--kind", kind, "--subnet", "10.77.0.0/24",
+                    "--uplink", "nic0", "--per-node")
+            root_ok(node, "net", "create", "closed", "--subnet", "10.78.0.0/24")
+            userbed.write_policy(node, {"lan": {"users": [user.name],
+                                                "max_containers": QUOTA}})
+        helpers = userbed.Helpers(tb) if userbed.helper_available() else None
+        try:
+            if helpers:
+                helpers.up()
+            yield Bed(kind, tb, user, helpers)
+        finally:
+            if helpers:
+                helpers.down()
+            user.kill_processes()
+            for node in tb.nodes:
+                user.on(node).clean()
+
+
+class Bed:
+    def __init__(self, kind, tb, user, helpers):
+        self.kind, self.tb, self.user, self.helpers = kind, tb, user, helpers
+        self.a, self.b = tb.nodes
+
+    def me(self, node):
+        return self.user.on(node, self.helpers)
+
+
+def leases(node):
+    """Root's leases held by containers on the node (the helper's pools)."""
+    out = []
+    ipam = os.path.join(node.paths.root, "ipam")
+    for pool in sorted(os.listdir(ipam)) if os.path.isdir(ipam) else []:
+        for name in sorted(os.listdir(os.path.join(ipam, pool))):
+            path = os.path.join(ipam, pool, name)
+            if os.path.isfile(path) and name[0].isdigit():
+                with open(path) as f:
+                    if "owner shim" not in f.read():
+                        out.append("%s/%s" % (pool, name))
+    return out
+
+
+def interfaces(node):
+    """The node's interfaces that are a container's host side (veth ends)."""
+    links = json.loads(node.run(["ip", "-j", "link"], check=True).stdout)
+    return [link["ifname"] for link in links if link["ifname"].startswith("pyv")]
+
+
+def nothing_left(bed, node):
+    me = bed.me(node)
+    return {"containers": me.containers(), "leases": leases(node),
+            "interfaces": interfaces(node), "processes": bed.user.pids()}
+
+
+NOTHING = {"containers": [], "leases": [], "interfaces": [], "processes": []}
+
+
+def refused(bed, node, *args):
+    p = bed.me(node).pyctr("run", "--rm", *args, "busybox", "true", timeout=120)
+    assert p.returncode == 125, p.stdout + p.stderr
+    return one_line_error(p)
+
+
+# -- what needs no helper ---------------------------------------------------------------
+
+def test_ad_hoc_networks_stay_roots(bed):
+    """veth:BR and macvlan:NIC make host devices of the user's choosing."""
+    for net in ("veth:br0", "macvlan:nic0"):
+        line = refused(bed, bed.a, "--net=" + net)
+        assert "rootless containers use networks an administrator defined" in line
+        assert "--net=%s needs root" % net in line
+    assert nothing_left(bed, bed.a) == NOTHING
+
+
+def test_user_without_network_is_unchanged(bed):
+    p = bed.me(bed.a).pyctr("run", "--rm", "busybox", "sh", "-c", "id -u; ls /sys/class/net")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "lo"]
+
+
+# -- through the helper ------------------------------------------------------------------
+
+SERVER = ("ip -o -4 addr show eth0; r0=$(cat /sys/class/net/eth0/statistics/rx_bytes); "
+          "timeout 60 nc -l -p 5000 | wc -c; "
+          "echo rx $(( $(cat /sys/class/net/eth0/statistics/rx_bytes) - r0 ))")
+CLIENT = ("t0=$(cat /sys/class/net/eth0/statistics/tx_bytes); ping -c 2 -W 3 %s >&2 || exit 3; "
+          "for i in $(seq 50); do dd if=/dev/zero bs=64k count=16 2>/dev/null | nc %s 5000 "
+          "&& break; sleep 0.2; done; "
+          "echo tx $(( $(cat /sys/class/net/eth0/statistics/tx_bytes) - t0 ))")
+
+
+@needs_helper
+def test_user_containers_talk_across_nodes_over_their_eth0(bed):
+    """A user's container on each node, on the granted network: 1 MiB goes
+    out of one's eth0 and into the other's, across the simulated wire."""
+    server = bed.me(bed.b).pyctr_popen("run", "--rm", "--net=lan", "busybox", "sh", "-c",
+                                       SERVER, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+    try:
+        first = server.stdout.readline()
+        match = re.search(r"inet (10\.77\.0\.\d+)/24", first)
+        assert match, first + server.stderr.read()
+        ip = match.group(1)
+        p = bed.me(bed.a).pyctr("run", "--rm", "--net=lan", "busybox", "sh", "-c",
+                                CLIENT % (ip, ip), timeout=120)
+        assert p.returncode == 0, p.stderr
+        out, err = server.communicate(timeout=90)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    received, rx = out.split()[0], int(out.split()[-1])
+    tx = int(p.stdout.split()[-1])
+    assert int(received) == 1 << 20
+    assert tx >= 1 << 20 and rx >= 1 << 20
+    for node in (bed.a, bed.b):
+        assert nothing_left(bed, node) == NOTHING
+
+
+@needs_helper
+def test_net_ls_shows_the_user_what_they_may_use(bed):
+    sleeper = bed.me(bed.a).pyctr_popen("run", "--rm", "--net=lan", "busybox", "sleep", "60",
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: len(leases(bed.a)) == 1, sleeper)
+        p = bed.me(bed.a).pyctr("net", "ls")
+        assert p.returncode == 0, p.stderr
+        rows = [line.split() for line in p.stdout.splitlines()]
+        assert rows[0] == ["NAME", "KIND", "SUBNET", "USED", "QUOTA", "CHOOSE"]
+        assert rows[1:] == [["lan", bed.kind, "10.77.0.0/24", "1", str(QUOTA), "-"]]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    root = root_ok(bed.a, "net", "ls").stdout  # root's view is every network
+    assert "closed" in root and "lan" in root
+
+
+@needs_helper
+def test_refused_on_a_network_not_granted(bed):
+    line = refused(bed, bed.a, "--net=closed")
+    assert line == "pyctr: network closed: user %s may not attach (policy %s)" % (
+        bed.user.name, os.path.join(bed.a.paths.config, "policy.toml"))
+    assert nothing_left(bed, bed.a) == NOTHING
+
+
+@needs_helper
+def test_refused_an_address_of_their_choosing(bed):
+    line = refused(bed, bed.a, "--net=lan", "--ip", "10.77.0.20")
+    assert "network lan" in line and "ip" in line
+    assert nothing_left(bed, bed.a) == NOTHING
+
+
+@needs_helper
+def test_refused_beyond_the_quota(bed):
+    me = bed.me(bed.a)
+    sleepers = [me.pyctr_popen("run", "--rm", "--net=lan", "busybox", "sleep", "60",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for _ in range(QUOTA)]
+    try:
+        for s in sleepers:
+            _wait_for(lambda: len(leases(bed.a)) == QUOTA, s)
+        line = refused(bed, bed.a, "--net=lan")
+        assert "network lan" in line and str(QUOTA) in line
+        assert len(me.containers()) == QUOTA  # the refused one left no record
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
+    _wait_for(lambda: not bed.user.pids())
+    me.pyctr("gc")
+    assert nothing_left(bed, bed.a) == NOTHING
+
+
+def _wait_for(condition, proc=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("exited %d: %s" % (proc.returncode, proc.stderr.read()))
+        if time.monotonic() > deadline:
+            raise AssertionError("not true after %d s" % timeout)
+        time.sleep(0.05)
+
+
+# kill -9 of the user's `pyctr run` at a few points of its life
+POINTS = {
+    "record": lambda bed, me: me.containers(),           # reserved, not attached yet
+    "lease": lambda bed, me: leases(bed.a),              # the helper wired it
+    "running": lambda bed, me: _running(me),             # the workload runs
+}
+
+
+def _running(me):
+    for name in me.containers():
+        try:
+            with open(os.path.join(me.state_root, "containers", name, "state.json")) as f:
+                if json.load(f).get("status") == "running":
+                    return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+@needs_helper
+@pytest.mark.parametrize("point", sorted(POINTS))
+def test_kill_9_of_a_users_run_leaves_nothing_root_gc_cannot_remove(bed, point):
+    me = bed.me(bed.a)
+    run = me.pyctr_popen("run", "--net=lan", "busybox", "sleep", "60",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: POINTS[point](bed, me), run)
+    finally:
+        # nsenter, setpriv and env each exec the next: this pid is pyctr's
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+    _wait_for(lambda: not bed.user.pids())  # the container died with its pyctr
+    root_ok(bed.a, "gc")  # root's leases: the helper's pools
+    me.pyctr("gc")        # the user's own records
+    assert nothing_left(bed, bed.a) == NOTHING
+
