@@ -53,8 +53,17 @@ def attach(paths, container_id, requests, pid):
 
 
 def detach(paths, container_id, records):
+    """The helper releases what it made for the container. A helper that
+    cannot be reached now does not keep the user's container (or its exit
+    code) hostage: its leases belong to the container's init, which is gone
+    or going, and the helper reclaims a dead owner's lease as root's gc does."""
     from pyctr.netd import client
-    client.detach(paths, container_id, records)
+    try:
+        client.detach(paths, container_id, records)
+    except PyctrError as e:
+        import sys
+        sys.stderr.write("pyctr: warning: container %s: its network is released when the "
+                         "helper reclaims it (%s)\n" % (container_id, e))
 
 
 def allowed_rows(paths):
@@ -69,3 +78,45 @@ def allowed_rows(paths):
                      str(net.get("subnet") or "-"), str(net.get("used", 0)),
                      "-" if quota is None else str(quota), ",".join(choose) or "-"))
     return rows
+
+
+def call_in_container(ns_dir, make):
+    """make() -> [socket], run in the network namespace of a user's
+    container (ns_dir: its /proc/PID/ns). That netns belongs to the
+    container's user namespace, and the kernel lets in only a process that
+    holds CAP_SYS_ADMIN there: joining that user namespace gives it to its
+    owner, but only a single-threaded process may join, and never back. So
+    a forked process joins both, makes the sockets and sends them here; a
+    socket stays in the netns it was made in. Raises OSError."""
+    import socket
+    from pyctr.syscalls import CLONE_NEWNET, CLONE_NEWUSER, Syscalls
+    here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (a forked process; its work is checked by the parent)
+        code = 1
+        try:
+            here.close()
+            syscall = Syscalls()
+            for name, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
+                fd = os.open(os.path.join(ns_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+                syscall.setns(fd, flag)
+                os.close(fd)
+            made = make()
+            socket.send_fds(there, [b"ok"], [s.fileno() for s in made])
+            code = 0
+        except OSError as e:
+            there.send(("%d %s" % (e.errno or 0, e.strerror or e)).encode()[:1000])
+        except BaseException as e:  # never let the fork return into pyctr
+            there.send(("0 %s" % e).encode()[:1000])
+        finally:
+            os._exit(code)
+    there.close()
+    try:
+        message, fds, _, _ = socket.recv_fds(here, 1024, 64)
+    finally:
+        here.close()
+        os.waitpid(pid, 0)
+    if message != b"ok":
+        number, _, text = message.decode(errors="replace").partition(" ")
+        raise OSError(int(number) if number.isdigit() else 0, text or "no answer")
+    return [socket.socket(fileno=fd) for fd in fds]
