@@ -15,6 +15,7 @@ the Container (paths, fds, pid) and its ContainerState record.
   cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
+  user_namespaces  a user's container with networks: its namespaces opened for the helper
   cgroup_attach  the child into its group, before it does anything
   ids            the child builds its root meanwhile (a bundle's: after its hooks)
   record         status created, pid
@@ -208,6 +209,16 @@ def id_maps(c):
             raise from_oserror("cannot write uid/gid map", e) from e
 
 
+def user_namespaces(c):
+    """A user's container with networks: its user and network namespaces
+    are opened now, before IDS, while the child still lets its owner in,
+    for the network helper and the PMIx relay (network/rootless.py)."""
+    if c.paths.rootless and c.spec.networks:
+        from pyctr.network.rootless import Namespaces
+        c.user_ns = Namespaces(c.pid)
+        c.undo.push(c.user_ns.close)
+
+
 def cgroup_attach(c):
     if c.state.cgroup:
         from pyctr import cgroups
@@ -242,7 +253,8 @@ def networks(c):
     # records go into the state first, so a later failure can detach.
     if c.paths.rootless:  # the privileged helper wires a user's (network/rootless.py)
         from pyctr.network import rootless
-        c.state.networks = rootless.attach(c.paths, c.spec.id, c.spec.networks, c.pid)
+        c.state.networks = rootless.attach(c.paths, c.spec.id, c.spec.networks, c.pid,
+                                           c.user_ns)
     else:
         from pyctr import network
         c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
@@ -269,7 +281,8 @@ def mpi_rank(c):
     said = list(c.extra_env)
     servers = relay.loopback_servers(env)
     if servers:
-        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
+        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall,
+                                          c.user_ns)
         relay.serve(listeners, servers)
         c.state.pmix_relay = ["%s:%d" % s for s in servers]
         said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
@@ -292,7 +305,8 @@ def bundle_ready(c):
 
 
 STAGES = (networks_plan, cgroup_warm_up, reserve, etc_files, namespaces, cgroup, clone, id_maps,
-          cgroup_attach, ids, record, bundle, networks, mpi_rank, ready, bundle_ready)
+          user_namespaces, cgroup_attach, ids, record, bundle, networks, mpi_rank, ready,
+          bundle_ready)
 
 
 class Container:
@@ -321,6 +335,7 @@ class Container:
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
+        self.user_ns = None        # a user's: network.rootless.Namespaces, for the helper
         self.extra_env = []        # learnt before start, reaches the workload
         self.fds = {}              # sent by the child before READY ("pty")
 
@@ -362,6 +377,8 @@ class Container:
         """After a normal exit: the record says what to remove; it is kept
         (status stopped, nothing attached) unless --rm."""
         self.undo = Undo()
+        if self.user_ns:
+            self.user_ns.close()
         if self.spec.remove:
             teardown(self.paths, self.state)
         else:

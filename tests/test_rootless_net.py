@@ -267,3 +267,120 @@ def test_kill_9_of_a_users_run_leaves_nothing_root_gc_cannot_remove(bed, point):
     me.pyctr("gc")        # the user's own records
     assert nothing_left(bed, bed.a) == NOTHING
 
+
+
+# -- the user's side against a recording stand-in for the helper -----------------------
+
+class FakeHelper:
+    """Answers on a socket as the helper would, without wiring anything:
+    records each request with the netns its fd is, and refuses attach
+    when told to."""
+
+    def __init__(self, path, refuse=None):
+        import socket
+        import threading
+        self.path, self.refuse, self.seen = path, refuse, []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.bind(path)
+        os.chmod(path, 0o666)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        from pyctr.netd import protocol
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data, fd, _ = protocol.recv(conn, protocol.MAX_REQUEST)
+                message = protocol.decode_request(data)
+                seen = {"type": message.type}
+                if message.type == "attach":
+                    seen.update(container=message.container, networks=message.networks,
+                                fd_netns=os.fstat(fd).st_ino,
+                                pid_netns=os.stat("/proc/%d/ns/net" % message.pid).st_ino)
+                    os.close(fd)
+                self.seen.append(seen)
+                if message.type == "attach" and self.refuse:
+                    protocol.send(conn, protocol.encode_reply(error=self.refuse))
+                elif message.type == "attach":
+                    protocol.send(conn, protocol.encode_reply(ok=[
+                        {"ifname": "eth0", "kind": "veth", "network": "lan",
+                         "ip": "10.77.0.99/24"}]))
+                elif message.type == "list":
+                    protocol.send(conn, protocol.encode_reply(ok=[
+                        {"network": "lan", "kind": "veth", "subnet": "10.77.0.0/24",
+                         "max_containers": 8, "used": 3, "choose_ip": True,
+                         "choose_mac": False}]))
+                else:
+                    protocol.send(conn, protocol.encode_reply(ok=None))
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+
+
+@pytest.fixture
+def fake_helper(bed):
+    helpers = []
+
+    def start(**kw):
+        h = FakeHelper(os.path.join(bed.a.base, "fake-netd-%d.sock" % len(helpers)), **kw)
+        helpers.append(h)
+        return h
+    yield start
+    for h in helpers:
+        h.close()
+
+
+def as_user_with(bed, helper):
+    me = bed.user.on(bed.a)
+    me.socket = helper.path
+    return me
+
+
+def test_a_refusal_is_the_helpers_line_and_leaves_nothing(bed, fake_helper):
+    why = "network lan: user %s may not attach (policy /etc/pyctr/policy.toml)" % bed.user.name
+    helper = fake_helper(refuse=why)
+    me = as_user_with(bed, helper)
+    p = me.pyctr("run", "--rm", "--net=lan,mac=02:00:00:00:00:07", "busybox", "true")
+    assert p.returncode == 125 and one_line_error(p) == "pyctr: " + why
+    (attach,) = helper.seen
+    # the helper got the container's own netns, made with its user namespace
+    assert attach["fd_netns"] == attach["pid_netns"]
+    assert attach["fd_netns"] != os.stat("/run/netns/" + bed.a.netns).st_ino
+    (asked,) = attach["networks"]
+    assert {k: v for k, v in asked.items() if v != []} == {
+        "form": "network", "network": "lan", "mac": "02:00:00:00:00:07"}
+    assert me.containers() == [] and bed.user.pids() == []
+
+
+def test_the_helpers_records_are_the_containers_and_released_at_exit(bed, fake_helper):
+    helper = fake_helper()
+    me = as_user_with(bed, helper)
+    p = me.pyctr("run", "--rm", "--net=lan", "busybox", "cat", "/etc/hosts")
+    assert p.returncode == 0, p.stderr
+    assert "10.77.0.99\t" in p.stdout  # /etc/hosts from the helper's record
+    assert [s["type"] for s in helper.seen] == ["attach", "detach"]
+    assert me.containers() == []
+
+
+def test_net_ls_as_a_user_is_the_helpers_list(bed, fake_helper):
+    me = as_user_with(bed, fake_helper())
+    p = me.pyctr("net", "ls")
+    assert p.returncode == 0, p.stderr
+    assert [line.split() for line in p.stdout.splitlines()] == [
+        ["NAME", "KIND", "SUBNET", "USED", "QUOTA", "CHOOSE"],
+        ["lan", "veth", "10.77.0.0/24", "3", "8", "ip"]]
+
+
+def test_no_helper_is_one_line(bed):
+    me = bed.user.on(bed.a)
+    me.socket = os.path.join(bed.a.base, "nobody.sock")
+    p = me.pyctr("run", "--rm", "--net=lan", "busybox", "true")
+    assert p.returncode == 125
+    assert "network helper not running" in one_line_error(p)
+    assert me.containers() == [] and bed.user.pids() == []

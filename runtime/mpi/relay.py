@@ -31,11 +31,12 @@ def loopback_servers(env):
     return out
 
 
-def listen_in_netns(netns_path, servers, syscall):
+def listen_in_netns(netns_path, servers, syscall, user_namespaces=None):
     """Listening sockets, one per (host, port), made inside `netns_path`.
     The calling thread goes back to its own namespace before returning.
     A user's container's netns belongs to its user namespace: only a
-    process that joins that first may enter it (network/rootless.py)."""
+    process that joins that first may enter it; user_namespaces (a
+    network.rootless.Namespaces) are the ones to join then."""
     from pyctr.network.netns import call_in
 
     def listen():
@@ -56,10 +57,10 @@ def listen_in_netns(netns_path, servers, syscall):
             raise
         return listeners
 
-    if os.geteuid() != 0:
+    if user_namespaces is not None:
         from pyctr.network.rootless import call_in_container
         try:
-            return call_in_container(os.path.dirname(netns_path), listen)
+            return call_in_container(user_namespaces, listen)
         except OSError as e:
             raise from_oserror("PMIx relay: cannot listen in the container's network "
                                "namespace", e) from e

@@ -9,7 +9,9 @@ devices in it; the records it returns are the ones root's network.attach
 returns, so the state, /etc/hosts and the MPI settings read them as usual.
 
     check(requests)                   before anything exists: only defined networks
-    attach(paths, container_id, requests, pid) -> [record, ...]
+    Namespaces(pid)                   the child's user and net namespaces, opened
+                                      before IDS (it hides itself then)
+    attach(paths, container_id, requests, pid, namespaces) -> [record, ...]
     detach(paths, container_id, records)
     allowed_rows(paths) -> rows for `pyctr net ls`
 
@@ -36,20 +38,37 @@ def _shown(req):
     return "%s:%s" % (req.form, req.network) if req.network else req.form
 
 
-def attach(paths, container_id, requests, pid):
-    """The helper wires `requests` into the netns of `pid` (the caller's
-    own child); returns its records. One PyctrError (the helper's line)
-    if it refuses; the helper then leaves nothing."""
+class Namespaces:
+    """A user's container's user and network namespaces, opened while its
+    child still lets its owner in: the child makes itself not dumpable at
+    IDS (syscalls.clone), and from then on its /proc/PID/ns/* are closed
+    to a caller without CAP_SYS_PTRACE on the host."""
+    __slots__ = ("user", "net")
+
+    def __init__(self, pid):
+        self.user = self.net = -1
+        try:
+            self.user = os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            self.net = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.close()
+            raise PyctrError("cannot open the namespaces of process %d: %s"
+                             % (pid, e.strerror)) from e
+
+    def close(self):
+        for fd in (self.user, self.net):
+            if fd >= 0:
+                os.close(fd)
+        self.user = self.net = -1
+
+
+def attach(paths, container_id, requests, pid, namespaces):
+    """The helper wires `requests` into the network namespace of `pid` (the
+    caller's own child, its fd in `namespaces`); returns its records. One
+    PyctrError (the helper's line) if it refuses; the helper then leaves
+    nothing."""
     from pyctr.netd import client
-    try:
-        fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise PyctrError("cannot open the network namespace of process %d: %s"
-                         % (pid, e.strerror)) from e
-    try:
-        return client.attach(paths, container_id, list(requests), pid, fd)
-    finally:
-        os.close(fd)
+    return client.attach(paths, container_id, list(requests), pid, namespaces.net)
 
 
 def detach(paths, container_id, records):
@@ -80,9 +99,9 @@ def allowed_rows(paths):
     return rows
 
 
-def call_in_container(ns_dir, make):
+def call_in_container(namespaces, make):
     """make() -> [socket], run in the network namespace of a user's
-    container (ns_dir: its /proc/PID/ns). That netns belongs to the
+    container (its Namespaces). That netns belongs to the
     container's user namespace, and the kernel lets in only a process that
     holds CAP_SYS_ADMIN there: joining that user namespace gives it to its
     owner, but only a single-threaded process may join, and never back. So
@@ -97,10 +116,8 @@ def call_in_container(ns_dir, make):
         try:
             here.close()
             syscall = Syscalls()
-            for name, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
-                fd = os.open(os.path.join(ns_dir, name), os.O_RDONLY | os.O_CLOEXEC)
-                syscall.setns(fd, flag)
-                os.close(fd)
+            syscall.setns(namespaces.user, CLONE_NEWUSER)
+            syscall.setns(namespaces.net, CLONE_NEWNET)
             made = make()
             socket.send_fds(there, [b"ok"], [s.fileno() for s in made])
             code = 0
