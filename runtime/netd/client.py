@@ -11,6 +11,7 @@ reply. Errors are the daemon's one line as a PyctrError (exit 125).
 """
 import errno
 import os
+import sys
 
 from pyctr.errors import PyctrError
 from pyctr.netd import protocol
@@ -20,6 +21,7 @@ ENV_SOCKET = "PYCTR_NETD_SOCKET"
 # An ATTACH may ARP-probe a few addresses (arp.py: ~1 s each at worst); the
 # daemon bounds its own work, this bounds a daemon that stopped answering.
 REPLY_SECONDS = 60
+BUSY_SECONDS = 10
 NOT_RUNNING = "network helper not running (socket %s; an administrator starts it: " \
               "pyctr netd serve --daemon)"
 
@@ -58,9 +60,24 @@ def available(paths):
 
 
 def _ask(paths, message, fd=-1):
-    import _socket
-    path = socket_path(paths)
+    """The reply's value; a busy daemon (too many requests at once) is asked
+    again for up to BUSY_SECONDS."""
+    import time
     data = protocol.encode_request(message)
+    deadline = time.monotonic() + BUSY_SECONDS
+    pause = 0.02
+    while True:
+        try:
+            return _exchange(socket_path(paths), data, fd)
+        except PyctrError as e:
+            if not str(e).startswith(protocol.BUSY) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+def _exchange(path, data, fd):
+    import _socket
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(REPLY_SECONDS)
@@ -70,6 +87,15 @@ def _ask(paths, message, fd=-1):
             raise PyctrError(NOT_RUNNING % path) from e
         except PermissionError as e:
             raise PyctrError("network helper socket %s: permission denied" % path) from e
+        except OSError as e:
+            raise PyctrError("network helper socket %s" % path, e.errno or 0) from e
+        # Only root's helper gets a container's netns: not a socket someone
+        # else made where $PYCTR_NETD_SOCKET points.
+        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        owner = int.from_bytes(cred[4:8], sys.byteorder)
+        if owner != 0:
+            raise PyctrError("network helper socket %s is served by uid %d, not root"
+                             % (path, owner))
         try:
             protocol.send(sock, data, fd)
             reply, extra, _ = protocol.recv(sock, protocol.MAX_REPLY)

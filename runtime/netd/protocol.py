@@ -28,6 +28,7 @@ MAX_NETWORKS = 8         # interfaces per ATTACH
 MAX_ID = 128             # a container id (an engine's are 64 hex digits)
 REQUEST_FIELDS = ("network", "ip", "mac", "mtu", "routes", "mode", "source_macs", "host_shim")
 MAX_ROUTES = 16
+BUSY = "network helper busy (too many requests at once)"  # the client asks again
 _SOL_SOCKET = 1
 _SCM_RIGHTS = 1
 _INT = 4                 # SCM_RIGHTS carries C ints

@@ -31,12 +31,13 @@ def prepare(paths, requests, kernel=None):
     return _prepare(paths, requests, kernel)
 
 
-def attach(paths, container_id, prepared, pid, kernel=None):
+def attach(paths, container_id, prepared, pid, kernel=None, netns_fd=None, uid=None):
     """Create each prepared interface in the netns of `pid` (eth0, eth1, ...)
     with address, routes, lease and host-side parts. Returns JSON-able
-    records (wiring.py). Undoes itself and raises PyctrError on failure."""
+    records (wiring.py). Undoes itself and raises PyctrError on failure.
+    The network helper (netd) passes the user's netns_fd and uid."""
     from pyctr.network.wiring import attach as _attach
-    return _attach(paths, container_id, prepared, pid, kernel)
+    return _attach(paths, container_id, prepared, pid, kernel, netns_fd, uid)
 
 
 def detach(paths, container_id, records, kernel=None):

@@ -40,7 +40,7 @@ def start_time(pid):
 
 class Lease:
     __slots__ = ("ip", "path", "pid", "start", "shim", "container", "ifname", "host_ifname",
-                 "mode")
+                 "mode", "uid")
 
     def __init__(self, ip, path, fields):
         self.ip, self.path = ip, path
@@ -52,6 +52,8 @@ class Lease:
         self.ifname = fields.get("ifname")
         self.host_ifname = fields.get("host") or None
         self.mode = fields.get("mode") or None  # macvlan mode
+        uid = fields.get("uid", "")
+        self.uid = int(uid) if uid.isdigit() else None  # a user's, through the helper (netd)
 
     @property
     def holder(self):
@@ -145,7 +147,8 @@ class Pool:
     # -- changing (call with the pool locked) --------------------------
     def allocate(self, first, last, owner, want=None, subnet=None, exclude=()):
         """Lease `want` (an int) or the lowest free address in first..last.
-        owner: dict with pid+start or shim, container, ifname, host.
+        owner: dict with pid+start or shim, container, ifname, host, and
+        uid for a user's lease made by the network helper.
         Returns (ip_int, reclaimed leases)."""
         assert self._lock_fd is not None, "allocate() needs the pool locked"
         leases = self.leases()
@@ -190,6 +193,8 @@ class Pool:
         text = "owner %s\ncontainer %s\nifname %s\nhost %s\nmode %s\n" % (
             who, owner.get("container", ""), owner.get("ifname", ""), owner.get("host") or "",
             owner.get("mode") or "")
+        if owner.get("uid") is not None:
+            text += "uid %d\n" % owner["uid"]
         fd = os.open(os.path.join(self.dir, int_ip(ip)),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

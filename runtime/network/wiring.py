@@ -115,7 +115,9 @@ class Wire:
         return got, net.subnet.prefix
 
 
-def attach(paths, container_id, prepared, pid, kernel=None):
+def attach(paths, container_id, prepared, pid, kernel=None, netns_fd=None, uid=None):
+    """netns_fd, uid: the network helper's (netd): the netns the user
+    passed, in place of /proc/PID/ns/net, and the user owning the leases."""
     if not prepared:
         return []
     kernel = kernel or Kernel()
@@ -127,11 +129,13 @@ def attach(paths, container_id, prepared, pid, kernel=None):
     ns_fd = None
     container = None
     try:
-        ns_fd = kernel.open_ns(pid)
+        ns_fd = kernel.open_ns(pid) if netns_fd is None else os.dup(netns_fd)
         container = kernel.enter(ns_fd)
         container.set_link(1, up=True)  # lo
         wire = Wire(paths, host, container, ns_fd, undo)
         owner = {"pid": pid, "start": start, "container": container_id}
+        if uid is not None:
+            owner["uid"] = uid
         records = []
         for prep in prepared:
             rec = prep.kind.attach(wire, prep, dict(owner, ifname=prep.ifname))
