@@ -130,7 +130,7 @@ def test_user_without_network_is_unchanged(bed):
 # -- through the helper ------------------------------------------------------------------
 
 SERVER = ("ip -o -4 addr show eth0; r0=$(cat /sys/class/net/eth0/statistics/rx_bytes); "
-          "timeout 60 nc -l -p 5000 | wc -c; "
+          "timeout 60 nc -l -p 5000 -e sh -c 'wc -c > /tmp/n'; cat /tmp/n; "
           "echo rx $(( $(cat /sys/class/net/eth0/statistics/rx_bytes) - r0 ))")
 CLIENT = ("t0=$(cat /sys/class/net/eth0/statistics/tx_bytes); ping -c 2 -W 3 %s >&2 || exit 3; "
           "for i in $(seq 50); do dd if=/dev/zero bs=64k count=16 2>/dev/null | nc %s 5000 "
@@ -142,7 +142,9 @@ CLIENT = ("t0=$(cat /sys/class/net/eth0/statistics/tx_bytes); ping -c 2 -W 3 %s 
 def test_user_containers_talk_across_nodes_over_their_eth0(bed):
     """A user's container on each node, on the granted network: 1 MiB goes
     out of one's eth0 and into the other's, across the simulated wire."""
-    server = bed.me(bed.b).pyctr_popen("run", "--rm", "--net=lan", "busybox", "sh", "-c",
+    # /tmp a tmpfs: the image's own /tmp belongs to (host) root, unmapped here
+    server = bed.me(bed.b).pyctr_popen("run", "--rm", "--net=lan", "--tmpfs", "/tmp",
+                                       "busybox", "sh", "-c",
                                        SERVER, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)
     try:
@@ -159,9 +161,9 @@ def test_user_containers_talk_across_nodes_over_their_eth0(bed):
             server.kill()
             server.wait()
     assert server.returncode == 0, err
-    received, rx = out.split()[0], int(out.split()[-1])
+    received, rx = int(out.split()[0]), int(out.split()[-1])
     tx = int(p.stdout.split()[-1])
-    assert int(received) == 1 << 20
+    assert received == 1 << 20, out + err
     assert tx >= 1 << 20 and rx >= 1 << 20
     for node in (bed.a, bed.b):
         assert nothing_left(bed, node) == NOTHING
