@@ -169,10 +169,30 @@ def test_user_containers_talk_across_nodes_over_their_eth0(bed):
         assert nothing_left(bed, node) == NOTHING
 
 
+# a container that holds its lease until pyctr run forwards it a SIGTERM
+HOLD = ("sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait")
+
+
+def holder(me):
+    return me.pyctr_popen("run", "--rm", "--net=lan", "busybox", *HOLD,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc):
+    """SIGTERM to pyctr run: its container exits, pyctr releases the network."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    assert proc.returncode == 0, err
+
+
 @needs_helper
 def test_net_ls_shows_the_user_what_they_may_use(bed):
-    sleeper = bed.me(bed.a).pyctr_popen("run", "--rm", "--net=lan", "busybox", "sleep", "60",
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sleeper = holder(bed.me(bed.a))
     try:
         _wait_for(lambda: len(leases(bed.a)) == 1, sleeper)
         p = bed.me(bed.a).pyctr("net", "ls")
@@ -181,8 +201,8 @@ def test_net_ls_shows_the_user_what_they_may_use(bed):
         assert rows[0] == ["NAME", "KIND", "SUBNET", "USED", "QUOTA", "CHOOSE"]
         assert rows[1:] == [["lan", bed.kind, "10.77.0.0/24", "1", str(QUOTA), "-"]]
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        stop(sleeper)
+    assert nothing_left(bed, bed.a) == NOTHING
     root = root_ok(bed.a, "net", "ls").stdout  # root's view is every network
     assert "closed" in root and "lan" in root
 
@@ -205,9 +225,7 @@ def test_refused_an_address_of_their_choosing(bed):
 @needs_helper
 def test_refused_beyond_the_quota(bed):
     me = bed.me(bed.a)
-    sleepers = [me.pyctr_popen("run", "--rm", "--net=lan", "busybox", "sleep", "60",
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for _ in range(QUOTA)]
+    sleepers = [holder(me) for _ in range(QUOTA)]
     try:
         for s in sleepers:
             _wait_for(lambda: len(leases(bed.a)) == QUOTA, s)
@@ -216,10 +234,7 @@ def test_refused_beyond_the_quota(bed):
         assert len(me.containers()) == QUOTA  # the refused one left no record
     finally:
         for s in sleepers:
-            s.kill()
-            s.wait()
-    _wait_for(lambda: not bed.user.pids())
-    me.pyctr("gc")
+            stop(s)
     assert nothing_left(bed, bed.a) == NOTHING
 
 
