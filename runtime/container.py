@@ -111,12 +111,17 @@ def etc_files(c):
     with open(os.path.join(etc, "resolv.conf"), "w") as f:
         f.write(resolv)
     root = c.spec.root
-    # A missing file is created to mount on only in an image's overlay
-    # written as real root: never in a plain rootfs (the user's files),
-    # nor where container root is unprivileged and may not write /etc.
-    # Both questions are asked inside the root: an /etc that is a symlink
-    # to a host directory is followed in the root, never on the host.
-    creatable = root.image and not c.spec.uid_mappings and \
+    # A missing file is created to mount on only in an image's overlay:
+    # never in a plain rootfs (the user's files). Under a user namespace
+    # the image's /etc belongs to an owner not mapped there, which the
+    # overlay cannot copy up to create a file in it: the writable layer
+    # then gets an /etc of its own first (rootfs.plan_root), if the image's
+    # is a plain directory (not a symlink, which that /etc would hide).
+    # Questions about the image's files are asked inside the root: an /etc
+    # that is a symlink to a host directory is followed in the root, never
+    # on the host.
+    c.own_etc = bool(root.image and c.spec.uid_mappings and _plain_dir(root.path, "etc"))
+    creatable = root.image and (c.own_etc or not c.spec.uid_mappings) and \
         c.syscall.exists_in_root(root.path, "/etc")
     for name in ("hosts", "hostname", "resolv.conf"):
         if not creatable and not c.syscall.exists_in_root(root.path, "/etc/" + name):
@@ -173,6 +178,16 @@ def _warmed_up(c):
         wait()
 
 
+def _plain_dir(root, name):
+    """Is `name`, a child of directory `root`, a directory itself (lstat:
+    a symlink is not)?"""
+    import stat
+    try:
+        return stat.S_ISDIR(os.lstat(os.path.join(root, name)).st_mode)
+    except OSError:
+        return False
+
+
 def clone(c):
     spec = c.spec
     rootfs, layers = spec.root.path, None
@@ -181,7 +196,8 @@ def clone(c):
         # (see rootfs.plan_root) mounted on this empty directory.
         scratch = os.path.join(c.dir, "rootfs")
         os.mkdir(scratch)
-        rootfs, layers = scratch + "/merged", (spec.root.path, scratch)
+        rootfs, layers = scratch + "/merged", (spec.root.path, scratch) + \
+            (("/etc",) if c.own_etc else ())
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
@@ -328,6 +344,7 @@ class Container:
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins
         self.etc_mounts = []
+        self.own_etc = False       # the overlay's writable layer has its own /etc (etc_files)
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up

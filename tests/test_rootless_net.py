@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import IS_ROOT, one_line_error
+from test_cluster import ring  # noqa: F401 (a fixture: ring.c built with both MPIs)
 from pyctr import userbed
 from pyctr.testbed import Testbed
 
@@ -401,3 +402,47 @@ def test_no_helper_is_one_line(bed):
     assert p.returncode == 125
     assert "network helper not running" in one_line_error(p)
     assert me.containers() == [] and bed.user.pids() == []
+
+
+# -- MPI: a user's hybrid launch ----------------------------------------------------------
+
+LAUNCH = {"openmpi": ("mpirun.openmpi", "-np"), "mpich": ("mpiexec.mpich", "-n")}
+
+
+def _users_ranks(bed, ring, mpi):
+    """LAUNCHER -n 2 pyctr run --net=lan mpi ring, all as the user: each rank
+    in its own container, the token over each eth0."""
+    from test_cluster import SIZE, assert_crossed, ranks
+    launcher, count = LAUNCH[mpi]
+    me = bed.me(bed.a)
+    rank = me.pyctr_argv("run", "--rm", "--net=lan", "-v", "%s:/ring:ro" % ring, "mpi",
+                         "/ring/ring." + mpi)
+    p = me.run(["timeout", "-s", "KILL", "60", launcher, count, "2"] + rank, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    found = ranks(p.stdout)
+    assert_crossed(found, SIZE)
+    assert os.stat("/run/netns/" + bed.a.netns).st_ino not in {
+        f["netns"] for f in found.values()}
+    assert nothing_left(bed, bed.a) == NOTHING
+    return p
+
+
+@needs_helper
+def test_a_users_mpich_ranks_each_in_its_own_container_on_the_network(bed, mpi_data,
+                                                                      ring):
+    """hydra's PMI_FD goes on into each rank's container."""
+    _users_ranks(bed, ring, "mpich")
+
+
+@needs_helper
+@pytest.mark.xfail(strict=True, reason="PMIx (Open MPI's mpirun) checks that a rank "
+                   "connecting over TCP reports the launcher's own uid; a user's container "
+                   "runs its workload as uid 0 of its user namespace (needs a keep-id "
+                   "mapping, as podman's --userns=keep-id)")
+def test_a_users_open_mpi_ranks_each_in_its_own_container_on_the_network(bed, mpi_data,
+                                                                         ring):
+    """mpirun's PMIx server on its 127.0.0.1 is relayed into each rank's netns."""
+    if bed.kind != "veth":
+        pytest.skip("the same with either kind: tried once, on veth")
+    p = _users_ranks(bed, ring, "openmpi")
+    assert re.search(r"PMIx server 127\.0\.0\.1:\d+ relayed into the container", p.stderr)
