@@ -446,3 +446,30 @@ def test_a_users_open_mpi_ranks_each_in_its_own_container_on_the_network(bed, mp
         pytest.skip("the same with either kind: tried once, on veth")
     p = _users_ranks(bed, ring, "openmpi")
     assert re.search(r"PMIx server 127\.0\.0\.1:\d+ relayed into the container", p.stderr)
+
+
+# -- pyctr bench net --rootless -------------------------------------------------------------
+
+@needs_helper
+@pytest.mark.slow
+def test_bench_net_rootless_runs_end_to_end_and_leaves_nothing(image_data, tmp_path):
+    import sys
+    out = tmp_path / "out"
+    launcher = os.path.join(os.path.dirname(sys.executable), "pyctr")
+    p = subprocess.run([sys.executable, "-m", "pyctr", "--data", image_data, "bench", "net",
+                        "--rootless", "--runs", "2", "--warmup", "1", "--iperf-runs", "1",
+                        "--iperf-seconds", "1", "--pyctr", launcher, "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd="/")
+    assert p.returncode == 0, p.stdout + p.stderr
+    start = json.load(open(out / "net-start-rootless.json"))
+    assert {c["name"]: len(c["samples"]) for c in start["contenders"]} == {
+        "root veth": 2, "user veth": 2, "root macvlan": 2, "user macvlan": 2}
+    iperf = json.load(open(out / "net-iperf-rootless.json"))
+    assert {c["name"] for c in iperf["contenders"] if c["samples"] and c["samples"][0] > 0} \
+        == {"nic", "pyctr user macvlan", "podman slirp4netns", "podman pasta"}
+    assert "user veth / root veth = " in p.stdout
+    assert "pyctr user macvlan / podman pasta = " in p.stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert [n for n in netns.split() if n.startswith("pbnr-")] == []
+    with open("/etc/passwd") as f:
+        assert [line for line in f if line.startswith("pbnu")] == []
