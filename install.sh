@@ -54,4 +54,17 @@ echo "install.sh: building pyctr into $PREFIX" >&2
 "$PREFIX/bin/python3" -c 'from pyctr.cli import write_launcher; write_launcher("/usr/local/bin/pyctr")'
 
 pyctr image build busybox >/dev/null
-echo "install.sh: done: $(pyctr --version), image busybox ready" >&2
+
+# The network helper (pyctr netd): root's service giving unprivileged users the
+# networks /etc/pyctr/policy.toml grants them (no file: nobody). Restarted, so
+# that it runs the code just installed.
+if [ -d /run/systemd/system ]; then
+    install -m 644 runtime/netd/pyctr-netd.service /etc/systemd/system/pyctr-netd.service
+    systemctl daemon-reload
+    systemctl enable -q pyctr-netd.service
+    systemctl restart pyctr-netd.service
+else  # no systemd (a container, CI): the plain way
+    pyctr netd stop >/dev/null
+    pyctr netd serve --daemon >/dev/null
+fi
+echo "install.sh: done: $(pyctr --version), image busybox ready, network helper on /run/pyctr/netd.sock" >&2

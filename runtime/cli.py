@@ -25,7 +25,7 @@ VERBS = {
     "cluster": ("pyctr.cluster.cli", "command", "start and stop a virtual cluster of containers"),
     "mpi-doctor": ("pyctr.mpi.doctor", "command", "check a container setup for MPI pitfalls"),
     "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper"),
-    "netd": ("pyctr.netd.server", "command", "the network helper for unprivileged users (root)"),
+    "netd": ("pyctr.netd.cli", "command", "the network helper for unprivileged users (root)"),
     # runc's verbs, for engines (podman/conmon, containerd, Slurm): pyctr.oci
     "create": ("pyctr.oci.cli", "cmd_create", "create a container from an OCI bundle"),
     "start": ("pyctr.oci.cli", "cmd_start", "start a created container"),

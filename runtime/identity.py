@@ -58,6 +58,17 @@ def capabilities_from_oci(caps, where="process.capabilities"):
         if not isinstance(names, list):
             raise PyctrError("%s.%s must be a list of capability names" % (where, name))
         sets[name] = sorted({cap_name(c, "%s.%s" % (where, name)) for c in names})
+    # An ambient capability must also be permitted and inheritable, or the
+    # kernel refuses to raise it. runc and crun warn and go on without it
+    # (`runc spec` itself writes such a config since CVE-2022-29162 emptied
+    # inheritable), so a bundle that asks for it is not refused either.
+    raisable = set(sets["permitted"]) & set(sets["inheritable"])
+    dropped = [c for c in sets["ambient"] if c not in raisable]
+    if dropped:
+        import sys
+        sys.stderr.write("pyctr: warning: %s.ambient: %s not raised: not also permitted and "
+                         "inheritable\n" % (where, ", ".join("CAP_" + c.upper() for c in dropped)))
+        sets["ambient"] = [c for c in sets["ambient"] if c in raisable]
     result = spec.Capabilities(**sets)
     check_capabilities(result, where)
     return result

@@ -9,7 +9,9 @@ beside the network definitions. Without the file, nobody may.
     choose_ip = false        # may a user pass ip=... (default false)
     choose_mac = false       # may a user pass mac=... (default false)
 
-The daemon reads it at each request, so a change needs no restart; a file
+max_containers counts the user's live leases on the network's device (its
+bridge or lower device), the pool its addresses come from: two networks on
+one bridge share the count. The daemon reads it at each request, so a change needs no restart; a file
 that does not parse refuses every request with the reason.
 """
 import os

@@ -81,7 +81,9 @@ def request_network(req):
     out = {"form": req.form, "network": req.network}
     for key in REQUEST_FIELDS[1:]:
         value = getattr(req, key, None)
-        if value is None or value == [] or (key == "host_shim" and value is True):
+        if isinstance(value, (list, tuple)):  # a frozen spec's are tuples
+            value = list(value) or None
+        if value is None or (key == "host_shim" and value is True):
             continue
         out[key] = value
     return out
@@ -114,7 +116,7 @@ def decode_request(data):
     allowed = {"type"} | set(cls.__slots__)
     extra = sorted(k for k in body if k not in allowed)
     if extra:
-        raise ProtocolError("malformed %s request: unknown field %s" % (kind, _show(extra[0])))
+        raise ProtocolError("malformed %s request: unknown field %s" % (kind, show(extra[0])))
     if cls is List:
         return List()
     container = _container_id(body.get("container"))
@@ -152,7 +154,7 @@ def _network(value):
         want = _NETWORK_TYPES.get(key)
         if want is None:
             raise ProtocolError("malformed attach request: unknown network field %s"
-                                % _show(key))
+                                % show(key))
         if type(item) is not want:
             raise ProtocolError("malformed attach request: network field %s must be a %s"
                                 % (key, want.__name__))
@@ -167,7 +169,7 @@ def _network(value):
     return dict(value)
 
 
-def _show(text):
+def show(text):
     """Client text quoted in an error line: short, printable."""
     text = str(text)[:40]
     return repr("".join(c if c.isprintable() else "?" for c in text))

@@ -1,19 +1,12 @@
-"""The network helper daemon (root): `pyctr netd serve|status|stop`.
-
-    pyctr [--root DIR] [--config DIR] netd serve [--socket PATH] [--daemon]
-                                                 [--log-file FILE]
-    pyctr netd status [--socket PATH]     exit 0 if a helper answers
-    pyctr netd stop [--socket PATH]       SIGTERM to the helper, wait for it
+"""The network helper daemon (root): one Server per socket.
 
 It listens on a SOCK_SEQPACKET unix socket (default /run/pyctr/netd.sock,
 $PYCTR_NETD_SOCKET), which anyone may connect to: the policy decides
 (policy.py, reread at each request). Its directory must be root's and
 writable by nobody else, so nobody can put another socket in its place.
 One instance per socket: PATH.lock is flock()ed for the daemon's life and
-holds its pid. --daemon detaches once the socket listens (start-up errors
-are still the caller's one line) and logs to --log-file (default
-PATH.log); in the foreground (systemd) the log is stderr, one line per
-request.
+holds its pid. The log is one line per request (stderr, or the --daemon
+log file: cli.py).
 
 The daemon keeps no state of its own: leases are the files they are for
 root's containers (ipam.py), with the user's uid added, so a restart
@@ -30,7 +23,7 @@ import time
 
 from pyctr import network
 from pyctr.errors import PyctrError
-from pyctr.netd import client, peer as peers, policy, protocol
+from pyctr.netd import peer, policy, protocol
 from pyctr.netd.peer import Refused
 
 # Threaded, one thread per connection, rather than one request at a time:
@@ -41,8 +34,8 @@ from pyctr.netd.peer import Refused
 # and spent atomically), and different users' attaches run side by side as
 # root's `pyctr run`s do, the pool locks (flock) making allocation safe.
 REQUEST_SECONDS = 5      # to receive a request, to send its reply
-MAX_CONNECTIONS = 128
-MAX_PER_USER = 32
+MAX_CONNECTIONS = 256
+MAX_PER_USER = 64        # an MPI job's ranks on one node start at once
 STOP_SECONDS = 30        # requests in progress finish (or undo) before exit
 
 
@@ -67,7 +60,9 @@ class Server:
     def open(self):
         """Take the instance lock, check the directory, listen."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            os.chmod(directory, 0o755)  # users reach the socket, whatever the umask
         st = os.stat(directory)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             raise PyctrError("socket directory %s must be owned by uid %d and writable by "
@@ -123,11 +118,12 @@ class Server:
         self.say("listening on %s (policy %s, leases %s)"
                  % (self.path, policy.path(self.paths), self.paths.leases))
         try:
-            for line in network.gc(self.paths):
-                self.say("gc: removed %s" % line)
-        except PyctrError as e:
-            self.say("gc: %s" % e)
-        try:
+            warm_up()
+            try:  # what a daemon killed mid-request left: leases of dead owners
+                for line in network.gc(self.paths):
+                    self.say("gc: removed %s" % line)
+            except PyctrError as e:
+                self.say("gc: %s" % e)
             while True:
                 try:
                     conn, _ = self.listener.accept()
@@ -154,7 +150,7 @@ class Server:
     def start(self, conn):
         """A thread for the connection, within the caps; else a busy reply."""
         try:
-            who = peers.of(conn)
+            who = peer.of(conn)
         except (OSError, PyctrError):
             conn.close()
             return
@@ -222,9 +218,15 @@ class Server:
                     result = self.list(who)
             reply = protocol.encode_reply(ok=result)
             outcome = "ok"
+            if records:
+                outcome += ": container %s %s" % (message.container, ", ".join(
+                    "%s %s on %s" % (r["ifname"], r["ip"], r["network"]) for r in records))
         except PyctrError as e:
             reply = protocol.encode_reply(error=str(e))
             outcome = "refused: %s" % e
+        except Exception as e:  # a bug: the attach undid itself; the client hears of it
+            reply = protocol.encode_reply(error="network helper: internal error (see its log)")
+            outcome = "internal error: %s: %s" % (type(e).__name__, e)
         self.say("%s pid %d: %s: %s" % (who, who.pid, what, outcome))
         try:
             conn.sendmsg([reply])
@@ -243,11 +245,11 @@ class Server:
         from pyctr.network import ipam
         if fd < 0:
             raise Refused("attach needs the container's network namespace as its fd")
-        peers.check_netns(fd, who)
+        peer.check_netns(fd, who)
         start = ipam.start_time(message.pid)
         if start is None:
             raise Refused("process %d is gone" % message.pid)
-        peers.check_pid(message.pid, fd, who)
+        peer.check_pid(message.pid, fd, who)
         rules = policy.load(self.paths)
         requests, grants = [], {}
         for given in message.networks:
@@ -279,8 +281,8 @@ class Server:
         form = fields.pop("form", "network")
         name = fields.pop("network")
         if form != "network":
-            raise Refused("--net=%s:%s: a user may attach only to a defined network granted "
-                          "by the policy (%s)" % (form, name, rules.path))
+            raise Refused("--net=%s: a user may attach only to a defined network granted by "
+                          "the policy (%s)" % (protocol.show("%s:%s" % (form, name)), rules.path))
         check_name(name)
         grant = rules.grant(name, who.name, who.groups)
         if grant is None:
@@ -326,7 +328,7 @@ class Server:
         except PyctrError:
             return  # gone meanwhile, its devices with it
         try:
-            if peers.netns_owner(fd) != who.uid:
+            if peer.netns_owner(fd) != who.uid:
                 return  # it moved to a netns that is not the caller's: not ours to touch
             inside = netns.enter(fd, sysctls=())
             try:
@@ -373,6 +375,9 @@ class Server:
 
     def say(self, line):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # One line per entry, whatever a client's text in it holds.
+        if not line.isprintable():
+            line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
         try:
             self.log_file.write("%s pyctr-netd: %s\n" % (stamp, line))
             self.log_file.flush()
@@ -393,78 +398,17 @@ def record_of(pool_key, lease):
     return rec
 
 
-# -- the verb ----------------------------------------------------------------
-def command(paths, argv):
-    from pyctr.cli import arg_parser
-    p = arg_parser("netd", "The network helper: networks for unprivileged users (root).")
-    sub = p.add_subparsers(dest="verb", required=True)
-    serve = sub.add_parser("serve", help="run the helper")
-    serve.add_argument("--daemon", action="store_true",
-                       help="detach once listening (log: --log-file)")
-    serve.add_argument("--log-file", help="with --daemon (default: SOCKET.log)")
-    for each in (serve, sub.add_parser("status", help="exit 0 if a helper answers"),
-                 sub.add_parser("stop", help="stop the helper and wait for it")):
-        each.add_argument("--socket", help="default $%s or %s"
-                          % (client.ENV_SOCKET, client.DEFAULT_SOCKET))
-    opts = p.parse_args(argv)
-    path = os.path.abspath(opts.socket or client.socket_path(paths))
-    if opts.verb == "status":
-        os.environ[client.ENV_SOCKET] = path
-        if client.available(paths):
-            print("network helper answering on %s (pid %s)" % (path, running_pid(path) or "?"))
-            return 0
-        print("no network helper on %s" % path)
-        return 1
-    if opts.verb == "stop":
-        return stop(path)
-    if os.geteuid() != 0:
-        raise PyctrError("netd serve: the network helper runs as root")
-    if opts.daemon:
-        return daemonize(paths, path, opts.log_file or path + ".log")
-    server = Server(paths, path)
-    server.open()
-    server.serve()
-    return 0
-
-
-def daemonize(paths, path, log_path):
-    """Fork the helper into the background; return once it listens (0), or
-    raise its start-up error here."""
-    ready_r, ready_w = os.pipe()
-    child = os.fork()
-    if child:
-        os.close(ready_w)
-        os.waitpid(child, 0)
-        with os.fdopen(ready_r, "rb") as ready:
-            said = ready.read().decode(errors="replace")
-        if said.startswith("ok "):
-            print("network helper listening on %s (pid %s, log %s)"
-                  % (path, said.split()[1], log_path))
-            return 0
-        raise PyctrError(said or "network helper failed to start (see %s)" % log_path)
-    os.close(ready_r)
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        os.chdir("/")
-        log = open(log_path, "a", buffering=1)
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        os.close(null)
-        server = Server(paths, path, log)
-        server.open()
-    except BaseException as e:
-        os.write(ready_w, str(e).encode())
-        os._exit(125)
-    os.write(ready_w, b"ok %d" % os.getpid())
-    os.close(ready_w)
-    try:
-        server.serve()
-    finally:
-        os._exit(0)
+def warm_up():
+    """Import now what every request uses: the first user's container does
+    not wait for it."""
+    import importlib
+    for module in ("tomllib", "pwd", "grp", "pyctr.spec", "pyctr.network.config",
+                   "pyctr.network.wiring", "pyctr.network.resolve", "pyctr.network.request",
+                   "pyctr.network.rtnl", "pyctr.network.arp", "pyctr.syscalls"):
+        importlib.import_module(module)
+    from pyctr.network import kinds
+    for name in kinds.names():
+        kinds.get(name)
 
 
 def running_pid(path):
@@ -483,22 +427,3 @@ def running_pid(path):
         return int(text) if text.isdigit() else None
     finally:
         os.close(fd)
-
-
-def stop(path):
-    pid = running_pid(path)
-    if pid is None:
-        print("no network helper on %s" % path)
-        return 0
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return 0
-    deadline = time.monotonic() + STOP_SECONDS + 5
-    while running_pid(path) == pid:
-        if time.monotonic() > deadline:
-            raise PyctrError("network helper pid %d did not stop within %d s"
-                             % (pid, STOP_SECONDS + 5))
-        time.sleep(0.05)
-    print("network helper on %s stopped" % path)
-    return 0

@@ -147,8 +147,7 @@ class Pool:
     # -- changing (call with the pool locked) --------------------------
     def allocate(self, first, last, owner, want=None, subnet=None, exclude=()):
         """Lease `want` (an int) or the lowest free address in first..last.
-        owner: dict with pid+start or shim, container, ifname, host, and
-        uid for a user's lease made by the network helper.
+        owner: dict with pid+start or shim, container, ifname, host.
         Returns (ip_int, reclaimed leases)."""
         assert self._lock_fd is not None, "allocate() needs the pool locked"
         leases = self.leases()
@@ -193,7 +192,7 @@ class Pool:
         text = "owner %s\ncontainer %s\nifname %s\nhost %s\nmode %s\n" % (
             who, owner.get("container", ""), owner.get("ifname", ""), owner.get("host") or "",
             owner.get("mode") or "")
-        if owner.get("uid") is not None:
+        if owner.get("uid") is not None:  # a user's lease, made by the network helper
             text += "uid %d\n" % owner["uid"]
         fd = os.open(os.path.join(self.dir, int_ip(ip)),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
