@@ -473,3 +473,47 @@ def test_bench_net_rootless_runs_end_to_end_and_leaves_nothing(image_data, tmp_p
     assert [n for n in netns.split() if n.startswith("pbnr-")] == []
     with open("/etc/passwd") as f:
         assert [line for line in f if line.startswith("pbnu")] == []
+
+
+# -- pyctr cluster as a user ----------------------------------------------------------------
+
+@pytest.fixture
+def cluster_node(user, mpi_data):
+    """One node where root defines `cl` (a bridge of its own, 10.92.0.0/24)
+    and grants it to the user with fixed addresses allowed, as a cluster's
+    nodes need."""
+    with Testbed(prefix="prc", nodes=1, data=mpi_data) as tb:
+        node = tb.nodes[0]
+        root_ok(node, "net", "create", "cl", "--subnet", "10.92.0.0/24")
+        userbed.write_policy(node, {"cl": {"users": [user.name], "max_containers": 4,
+                                           "choose_ip": True}})
+        with userbed.Helpers(tb) as helpers:
+            me = user.on(node, helpers)
+            try:
+                yield node, me
+            finally:
+                user.kill_processes()
+                me.clean()
+
+
+@needs_helper
+def test_a_user_runs_an_mpi_job_on_a_virtual_cluster(cluster_node, ring):
+    """cluster up / mpirun (Open MPI and MPICH) / down, all as the user."""
+    from test_cluster import SIZE, assert_crossed, ranks
+    node, me = cluster_node
+
+    def ok(*args):
+        p = me.pyctr("--config", node.paths.config, "cluster", *args, timeout=180)
+        assert p.returncode == 0, " ".join(args) + "\n" + p.stdout + p.stderr
+        return p.stdout
+
+    out = ok("up", "c", "--nodes", "2", "--net=cl", "-v", "%s:/ring:ro" % ring)
+    assert re.search(r"^  c-0\s+10\.92\.0\.10\s+this host$", out, re.M), out
+    assert re.search(r"^  c-1\s+10\.92\.0\.11\s+this host$", out, re.M), out
+    for launcher in ("openmpi", "mpich"):
+        found = ranks(ok("mpirun", "c", "--launcher", launcher, "--", "/ring/ring." + launcher))
+        assert_crossed(found, SIZE)
+        assert {f["host"] for f in found.values()} == {"c-0", "c-1"}
+    ok("down", "c")
+    assert me.containers() == [] and leases(node) == []
+    assert not os.path.exists(os.path.join(me.state_root, "clusters", "c"))
