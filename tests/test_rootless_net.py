@@ -435,15 +435,10 @@ def test_a_users_mpich_ranks_each_in_its_own_container_on_the_network(bed, mpi_d
 
 
 @needs_helper
-@pytest.mark.xfail(strict=True, reason="PMIx (Open MPI's mpirun) checks that a rank "
-                   "connecting over TCP reports the launcher's own uid; a user's container "
-                   "runs its workload as uid 0 of its user namespace (needs a keep-id "
-                   "mapping, as podman's --userns=keep-id)")
 def test_a_users_open_mpi_ranks_each_in_its_own_container_on_the_network(bed, mpi_data,
                                                                          ring):
-    """mpirun's PMIx server on its 127.0.0.1 is relayed into each rank's netns."""
-    if bed.kind != "veth":
-        pytest.skip("the same with either kind: tried once, on veth")
+    """mpirun's PMIx server on its 127.0.0.1 is relayed into each rank's
+    netns, and takes the ranks: they run as the user (idmap.keep_id)."""
     p = _users_ranks(bed, ring, "openmpi")
     assert re.search(r"PMIx server 127\.0\.0\.1:\d+ relayed into the container", p.stderr)
 
