@@ -14,7 +14,7 @@
  * workload and closed here right after fork, so pyctr sees end-of-file
  * when the exec succeeded.
  *
- * Built static (setup.py): the container's root need not have a libc.
+ * Built static with supervise.c (setup.py): the container's root need not have a libc.
  * pyctr execs it from a sealed memfd, and it makes itself not dumpable:
  * the container's processes can neither open nor change this binary
  * through /proc/1/exe. */
@@ -30,9 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
-                                SIGUSR1, SIGUSR2, SIGWINCH};
-#define NFORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
+#include "shim.h"
 
 static void report(int fd, const char *tag, const char *argv0, int err)
 {
@@ -48,13 +46,6 @@ static void report(int fd, const char *tag, const char *argv0, int err)
     do
         rc = write(fd, buf, (size_t)n);
     while (rc < 0 && errno == EINTR);
-}
-
-static int exit_code(int status)
-{
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
 }
 
 int main(int argc, char **argv)
@@ -80,15 +71,13 @@ int main(int argc, char **argv)
     unsetenv("PYCTR_INIT_PATH");
     char **child_argv = argv + 2;
 
-    sigset_t set, old;
-    sigemptyset(&set);
-    for (size_t i = 0; i < NFORWARDED; i++)
-        sigaddset(&set, forwarded[i]);
-    sigaddset(&set, SIGCHLD);
-    /* Blocked from now on, so none is lost before sigwaitinfo; the blocked
-     * signals stay queued even though PID 1 has no handler for them. */
-    sigprocmask(SIG_BLOCK, &set, &old);
-
+    /* Blocked from now on (the signals pyctr forwards, and SIGCHLD), so
+     * none is lost before pyctr_supervise waits; the blocked signals stay
+     * queued even though PID 1 has no handler for them. */
+    if (pyctr_block_signals() < 0) {
+        report(report_fd, tag, child_argv[0], errno);
+        return 125;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         report(report_fd, tag, child_argv[0], errno);
@@ -110,17 +99,10 @@ int main(int argc, char **argv)
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
 
-    for (;;) {
-        int status;
-        pid_t got;
-        while ((got = waitpid(-1, &status, WNOHANG)) > 0)
-            if (got == pid)
-                return exit_code(status);
-        if (got < 0 && errno == ECHILD)
-            return 125; /* cannot happen: the workload is our child */
-        siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
-        if (sig > 0 && sig != SIGCHLD)
-            kill(pid, sig);
-    }
+    /* Every child that ends up here is reaped (reap_all): orphans of the
+     * container are re-parented to PID 1. */
+    int status = pyctr_supervise(pid, 1, -1);
+    if (status < 0)
+        return 125; /* cannot happen: the workload is our child */
+    return pyctr_exit_code(status);
 }

@@ -25,10 +25,6 @@
 
 #include "shim.h"
 
-static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM,
-                                SIGUSR1, SIGUSR2, SIGWINCH};
-#define NFORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
-
 long pyctr_clone(unsigned long flags)
 {
     /* x86_64 and aarch64 agree on the argument order for a NULL stack. */
@@ -187,21 +183,6 @@ int pyctr_loopback_up(void)
     return rc;
 }
 
-static void forwarded_set(sigset_t *set)
-{
-    sigemptyset(set);
-    for (size_t i = 0; i < NFORWARDED; i++)
-        sigaddset(set, forwarded[i]);
-    sigaddset(set, SIGCHLD);
-}
-
-int pyctr_block_signals(void)
-{
-    sigset_t set;
-    forwarded_set(&set);
-    return sigprocmask(SIG_BLOCK, &set, NULL);
-}
-
 int pyctr_reset_signals(void)
 {
     struct sigaction sa;
@@ -212,32 +193,6 @@ int pyctr_reset_signals(void)
     sigset_t none;
     sigemptyset(&none);
     return sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-int pyctr_supervise(int pid, int reap_all)
-{
-    sigset_t set;
-    forwarded_set(&set);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -1;
-    for (;;) {
-        /* Reap first: the child may have exited before we got here. */
-        int status, got;
-        while ((got = waitpid(reap_all ? -1 : pid, &status, WNOHANG)) > 0)
-            if (got == pid)
-                return status;
-        if (got < 0 && errno != EINTR)
-            return -1;
-        siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
-        if (sig < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (sig != SIGCHLD)
-            kill(pid, sig);
-    }
 }
 
 /* -- cgroup v2 device policy ---------------------------------------------- */

@@ -46,8 +46,13 @@ int pyctr_block_signals(void);
 int pyctr_reset_signals(void);
 /* Wait for `pid`, forwarding HUP INT QUIT TERM USR1 USR2 WINCH to it.
  * With reap_all (an init at PID 1), also reap every other child.
- * Returns the raw wait status of `pid`, or -1. */
-int pyctr_supervise(int pid, int reap_all);
+ * Returns the raw wait status of `pid`, or -1; with timeout_ms >= 0, -1
+ * and errno EAGAIN if `pid` still runs after that long (< 0: no limit).
+ * block_signals and supervise live in supervise.c. */
+int pyctr_supervise(int pid, int reap_all, int timeout_ms);
+/* A wait status as a shell reports it: the exit code, or 128+N if signal
+ * N ended the process (for pyctr-init and pyctr-monitor). */
+int pyctr_exit_code(int status);
 
 /* One device rule for the cgroup v2 device program. type: 0 any, 1 block,
  * 2 char (BPF_DEVCG_DEV_*); major/minor: -1 for any; access: bits of

@@ -35,6 +35,8 @@ VERBS = {
     "resume": ("pyctr.oci.cli", "cmd_resume", "thaw a paused container"),
     "list": ("pyctr.oci.cli", "cmd_list", "list containers as runc does"),
     "features": ("pyctr.oci.cli", "cmd_features", "print the OCI features pyctr supports"),
+    # hidden (not in usage): pyctr-monitor's way back into pyctr (pyctr.monitor)
+    "_finished": ("pyctr.monitor", "cmd_finished", "record a container's exit and clean up"),
 }
 
 USAGE = """usage: pyctr [--root DIR] [--config DIR] [--data DIR] [--log FILE]
@@ -47,7 +49,8 @@ Run `pyctr VERB --help` for a verb's options."""
 
 
 def usage():
-    return USAGE % "\n".join("  %-11s %s" % (v, h) for v, (_, _, h) in VERBS.items())
+    return USAGE % "\n".join("  %-11s %s" % (v, h) for v, (_, _, h) in VERBS.items()
+                             if not v.startswith("_"))
 
 
 def main(argv=None):

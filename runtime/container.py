@@ -382,25 +382,22 @@ class Container:
         self.state.status, self.state.started = "running", now()
         self.store.save(self.state)
 
-    def wait(self):
-        """Wait for the workload, forwarding signals; returns its exit code."""
-        status = self.syscall.supervise(self.pid)
+    def wait(self, timeout=None):
+        """Wait for the workload, forwarding signals; returns its exit code,
+        or None if it still runs after `timeout` seconds."""
+        status = self.syscall.supervise(self.pid, timeout=timeout)
+        if status is None:
+            return None
         self.pid = 0
         code = exit_code(status)
-        self.state.status, self.state.exit_code, self.state.finished = "stopped", code, now()
+        self.state.exited(code)
         return code
 
     def cleanup(self):
-        """After a normal exit: the record says what to remove; it is kept
-        (status stopped, nothing attached) unless --rm."""
         self.undo = Undo()
         if self.user_ns:
             self.user_ns.close()
-        if self.spec.remove:
-            teardown(self.paths, self.state)
-        else:
-            release(self.paths, self.state)
-            self.store.save(self.state)
+        clean_up(self.paths, self.state)
 
     def destroy(self):
         """Undo everything after a failed create/start. Idempotent."""
@@ -424,6 +421,16 @@ def release(paths, state):
         from pyctr import cgroups
         cgroups.remove(state)
         state.cgroup = None
+
+
+def clean_up(paths, state):
+    """After the workload's exit: the record says what to remove; it is
+    kept (status stopped, nothing attached) unless --rm."""
+    if state.remove:
+        teardown(paths, state)
+    else:
+        release(paths, state)
+        StateStore(paths).save(state)
 
 
 def teardown(paths, state):

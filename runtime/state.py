@@ -5,6 +5,8 @@
   etc/         hosts, hostname, resolv.conf bind-mounted into the container
   rootfs/      where an image-based root is mounted (inside the container only)
   log          stdout+stderr of a detached container
+  exit         the workload's exit code, written by pyctr-monitor (pyctr.monitor)
+               until `_finished` records it here
 
 The directory is created (atomically: mkdir fails if the name is taken)
 before the container exists and state.json is written right after, so a
@@ -82,6 +84,10 @@ class ContainerState(Record):
         """Left by a crash: unfinished, and neither its owner nor its process lives."""
         return self.status != "stopped" and not self.owner_alive() and not self.process_alive()
 
+    def exited(self, code, finished=None):
+        """The workload ended with `code` (128+N: signal N), now or at `finished`."""
+        self.status, self.exit_code, self.finished = "stopped", code, finished or now()
+
 
 class StateStore:
     def __init__(self, paths):
@@ -137,10 +143,13 @@ class StateStore:
         except FileNotFoundError as e:
             raise PyctrError("no such container: %s" % name) from e
         try:
-            return ContainerState.from_json(jsonio.loads(raw))
+            state = ContainerState.from_json(jsonio.loads(raw))
         except (ValueError, TypeError) as e:
             raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
                              % (name, e, name)) from e
+        if state.status == "running" and state.exit_code is None:
+            _exit_written(self.dir(name), state)
+        return state
 
     def save(self, state):
         """Replace the record atomically. Never recreates a removed container:
@@ -182,6 +191,24 @@ class StateStore:
 
     def remove(self, name):
         remove_tree(self.dir(name))
+
+
+def _exit_written(state_dir, state):
+    """The exit code pyctr-monitor wrote to `exit` (pyctr.monitor) before
+    `_finished` records it: the workload has ended. The status stays as
+    recorded (live_status tells), so a record whose owner died before
+    cleaning up is still what gc removes."""
+    try:
+        fd = os.open(os.path.join(state_dir, "exit"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        text, written = os.read(fd, 32), os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    if text.strip().isdigit():
+        state.exit_code = int(text)
+        state.finished = time.strftime(TIME_FORMAT, time.gmtime(written))
 
 
 def _valid(name):
@@ -231,5 +258,8 @@ def _quietly(fn, path):
         pass
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(TIME_FORMAT, time.gmtime())

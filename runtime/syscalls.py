@@ -130,8 +130,14 @@ class Syscalls:
     def reset_signals(self):
         self._check(self._lib.pyctr_reset_signals(), "sigprocmask")
 
-    def supervise(self, pid, reap_all=False):
-        return self._check(self._lib.pyctr_supervise(pid, int(reap_all)), "wait")
+    def supervise(self, pid, reap_all=False, timeout=None):
+        """The raw wait status of `pid` (signals forwarded meanwhile); None
+        if it still runs after `timeout` seconds (None: no limit)."""
+        rc = self._lib.pyctr_supervise(pid, int(reap_all),
+                                       -1 if timeout is None else int(timeout * 1000))
+        if rc < 0 and timeout is not None and self._ffi.errno == errno.EAGAIN:
+            return None
+        return self._check(rc, "wait")
 
     # -- filesystem ----------------------------------------------------
     def mount(self, source, target, fstype, flags=0, data=None):
