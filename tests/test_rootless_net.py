@@ -296,10 +296,11 @@ class FakeHelper:
     records each request with the netns its fd is, and refuses attach
     when told to."""
 
-    def __init__(self, path, refuse=None):
+    def __init__(self, path, refuse=None, refuse_detach=None):
         import socket
         import threading
         self.path, self.refuse, self.seen = path, refuse, []
+        self.refuse_detach = refuse_detach
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(path)
         os.chmod(path, 0o666)
@@ -330,6 +331,8 @@ class FakeHelper:
                     protocol.send(conn, protocol.encode_reply(ok=[
                         {"ifname": "eth0", "kind": "veth", "network": "lan",
                          "ip": "10.77.0.99/24"}]))
+                elif message.type == "detach" and self.refuse_detach:
+                    protocol.send(conn, protocol.encode_reply(error=self.refuse_detach))
                 elif message.type == "list":
                     protocol.send(conn, protocol.encode_reply(ok=[
                         {"network": "lan", "kind": "veth", "subnet": "10.77.0.0/24",
@@ -385,6 +388,17 @@ def test_the_helpers_records_are_the_containers_and_released_at_exit(bed, fake_h
     assert p.returncode == 0, p.stderr
     assert "10.77.0.99\t" in p.stdout  # /etc/hosts from the helper's record
     assert [s["type"] for s in helper.seen] == ["attach", "detach"]
+    assert me.containers() == []
+
+
+def test_a_helper_failing_at_release_is_a_warning_not_the_exit_code(bed, fake_helper):
+    helper = fake_helper(refuse_detach="network helper is restarting")
+    me = as_user_with(bed, helper)
+    p = me.pyctr("run", "--rm", "--net=lan", "busybox", "sh", "-c", "exit 3")
+    assert p.returncode == 3
+    assert p.stderr.strip().splitlines() == [
+        "pyctr: warning: container %s: its network is released when the helper reclaims it "
+        "(network helper is restarting)" % helper.seen[0]["container"]]
     assert me.containers() == []
 
 
