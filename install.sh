@@ -6,7 +6,8 @@
 #   ./install.sh          what `pyctr run` needs
 #   ./install.sh --test   also what the tests and benchmarks use (runc, crun,
 #                         bwrap, CNI plugins, iperf3, Open MPI, MPICH, hpcc,
-#                         GROMACS, OpenFOAM, podman, containerd, Slurm and munge)
+#                         GROMACS, OpenFOAM, podman, containerd, slirp4netns,
+#                         passt (pasta), Slurm and munge)
 set -eu
 cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
@@ -15,7 +16,7 @@ BASE="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev i
 EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples
-       podman containerd conmon
+       podman containerd conmon slirp4netns passt
        slurmctld slurmd slurm-client munge"
 pip_extras=""
 [ "${1:-}" = "--test" ] && pip_extras="[test,bench]"

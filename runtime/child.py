@@ -38,6 +38,13 @@ class Plan:
         self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
+def _first_ids(spec):
+    """(uid, gid, groups) the child takes in its new user namespace."""
+    ids = [min((m.container_id for m in maps), default=0)
+           for maps in (spec.uid_mappings, spec.gid_mappings)]
+    return ids[0], ids[1], []
+
+
 def child_main(plan, channel, syscall):
     """Entry point right after clone() returned 0 in the child."""
     step = "start"
@@ -57,8 +64,10 @@ def child_main(plan, channel, syscall):
             syscall.setns(fd, syscalls.NAMESPACES[ns_type][0])
             os.close(fd)
         if plan.new_userns:
+            # Its root; or, where root is not mapped (idmap.keep_id), the
+            # first mapped ids: the capabilities the namespace gave stay.
             step = "become root in the user namespace"
-            syscall.set_ids(0, 0, [])
+            syscall.set_ids(*_first_ids(plan.spec))
         if plan.new_cgroupns:
             step = "unshare the cgroup namespace"
             syscall.unshare(syscalls.CLONE_NEWCGROUP)

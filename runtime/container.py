@@ -15,6 +15,7 @@ the Container (paths, fds, pid) and its ContainerState record.
   cgroup         the container's own group: limits, device policy (cgroups.py)
   clone          the child, blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
+  user_namespaces  a user's container with networks: its namespaces opened for the helper
   cgroup_attach  the child into its group, before it does anything
   ids            the child builds its root meanwhile (a bundle's: after its hooks)
   record         status created, pid
@@ -66,7 +67,7 @@ class Undo:
 def networks_plan(c):
     """Network files, kinds, MAC/IP/MTU and host devices are checked before
     anything exists: a bad request leaves no record and makes no child."""
-    if c.spec.networks:
+    if c.spec.networks and not c.paths.rootless:  # a user's: the helper checks them
         from pyctr import network
         c.prepared = network.prepare(c.paths, c.spec.networks)
 
@@ -110,12 +111,17 @@ def etc_files(c):
     with open(os.path.join(etc, "resolv.conf"), "w") as f:
         f.write(resolv)
     root = c.spec.root
-    # A missing file is created to mount on only in an image's overlay
-    # written as real root: never in a plain rootfs (the user's files),
-    # nor where container root is unprivileged and may not write /etc.
-    # Both questions are asked inside the root: an /etc that is a symlink
-    # to a host directory is followed in the root, never on the host.
-    creatable = root.image and not c.spec.uid_mappings and \
+    # A missing file is created to mount on only in an image's overlay:
+    # never in a plain rootfs (the user's files). Under a user namespace
+    # the image's /etc belongs to an owner not mapped there, which the
+    # overlay cannot copy up to create a file in it: the writable layer
+    # then gets an /etc of its own first (rootfs.plan_root), if the image's
+    # is a plain directory (not a symlink, which that /etc would hide).
+    # Questions about the image's files are asked inside the root: an /etc
+    # that is a symlink to a host directory is followed in the root, never
+    # on the host.
+    c.own_etc = bool(root.image and c.spec.uid_mappings and _plain_dir(root.path, "etc"))
+    creatable = root.image and (c.own_etc or not c.spec.uid_mappings) and \
         c.syscall.exists_in_root(root.path, "/etc")
     for name in ("hosts", "hostname", "resolv.conf"):
         if not creatable and not c.syscall.exists_in_root(root.path, "/etc/" + name):
@@ -172,6 +178,16 @@ def _warmed_up(c):
         wait()
 
 
+def _plain_dir(root, name):
+    """Is `name`, a child of directory `root`, a directory itself (lstat:
+    a symlink is not)?"""
+    import stat
+    try:
+        return stat.S_ISDIR(os.lstat(os.path.join(root, name)).st_mode)
+    except OSError:
+        return False
+
+
 def clone(c):
     spec = c.spec
     rootfs, layers = spec.root.path, None
@@ -180,7 +196,8 @@ def clone(c):
         # (see rootfs.plan_root) mounted on this empty directory.
         scratch = os.path.join(c.dir, "rootfs")
         os.mkdir(scratch)
-        rootfs, layers = scratch + "/merged", (spec.root.path, scratch)
+        rootfs, layers = scratch + "/merged", (spec.root.path, scratch) + \
+            (("/etc",) if c.own_etc else ())
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
@@ -206,6 +223,16 @@ def id_maps(c):
             write_maps(c.pid, c.spec.uid_mappings, c.spec.gid_mappings)
         except OSError as e:
             raise from_oserror("cannot write uid/gid map", e) from e
+
+
+def user_namespaces(c):
+    """A user's container with networks: its user and network namespaces
+    are opened now, before IDS, while the child still lets its owner in,
+    for the network helper and the PMIx relay (network/rootless.py)."""
+    if c.paths.rootless and c.spec.networks:
+        from pyctr.network.rootless import Namespaces
+        c.user_ns = Namespaces(c.pid)
+        c.undo.push(c.user_ns.close)
 
 
 def cgroup_attach(c):
@@ -238,10 +265,15 @@ def ids(c):
 def networks(c):
     if not c.spec.networks:
         return
-    from pyctr import network
     # attach() undoes its own partial work on failure; on success its
     # records go into the state first, so a later failure can detach.
-    c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
+    if c.paths.rootless:  # the privileged helper wires a user's (network/rootless.py)
+        from pyctr.network import rootless
+        c.state.networks = rootless.attach(c.paths, c.spec.id, c.spec.networks, c.pid,
+                                           c.user_ns)
+    else:
+        from pyctr import network
+        c.state.networks = network.attach(c.paths, c.spec.id, c.prepared, c.pid)
     c.undo.push(_detach_networks, c)
     c.store.save(c.state)
     _write_hosts(c)
@@ -265,7 +297,8 @@ def mpi_rank(c):
     said = list(c.extra_env)
     servers = relay.loopback_servers(env)
     if servers:
-        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall)
+        listeners = relay.listen_in_netns("/proc/%d/ns/net" % c.pid, servers, c.syscall,
+                                          c.user_ns)
         relay.serve(listeners, servers)
         c.state.pmix_relay = ["%s:%d" % s for s in servers]
         said.append("PMIx server %s relayed into the container" % ", ".join(c.state.pmix_relay))
@@ -288,7 +321,8 @@ def bundle_ready(c):
 
 
 STAGES = (networks_plan, cgroup_warm_up, reserve, etc_files, namespaces, cgroup, clone, id_maps,
-          cgroup_attach, ids, record, bundle, networks, mpi_rank, ready, bundle_ready)
+          user_namespaces, cgroup_attach, ids, record, bundle, networks, mpi_rank, ready,
+          bundle_ready)
 
 
 class Container:
@@ -310,6 +344,7 @@ class Container:
         self.clone_flags = 0
         self.join = []             # (namespace type, fd) the child joins
         self.etc_mounts = []
+        self.own_etc = False       # the overlay's writable layer has its own /etc (etc_files)
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
@@ -317,6 +352,7 @@ class Container:
         self.channel = None
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
+        self.user_ns = None        # a user's: network.rootless.Namespaces, for the helper
         self.extra_env = []        # learnt before start, reaches the workload
         self.fds = {}              # sent by the child before READY ("pty")
 
@@ -359,6 +395,8 @@ class Container:
 
     def cleanup(self):
         self.undo = Undo()
+        if self.user_ns:
+            self.user_ns.close()
         clean_up(self.paths, self.state)
 
     def destroy(self):
@@ -372,8 +410,12 @@ def release(paths, state):
     devices and addresses, its cgroup. Idempotent; the record then lists
     nothing."""
     if state.networks:
-        from pyctr import network
-        network.detach(paths, state.id, state.networks)
+        if paths.rootless:
+            from pyctr.network import rootless
+            rootless.detach(paths, state.id, state.networks)
+        else:
+            from pyctr import network
+            network.detach(paths, state.id, state.networks)
         state.networks = []
     if state.cgroup:
         from pyctr import cgroups

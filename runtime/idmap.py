@@ -1,9 +1,10 @@
 """uid/gid maps for user namespaces.
 
-Two cases, as podman/Apptainer users expect:
+Three cases, as podman/Apptainer users expect:
   root with --userns      container root -> an unprivileged host range
                           (root's line in /etc/subuid, else 100000:65536)
   a non-root caller       the caller -> root inside (rootless), nothing else
+  a user's MPI rank       the caller -> the caller's own ids inside (keep_id)
 """
 import os
 
@@ -33,6 +34,15 @@ def maps_for(rootless):
     (ustart, ucount), (gstart, gcount) = subordinate_range(), subordinate_range(path="/etc/subgid")
     return ([IdMapping(container_id=0, host_id=ustart, size=ucount)],
             [IdMapping(container_id=0, host_id=gstart, size=gcount)])
+
+
+def keep_id():
+    """The caller's own uid and gid, the same number inside as outside, and
+    nothing else (podman's --userns=keep-id): for a workload that a peer
+    outside the container checks by uid, as PMIx does an MPI rank."""
+    uid, gid = os.geteuid(), os.getegid()
+    return [IdMapping(container_id=uid, host_id=uid, size=1)], \
+        [IdMapping(container_id=gid, host_id=gid, size=1)]
 
 
 def format_map(mappings):

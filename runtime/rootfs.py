@@ -43,16 +43,20 @@ def plan_root(spec, rootfs, layers=None):
     """Steps before any mount below the new root: stop propagation to the
     host, then make `rootfs` a mount point (pivot_root needs one).
 
-    layers = (image rootfs, scratch dir) makes `rootfs` an overlay instead:
-    the image below, a tmpfs at the scratch dir for the writable layer. The
+    layers = (image rootfs, scratch dir[, DIR...]) makes `rootfs` an overlay
+    instead: the image below, a tmpfs at the scratch dir for the writable
+    layer, which has the directories DIR (/etc) of its own from the start,
+    owned by the container's root (container.etc_files says why). The
     tmpfs lives in the container's mount namespace only, so the writable
     layer vanishes with the container and never needs cleaning up."""
     steps = [("mount", None, "/", None, syscalls.MS_REC | _propagation(spec), None)]
     if layers:
-        lower, scratch = layers
+        lower, scratch, *own_dirs = layers
         upper, work = scratch + "/upper", scratch + "/work"
         steps += [("mount", "tmpfs", scratch, "tmpfs", 0, "mode=755"),
-                  ("mkdir", upper), ("mkdir", work), ("mkdir", rootfs),
+                  ("mkdir", upper), ("mkdir", work)]
+        steps += [("mkdir", upper + d) for d in own_dirs]
+        steps += [("mkdir", rootfs),
                   ("mount", "overlay", rootfs, "overlay", 0,
                    "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work))]
     else:

@@ -87,10 +87,23 @@ def build(paths, opts):
         slurm.apply(spec, opts, os.environ)
     if opts.get("userns") or rootless:
         spec.namespaces.insert(0, Namespace(type="user"))
-        from pyctr.idmap import maps_for
-        spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
+        from pyctr.idmap import keep_id, maps_for
+        if rootless and "pyctr.mpi" in spec.annotations and spec.process.uid == 0 \
+                and not opts.get("user"):
+            # A user's MPI rank runs as the user: Open MPI's PMIx server
+            # takes a rank only if it reports mpirun's own uid.
+            spec.uid_mappings, spec.gid_mappings = keep_id()
+            spec.process.uid, spec.process.gid = os.geteuid(), os.getegid()
+            spec.process.capabilities = identity.podman_capabilities(
+                spec.process.uid, opts.get("cap_add") or [], opts.get("cap_drop") or [])
+            if not any(m.destination == "/tmp" for m in spec.mounts):
+                # the launchers' session files; the image's /tmp is root's
+                spec.mounts += _tmpfs(["/tmp"])
+        else:
+            spec.uid_mappings, spec.gid_mappings = maps_for(rootless)
         if rootless and spec.networks:
-            raise PyctrError("rootless containers support --net=none or --net=host only")
+            from pyctr.network import rootless as user_networks
+            user_networks.check(spec.networks)
     identity.check_ids(spec.process, spec.uid_mappings, spec.gid_mappings)
     return spec.freeze()
 

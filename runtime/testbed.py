@@ -241,12 +241,19 @@ def _remove_containers(node):
 
 
 def _kill_netns_processes(name):
-    for _ in range(50):
+    def pids():
         r = _ip("netns", "pids", name, check=False)
-        pids = [int(p) for p in r.stdout.split()] if r.returncode == 0 else []
-        if not pids:
+        return [int(p) for p in r.stdout.split()] if r.returncode == 0 else []
+    kill_until_gone(pids)
+
+
+def kill_until_gone(pids):
+    """SIGKILL what pids() lists until it lists nothing (bounded: 50 rounds)."""
+    for _ in range(50):
+        pids_now = pids()
+        if not pids_now:
             return
-        for pid in pids:
+        for pid in pids_now:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -66,6 +66,9 @@ def parse(argv):
                    help="shape every node link to MBIT (e.g. 100: the study's Fast "
                    "Ethernet); default unshaped")
     p.add_argument("--only", choices=("start", "iperf"), help="run only one part")
+    p.add_argument("--rootless", action="store_true",
+                   help="a user's networks through the helper (pyctr netd) vs root's, and "
+                   "vs podman rootless with slirp4netns and pasta (bench/rootless_net.py)")
     args = p.parse_args(argv)
     if not 1 <= args.iperf_seconds <= 30:
         raise PyctrError("bench net: --iperf-seconds must be 1..30")
@@ -110,6 +113,9 @@ def command(paths, argv):
         "python (timed)": harness.tool_version(interp),
         "cni-plugins": _deb_version("containernetworking-plugins"),
         "iperf3": harness.tool_version("iperf3", ["--version"])})
+    if args.rootless:
+        from pyctr.bench import rootless_net
+        return rootless_net.command(args, paths, label, rootfs, launcher, out, facts)
     from pyctr.testbed import Testbed
     results = []
     if "start" in parts:
@@ -371,6 +377,29 @@ def start_container(node, net, ip, label):
     return "/proc/%d/ns/net" % state["pid"]
 
 
+def measurer(paths, fails, seconds):
+    """name -> a Contender's measure(i): iperf3 over paths[name], or the
+    failure fails[name] of setting that path up, at every run."""
+    def measure(name):
+        if name in fails:
+            def failing(i):
+                raise harness.ContenderFailed(fails[name])
+            return failing
+        return lambda i: paths[name].measure(seconds)
+    return measure
+
+
+def run_over(bench, paths):
+    """bench.run() with every path's iperf3 server up, and down after."""
+    try:
+        for path in paths.values():
+            path.start()
+        return bench.run()
+    finally:
+        for path in paths.values():
+            path.stop()
+
+
 def iperf_bench(args, nic_tb, br_tb, mv_tb, label):
     seconds = args.iperf_seconds
     notes = ["each datapath has its own 2-node testbed (identical: netns nodes, veth NICs "
@@ -401,12 +430,7 @@ def iperf_bench(args, nic_tb, br_tb, mv_tb, label):
             except harness.ContenderFailed as e:
                 fails[name] = str(e)
 
-        def measure(name):
-            if name in fails:
-                def failing(i):
-                    raise harness.ContenderFailed(fails[name])
-                return failing
-            return lambda i: paths[name].measure(seconds)
+        measure = measurer(paths, fails, seconds)
 
         contenders = [harness.Contender(name, measure(name), note=note) for name, note in (
             ("nic", "node to node over their NICs (veth to the switch netns)"),
@@ -416,12 +440,8 @@ def iperf_bench(args, nic_tb, br_tb, mv_tb, label):
             "net-iperf", "iperf3 TCP throughput between two simulated nodes", "Mbit/s",
             contenders, peer="nic", runs=args.iperf_runs, warmup=1, higher_is_better=True,
             comparisons=[("veth+bridge", "nic", None), ("macvlan", "nic", None)], notes=notes)
-        for p in paths.values():
-            p.start()
-        return bench.run()
+        return run_over(bench, paths)
     finally:
-        for p in paths.values():
-            p.stop()
         for name, tb, net, _, _ in setups:
             for node in tb.nodes:
                 node.pyctr("rm", "-f", "pbn-" + net, timeout=30)

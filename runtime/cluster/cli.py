@@ -53,8 +53,6 @@ def up(paths, argv):
                    help="how the agent reaches nodes on other hosts: a command prefix, "
                    "{node} is the node's name, e.g. 2-3='ssh hostB pyctr exec {node}'")
     a = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise PyctrError("cluster up needs root (containers with their own network)")
     name = plan.check_name(a.name)
     if not 1 <= a.nodes <= 4096:
         raise PyctrError("cluster up: --nodes must be 1..4096")
@@ -95,8 +93,9 @@ def up(paths, argv):
         "uplink": net.uplink, "pool": net.pool, "subnet": str(net.subnet),
         "prefix": net.subnet.prefix, "host_side": net.host_side,
         # Whatever is there after the first node started, if nothing was before,
-        # is ours to remove (unless someone else uses it by then).
-        "made_host_side": not net.host_side_existed,
+        # is ours to remove (unless someone else uses it by then); a user's
+        # nodes are wired by the helper, whose host side is the administrator's.
+        "made_host_side": not net.host_side_existed and not paths.rootless,
         "image": a.image, "slots": a.slots, "launcher": a.launcher, "host_base": a.host_base,
         "env": env, "volumes": a.volumes, "workdir": "/",
     }

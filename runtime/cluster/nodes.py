@@ -59,6 +59,10 @@ def start_node(paths, record, net, node, ip):
             "net": ["%s,ip=%s/%d" % (net.text, ip, net.subnet.prefix)],
             "env": ["%s=%s" % kv for kv in sorted(record["env"].items())],
             "volumes": list(record["volumes"])}
+    if paths.rootless:
+        # The image's /tmp belongs to root, who is not mapped in a user's
+        # container: mpirun's daemons need a session directory there.
+        opts["tmpfs"] = ["/tmp"]
     try:
         start_detached(paths, specgen.build(paths, opts))
     except PyctrError as e:

@@ -88,6 +88,9 @@ def plan_network(paths, text, subnet_text):
     if req.ip:
         raise PyctrError("cluster up: --net=%s: no ip= here, node addresses are fixed "
                          "(subnet + --host-base + node index)" % text)
+    if paths.rootless:  # a user's nodes: on networks the administrator granted
+        from pyctr.network import rootless
+        rootless.check([req])
     want = Subnet.parse(subnet_text) if subnet_text else None
     prepared = prepare_network(paths, req)
     net, req = prepared.network, prepared.request

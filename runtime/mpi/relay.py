@@ -31,37 +31,50 @@ def loopback_servers(env):
     return out
 
 
-def listen_in_netns(netns_path, servers, syscall):
+def listen_in_netns(netns_path, servers, syscall, user_namespaces=None):
     """Listening sockets, one per (host, port), made inside `netns_path`.
-    The calling thread goes back to its own namespace before returning."""
+    The calling thread goes back to its own namespace before returning.
+    A user's container's netns belongs to its user namespace: only a
+    process that joins that first may enter it; user_namespaces (a
+    network.rootless.Namespaces) are the ones to join then."""
     from pyctr.network.netns import call_in
-    try:
-        target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise from_oserror("PMIx relay: cannot open %s" % netns_path, e) from e
-    listeners = []
 
     def listen():
         # 127.0.0.1 exists once lo is up; the child may not have got
         # that far yet, and doing it twice is harmless.
         syscall.loopback_up()
-        for host, port in servers:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listeners.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(64)
+        listeners = []
+        try:
+            for host, port in servers:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                listeners.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, port))
+                s.listen(64)
+        except OSError:
+            for s in listeners:
+                s.close()
+            raise
+        return listeners
 
+    if user_namespaces is not None:
+        from pyctr.network.rootless import call_in_container
+        try:
+            return call_in_container(user_namespaces, listen)
+        except OSError as e:
+            raise from_oserror("PMIx relay: cannot listen in the container's network "
+                               "namespace", e) from e
     try:
-        call_in(target, listen, syscall)
+        target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        for s in listeners:
-            s.close()
+        raise from_oserror("PMIx relay: cannot open %s" % netns_path, e) from e
+    try:
+        return call_in(target, listen, syscall)
+    except OSError as e:
         raise from_oserror("PMIx relay: cannot listen in the container's network namespace",
                            e) from e
     finally:
         os.close(target)
-    return listeners
 
 
 def serve(listeners, servers):

@@ -96,8 +96,12 @@ def create(paths, argv):
 
 
 def ls(paths, argv):
-    p = arg_parser("net ls", "List networks.")
+    p = arg_parser("net ls", "List networks (a user: those the policy grants them).")
     p.parse_args(argv)
+    if paths.rootless:
+        from pyctr.network import rootless
+        print_table(rootless.allowed_rows(paths))
+        return 0
     rows = [("NAME", "KIND", "DEVICE", "SUBNET", "RANGE", "IN USE")]
     for name in config.names(paths):
         try:
