@@ -56,6 +56,8 @@ class Config(namedtuple("Config", "launcher datapath")):
 
 def configs(launchers, datapaths):
     return [Config(launcher, datapath) for launcher in launchers for datapath in datapaths]
+
+
 SUBNET = "10.77.0.0/24"     # the testbed's node segment: nodes .1 and .2
 PREFIX = 24
 
