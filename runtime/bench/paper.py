@@ -735,7 +735,9 @@ def chart(results, path, args, facts):
     colors = {"nic": "#4c72b0", "veth": "#dd8452", "macvlan": "#55a868"}
     hatches = {"mpirun": None, "slurm": "//"}
     width = 0.8 / len(cfgs)
-    fig, ax = plt.subplots(figsize=(max(7, (0.8 + 0.2 * len(cfgs)) * len(metrics) + 2), 4.8))
+    per_metric = 1.4 + 0.1 * max(0, len(cfgs) - 3)     # inches: room for each bar group
+    fig, ax = plt.subplots(figsize=(max(7, per_metric * len(metrics) + 2),
+                                    4.8 if len(cfgs) <= 3 else 5.6))
     for j, c in enumerate(cfgs):
         offset = (j - (len(cfgs) - 1) / 2) * width
         xs, ys, lo, hi = [], [], [], []
