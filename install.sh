@@ -13,11 +13,13 @@ cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
 
 BASE="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev iproute2 busybox-static procps"
+# libpmix-dev: Slurm's PMIx plugin (srun --mpi=pmix) opens pmix2/lib/libpmix.so, which
+# only the -dev package has.
 EXTRA="runc crun bubblewrap containernetworking-plugins iperf3 mmdebstrap
        openmpi-bin libopenmpi-dev mpich libmpich-dev python3-mpi4py
        hpcc gromacs openfoam openfoam-examples
        podman containerd conmon slirp4netns passt
-       slurmctld slurmd slurm-client munge"
+       slurmctld slurmd slurm-client munge libpmix-dev"
 pip_extras=""
 [ "${1:-}" = "--test" ] && pip_extras="[test,bench]"
 

@@ -376,6 +376,7 @@ def test_setup_runs_mpirun_on_the_launcher_node_with_one_rank_per_node():
     (["--configs", "veth"], "nic is the peer"),
     (["--configs", "nic,ipvlan"], "unknown configuration 'ipvlan'"),
     (["--workloads", "hpl,stream"], "unknown workload 'stream'"),
+    (["--launcher", "pbs"], "invalid choice: 'pbs'"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_paper_options_are_one_line(argv, words):
@@ -390,19 +391,24 @@ def test_paper_defaults_quick_unshaped_full_on_fast_ethernet():
     f = paper.parse([])
     assert (f.rate_mbit, f.repeat) == (100, 3)
     assert paper.parse(["--quick", "--rate", "100"]).rate_mbit == 100
+    assert f.launchers == ["mpirun"]
+    assert paper.parse(["--launcher", "both"]).launchers == ["mpirun", "slurm"]
 
 
-def synthetic_results():
+def synthetic_results(launchers=("mpirun",)):
     ws = wl.by_key([w.key for w in wl.ALL], True)
-    r = paper.Results(list(paper.CONFIGS), ws)
+    r = paper.Results(paper.configs(launchers, paper.DATAPATHS), ws)
     base = {"iperf3": 95.0, "hpl": 8.0, "dgemm": 5.8, "gromacs": 10.0, "dambreak": 2.0, "pitzdaily": 4.0,
             "pingpong_lat": 12.0, "pingpong_bw": 11.9}
     scale = {"nic": 1.0, "veth": 0.98, "macvlan": 0.99}
-    for c in paper.CONFIGS:
+    launch = {"mpirun": 1.0, "slurm": 0.95}
+    for c in r.configs:
         for k, v in base.items():
             m = next(m for m in r.metrics if m.key == k)
-            # throughputs shrink, times grow: veth/macvlan are a little slower
-            f = scale[c] if m.higher_is_better else 1 / scale[c]
+            # throughputs shrink, times grow: veth/macvlan are a little slower,
+            # srun's a little slower than mpirun's
+            f = scale[c.datapath] * launch[c.launcher]
+            f = f if m.higher_is_better else 1 / f
             r.samples[c][k] = [v * f * x for x in (0.99, 1.0, 1.01)]
     return ws, r
 
@@ -411,9 +417,9 @@ def test_relative_performance_is_higher_is_better_for_times_and_rates():
     ws, r = synthetic_results()
     iperf = next(m for m in r.metrics if m.key == "iperf3")
     gromacs = next(m for m in r.metrics if m.key == "gromacs")
-    assert r.relative(iperf, "nic") == pytest.approx(100.0)
-    assert r.relative(iperf, "veth") == pytest.approx(98.0)
-    assert r.relative(gromacs, "veth") == pytest.approx(98.0)
+    assert r.relative(iperf, paper.Config("mpirun", "nic")) == pytest.approx(100.0)
+    assert r.relative(iperf, paper.Config("mpirun", "veth")) == pytest.approx(98.0)
+    assert r.relative(gromacs, paper.Config("mpirun", "veth")) == pytest.approx(98.0)
     assert paper.study_relative(iperf, "veth") == pytest.approx(100 * 94.016 / 94.1)
     assert paper.study_relative(gromacs, "macvlan") == pytest.approx(100 * 242.364 / 242.944)
     assert paper.study_relative(next(m for m in r.metrics if m.key == "hpl"), "veth") == 99.1
@@ -431,19 +437,23 @@ def test_report_files_have_every_cell_filled_and_the_study_beside_ours(tmp_path)
     for row in table[1:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert "" not in cells and "failed" not in cells
-        assert all(c != "-" for c in cells[2:7]), row
+        assert cells[2] == "mpirun" and all(c != "-" for c in cells[3:8]), row
     assert "94.1 / 94.016 / 94.033 Mbit/s" in md
     assert "100 / 99.1 / 99.7 %" in md
     assert "242.364 / 242.452 / 242.944 s" in md
     assert "98.0 %" in md
     rows = list(csv.DictReader(open(tmp_path / "paper.csv")))
     assert len(rows) == 3 * len(r.metrics)
+    assert {x["launcher"] for x in rows} == {"mpirun"}
     veth_iperf = next(x for x in rows if x["metric"] == "iperf3" and x["config"] == "veth")
     assert float(veth_iperf["median"]) == pytest.approx(95.0 * 0.98)
     assert float(veth_iperf["percent_of_nic"]) == pytest.approx(98.0)
     assert veth_iperf["study_value"] == "94.016"
     data = json.load(open(tmp_path / "paper.json"))
     assert data["rate_mbit"] == 100 and len(data["metrics"]) == len(r.metrics)
+    assert data["launchers"] == ["mpirun"]
+    assert data["metrics"][0]["configs"]["mpirun"]["veth"]["percent_of_nic"] == \
+        pytest.approx(98.0)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -452,17 +462,44 @@ def test_report_files_have_every_cell_filled_and_the_study_beside_ours(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_failed_configuration_is_named_in_the_report(tmp_path):
-    ws, r = synthetic_results()
-    for m in r.metrics:
-        r.samples["macvlan"][m.key] = []
-    for w in ws:
-        r.fail("macvlan", w, "setup failed: no image")
-    r.setup_failed["macvlan"] = "no image"
+def test_srun_rows_stand_beside_mpirun_rows_relative_to_their_own_nic(tmp_path):
+    ws, r = synthetic_results(("mpirun", "slurm"))
     args = types.SimpleNamespace(quick=True, repeat=3, rate_mbit=None)
     paper.write_results(str(tmp_path), args, ws, r, 1.0)
     md = (tmp_path / "paper.md").read_text()
-    assert "**macvlan could not be set up**: no image" in md
+    table = [l for l in md.splitlines() if l.startswith("| ") and "---" not in l]
+    assert len(table) == 1 + 2 * len(r.metrics)
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in table[1:]]
+    iperf = [row for row in rows if row[0] == "iperf3 throughput"]
+    assert [row[2] for row in iperf] == ["mpirun", "srun"]
+    # Each launcher against its own NIC: the same 98 % and 99 %.
+    assert [row[6:8] for row in iperf] == [["98.0 %", "99.0 %"]] * 2
+    assert iperf[0][8] != "-" and iperf[1][8:] == ["-", "-"]   # the study once
+    assert "srun against mpirun, same datapath" in md and "iperf3: NIC 95.0, veth 95.0" in md
+    assert "**macvlan (srun)**: srun --mpi=pmix -N2 -n2 pyctr run" in md
+    csv_rows = list(csv.DictReader(open(tmp_path / "paper.csv")))
+    assert len(csv_rows) == 6 * len(r.metrics)
+    srun_veth = next(x for x in csv_rows if x["metric"] == "iperf3" and
+                     x["launcher"] == "slurm" and x["config"] == "veth")
+    assert float(srun_veth["percent_of_nic"]) == pytest.approx(98.0)
+    assert float(srun_veth["percent_of_mpirun"]) == pytest.approx(95.0)
+    data = json.load(open(tmp_path / "paper.json"))
+    assert data["launchers"] == ["mpirun", "slurm"]
+    assert set(data["metrics"][0]["configs"]["slurm"]) == {"nic", "veth", "macvlan"}
+
+
+def test_a_failed_configuration_is_named_in_the_report(tmp_path):
+    ws, r = synthetic_results()
+    macvlan = paper.Config("mpirun", "macvlan")
+    for m in r.metrics:
+        r.samples[macvlan][m.key] = []
+    for w in ws:
+        r.fail(macvlan, w, "setup failed: no image")
+    r.setup_failed[macvlan] = "no image"
+    args = types.SimpleNamespace(quick=True, repeat=3, rate_mbit=None)
+    paper.write_results(str(tmp_path), args, ws, r, 1.0)
+    md = (tmp_path / "paper.md").read_text()
+    assert "**macvlan (mpirun) could not be set up**: no image" in md
     assert "| failed |" in md
 
 

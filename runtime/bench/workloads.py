@@ -53,31 +53,44 @@ class Output:
 
 class Node:
     """Where commands run. `wrap(argv, env)` gives the full host argv that runs
-    argv there with env added (e.g. ip netns exec NS env K=V argv...)."""
+    argv there with env added (e.g. ip netns exec NS env K=V argv...);
+    `environ`, if given, is the environment that host argv starts with."""
 
-    def __init__(self, name, host, wrap):
+    def __init__(self, name, host, wrap, environ=None):
         self.name = name        # "A" / "B"
         self.host = host        # the address the other node reaches it at
         self.wrap = wrap
+        self.environ = environ
 
     def run(self, argv, env=None, timeout=600):
-        full = self.wrap([str(a) for a in argv], env or {})
+        return self.execute(self.wrap([str(a) for a in argv], env or {}), argv[0], timeout)
+
+    def execute(self, full, what, timeout):
+        """Output of host argv `full`; WorkloadFailed after `timeout` seconds."""
         t0 = time.perf_counter()
         try:
             r = subprocess.run(full, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               errors="replace", timeout=timeout)
+                               errors="replace", timeout=timeout, env=self.environ)
         except subprocess.TimeoutExpired as e:
-            raise WorkloadFailed("%s on node %s: no end after %d s" % (argv[0], self.name,
+            raise WorkloadFailed("%s on node %s: no end after %d s" % (what, self.name,
                                                                        timeout)) from e
         return Output(r.returncode, r.stdout, r.stderr, time.perf_counter() - t0)
 
     def start(self, argv, env=None):
-        return subprocess.Popen(self.wrap([str(a) for a in argv], env or {}),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return self.start_argv(self.wrap([str(a) for a in argv], env or {}))
+
+    def start_argv(self, full):
+        return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env=self.environ)
 
     def __repr__(self):
         return "Node(%s %s)" % (self.name, self.host)
+
+
+# A rank's number in a shell it was started as: mpirun's orted sets
+# OMPI_COMM_WORLD_RANK, srun (no MPI launcher in between) SLURM_PROCID.
+RANK = "${OMPI_COMM_WORLD_RANK:-$SLURM_PROCID}"
 
 
 def env_argv(env):
@@ -109,15 +122,25 @@ class Setup:
         """Start a 2-rank job that reports where each rank runs; raise
         WorkloadFailed unless rank 0 is in node A's expected network namespace
         and rank 1 in node B's."""
-        out = _must(self.mpirun(["sh", "-c", 'echo "rank $OMPI_COMM_WORLD_RANK netns '
-                                 '$(stat -L -c %i /proc/self/ns/net)"'], cwd=self.workdir,
-                                timeout=120), "mpirun (where do the ranks run?)")
+        out = _must(self.mpirun(["sh", "-c", 'echo "rank %s netns '
+                                 '$(stat -L -c %%i /proc/self/ns/net)"' % RANK],
+                                cwd=self.workdir, timeout=120),
+                    "%s (where do the ranks run?)" % self.launch_word)
         seen = {int(r): int(ino) for r, ino in re.findall(r"^rank (\d+) netns (\d+)$",
                                                           out.out, re.M)}
-        if self.expect_netns is not None and seen != self.expect_netns:
-            raise WorkloadFailed("%s: ranks ran in network namespaces %s, expected %s"
-                                 % (self.name, seen, self.expect_netns))
+        problem = self.netns_problem(seen)
+        if problem:
+            raise WorkloadFailed("%s: %s" % (self.name, problem))
         return seen
+
+    launch_word = "mpirun"
+
+    def netns_problem(self, seen):
+        """What is wrong with the ranks' network namespaces `seen` ({rank:
+        inode}), or None."""
+        if self.expect_netns is not None and seen != self.expect_netns:
+            return "ranks ran in network namespaces %s, expected %s" % (seen, self.expect_netns)
+        return None
 
     def mpirun(self, argv, cwd, env=None, timeout=900):
         """Run an MPI program with one rank on each node; returns Output.
@@ -477,10 +500,10 @@ coeffs
 
 
 # Rank 0 times its own solver process, start to exit (MPI_Init's wire-up
-# included): what it takes to start ranks (ip netns exec or pyctr exec, orted)
-# stays out of the figure, as it does for mdrun's and HPL's own timings.
+# included): what it takes to start ranks (ip netns exec or pyctr exec and
+# orted; or slurmstepd and pyctr run) stays out of the figure, as it does for mdrun's and HPL's own timings.
 SOLVER_CLOCK = ('t0=$(date +%s.%N); "$@"; rc=$?; t1=$(date +%s.%N); '
-                'if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then echo "SOLVER_WALL $t0 $t1"; fi; '
+                'if [ "' + RANK + '" = 0 ]; then echo "SOLVER_WALL $t0 $t1"; fi; '
                 'exit $rc')
 
 
