@@ -8,16 +8,20 @@ from setuptools.command.build_ext import build_ext
 
 
 class BuildWithInit(build_ext):
-    """The cffi shim, and pyctr-init (csrc/init.c, the PID 1 of --init)
-    next to it in the package: static, since a container's root may have
-    no libc, and stripped."""
+    """The cffi shim, and next to it in the package: pyctr-init (csrc/init.c,
+    the PID 1 of --init; static, since a container's root may have no libc,
+    and stripped) and pyctr-ucx-finalize.so (csrc/ucx_finalize.c, preloaded
+    into MPICH ranks; see pyctr.mpi.env)."""
 
     def run(self):
         super().run()
-        target = os.path.join(os.path.dirname(self.get_ext_fullpath("pyctr._shim")),
-                              "pyctr-init")
-        subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
-                        "-o", target, "csrc/init.c"], check=True)
+        package = os.path.dirname(self.get_ext_fullpath("pyctr._shim"))
+        cc = os.environ.get("CC", "gcc")
+        subprocess.run([cc, "-static", "-s", "-O2", "-Wall",
+                        "-o", os.path.join(package, "pyctr-init"), "csrc/init.c"], check=True)
+        subprocess.run([cc, "-shared", "-fPIC", "-s", "-O2", "-Wall",
+                        "-o", os.path.join(package, "pyctr-ucx-finalize.so"),
+                        "csrc/ucx_finalize.c", "-ldl", "-pthread"], check=True)
 
 
 setup(
