@@ -146,6 +146,22 @@ void ucp_worker_destroy(ucp_handle worker)
     fn(worker);
 }
 
+/* "MAJOR.MINOR..." -> 1. By hand: a newer glibc's headers would make sscanf
+ * or strtol need that glibc where the library is preloaded (an image's). */
+static int parse_version(const char *text, int *major, int *minor)
+{
+    int *part[2] = {major, minor};
+    for (int i = 0; i < 2; i++) {
+        if (*text < '0' || *text > '9')
+            return 0;
+        for (*part[i] = 0; *text >= '0' && *text <= '9' && *part[i] < 10000; text++)
+            *part[i] = *part[i] * 10 + (*text - '0');
+        if (i == 0 && *text++ != '.')
+            return 0;
+    }
+    return 1;
+}
+
 /* Whether the library that called is an MPICH before 4.2 (it defines
  * MPII_Version_string, "4.0.2"): 4.2 has no barrier there, and what it calls
  * between its disconnects and ucp_worker_destroy is not known here. Open MPI
@@ -162,7 +178,7 @@ static int called_by_old_mpich(void *caller)
             void *object = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
             if (object != NULL) {
                 const char *version = dlsym(object, "MPII_Version_string");
-                if (version != NULL && sscanf(version, "%d.%d", &major, &minor) == 2)
+                if (version != NULL && parse_version(version, &major, &minor))
                     answer = major < 4 || (major == 4 && minor < 2);
                 dlclose(object);
             }
