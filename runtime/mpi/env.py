@@ -65,7 +65,8 @@ ch4:ucx with UCX 1.13, libfabric 1.17):
   preloaded into a rank, it progresses UCX from a thread from MPICH's first
   disconnect until the worker is destroyed. The mpi image preloads it for
   every process. Measured with two network namespaces and a CPU hog beside
-  them, runs alternating: 4 hangs in 200 jobs without it, 0 in 200 with it;
+  them: 11 and 4 hangs in two sets of 200 jobs without it (the second set
+  alternating with runs with it), 0 in 400 with it;
   a job whose second rank starts its disconnects late hangs every time
   without it and never with it (tests/test_mpi_netns.py).
 """
