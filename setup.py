@@ -14,7 +14,8 @@ class BuildWithInit(build_ext):
     the parent of a running container once Python has handed over: static,
     so it maps no shared library and costs the fewest pages) and
     pyctr-front (csrc/front.c, the `pyctr` command: static, so its exec
-    costs no dynamic linking). Stripped."""
+    costs no dynamic linking), all stripped; and pyctr-ucx-finalize.so
+    (csrc/ucx_finalize.c, preloaded into MPICH ranks; see pyctr.mpi.env)."""
 
     PROGRAMS = {"pyctr-init": ("csrc/init.c", "csrc/supervise.c"),
                 "pyctr-monitor": ("csrc/monitor.c", "csrc/supervise.c"),
@@ -23,9 +24,13 @@ class BuildWithInit(build_ext):
     def run(self):
         super().run()
         package = os.path.dirname(self.get_ext_fullpath("pyctr._shim"))
+        cc = os.environ.get("CC", "gcc")
         for name, sources in self.PROGRAMS.items():
-            subprocess.run([os.environ.get("CC", "gcc"), "-static", "-s", "-O2", "-Wall",
+            subprocess.run([cc, "-static", "-s", "-O2", "-Wall",
                             "-o", os.path.join(package, name), *sources], check=True)
+        subprocess.run([cc, "-shared", "-fPIC", "-s", "-O2", "-Wall",
+                        "-o", os.path.join(package, "pyctr-ucx-finalize.so"),
+                        "csrc/ucx_finalize.c", "-ldl", "-pthread"], check=True)
 
 
 setup(

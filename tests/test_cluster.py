@@ -12,14 +12,14 @@ the wire. mpirun runs on node A and starts its daemons in the containers
 through the cluster's agent: `pyctr exec` for node A's container, `ip netns
 exec B pyctr exec` for node B's (cluster up --remote).
 
-Needs the mpi image (PYCTR_MPI_DATA, default /var/lib/pyctr; built when
-missing: `pyctr image build mpi`, about a minute, needs the network), Open
-MPI and MPICH on the host with their compilers (install.sh --test). Every
-MPI run is bounded by a timeout; the testbeds' finalizers remove everything.
+Needs the mpi image (conftest's mpi_data; built when missing: `pyctr image
+build mpi`, about a minute, needs the network), Open MPI and MPICH on the
+host with their compilers (install.sh --test). Every MPI run is bounded by a
+timeout; the testbeds' finalizers remove everything.
 
-An MPICH run that times out with both ranks' lines printed is MPICH
-4.0.2's own finalize deadlock (pyctr/mpi/env.py), not a pyctr exec that
-failed to exit: it happens with plain network namespaces too.
+The mpi image preloads pyctr-ucx-finalize.so, the fix for MPICH 4.0.2's
+finalize deadlock (pyctr/mpi/env.py): an MPICH run that times out with both
+ranks' lines printed means that fix did not work.
 """
 import json
 import os

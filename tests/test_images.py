@@ -190,6 +190,10 @@ def test_build_malformed_toml_names_file_and_line(tmp_path):
     ('name = "x"\n', ["missing", "base"]),
     ('name = "x"\n[base]\nkind = "empty"\n[[file]]\npath = "/../etc/x"\ncontent = ""\n', [".."]),
     ('name = "x"\n[base]\nkind = "empty"\n[config]\nenv = ["NOEQUALS"]\n', ["NAME=VALUE"]),
+    ('name = "x"\n[base]\nkind = "empty"\n[[file]]\npath = "/x"\nshipped = "../setup.py"\n',
+     ["shipped", "not a file pyctr installs"]),
+    ('name = "x"\n[base]\nkind = "empty"\n[[file]]\npath = "/x"\nshipped = "pyctr-init"\n'
+     'content = ""\n', ["either content or shipped"]),
 ])
 def test_build_rejects_bad_recipes(tmp_path, text, words):
     recipe = tmp_path / "bad.toml"
@@ -247,6 +251,18 @@ def test_build_clears_what_a_killed_build_left(tmp_path):
     assert r.returncode == 0, r.stderr
     assert store_entries(tmp_path) == ["tiny"]
     assert (tmp_path / "images/tiny/rootfs/etc/motd").read_text() == "hi"
+
+
+@root_only
+def test_build_copies_a_file_pyctr_ships(tmp_path):
+    from pyctr.images.recipes import shipped_file
+    recipe = tmp_path / "fix.toml"
+    recipe.write_text('name = "fix"\n[base]\nkind = "empty"\n[[file]]\n'
+                      'path = "/usr/local/lib/fix.so"\nshipped = "pyctr-ucx-finalize.so"\n')
+    r = pyctr(tmp_path, "image", "build", str(recipe))
+    assert r.returncode == 0, r.stderr
+    with open(shipped_file("pyctr-ucx-finalize.so"), "rb") as f:
+        assert (tmp_path / "images/fix/rootfs/usr/local/lib/fix.so").read_bytes() == f.read()
 
 
 # --------------------------------------------------------------------------- archives

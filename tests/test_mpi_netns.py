@@ -46,16 +46,51 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+# Rank 1 answers rank 0's disconnect from inside MPI_Iprobe, and only then
+# starts its own: rank 0 has finished its disconnects and waits in MPICH
+# 4.0's PMI barrier when rank 1's request arrives (see pyctr.mpi.env).
+LATE_C = r"""
+#include <mpi.h>
+#include <stdio.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    int rank, flag, token = 1;
+    struct timespec t0, t;
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) {
+        MPI_Send(&token, 1, MPI_INT, 1, 0, MPI_COMM_WORLD);
+    } else {
+        MPI_Recv(&token, 1, MPI_INT, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+            MPI_Iprobe(MPI_ANY_SOURCE, 1, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while (t.tv_sec - t0.tv_sec < 2);
+    }
+    printf("rank %d finalizing\n", rank);
+    fflush(stdout);
+    MPI_Finalize();
+    return 0;
+}
+"""
 RUN_AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
-def compile_ring(tmp, compiler):
+def mpich_finalize_fix():
+    """hydra's arguments that preload pyctr's MPICH finalize fix into ranks
+    running on the host's MPICH (the mpi image preloads it itself)."""
+    from pyctr.images.recipes import shipped_file
+    return ["-genv", "LD_PRELOAD", shipped_file("pyctr-ucx-finalize.so")]
+
+
+def compile_ring(tmp, compiler, source=RING_C, name="ring"):
     if not shutil.which(compiler):
         pytest.skip("%s not installed" % compiler)
-    src = os.path.join(tmp, "ring.c")
+    src = os.path.join(tmp, name + ".c")
     with open(src, "w") as f:
-        f.write(RING_C)
-    out = os.path.join(tmp, "ring." + compiler.split(".")[-1])
+        f.write(source)
+    out = os.path.join(tmp, name + "." + compiler.split(".")[-1])
     subprocess.run([compiler, "-O2", "-o", out, src], check=True, timeout=120)
     return out
 
@@ -157,11 +192,29 @@ def test_mpich_ranks_run_on_both_nodes_and_cross_the_wire(work, bed):
         genv += ["-genv", k, v]
     before = nic_bytes(a.netns)
     p = run(a.argv(["mpiexec.hydra", "-iface", "nic0", "-launcher", "rsh", "-launcher-exec",
-                    agent(work, bed), "-hosts", "nodeA,nodeB", "-n", "2"] + genv + [ring]))
+                    agent(work, bed), "-hosts", "nodeA,nodeB", "-n", "2"] + genv +
+                   mpich_finalize_fix() + [ring]))
     assert p.returncode == 0, p.stderr[-2000:]
     assert ranks(p.stdout) == {0: (netns_ino(a.netns), 2), 1: (netns_ino(b.netns), 2)}
     after = nic_bytes(a.netns)
     assert after[1] - before[1] >= 1 << 20 and after[0] - before[0] >= 1 << 20
+
+
+def test_mpich_rank_waiting_in_finalize_still_answers_a_late_peers_disconnect(work, bed):
+    """Without pyctr-ucx-finalize.so this job hangs every time: rank 0 waits
+    in the PMI barrier for rank 1, rank 1 for rank 0's answer to its
+    disconnect, which sits unread in rank 0's socket."""
+    late = compile_ring(work, "mpicc.mpich", LATE_C, "late")
+    a, b = bed.nodes
+    env = mpi.mpi_env([mpi.Iface("nic0", a.ip, a.prefix)], "mpich")
+    genv = []
+    for k, v in sorted(env.items()):
+        genv += ["-genv", k, v]
+    p = run(a.argv(["mpiexec.hydra", "-iface", "nic0", "-launcher", "rsh", "-launcher-exec",
+                    agent(work, bed), "-hosts", "nodeA,nodeB", "-n", "2"] + genv +
+                   mpich_finalize_fix() + [late]), timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(p.stdout.split("\n")) == ["", "rank 0 finalizing", "rank 1 finalizing"]
 
 
 def test_ucx_without_tls_setting_bypasses_the_wire_between_namespaces(work, bed):
@@ -172,7 +225,8 @@ def test_ucx_without_tls_setting_bypasses_the_wire_between_namespaces(work, bed)
     a, b = bed.nodes
     before = nic_bytes(a.netns)
     p = run(a.argv(["mpiexec.hydra", "-iface", "nic0", "-launcher", "rsh", "-launcher-exec",
-                    agent(work, bed), "-hosts", "nodeA,nodeB", "-n", "2", ring]))
+                    agent(work, bed), "-hosts", "nodeA,nodeB", "-n", "2"] +
+                   mpich_finalize_fix() + [ring]))
     assert p.returncode == 0, p.stderr[-2000:]
     assert ranks(p.stdout) == {0: (netns_ino(a.netns), 2), 1: (netns_ino(b.netns), 2)}
     after = nic_bytes(a.netns)

@@ -99,7 +99,7 @@ _RECIPE_KEYS = {
     "": {"name": str, "description": str, "base": dict, "applets": dict, "dirs": dict,
          "symlinks": dict, "file": "tables", "config": dict},
     "applets": {"binary": str, "skip": "strs"},
-    "file": {"path": str, "content": str, "mode": int},
+    "file": {"path": str, "content": str, "shipped": str, "mode": int},
     "config": {"env": "strs", "cmd": "strs", "entrypoint": "strs", "workdir": str, "user": str},
 }
 _BASE_KEYS = {
@@ -172,8 +172,12 @@ def load_recipe(path):
             raise PyctrError("%s: [symlinks] %s: target must be a string" % (path, p))
     for f in r.get("file", []):
         _check_table(f, _RECIPE_KEYS["file"], "[[file]] ", path)
-        if "path" not in f or "content" not in f:
-            raise PyctrError("%s: [[file]] needs path and content" % path)
+        if "path" not in f or ("content" in f) == ("shipped" in f):
+            raise PyctrError("%s: [[file]] needs path and either content or shipped" % path)
+        if "shipped" in f and ("/" in f["shipped"] or
+                               not os.path.isfile(shipped_file(f["shipped"]))):
+            raise PyctrError("%s: [[file]] shipped %r is not a file pyctr installs"
+                             % (path, f["shipped"]))
     if "config" in r:
         c = r["config"]
         _check_table(c, _RECIPE_KEYS["config"], "[config] ", path)
@@ -401,10 +405,22 @@ def _add_symlinks(links, rootfs):
 
 def _add_files(files, rootfs):
     for f in files:
+        if "shipped" in f:
+            with open(shipped_file(f["shipped"]), "rb") as src:
+                data = src.read()
+        else:
+            data = f["content"].encode("utf-8")
         dst = _replaceable(rootfs, f["path"], "is a directory")
         with inroot.create_file(dst) as out:
-            out.write(f["content"].encode("utf-8"))
+            out.write(data)
             os.fchmod(out.fileno(), f.get("mode", 0o644))
+
+
+def shipped_file(name):
+    """A file pyctr installs beside its code (built from csrc/ by setup.py), by its
+    bare name."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, name)
 
 
 def _replaceable(rootfs, path, why_not):

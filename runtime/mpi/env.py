@@ -55,9 +55,20 @@ ch4:ucx with UCX 1.13, libfabric 1.17):
   waits in the barrier for it, mpiexec never returns, although both have
   printed their results. Seen in about one run in ten to thirty of a
   2-rank job on a loaded machine, just as often with plain network
-  namespaces and `ip netns exec` as with containers; UCX_TCP_PUT_ENABLE=n,
-  UCX_RNDV_THRESH=inf and UCX_PROTO_ENABLE=y do not avoid it. MPICH 4.2
-  dropped that barrier (pmodels/mpich#6596); Debian 12 has 4.0.2.
+  namespaces and `ip netns exec` as with containers. No setting avoids it:
+  UCX 1.13's TCP transport marks an endpoint for a flush after any message
+  it sent, and the flush is that request (UCX_TCP_PUT_ENABLE=n,
+  UCX_RNDV_THRESH=inf, UCX_PROTO_ENABLE=y change nothing); MPICH has no
+  variable for its finalize. MPICH 4.2 dropped that barrier
+  (pmodels/mpich#6596); Debian 12 has 4.0.2. pyctr's fix is
+  pyctr-ucx-finalize.so (csrc/ucx_finalize.c, why it is safe is there):
+  preloaded into a rank, it progresses UCX from a thread from MPICH's first
+  disconnect until the worker is destroyed. The mpi image preloads it for
+  every process. Measured with two network namespaces and a CPU hog beside
+  them: 11 and 4 hangs in two sets of 200 jobs without it (the second set
+  alternating with runs with it), 0 in 400 with it;
+  a job whose second rank starts its disconnects late hangs every time
+  without it and never with it (tests/test_mpi_netns.py).
 """
 import os
 
