@@ -338,6 +338,18 @@ def test_a_profile_without_close_range_and_no_new_privileges_off(pyctr, bundle):
     no_leftovers(pyctr, "c22")
 
 
+def test_linux_devices_may_be_fifos(pyctr, bundle):
+    """linux.devices type p (runc, crun make it with mknod): a FIFO with the
+    bundle's mode and owner, and no device number or cgroup rule needed."""
+    def edit(config):
+        config["linux"]["devices"] = [{"path": "/dev/fifo1", "type": "p", "fileMode": 0o640,
+                                       "uid": 5, "gid": 6}]
+    p = pyctr("run", "c23", "-b", bundle(
+        ["sh", "-c", "test -p /dev/fifo1 && stat -c '%a %u %g' /dev/fifo1"], edit))
+    assert (p.returncode, p.stdout) == (0, "640 5 6\n"), p.stderr
+    no_leftovers(pyctr, "c23")
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda c: c["process"].update(apparmorProfile="docker-default"), "apparmorProfile"),
     (lambda c: c["process"].update(selinuxLabel="system_u:x"), "selinuxLabel"),
