@@ -136,6 +136,18 @@ def prepare_process(proc, syscall, tie_to_parent=True, seccomp=None):
         # pyctr (the workload inherits that filter): nothing to hide.
         if e.errno not in (ENOSYS, EPERM):
             raise
+    # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
+    # PMI_FD); every other one closes at exec. Marked before a filter can be
+    # loaded below: a profile need not allow close_range (runtime-tools' and
+    # older Docker defaults deny it).
+    keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))
+    first = 3
+    for fd in keep:
+        os.set_inheritable(fd, True)
+        if fd > first:
+            syscall.close_range(first, fd - 1, syscalls.CLOSE_RANGE_CLOEXEC)
+        first = max(first, fd + 1)
+    syscall.close_range(first, 0xFFFFFFFF, syscalls.CLOSE_RANGE_CLOEXEC)
     if seccomp and not proc.no_new_privileges:
         # Without no_new_privs only a CAP_SYS_ADMIN holder may load a filter:
         # load it before the capabilities go (as runc does); the steps below
@@ -160,16 +172,6 @@ def prepare_process(proc, syscall, tie_to_parent=True, seccomp=None):
         syscall.chdir(proc.cwd)
     except OSError as e:
         raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
-    # fds 3 .. 3+N-1 and pass_fds go on to the workload (an MPI launcher's
-    # PMI_FD); every other one closes at exec.
-    keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))
-    first = 3
-    for fd in keep:
-        os.set_inheritable(fd, True)
-        if fd > first:
-            syscall.close_range(first, fd - 1, syscalls.CLOSE_RANGE_CLOEXEC)
-        first = max(first, fd + 1)
-    syscall.close_range(first, 0xFFFFFFFF, syscalls.CLOSE_RANGE_CLOEXEC)
     syscall.reset_signals()
 
 

@@ -79,7 +79,8 @@ def policy(res):
     /dev/null or the terminal."""
     deny_all, defaults = DEFAULT_RULES[0], DEFAULT_RULES[1:]
     rules = [deny_all] + list(res.device_rules) + list(defaults)
-    rules += [_allow(d.type, d.major, d.minor, d.access) for d in res.devices]
+    # The device controller knows only character and block nodes, not FIFOs.
+    rules += [_allow(d.type, d.major, d.minor, d.access) for d in res.devices if d.type != "p"]
     return rules
 
 
@@ -156,9 +157,11 @@ def device_from_oci(device):
     type_ = device.get("type")
     if type_ == "u":
         type_ = "c"  # unbuffered character device: the same node type
-    if type_ not in ("b", "c"):
-        raise PyctrError("%s %s: type must be b, c or u (p is not supported)" % (where, path))
+    if type_ not in ("b", "c", "p"):
+        raise PyctrError("%s %s: type must be b, c, u or p, not %r" % (where, path, type_))
     major, minor = device.get("major"), device.get("minor")
+    if type_ == "p":  # a FIFO has no device number
+        major, minor = major or 0, minor or 0
     if major is None or minor is None:
         raise PyctrError("%s %s: major and minor are required" % (where, path))
     mode = device.get("fileMode", 0o666)
@@ -177,7 +180,7 @@ def make_node(syscall, root, dest, device):
     namespace may not, a bind mount of the host's node."""
     syscall.mkdir_in_root(root, os.path.dirname(dest))
     if not syscall.exists_in_root(root, dest):
-        kind = stat.S_IFCHR if device.type == "c" else stat.S_IFBLK
+        kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
         try:
             syscall.mknod_in_root(root, dest, kind | device.file_mode,
                                   os.makedev(device.major, device.minor), device.uid, device.gid)

@@ -36,7 +36,7 @@ def process_from_config(config, args, env=(), cwd=None, user=None, root=None):
                                 inheritable=granted, ambient=granted)
     process = Process(args=list(args), env=merge_env(p["env"], env),
                       cwd=cwd or p["cwd"], uid=uid, gid=gid, capabilities=caps,
-                      no_new_privileges=p.get("noNewPrivileges", True))
+                      no_new_privileges=bool(p.get("noNewPrivileges", False)))
     linux = config.get("linux") or {}
     mappings = [[IdMapping(container_id=m["containerID"], host_id=m["hostID"], size=m["size"])
                  for m in linux.get(key) or []] for key in ("uidMappings", "gidMappings")]

@@ -301,6 +301,55 @@ def test_settings_reach_the_container(pyctr, bundle):
     no_leftovers(pyctr, "c8")
 
 
+def test_no_new_privileges_only_when_the_config_asks(pyctr, bundle):
+    """The runtime spec's process.noNewPrivileges is false when absent (runc
+    and crun leave no_new_privs off): a setuid program in such a container,
+    or in a command exec'd into it, still gains its privileges."""
+    def edit(value):
+        def apply(config):
+            config["process"].pop("noNewPrivileges", None)
+            if value is not None:
+                config["process"]["noNewPrivileges"] = value
+        return apply
+    show = ["sh", "-c", "grep NoNewPrivs /proc/self/status"]
+    for value, flag in ((None, "0"), (True, "1")):
+        p = pyctr("run", "c20", "-b", bundle(show, edit(value)))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["NoNewPrivs:", flag]
+        no_leftovers(pyctr, "c20")
+    create(pyctr, "--bundle", bundle(["sleep", "300"], edit(None)), "c21")
+    pyctr("start", "c21", check=True)
+    assert pyctr("exec", "c21", *show, check=True).stdout.split() == ["NoNewPrivs:", "0"]
+    pyctr("delete", "--force", "c21", check=True)
+    no_leftovers(pyctr, "c21")
+
+
+def test_a_profile_without_close_range_and_no_new_privileges_off(pyctr, bundle):
+    """Without no_new_privs the filter is loaded before the capabilities
+    drop, so pyctr's last steps run under it: a profile that denies
+    close_range (runtime-tools' default, older Docker ones) must not keep
+    the workload from starting."""
+    def edit(config):
+        config["process"].pop("noNewPrivileges", None)
+        config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]}
+    p = pyctr("run", "c22", "-b", bundle(["echo", "ran"], edit))
+    assert (p.returncode, p.stdout) == (0, "ran\n"), p.stderr
+    no_leftovers(pyctr, "c22")
+
+
+def test_linux_devices_may_be_fifos(pyctr, bundle):
+    """linux.devices type p (runc, crun make it with mknod): a FIFO with the
+    bundle's mode and owner, and no device number or cgroup rule needed."""
+    def edit(config):
+        config["linux"]["devices"] = [{"path": "/dev/fifo1", "type": "p", "fileMode": 0o640,
+                                       "uid": 5, "gid": 6}]
+    p = pyctr("run", "c23", "-b", bundle(
+        ["sh", "-c", "test -p /dev/fifo1 && stat -c '%a %u %g' /dev/fifo1"], edit))
+    assert (p.returncode, p.stdout) == (0, "640 5 6\n"), p.stderr
+    no_leftovers(pyctr, "c23")
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda c: c["process"].update(apparmorProfile="docker-default"), "apparmorProfile"),
     (lambda c: c["process"].update(selinuxLabel="system_u:x"), "selinuxLabel"),

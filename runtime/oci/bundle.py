@@ -103,7 +103,7 @@ def from_config(config, bundle, paths=None):
             cwd=proc.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
             additional_gids=[int(g) for g in user.get("additionalGids") or []],
             capabilities=identity.capabilities_from_oci(proc.get("capabilities")),
-            no_new_privileges=bool(proc.get("noNewPrivileges", True)),
+            no_new_privileges=bool(proc.get("noNewPrivileges", False)),
             oci=process.parse(proc)),
         root=Root(path=root_path, readonly=bool(config["root"].get("readonly"))),
         hostname=config.get("hostname") or container_id,
