@@ -169,15 +169,6 @@ def write_policy(node, grants):
         f.write("\n".join(lines))
 
 
-def helper_available():
-    """Is netd's daemon here (pyctr.netd.server)?"""
-    import importlib.util
-    try:
-        return importlib.util.find_spec("pyctr.netd.server") is not None
-    except ImportError:
-        return False
-
-
 class Helpers(UpDown):
     """`pyctr netd serve` as root in every node of a testbed, each with the
     node's state and config and its own socket."""

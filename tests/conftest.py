@@ -45,8 +45,11 @@ class Pyctr:
                                 stderr=subprocess.PIPE, text=True, **kw)
 
     def containers(self):
+        """Names on record. A `.new-PID-*` entry is a reservation on its way
+        to its name (state.StateStore.reserve), gc's if its maker died."""
         d = os.path.join(self.root, "containers")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return sorted(n for n in os.listdir(d) if not n.startswith(".")) \
+            if os.path.isdir(d) else []
 
     def cleanup(self):
         for name in self.containers():

@@ -21,8 +21,6 @@ from pyctr import userbed
 from pyctr.testbed import Testbed
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="makes a user and namespaces: needs root")
-needs_helper = pytest.mark.skipif(not userbed.helper_available(),
-                                  reason="waits for netd's daemon (pyctr.netd.server)")
 QUOTA = 2
 
 
@@ -54,14 +52,12 @@ def bed(request, user, image_data):
             root_ok(node, "net", "create", "closed", "--subnet", "10.78.0.0/24")
             userbed.write_policy(node, {"lan": {"users": [user.name],
                                                 "max_containers": QUOTA}})
-        helpers = userbed.Helpers(tb) if userbed.helper_available() else None
+        helpers = userbed.Helpers(tb)
         try:
-            if helpers:
-                helpers.up()
+            helpers.up()
             yield Bed(kind, tb, user, helpers)
         finally:
-            if helpers:
-                helpers.down()
+            helpers.down()
             user.kill_processes()
             for node in tb.nodes:
                 user.on(node).clean()
@@ -139,7 +135,6 @@ CLIENT = ("t0=$(cat /sys/class/net/eth0/statistics/tx_bytes); ping -c 2 -W 3 %s 
           "echo tx $(( $(cat /sys/class/net/eth0/statistics/tx_bytes) - t0 ))")
 
 
-@needs_helper
 def test_user_containers_talk_across_nodes_over_their_eth0(bed):
     """A user's container on each node, on the granted network: 1 MiB goes
     out of one's eth0 and into the other's, across the simulated wire."""
@@ -191,7 +186,6 @@ def stop(proc):
     assert proc.returncode == 0, err
 
 
-@needs_helper
 def test_net_ls_shows_the_user_what_they_may_use(bed):
     sleeper = holder(bed.me(bed.a))
     try:
@@ -208,7 +202,6 @@ def test_net_ls_shows_the_user_what_they_may_use(bed):
     assert "closed" in root and "lan" in root
 
 
-@needs_helper
 def test_refused_on_a_network_not_granted(bed):
     line = refused(bed, bed.a, "--net=closed")
     assert line == "pyctr: network closed: user %s may not attach (policy %s)" % (
@@ -216,7 +209,6 @@ def test_refused_on_a_network_not_granted(bed):
     assert nothing_left(bed, bed.a) == NOTHING
 
 
-@needs_helper
 def test_refused_an_address_of_their_choosing(bed):
     line = refused(bed, bed.a, "--net=lan", "--ip", "10.77.0.20")
     assert line.startswith("pyctr: network lan: user %s may not choose its address"
@@ -224,7 +216,6 @@ def test_refused_an_address_of_their_choosing(bed):
     assert nothing_left(bed, bed.a) == NOTHING
 
 
-@needs_helper
 def test_refused_beyond_the_quota(bed):
     me = bed.me(bed.a)
     sleepers = [holder(me) for _ in range(QUOTA)]
@@ -270,7 +261,6 @@ def _running(me):
     return False
 
 
-@needs_helper
 @pytest.mark.parametrize("point", sorted(POINTS))
 def test_kill_9_of_a_users_run_leaves_nothing_root_gc_cannot_remove(bed, point):
     me = bed.me(bed.a)
@@ -443,14 +433,12 @@ def _users_ranks(bed, ring, mpi):
     return p
 
 
-@needs_helper
 def test_a_users_mpich_ranks_each_in_its_own_container_on_the_network(bed, mpi_data,
                                                                       ring):
     """hydra's PMI_FD goes on into each rank's container."""
     _users_ranks(bed, ring, "mpich")
 
 
-@needs_helper
 def test_a_users_open_mpi_ranks_each_in_its_own_container_on_the_network(bed, mpi_data,
                                                                          ring):
     """mpirun's PMIx server on its 127.0.0.1 is relayed into each rank's
@@ -461,7 +449,6 @@ def test_a_users_open_mpi_ranks_each_in_its_own_container_on_the_network(bed, mp
 
 # -- pyctr bench net --rootless -------------------------------------------------------------
 
-@needs_helper
 @pytest.mark.slow
 def test_bench_net_rootless_runs_end_to_end_and_leaves_nothing(image_data, tmp_path):
     import sys
@@ -528,14 +515,9 @@ def _users_cluster_job(cluster_node, ring, launcher):
     assert not os.path.exists(os.path.join(me.state_root, "clusters", "c"))
 
 
-@needs_helper
 def test_a_user_runs_an_open_mpi_job_on_a_virtual_cluster(cluster_node, ring):
     _users_cluster_job(cluster_node, ring, "openmpi")
 
 
-@needs_helper
-@pytest.mark.xfail(strict=False, reason="hangs in some runs (here 2 of 10 alone, 2 of 3 with "
-                   "the whole file): one rank blocked reading its PMI_FD, the other polling; "
-                   "not understood yet")
 def test_a_user_runs_an_mpich_job_on_a_virtual_cluster(cluster_node, ring):
     _users_cluster_job(cluster_node, ring, "mpich")

@@ -55,8 +55,6 @@ def command(args, paths, label, rootfs, launcher, out, facts):
     from pyctr import userbed
     from pyctr.testbed import Testbed
     parts = [args.only] if args.only else ["start", "iperf"]
-    if not userbed.helper_available():
-        raise PyctrError("bench net --rootless: pyctr.netd (the network helper) is missing")
     if "iperf" in parts:
         for tool in ("podman", "slirp4netns", "pasta", "crun", "iperf3", "setpriv"):
             if not shutil.which(tool):
