@@ -69,12 +69,35 @@ def build(package_dir):
 class _Finder:
     """A meta path finder serving the pack's modules (the loader too)."""
 
-    def __init__(self, index, fd, start):
-        self.index, self.fd, self.start = index, fd, start
+    def __init__(self, index, fd, start, pack):
+        self.index, self.fd, self.start, self.pack = index, fd, start, pack
+        st = os.fstat(fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def _open(self):
+        """The pack's fd, opened again if the process closed it meanwhile
+        (a daemon closing every fd it inherited; the number may even have
+        been reused for another file); None if the pack is gone."""
+        try:
+            st = os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) == self.identity:
+                return self.fd
+        except OSError:
+            pass
+        try:
+            fd = os.open(self.pack, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.identity:  # rebuilt since: other offsets
+            os.close(fd)
+            return None
+        self.fd = fd
+        return fd
 
     def find_spec(self, name, search_path=None, target=None):
         entry = self.index.get(name)
-        if entry is None:
+        if entry is None or self._open() is None:
             return None
         is_package, source, mtime_ns, size = entry[:4]
         try:
@@ -125,5 +148,5 @@ def install(package_dir):
         return False
     if end > len(head):
         head += os.pread(fd, end - len(head), len(head))
-    sys.meta_path.insert(0, _Finder(marshal.loads(head[start:end]), fd, end))
+    sys.meta_path.insert(0, _Finder(marshal.loads(head[start:end]), fd, end, path(package_dir)))
     return True

@@ -56,3 +56,28 @@ def test_a_pack_of_another_python_is_ignored(tmp_path):
         f.write(b"\0\0\0\0")
     lines = imported(tmp_path)
     assert lines[0] == "False" and "_Finder" not in "".join(lines)
+
+
+CLOSED = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from pyctr import codepack
+codepack.install(sys.argv[1] + "/pkgx")
+finder = sys.meta_path[0]
+os.close(finder.fd)                      # as a daemon closes what it inherited
+reused = os.open(os.devnull, os.O_RDONLY)
+os.dup2(reused, finder.fd)               # and the number now names another file
+import pkgx.alpha
+print(pkgx.alpha.VALUE, type(pkgx.alpha.__spec__.loader).__name__)
+"""
+
+
+def test_imports_go_on_after_the_process_closed_the_packs_fd(tmp_path):
+    """`pyctr netd serve --daemon` closes every inherited fd, the pack's
+    too, then imports lazily: it died at its first request."""
+    make_package(tmp_path)
+    codepack.build(str(tmp_path / "pkgx"))
+    p = subprocess.run([sys.executable, "-c", CLOSED, str(tmp_path)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1", "_Finder"]
