@@ -69,4 +69,9 @@ else  # no systemd (a container, CI): the plain way
     pyctr netd stop >/dev/null
     pyctr netd serve --daemon >/dev/null
 fi
+# Say it runs only if it answers a request (one that imports what requests need).
+pyctr netd status >/dev/null 2>&1 || { sleep 1; pyctr netd status >/dev/null; } || {
+    echo "install.sh: the network helper does not answer (see /run/pyctr/netd.sock.log or journalctl -u pyctr-netd)" >&2
+    exit 1
+}
 echo "install.sh: done: $(pyctr --version), image busybox ready, network helper on /run/pyctr/netd.sock" >&2
