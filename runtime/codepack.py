@@ -84,12 +84,12 @@ class _Finder:
                 return self.fd
         except OSError:
             pass
-        try:
-            fd = os.open(self.pack, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # non-blocking: after pivot_root this path is the container's (a FIFO?)
+            fd = os.open(self.pack, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return None
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != self.identity:  # rebuilt since: other offsets
+        if (st.st_dev, st.st_ino) != self.identity:  # rebuilt since, or not ours
             os.close(fd)
             return None
         self.fd = fd
