@@ -301,11 +301,12 @@ def test_rootless_maps_caller_to_root(rootfs, tmp_path):
     import pwd
     import shlex
     import sys
+    made = False
     try:
         user = pwd.getpwnam("pyctr-test")
     except KeyError:
         subprocess.run(["useradd", "--no-create-home", "pyctr-test"], check=True)
-        user = pwd.getpwnam("pyctr-test")
+        user, made = pwd.getpwnam("pyctr-test"), True
     state = "/tmp/pyctr-rootless-%d" % os.getpid()
     argv = [sys.executable, "-m", "pyctr", "--root", state, "run", "--rm", rootfs,
             "sh", "-c", "id -u; cat /proc/self/uid_map"]
@@ -320,3 +321,5 @@ def test_rootless_maps_caller_to_root(rootfs, tmp_path):
         assert p.returncode == 125 and "rootless" in one_line_error(p)
     finally:
         subprocess.run(["rm", "-rf", state])
+        if made:  # a user the test made goes with it
+            subprocess.run(["userdel", "pyctr-test"], capture_output=True)
