@@ -71,6 +71,27 @@ def main(argv=None):
         raise
 
 
+def exit_with(code):
+    """End the process with `code` (main()'s), skipping the interpreter's
+    teardown when nothing needs it: freeing every module and object costs a
+    short `pyctr run` 3-8 ms (measured), and the kernel frees it all at
+    once. Python's own exit still runs where something waits for it: an
+    atexit callback (logging, weakref.finalize, tempfile), a thread that is
+    not the main one, or output that does not flush (a closed pipe: the
+    usual exit then reports it as before)."""
+    import _thread
+    import atexit
+    code = 0 if code is None else code
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code)
+    if not isinstance(code, int) or _thread._count() or atexit._ncallbacks():
+        raise SystemExit(code)
+    os._exit(code & 0xFF)
+
+
 def _say(message, globals_=None):
     """A failure: one line on stderr; with --log also there (runc's form);
     with --debug the whole cause chain."""
@@ -251,4 +272,4 @@ def write_launcher(path, python=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

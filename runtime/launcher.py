@@ -19,10 +19,10 @@ CONFIG_SIZE = 4096  # front.c's CONFIG, marker included
 CODE = """import sys; %(path)s
 try:  # an interrupt while importing: the exit code of an interrupt, no traceback
     %(pack)s
-    from pyctr.cli import main
+    from pyctr.cli import exit_with, main
 except KeyboardInterrupt:
     raise SystemExit(130)
-raise SystemExit(main())
+exit_with(main())
 """
 
 SCRIPT = "#!%(python)s %(flag)s\n# The pyctr command (see pyctr.launcher).\n%(code)s"

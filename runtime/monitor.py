@@ -97,7 +97,7 @@ def _finish_command(paths, name):
     path = "sys.path.append(%r); " % os.path.dirname(here) if os.path.basename(here) == "pyctr" \
         else ""
     return [sys.executable, *flags, "-P", "-c",
-            "import sys; %sfrom pyctr.cli import main; sys.exit(main())" % path,
+            "import sys; %sfrom pyctr.cli import exit_with, main; exit_with(main())" % path,
             "--root", os.path.abspath(paths.root), "--config", os.path.abspath(paths.config),
             "--data", os.path.abspath(paths.data), "_finished", name]
 
