@@ -14,12 +14,14 @@ class BuildWithInit(build_ext):
     the parent of a running container once Python has handed over: static,
     so it maps no shared library and costs the fewest pages) and
     pyctr-front (csrc/front.c, the `pyctr` command: static, so its exec
-    costs no dynamic linking), all stripped; and pyctr-ucx-finalize.so
+    costs no dynamic linking), pyctr-netlink-send (csrc/netlink_send.c: a
+    device delete whose kernel wait nobody pays), all stripped; and pyctr-ucx-finalize.so
     (csrc/ucx_finalize.c, preloaded into MPICH ranks; see pyctr.mpi.env)."""
 
     PROGRAMS = {"pyctr-init": ("csrc/init.c", "csrc/supervise.c"),
                 "pyctr-monitor": ("csrc/monitor.c", "csrc/supervise.c"),
-                "pyctr-front": ("csrc/front.c",)}
+                "pyctr-front": ("csrc/front.c",),
+                "pyctr-netlink-send": ("csrc/netlink_send.c",)}
 
     def run(self):
         super().run()

@@ -178,7 +178,7 @@ class FakeNetlink:
         if alias is not None:
             link.alias = alias
 
-    def delete_link(self, name=None, index=0):
+    def delete_link(self, name=None, index=0, background=False):
         self._call("delete_link", name=name, index=index)
         link = self._find(name, index)
         if link is None:

@@ -299,7 +299,7 @@ def remove_shim_if_unused(host, pool, name, ignore=None):
     if any(lease.holder == "container" and lease.alive() and lease.container != ignore
            for lease in leases):
         return False
-    host.delete_link(name=name)
+    host.delete_link(name=name, background=True)
     for lease in leases:
         if lease.shim == name:
             pool.release(lease.ip, shim=name)

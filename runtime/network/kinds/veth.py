@@ -138,9 +138,9 @@ class Veth(Kind):
         if rec.get("host_ifname"):
             # Even with the container gone, whose netns takes the pair with it:
             # that happens in the background, and a script's next command
-            # (`pyctr net rm BR`) must find the bridge free. The delete waits
-            # for an RCU grace period (~15 ms), paid once, at exit.
-            host.delete_link(name=rec["host_ifname"])
+            # (`pyctr net rm BR`) must find the bridge free. Gone is enough:
+            # the kernel's barrier after it is not waited for (rtnl.py).
+            host.delete_link(name=rec["host_ifname"], background=True)
 
     def gc(self, host, pool, device):
         """A bridge a crash left half made or half removed."""
