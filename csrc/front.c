@@ -37,7 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,6 +94,92 @@ static void python(const char *error)
 }
 
 #define PYTHON() python(NULL)
+
+/* ---- the cgroup warm-up -------------------------------------------------
+ * Moving a process between cgroups (writing cgroup.procs) takes a global
+ * lock whose first writer after a quiet spell waits for an RCU grace period
+ * (5-20 ms here), holding the cgroup mutex, so every mkdir in cgroupfs
+ * waits too. `run` and `create` move the container's init, `exec` its new
+ * process, 20-30 ms into the command, right after their cgroup mkdirs. A
+ * process forked here moves itself to the group it is in (nothing changes)
+ * every 2 ms while Python starts: its first move pays the grace period
+ * before Python needs cgroupfs, the next ones keep the kernel where moves
+ * do not wait. It ends when the pipe whose write end Python gets as
+ * PYCTR_WARM_FD is closed everywhere (pyctr.cgroups.end_front_warm_up,
+ * right before the move it was for), or after 1 s. Forked twice, so it is
+ * not Python's child; not dumpable, no fd but its pipe and the file. */
+
+#define WARM_MOVES 500  /* 2 ms apart: 1 s at most */
+#define WARM_FD_MIN 960 /* out of the way of the fds a user passes on */
+
+/* cgroup.procs of this process's group in the unified hierarchy, or "". */
+static void own_procs_file(char *path, size_t size)
+{
+    char line[4096];
+    path[0] = 0;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "0::", 3))
+            continue;
+        line[strcspn(line, "\n")] = 0;
+        const char *group = line + 3;
+        const char *mounts[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+        for (int i = 0; i < 2 && !path[0]; i++) {
+            snprintf(path, size, "%s%s/cgroup.procs", mounts[i],
+                     strcmp(group, "/") ? group : "");
+            if (access(path, W_OK))
+                path[0] = 0;
+        }
+    }
+    fclose(f);
+}
+
+static void warm_up(void)
+{
+    char path[4200];
+    own_procs_file(path, sizeof(path));
+    int fds[2];
+    if (!path[0] || pipe(fds))
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (fork() != 0)
+            _exit(0);
+        close(fds[1]);
+        prctl(PR_SET_DUMPABLE, 0);
+        prctl(PR_SET_NAME, "pyctr-warm-up");
+        /* only its pipe: an fd the caller passes on (a socket, a pipe to a
+         * reader) must not stay open in here */
+        if (fds[0] > 0)
+            syscall(SYS_close_range, 0, fds[0] - 1, 0);
+        syscall(SYS_close_range, fds[0] + 1, ~0U, 0);
+        int procs = open(path, O_WRONLY | O_CLOEXEC);
+        char me[24];
+        int len = snprintf(me, sizeof(me), "%d", (int)getpid());
+        struct pollfd end = {.fd = fds[0], .events = POLLIN};
+        for (int i = 0; procs >= 0 && i < WARM_MOVES; i++) {
+            (void)!write(procs, me, len);
+            if (poll(&end, 1, 2) != 0)
+                break;  /* closed by pyctr (or an error) */
+        }
+        _exit(0);
+    }
+    close(fds[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    int high = fcntl(fds[1], F_DUPFD, WARM_FD_MIN);
+    close(fds[1]);
+    if (pid < 0 || high < 0) {
+        if (high >= 0)
+            close(high);
+        return;
+    }
+    char value[16];
+    snprintf(value, sizeof(value), "%d", high);
+    setenv("PYCTR_WARM_FD", value, 1);
+}
 
 /* ---- the record: a JSON object, scanned not decoded ------------------- */
 
@@ -688,6 +777,10 @@ int main(int argc, char **argv)
     if (i >= argc || geteuid() != 0)
         PYTHON();
     const char *verb = argv[i++];
+    if (!strcmp(verb, "run") || !strcmp(verb, "create") || !strcmp(verb, "exec")) {
+        warm_up();
+        PYTHON();
+    }
     if (!root)
         root = getenv("PYCTR_ROOT");
     if (!root || !root[0])

@@ -520,14 +520,49 @@ def start_warm_up(paths):
     pyctr makes no cgroup (rootless) or finds none (that error is the cgroup
     stage's to report). Everything cgroupfs does waits meanwhile, mkdir
     too: `run` starts it before it builds the spec, so that work (not
-    cgroup work) overlaps the wait."""
+    cgroup work) overlaps the wait. Where pyctr-front started its warm-up
+    process before this interpreter (adopt_warm_up), that one goes on, and
+    wait() ends it."""
     if paths.rootless:
         return None, None
     try:
         layout = detect()
     except (OSError, PyctrError):
         return None, None
+    if _front_warm_up is not None:
+        return layout, end_front_warm_up
     return layout, warm_up(layout)
+
+
+_front_warm_up = None  # the pipe that keeps pyctr-front's warm-up process going
+
+
+def adopt_warm_up(value):
+    """pyctr-front (csrc/front.c) started a process that moves itself into
+    its own cgroup every 2 ms while this interpreter starts: the first move
+    pays the grace period warm_up() describes, 10-20 ms before any cgroup
+    work here, and the next ones keep moves fast. It runs while the write
+    end of its pipe, fd `value` (PYCTR_WARM_FD), is open anywhere: close-on-
+    exec from now, so no other program keeps it."""
+    global _front_warm_up
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError):
+        return
+    _front_warm_up = fd
+
+
+def end_front_warm_up():
+    """Let pyctr-front's warm-up process end (right before the move it was
+    for: the kernel's fast state lasts a grace period after its last move)."""
+    global _front_warm_up
+    fd, _front_warm_up = _front_warm_up, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def warm_up(layout):

@@ -55,6 +55,9 @@ def usage():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "PYCTR_WARM_FD" in os.environ:  # set by pyctr-front for run, create, exec
+        from pyctr import cgroups
+        cgroups.adopt_warm_up(os.environ.pop("PYCTR_WARM_FD"))
     globals_ = dict(GLOBALS)
     try:
         return dispatch(argv, globals_)

@@ -165,14 +165,19 @@ def cgroup(c):
         group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
         c.state.cgroup = group.record()
         c.undo.push(release, c.paths, c.state)
-        c.store.save(c.state)
+        if c.spec.resources.path:
+            # An engine's path: only the record names it. pyctr's own groups
+            # carry the container's id, which `pyctr gc` finds them by, and
+            # the record names them from the next save (record) on.
+            c.store.save(c.state)
     c.cgroup_view = cgroups.view(layout, cgroups.Group.from_record(c.state.cgroup, reach=False),
                                  c.spec.namespace("cgroup") is not None)
     _warmed_up(c)  # no thread may run across clone
 
 
 def _warmed_up(c):
-    """Wait for cgroup_warm_up's thread to be gone (once)."""
+    """Wait for cgroup_warm_up's thread to be gone, or end pyctr-front's
+    warm-up process (once)."""
     wait, c.warming = c.warming, None
     if wait:
         wait()
@@ -372,6 +377,10 @@ class Container:
     def start(self):
         try:
             self.channel.send(GO, self.extra_env)
+            # Recorded while the child execs (a failed exec removes the
+            # record with everything else, in destroy): not after it.
+            self.state.status, self.state.started = "running", now()
+            self.store.save(self.state)
             error = self.channel.wait_exec()
         except BaseException:
             self.destroy()
@@ -379,8 +388,6 @@ class Container:
         if error:
             self.destroy()
             raise error
-        self.state.status, self.state.started = "running", now()
-        self.store.save(self.state)
 
     def wait(self, timeout=None):
         """Wait for the workload, forwarding signals; returns its exit code,

@@ -78,6 +78,7 @@ def enter(paths, name, process, syscall=None, seccomp=None, detach=False, pid_fi
 
     channel = Channel()
     syscall.block_signals()
+    cgroups.end_front_warm_up()  # the child's join comes next (cgroups.adopt_warm_up)
     child = syscall.fork()  # not dumpable: it appears in the container at once
     if child == 0:
         try:

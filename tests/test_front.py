@@ -167,3 +167,44 @@ def test_python_never_imports_from_the_current_directory(commands, tmp_path):
     p = subprocess.run([commands[0], "--version"], capture_output=True, text=True,
                        cwd=str(tmp_path))
     assert p.returncode == 0 and "hijacked" not in p.stdout + p.stderr
+
+
+def _warm_ups():
+    """pids of pyctr-front's cgroup warm-up processes (csrc/front.c)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/comm" % pid) as f:
+                if f.read().strip() == "pyctr-warm-up":
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_cgroup_warm_up_stays_outside_the_container(worlds):
+    """`run` through the command starts a warm-up process before Python:
+    neither its pipe nor its variable reaches the workload, and it does not
+    outlive the command."""
+    front = worlds["front"]
+    p = front("run", "--rm", "busybox", "sh", "-c", "ls /proc/self/fd; env", check=True)
+    fds = sorted(int(x) for x in p.stdout.split() if x.isdigit())
+    assert fds == [0, 1, 2, 3], p.stdout  # 3: ls's own directory
+    assert "PYCTR_WARM_FD" not in p.stdout
+    deadline = time.monotonic() + 10
+    while _warm_ups() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _warm_ups() == []
+
+
+def test_exec_through_the_command_joins_the_containers_cgroup(worlds):
+    """exec moves its process into the container's cgroup (what the
+    warm-up is for) right after pyctr ends the warm-up: it is there."""
+    front = worlds["front"]
+    front("run", "-d", "--name", "warm", "busybox", "sleep", "60", check=True)
+    try:
+        inside = front("exec", "warm", "cat", "/proc/self/cgroup", check=True).stdout
+        init = front("exec", "warm", "cat", "/proc/1/cgroup", check=True).stdout
+        assert inside == init and inside.strip()
+    finally:
+        front("rm", "-f", "warm")
