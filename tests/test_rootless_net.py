@@ -166,12 +166,21 @@ def test_user_containers_talk_across_nodes_over_their_eth0(bed):
 
 
 # a container that holds its lease until pyctr run forwards it a SIGTERM
-HOLD = ("sh", "-c", "trap 'exit 0' TERM; sleep 60 & wait")
+HOLD = ("sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 60 & wait")
 
 
 def holder(me):
-    return me.pyctr_popen("run", "--rm", "--net=lan", "busybox", *HOLD,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Returns once the container can take its SIGTERM: a container's init
+    ignores a signal it has no handler for yet (the kernel protects a pid
+    namespace's init), so one sent before its trap is set would be lost."""
+    proc = me.pyctr_popen("run", "--rm", "--net=lan", "busybox", *HOLD,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("holder did not start: %r %s" % (line, err))
+    return proc
 
 
 def stop(proc):

@@ -156,9 +156,13 @@ def test_exec_joins_every_namespace(pyctr):
 
 def test_detached_lifecycle_logs_kill_rm(pyctr):
     p = pyctr("run", "-d", "--name", "web", "busybox", "sh", "-c",
-              'echo hello; trap "echo bye; exit 42" TERM; while :; do sleep 0.05; done',
+              'trap "echo bye; exit 42" TERM; echo hello; while :; do sleep 0.05; done',
               check=True)
     assert p.stdout.strip() == "web"
+    for _ in range(200):  # its trap is set: init ignores a signal it has no handler for
+        if pyctr("logs", "web").stdout.strip():
+            break
+        time.sleep(0.05)
     assert "running" in pyctr("ps", check=True).stdout
     p = pyctr("run", "-d", "--name", "web", "busybox", "true")
     assert p.returncode == 125 and "already in use" in one_line_error(p)
