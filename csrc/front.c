@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,7 +108,8 @@ static void python(const char *error)
  * do not wait. It ends when the pipe whose write end Python gets as
  * PYCTR_WARM_FD is closed everywhere (pyctr.cgroups.end_front_warm_up,
  * right before the move it was for), or after 1 s. Forked twice, so it is
- * not Python's child; not dumpable, no fd but its pipe and the file. */
+ * not Python's child; not dumpable, no fd but its pipe and the file, and
+ * not in the caller's network namespace. */
 
 #define WARM_MOVES 500  /* 2 ms apart: 1 s at most */
 #define WARM_FD_MIN 960 /* out of the way of the fds a user passes on */
@@ -150,6 +152,14 @@ static void warm_up(void)
         close(fds[1]);
         prctl(PR_SET_DUMPABLE, 0);
         prctl(PR_SET_NAME, "pyctr-warm-up");
+        /* out of the caller's network namespace (it needs none), so that it
+         * is never found there as a process left behind: to PID 1's, or a
+         * new empty one */
+        int ns = open("/proc/1/ns/net", O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
+            (void)unshare(CLONE_NEWNET);
+        if (ns >= 0)
+            close(ns);
         /* only its pipe: an fd the caller passes on (a socket, a pipe to a
          * reader) must not stay open in here */
         if (fds[0] > 0)

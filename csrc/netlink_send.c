@@ -18,9 +18,12 @@
  * REQUEST is one complete netlink message (header included, NLM_F_ACK
  * set), at most 4 KiB. The forked process keeps no fd but the socket and
  * fd 3 (stdin, stdout and stderr go: a pipe held open would delay its
- * reader's end of file). Static (setup.py), with an empty environment. */
+ * reader's end of file), and once its socket is made it leaves the network
+ * namespace (leave_netns). Static (setup.py), with an empty environment. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <linux/netlink.h>
 #include <signal.h>
 #include <stdint.h>
@@ -30,6 +33,19 @@
 #include <unistd.h>
 
 #define STATUS_FD 3
+
+/* The socket keeps the namespace it was made in; the process need not:
+ * it moves to PID 1's (or, where that cannot be opened, to a new empty
+ * one), so that it is never found as a process of the namespace it works
+ * on (`ip netns pids` right after pyctr returns). */
+static void leave_netns(void)
+{
+    int ns = open("/proc/1/ns/net", O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
+        (void)unshare(CLONE_NEWNET);
+    if (ns >= 0)
+        close(ns);
+}
 
 static void report(int32_t err)
 {
@@ -91,8 +107,12 @@ int main(void)
         return 1;
     }
     struct sockaddr_nl local = {.nl_family = AF_NETLINK};
-    if (bind(sock, (struct sockaddr *)&local, sizeof(local)) < 0 ||
-        send(sock, request, len, 0) < 0) {
+    if (bind(sock, (struct sockaddr *)&local, sizeof(local)) < 0) {
+        report(errno);
+        return 1;
+    }
+    leave_netns();
+    if (send(sock, request, len, 0) < 0) {
         report(errno);
         return 1;
     }

@@ -24,6 +24,15 @@ br = nl.link("tbr0")
 out["helper"] = os.access(rtnl.SEND_HELPER, os.X_OK)
 out["port_before"] = [l.name for l in nl.links() if l.master == br.index]
 out["deleted"] = nl.delete_link(name="tveth0", background=True)
+me = os.stat("/proc/self/ns/net").st_ino
+out["others_in_netns"] = []
+for pid in os.listdir("/proc"):
+    try:
+        if pid.isdigit() and int(pid) != os.getpid() and \
+                os.stat("/proc/%s/ns/net" % pid).st_ino == me:
+            out["others_in_netns"].append(pid)
+    except OSError:
+        pass
 out["listed_after"] = nl.link("tveth0") is not None
 out["peer_listed_after"] = nl.link("tveth1") is not None
 out["port_after"] = [l.name for l in nl.links() if l.master == br.index]
@@ -69,6 +78,8 @@ def test_a_background_delete_returns_with_the_link_gone(ns):
     assert (out["listed_after"], out["peer_listed_after"], out["port_after"]) == \
         (False, False, [])
     assert out["children"] == "none"  # the helper was reaped; its fork is not ours
+    # nor is that fork found in the namespace (it may still be in the kernel's barrier)
+    assert out["others_in_netns"] == []
     assert out["missing"] is False
     # the kernel's refusal reaches the caller, and nothing was deleted
     assert out["lo"] == errno.EOPNOTSUPP and out["lo_listed"]
