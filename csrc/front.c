@@ -33,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +43,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "leave_netns.h"
 
 #define MARKER "pyctr-front-config-v1"
 /* Patched in the installed binary by pyctr.launcher: MARKER, NUL, then
@@ -152,14 +153,7 @@ static void warm_up(void)
         close(fds[1]);
         prctl(PR_SET_DUMPABLE, 0);
         prctl(PR_SET_NAME, "pyctr-warm-up");
-        /* out of the caller's network namespace (it needs none), so that it
-         * is never found there as a process left behind: to PID 1's, or a
-         * new empty one */
-        int ns = open("/proc/1/ns/net", O_RDONLY | O_CLOEXEC);
-        if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
-            (void)unshare(CLONE_NEWNET);
-        if (ns >= 0)
-            close(ns);
+        leave_netns();
         /* only its pipe: an fd the caller passes on (a socket, a pipe to a
          * reader) must not stay open in here */
         if (fds[0] > 0)

@@ -19,33 +19,22 @@
  * set), at most 4 KiB. The forked process keeps no fd but the socket and
  * fd 3 (stdin, stdout and stderr go: a pipe held open would delay its
  * reader's end of file), and once its socket is made it leaves the network
- * namespace (leave_netns). Static (setup.py), with an empty environment. */
+ * namespace (leave_netns.h); it is not dumpable. Static (setup.py), with an
+ * empty environment. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <linux/netlink.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
-#define STATUS_FD 3
+#include "leave_netns.h"
 
-/* The socket keeps the namespace it was made in; the process need not:
- * it moves to PID 1's (or, where that cannot be opened, to a new empty
- * one), so that it is never found as a process of the namespace it works
- * on (`ip netns pids` right after pyctr returns). */
-static void leave_netns(void)
-{
-    int ns = open("/proc/1/ns/net", O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
-        (void)unshare(CLONE_NEWNET);
-    if (ns >= 0)
-        close(ns);
-}
+#define STATUS_FD 3
 
 static void report(int32_t err)
 {
@@ -97,6 +86,7 @@ int main(void)
     if (pid != 0)
         return pid < 0 ? 1 : 0; /* pyctr waits for this: at once */
     signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_DUMPABLE, 0); /* a root process a --pid=host container may see */
     close(0);
     close(1);
     close(2);
