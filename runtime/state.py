@@ -22,6 +22,7 @@ from pyctr import jsonio
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 
+OWNER_RECORDS_WITHIN = 2.0  # seconds: see StateStore._recorded_exit
 MAX_NAME = 200  # engines' ids: 64 hex (podman, containerd); Slurm's %n.%u.%j.%s.%t
 
 
@@ -141,6 +142,13 @@ class StateStore:
 
     def load(self, name):
         """The ContainerState of `name`, or one clear error."""
+        state = self._read(name)
+        if state.status == "running" and state.exit_code is None \
+                and state.owner_pid != os.getpid() and not state.process_alive():
+            return self._recorded_exit(name, state)
+        return state
+
+    def _read(self, name):
         path = os.path.join(self.dir(name), "state.json")
         try:
             with open(path) as f:
@@ -154,6 +162,23 @@ class StateStore:
                              % (name, e, name)) from e
         if state.status == "running" and state.exit_code is None:
             _exit_written(self.dir(name), state)
+        return state
+
+    def _recorded_exit(self, name, state):
+        """The workload has ended but its exit code is not on record yet.
+        If its owner lives, the owner is between reaping it and recording
+        the code (in `exit` or the record: microseconds, more on a busy
+        node), so wait for that: `stopped` is never shown without its code
+        while one is coming. Bounded, for an owner that is itself stopped."""
+        deadline = time.monotonic() + OWNER_RECORDS_WITHIN
+        while state.owner_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+            try:
+                fresh = self._read(name)
+            except PyctrError:
+                return state  # removed meanwhile: what was read stays true
+            if fresh.status != "running" or fresh.exit_code is not None:
+                return fresh
         return state
 
     def peek(self, name):

@@ -204,13 +204,25 @@ def test_podman_run_rm_gives_output_and_exit_code(pod):
     assert podman_clean(pod) == []
 
 
+def trap_is_set(pod, name):
+    """Until container `name` has printed "ready" after setting its trap: a
+    signal sent before would be dropped (PID 1 ignores what it has no
+    handler for), and `podman wait` would wait for good."""
+    for _ in range(200):
+        if "ready" in pod("logs", name).stdout:
+            return
+        time.sleep(0.05)
+    pytest.fail("%s never printed ready" % name)
+
+
 @engine_test
 @pytest.mark.parametrize("podman", RUNTIMES, indirect=True)
 def test_podman_detached_exec_stop_rm(pod):
     # The workload leaves on SIGTERM with 0: `podman stop` must deliver it.
     p = pod.run("-d", "--name", "web", engines.IMAGE, "sh", "-c",
-                          "trap 'exit 0' TERM; while :; do sleep 0.2; done")
+                "trap 'exit 0' TERM; echo ready; while :; do sleep 0.2; done")
     assert p.returncode == 0, p.stderr
+    trap_is_set(pod, "web")
     pid, cid = pod("inspect", "--format", "{{.State.Pid}} {{.Id}}", "web",
                    check=True).stdout.split()
     assert parent_name(int(pid)) == "conmon"  # the engine's monitor reaps init, no one between
@@ -330,8 +342,9 @@ def test_podman_pause_resume_freezes_the_container(pod):
 def test_podman_kill_delivers_the_signal(pod):
     # USR1 is caught: the workload exits 7. Plain `podman kill` is SIGKILL: 137.
     assert pod.run("-d", "--name", "k1", engines.IMAGE, "sh", "-c",
-                   "trap 'exit 7' USR1; while :; do sleep 0.2; done").returncode == 0
+                   "trap 'exit 7' USR1; echo ready; while :; do sleep 0.2; done").returncode == 0
     assert pod.run("-d", "--name", "k2", engines.IMAGE, "sleep", "1000").returncode == 0
+    trap_is_set(pod, "k1")
     assert pod("kill", "--signal", "USR1", "k1").returncode == 0
     assert pod("kill", "k2").returncode == 0
     assert pod("wait", "k1").stdout.strip() == "7"

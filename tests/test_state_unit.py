@@ -55,3 +55,48 @@ def test_peek_gives_none_for_gone_or_damaged_records(store):
     with open(os.path.join(states.dir("x"), "state.json"), "w") as f:
         f.write("[1, 2")
     assert states.peek("x") is None
+
+
+@pytest.fixture
+def owner():
+    """A live process standing for a container's owner (pyctr-monitor)."""
+    p = subprocess.Popen(["sleep", "60"])
+    yield p.pid, process_start_time(p.pid)
+    p.kill()
+    p.wait()
+
+
+def _ended_unrecorded(states, name, owner_pid, owner_start):
+    """A record saying `running` for a workload that has exited, its exit
+    code not yet recorded: the moment between the owner reaping it and
+    writing the code."""
+    states.reserve(ContainerState(id=name, name=name, status="running", pid=_dead_pid(),
+                                  pid_start=1, owner_pid=owner_pid, owner_start=owner_start))
+
+
+def test_load_of_an_ended_workload_waits_for_the_code_its_live_owner_records(
+        store, owner, monkeypatch):
+    _, states = store
+    _ended_unrecorded(states, "web", *owner)
+    polls = []
+
+    def owner_records(seconds):  # the owner writes the code while load polls
+        polls.append(seconds)
+        with open(os.path.join(states.dir("web"), "exit"), "w") as f:
+            f.write("42\n")
+    monkeypatch.setattr("pyctr.state.time.sleep", owner_records)
+    state = states.load("web")
+    assert (state.live_status(), state.exit_code) == ("stopped", 42) and len(polls) == 1
+
+
+def test_load_does_not_wait_when_the_owner_is_gone_or_never_records(store, owner, monkeypatch):
+    _, states = store
+    _ended_unrecorded(states, "crashed", _dead_pid(), 1)
+    monkeypatch.setattr("pyctr.state.time.sleep", lambda s: pytest.fail("waited for a dead owner"))
+    state = states.load("crashed")
+    assert (state.live_status(), state.exit_code) == ("stopped", None)
+    monkeypatch.undo()
+    _ended_unrecorded(states, "hung", *owner)  # an owner that is stopped, say
+    monkeypatch.setattr("pyctr.state.OWNER_RECORDS_WITHIN", 0.05)
+    state = states.load("hung")
+    assert (state.live_status(), state.exit_code) == ("stopped", None)
