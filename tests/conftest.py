@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -140,6 +141,15 @@ def pyctr(image_data, worlds_dir):
 @pytest.fixture
 def rootfs(image_data):
     return os.path.join(image_data, "images", "busybox", "rootfs")
+
+
+def until(fact, what, timeout=60, why=lambda: ""):
+    """Poll for a fact a process makes true in its own time (the deadline
+    is only against a hang)."""
+    deadline = time.monotonic() + timeout
+    while not fact():
+        assert time.monotonic() < deadline, "timed out waiting for %s %s" % (what, why())
+        time.sleep(0.05)
 
 
 def one_line_error(p):

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import root_only
+from conftest import root_only, until
 from pyctr import engines
 
 RUNC = "/usr/sbin/runc"
@@ -208,11 +208,7 @@ def trap_is_set(pod, name):
     """Until container `name` has printed "ready" after setting its trap: a
     signal sent before would be dropped (PID 1 ignores what it has no
     handler for), and `podman wait` would wait for good."""
-    for _ in range(200):
-        if "ready" in pod("logs", name).stdout:
-            return
-        time.sleep(0.05)
-    pytest.fail("%s never printed ready" % name)
+    until(lambda: "ready" in pod("logs", name).stdout, "%s to print ready" % name)
 
 
 @engine_test

@@ -11,18 +11,10 @@ import time
 
 import pytest
 
-from conftest import one_line_error, root_only
+from conftest import one_line_error, root_only, until
 
 MONITOR = "pyctr-monitor"
 MIB = 1024  # smaps_rollup counts kB
-
-
-def wait_until(fact, what, timeout=60, why=lambda: ""):
-    """Poll for a fact a process will make true (a deadline only against a hang)."""
-    deadline = time.monotonic() + timeout
-    while not fact():
-        assert time.monotonic() < deadline, "timed out waiting for %s %s" % (what, why())
-        time.sleep(0.05)
 
 
 def comm(pid):
@@ -52,7 +44,7 @@ def only_name(root):
                     if not n.startswith(".") and record(root, n)]
         except FileNotFoundError:
             return []
-    wait_until(lambda: len(names()) == 1, "the container's record")
+    until(lambda: len(names()) == 1, "the container's record")
     return names()[0]
 
 
@@ -67,7 +59,7 @@ def handed_over(root, name):
             tasks = None
         return "(status %s, owner %s %s, its threads %s)" % (r.get("status"), owner,
                                                              comm(owner), tasks)
-    wait_until(lambda: (record(root, name) or {}).get("status") == "running"
+    until(lambda: (record(root, name) or {}).get("status") == "running"
                and comm(record(root, name)["owner_pid"]) == MONITOR,
                "the handover to pyctr-monitor", why=why)
     return record(root, name)["owner_pid"]
@@ -78,7 +70,7 @@ def finished(root, name):
     def done():
         r = record(root, name)
         return r and r["status"] == "stopped" and comm(r["owner_pid"]) is None
-    wait_until(done, "the exit to be recorded")
+    until(done, "the exit to be recorded")
     return record(root, name)
 
 
@@ -207,7 +199,7 @@ def test_sigterm_to_foreground_pyctr_reaches_the_workload_after_handover(pyctr, 
     try:
         name = only_name(pyctr.root)
         assert handed_over(pyctr.root, name) == p.pid
-        wait_until(lambda: os.path.exists(os.path.join(work, "ready")), "the trap")
+        until(lambda: os.path.exists(os.path.join(work, "ready")), "the trap")
         os.kill(p.pid, signal.SIGTERM)
         p.communicate(timeout=60)
     finally:
@@ -220,7 +212,7 @@ def test_sigterm_to_foreground_pyctr_reaches_the_workload_after_handover(pyctr, 
 def test_sigterm_to_detached_owner_reaches_the_workload_after_handover(pyctr, work):
     name = pyctr("run", "-d", *trap(work), check=True).stdout.strip()
     owner = handed_over(pyctr.root, name)
-    wait_until(lambda: os.path.exists(os.path.join(work, "ready")), "the trap")
+    until(lambda: os.path.exists(os.path.join(work, "ready")), "the trap")
     os.kill(owner, signal.SIGTERM)
     assert finished(pyctr.root, name)["exit_code"] == 7
 
@@ -230,7 +222,7 @@ def test_verbs_see_a_handed_over_container_as_running(pyctr):
     name = pyctr("run", "-d", "busybox", "sh", "-c", "echo hello; exec sleep 600",
                  check=True).stdout.strip()
     owner = handed_over(pyctr.root, name)
-    wait_until(lambda: "hello" in pyctr("logs", name).stdout, "the log")
+    until(lambda: "hello" in pyctr("logs", name).stdout, "the log")
     ps = pyctr("ps", check=True).stdout
     assert any(line.split()[:3] == [name, name, "running"] for line in ps.splitlines()), ps
     state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
@@ -244,7 +236,7 @@ def test_verbs_see_a_handed_over_container_as_running(pyctr):
     # rm -f lets the owner finish its own clean-up first, then removes the record
     pyctr("rm", "-f", name, check=True)
     assert name not in pyctr.containers()
-    wait_until(lambda: comm(owner) is None, "the owner to exit")
+    until(lambda: comm(owner) is None, "the owner to exit")
 
 
 @root_only
@@ -256,7 +248,7 @@ def test_monitor_killed_leaves_a_dead_container_that_gc_removes(pyctr):
     assert all(os.path.isdir(d) for d in cgroup_dirs)
     os.kill(owner, signal.SIGKILL)
     # the workload dies with its parent (PDEATHSIG), the record stays
-    wait_until(lambda: comm(r["pid"]) is None, "the workload to die with the monitor")
+    until(lambda: comm(r["pid"]) is None, "the workload to die with the monitor")
     ps = pyctr("ps", check=True).stdout
     assert any(line.split()[:3] == [name, name, "stopped"] for line in ps.splitlines()), ps
     gc = pyctr("gc", check=True).stdout

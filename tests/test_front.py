@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Pyctr, one_line_error, root_only
+from conftest import Pyctr, one_line_error, root_only, until
 from pyctr import launcher
 
 pytestmark = [root_only, pytest.mark.root,
@@ -68,13 +68,6 @@ def same_state(worlds, cid):
     python = worlds["python"]("state", cid, check=True).stdout
     assert worlds["alone"]("state", cid, check=True).stdout == python
     return json.loads(python)
-
-
-def until(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.05)
 
 
 def test_start_state_delete_without_python(worlds, rootfs, work):

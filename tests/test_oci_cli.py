@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import one_line_error, root_only
+from conftest import one_line_error, root_only, until
 
 pytestmark = [root_only, pytest.mark.root]
 
@@ -67,14 +67,6 @@ def state(pyctr, cid):
 def ppid(pid):
     with open("/proc/%d/stat" % pid) as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def until(predicate, what, timeout=30):
-    """Wait for something the container does in its own time (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.05)
 
 
 def accept(listener, runtime):
