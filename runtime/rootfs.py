@@ -125,7 +125,7 @@ def plan_pivot(rootfs, no_pivot=False):
 
 def plan_finish(spec):
     """Steps after pivot_root: masks, read-only paths, read-only root."""
-    steps = [("mask", p) for p in spec.masked_paths]
+    steps = [("mask", tuple(spec.masked_paths))] if spec.masked_paths else []
     steps += [("readonly", p) for p in spec.readonly_paths]
     if spec.root.readonly:
         steps.append(("readonly", "/"))
@@ -167,13 +167,22 @@ def _mount_sysfs(syscall, root, dest, flags):
               syscalls.MS_BIND | syscalls.MS_REC | (flags & syscalls.MS_RDONLY))
 
 
-def _mask(syscall, path):
-    if not syscall.exists(path):
-        return
-    if syscall.is_dir(path):
-        syscall.mount("tmpfs", path, "tmpfs", syscalls.MS_RDONLY, None)
-    else:
-        syscall.mount("/dev/null", path, None, syscalls.MS_BIND, None)
+def _mask(syscall, paths):
+    """Hide each path: a file under /dev/null, a directory under an empty
+    read-only tmpfs, one for all of them (the first, bound again at the
+    rest): every filesystem the node mounts enlarges each new memory
+    cgroup's table in the kernel, so a container mounts no more than it needs."""
+    empty = None
+    for path in paths:
+        if not syscall.exists(path):
+            continue
+        if not syscall.is_dir(path):
+            syscall.mount("/dev/null", path, None, syscalls.MS_BIND, None)
+        elif empty is None:
+            syscall.mount("tmpfs", path, "tmpfs", syscalls.MS_RDONLY, None)
+            empty = path
+        else:  # read-only already: the filesystem is
+            syscall.mount(empty, path, None, syscalls.MS_BIND, None)
 
 
 def _readonly(syscall, path):

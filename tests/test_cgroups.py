@@ -3,6 +3,7 @@ as podman users write them, the container's cgroup namespace, an attacker
 inside trying to reach the host's cgroups and devices, and cleanup."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -278,6 +279,40 @@ def test_kill_9_of_pyctr_then_gc_removes_the_cgroup(pyctr):
         time.sleep(0.2)  # the container's processes are still dying
     assert groups_of(pyctr) == []
     assert pyctr.containers() == []
+
+
+def _memory_dirs(pyctr, name):
+    """The container's memory group and where its init lives (host paths)."""
+    from pyctr import cgroups
+    memory = cgroups.detect().controller("memory")
+    state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
+    with open("/proc/%d/cgroup" % state["pid"]) as f:
+        line = next(x for x in f if x.split(":")[1] == "memory")
+    return (cgroups.Group.from_record(state["cgroup"]).dirs[memory.name],
+            memory.host_dir(line.split(":", 2)[2].strip()))
+
+
+def test_one_memory_cgroup_without_a_memory_limit_a_leaf_with_one(pyctr):
+    """Each memory cgroup costs the kernel a table over every mounted
+    filesystem, so a container without a memory limit gets one; with a
+    limit its processes live in a leaf below it, out of reach of the limit."""
+    from pyctr import cgroups
+    if cgroups.detect().v2_only or not cgroups.detect().controller("memory"):
+        pytest.skip("needs a v1 memory hierarchy")
+    pyctr("run", "-d", "--name", "plain", "busybox", "sleep", "60", check=True)
+    pyctr("run", "-d", "--name", "limited", "--memory", "64m", "busybox", "sleep", "60",
+          check=True)
+    group, lives = _memory_dirs(pyctr, "plain")
+    assert lives == group and not os.path.exists(os.path.join(group, "ctr"))
+    group, lives = _memory_dirs(pyctr, "limited")
+    assert lives == os.path.join(group, "ctr")
+    for name in ("plain", "limited"):
+        p = pyctr("exec", name, "sh", "-c", "cat /proc/self/cgroup; "
+                  "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes && echo WROTE")
+        assert re.search(r"^\d+:memory:/$", p.stdout, re.M), p.stdout  # its own root
+        assert "WROTE" not in p.stdout
+    pyctr("rm", "-f", "plain", "limited", check=True)
+    assert groups_of(pyctr) == []
 
 
 def test_gc_keeps_a_live_containers_cgroup(pyctr):

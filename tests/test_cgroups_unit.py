@@ -112,7 +112,7 @@ def test_detect_a_hybrid_layout(tmp_path):
     assert cgroups._default_parent(memory) == "/sys/fs/cgroup/memory/jobs/a/pyctr"
     assert cgroups._default_parent(layout.controller("cpu")) == \
         "/sys/fs/cgroup/cpu,cpuacct/pyctr"
-    namespaced, entries = cgroups.view(layout, None, True)
+    entries = cgroups.view(layout, None, True)
     assert entries[0][:3] == ("cpu,cpuacct", "cgroup", "cpu,cpuacct")
     assert entries[2][2] == "name=systemd" and entries[3][1:3] == ("cgroup2", None)
 
@@ -132,22 +132,33 @@ def test_view_as_rootfs_steps():
     layout = cgroups.Layout(hierarchies=[
         cgroups.Hierarchy(name="cpu,cpuacct", version=1, mountpoint="/sys/fs/cgroup/cpu,cpuacct",
                           mount_root="/", options="cpu,cpuacct", controllers={"cpu", "cpuacct"},
-                          own="/")])
-    group = cgroups.Group({"cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/pyctr/w-1"}, "ctr", 1,
-                          "pyctr/w-1")
+                          own="/"),
+        cgroups.Hierarchy(name="unified", version=2, mountpoint="/sys/fs/cgroup/unified",
+                          mount_root="/", options="", controllers=set(), own="/")])
+    group = cgroups.Group({"cpu,cpuacct": "/sys/fs/cgroup/cpu,cpuacct/pyctr/w-1",
+                           "unified": "/sys/fs/cgroup/unified/pyctr/w-1"}, "ctr", 1, "pyctr/w-1")
     rec = RecordingSyscalls()
     ro = syscalls.MS_RDONLY | syscalls.MS_NOSUID
     cgroups.mount_view(rec, "/r", "/sys/fs/cgroup", ro, cgroups.view(layout, group, True))
     assert rec.calls[0] == ("mount_in_root", "/r", "/sys/fs/cgroup", "tmpfs", "tmpfs",
                             syscalls.MS_NOSUID, "mode=755")
-    assert ("mount_in_root", "/r", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "cgroup", ro,
-            "cpu,cpuacct") in rec.calls
     assert ("symlink_in_root", "/r", "cpu,cpuacct", "/sys/fs/cgroup/cpu") in rec.calls
     assert rec.calls[-1][0] == "mount_in_root" and rec.calls[-1][5] & syscalls.MS_REMOUNT
+    for namespaced in (True, False):
+        rec = RecordingSyscalls()
+        cgroups.mount_view(rec, "/r", "/c", ro, cgroups.view(layout, group, namespaced))
+        # v1: its leaf bound, never a fresh cgroupfs (which walks every group on the node)
+        assert ("mount_in_root", "/r", "/c/cpu,cpuacct",
+                "/sys/fs/cgroup/cpu,cpuacct/pyctr/w-1/ctr", None, syscalls.MS_BIND, None) \
+            in rec.calls
+        assert not [c for c in rec.calls if c[0] == "mount_in_root" and c[4] == "cgroup"]
+        fresh_v2 = ("mount_in_root", "/r", "/c/unified", "cgroup2", "cgroup2", ro, None)
+        assert (fresh_v2 in rec.calls) == namespaced
+    # no group of its own (rootless): cgroupfs afresh in its namespace
     rec = RecordingSyscalls()
-    cgroups.mount_view(rec, "/r", "/c", ro, cgroups.view(layout, group, False))
-    assert ("mount_in_root", "/r", "/c/cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/pyctr/w-1/ctr",
-            None, syscalls.MS_BIND, None) in rec.calls
+    cgroups.mount_view(rec, "/r", "/c", ro, cgroups.view(layout, None, True))
+    assert ("mount_in_root", "/r", "/c/cpu,cpuacct", "cgroup", "cgroup", ro,
+            "cpu,cpuacct") in rec.calls
 
 
 def test_device_node_made_or_bound():

@@ -93,7 +93,7 @@ def test_rootfs_plan_order(rootdir):
     """Propagation is cut first; every mount lands below the new root before
     pivot_root; masks and read-only paths come after it, inside."""
     spec = build(rootdir, read_only=True)
-    fake = RecordingSyscalls(dirs={"/proc/acpi", "/proc/sys", "/"},
+    fake = RecordingSyscalls(dirs={"/proc/acpi", "/sys/firmware", "/proc/sys", "/"},
                              files={"/proc/kcore", "/dev/null"})
     steps = rootfs.plan_root(spec, "/r") + rootfs.plan_mounts(spec, "/r") + \
         rootfs.plan_finish(spec)
@@ -113,6 +113,9 @@ def test_rootfs_plan_order(rootdir):
     assert not [c for c in before if c[1:] == ("/r", "/")]  # a plain rootfs gets no workdir
     assert ("mount", "/dev/null", "/proc/kcore", None, syscalls.MS_BIND, None) in after
     assert ("mount", "tmpfs", "/proc/acpi", "tmpfs", syscalls.MS_RDONLY, None) in after
+    # one empty filesystem for every masked directory
+    assert ("mount", "/proc/acpi", "/sys/firmware", None, syscalls.MS_BIND, None) in after
+    assert len([c for c in calls if c[0] == "mount" and c[3] == "tmpfs"]) == 1
     remount_ro = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
     assert ("mount", None, "/proc/sys", None, remount_ro, None) in after
     assert after[-1] == ("mount", None, "/", None, remount_ro, None)  # --read-only

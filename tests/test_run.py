@@ -44,6 +44,17 @@ def test_kcore_masked_and_proc_sys_read_only(pyctr):
     assert "wrote" not in p.stdout
 
 
+def test_masked_directories_are_empty_and_read_only(pyctr):
+    p = run(pyctr, "busybox", "sh", "-c",
+            "for d in /proc/acpi /sys/firmware; do ls -A $d | wc -l; touch $d/x && echo wrote; "
+            "done; grep -E ' /(proc/acpi|sys/firmware) ' /proc/self/mountinfo", check=True)
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["0", "0"] and "wrote" not in p.stdout
+    mounts = [line.split() for line in lines[2:]]
+    assert len(mounts) == 2 and all(" ro" in " " + m[5] for m in mounts)
+    assert mounts[0][2] == mounts[1][2]  # one filesystem for both: no more than needed
+
+
 def test_capability_bounding_set(pyctr):
     def bnd(*flags):
         out = run(pyctr, *flags, "busybox", "grep", "CapBnd", "/proc/self/status",
