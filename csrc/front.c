@@ -687,7 +687,8 @@ static void remove_group_dir(const char *dir)
         PYTHON();
 }
 
-/* cgroups.remove(state): every leaf, then every group. */
+/* cgroups.remove(state): every leaf, then every group, then pyctr's
+ * parent of default groups once it is empty (cgroups._remove_parents). */
 static void remove_groups(record *r)
 {
     span dirs, leaf;
@@ -701,8 +702,9 @@ static void remove_groups(record *r)
         PYTHON();
     if (strchr(leaf_name, '/') || !strcmp(leaf_name, ".") || !strcmp(leaf_name, ".."))
         PYTHON();
-    for (int pass = 0; pass < 3; pass++) {
-        /* pass 0 checks every dir, 1 removes the leaves, 2 the groups */
+    for (int pass = 0; pass < 4; pass++) {
+        /* pass 0 checks every dir, 1 removes the leaves, 2 the groups,
+         * 3 the parents of default groups (a leaf: pyctr made them) */
         const char *p = ws(dirs.p + 1, dirs.end);
         while (p < dirs.end && *p != '}') {
             const char *key_end = skip_string(p, dirs.end);
@@ -720,6 +722,15 @@ static void remove_groups(record *r)
             }
             if (pass == 2)
                 remove_group_dir(dir);
+            if (pass == 3 && leaf_name[0]) {
+                char *slash = strrchr(dir, '/');
+                if (slash) {
+                    *slash = 0;
+                    slash = strrchr(dir, '/');
+                    if (slash && !strcmp(slash + 1, "pyctr"))
+                        rmdir(dir);  /* busy while another world's group is in it */
+                }
+            }
             p = ws(value.end, dirs.end);
             if (p < dirs.end && *p == ',')
                 p = ws(p + 1, dirs.end);

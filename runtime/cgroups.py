@@ -277,6 +277,7 @@ class Group:
         if not _safe(self):
             return False
         if self._rmdir_all(list(self.process_dirs()) + list(self.dirs.values())):
+            self._remove_parents()
             return True  # the usual case: the container's processes are gone
         import time
         try:
@@ -288,7 +289,14 @@ class Group:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)  # killed processes are still exiting
+        self._remove_parents()
         return True
+
+    def _remove_parents(self):
+        """pyctr's parent of default groups, once no world's group is left
+        in it (an engine's cgroupsPath parent is the engine's)."""
+        if self.leaf == LEAF:
+            _remove_parents(os.path.dirname(d) for d in self.dirs.values())
 
     @staticmethod
     def _rmdir_all(directories):
@@ -397,9 +405,9 @@ def create(paths, container_id, res, layout=None):
     flat = ()
     if not layout.v2_only and "memory" not in {c for c, _, _ in resources.limit_files(res, 1)}:
         # No memory limit to keep from the container: its processes live in
-        # the memory group itself. Each memory cgroup costs the kernel a
-        # table over every filesystem mounted on the node (~1.3 ms and
-        # ~90 KiB at a thousand containers), so one per container, not two.
+        # the memory group itself. Each new memory cgroup costs the kernel a
+        # table over every filesystem mounted on the node, a cost that grows
+        # with the containers (`pyctr bench scale`): one per container, not two.
         flat = tuple(h.name for h in layout.hierarchies if "memory" in h.controllers)
     group = Group(dirs, leaf, 2 if layout.v2_only else 1, path, res.limits(), flat)
     made = []  # undone, leaf first, if a later step fails; nothing runs in them yet
@@ -444,7 +452,7 @@ def _make_group(h, directory, res, layout, group, made):
             made.append(directory)
             break
         except FileNotFoundError as e:
-            # `pyctr gc` removed the empty parent meanwhile: make it again
+            # `pyctr gc` or the last group's removal took the empty parent: again
             if attempt == 4:
                 raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
         except FileExistsError as e:
@@ -507,10 +515,14 @@ def _make_parents(h, parent, layout):
         except FileExistsError:
             pass
     if "cpuset" in h.controllers and h.version == 1:
-        for directory in reversed(missing or [parent]):
-            _inherit_cpuset(directory)
-        if os.path.basename(parent) == PARENT and _read(parent, "cgroup.clone_children",
-                                                        "1") == "0":
+        try:
+            for directory in reversed(missing or [parent]):
+                _inherit_cpuset(directory)
+        except PyctrError as e:
+            if not isinstance(e.__cause__, FileNotFoundError):
+                raise
+            return  # the last container's removal took the parent: _make_group makes it again
+        if parent in missing and os.path.basename(parent) == PARENT:
             # New groups below take their CPUs and nodes at mkdir: writing
             # cpuset.cpus rebuilds the scheduler domains, a walk over every
             # cpuset on the node. Where it cannot be set, _inherit_cpuset
@@ -669,8 +681,8 @@ def view(layout, group, namespaced):
     v1 hierarchies are bound even in a cgroup namespace when pyctr made the
     groups: the view is the same (the leaf and below, and /proc shows it as
     "/"), but a fresh v1 mount walks every cgroup of the unified tree under
-    the cgroup mutex (cgroup1_get_tree drains offline groups first), so with
-    a thousand containers each of the nine mounts cost ~1 ms, not 0.05."""
+    the cgroup mutex (cgroup1_get_tree drains offline groups first): the
+    start-up of the 1,000th container grew with it (`pyctr bench scale`)."""
     entries = []
     for h in layout.hierarchies:
         if group:
@@ -793,11 +805,18 @@ def gc(paths, live_ids, layout=None):
         group = Group(dirs, LEAF, 2 if layout.v2_only else 1, "%s/%s" % (PARENT, name))
         if group.remove():
             removed.append("cgroup %s" % group.path)
-    for h in layout.hierarchies:
-        # The parent of every world's groups, once none is left in it (it
-        # lives in pyctr's own cgroup, which its owner may want to remove).
+    _remove_parents(_default_parent(h) for h in layout.hierarchies)
+    return removed
+
+
+def _remove_parents(parents):
+    """The parent of every world's groups, once none is left in it (it lives
+    in pyctr's own cgroup, which its owner may want to remove). A create
+    meanwhile makes it again (_make_group)."""
+    for parent in parents:
+        if os.path.basename(parent) != PARENT:
+            continue
         try:
-            os.rmdir(_default_parent(h))
+            os.rmdir(parent)
         except OSError:
             pass  # in use, or never made
-    return removed

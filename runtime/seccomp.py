@@ -353,13 +353,8 @@ def compiled(paths, profile, where):
     """`profile` with its program, from the cache in the state root when this
     profile was compiled before: libseccomp takes ~15 ms for the default's
     three architectures, a cache read ~0.1 ms. The key is the whole profile."""
-    try:
-        from _blake2 import blake2b  # what hashlib uses, without loading OpenSSL
-    except ImportError:
-        from hashlib import blake2b
-    text = "%s %s %r" % (CACHE_VERSION, os.uname().machine, profile)
-    cache = os.path.join(paths.root, "seccomp")
-    path = os.path.join(cache, blake2b(text.encode(), digest_size=20).hexdigest() + ".bpf")
+    path = _cache_path(paths, profile)
+    cache = os.path.dirname(path)
     try:
         with open(path, "rb") as f:
             program = f.read()
@@ -379,6 +374,37 @@ def compiled(paths, profile, where):
     except OSError:
         pass  # a read-only or full state root: compile again next time
     return profile
+
+
+def gc(paths):
+    """`pyctr gc`: the compile cache keeps only the entry of the default
+    profile a plain `pyctr run` uses. Entries are kept by profile, so one of
+    a profile no longer used (an older default, another bundle's) would stay
+    for good; a loaded filter needs no entry, and the next start of another
+    profile compiles it once again."""
+    from pyctr import spec
+    keep = os.path.basename(_cache_path(paths, default_profile(spec.DEFAULT_CAPABILITIES)))
+    cache = os.path.dirname(_cache_path(paths, None))
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    for name in names:
+        if name != keep:
+            try:
+                os.unlink(os.path.join(cache, name))
+            except OSError:
+                pass
+
+
+def _cache_path(paths, profile):
+    try:
+        from _blake2 import blake2b  # what hashlib uses, without loading OpenSSL
+    except ImportError:
+        from hashlib import blake2b
+    text = "%s %s %r" % (CACHE_VERSION, os.uname().machine, profile)
+    return os.path.join(paths.root, "seccomp",
+                        blake2b(text.encode(), digest_size=20).hexdigest() + ".bpf")
 
 
 def compile_profile(profile, where):

@@ -143,6 +143,19 @@ def rootfs(image_data):
     return os.path.join(image_data, "images", "busybox", "rootfs")
 
 
+def cgroup_parents():
+    """pyctr's parent group in each hierarchy: {dir: the groups in it} for
+    those that exist (any world's)."""
+    from pyctr import cgroups
+    found = {}
+    for h in cgroups.detect().hierarchies:
+        parent = cgroups._default_parent(h)
+        if os.path.isdir(parent):
+            found[parent] = [n for n in os.listdir(parent)
+                             if os.path.isdir(os.path.join(parent, n))]
+    return found
+
+
 def until(fact, what, timeout=60, why=lambda: ""):
     """Poll for a fact a process makes true in its own time (the deadline
     is only against a hang)."""
@@ -167,3 +180,21 @@ def host_leftovers(world):
     with open("/proc/self/mounts") as f:
         mounts = [line for line in f if world.root in line]
     return mounts
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """After pytest removed a passing session's temporary directory
+    (tmp_path_retention_policy), remove what it keeps around it: the
+    dangling pytest-current link, and /tmp/pytest-of-USER once empty."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None)
+    if base is None or base.exists():
+        return
+    current = base.parent / "pytest-current"
+    if current.is_symlink() and not current.exists():
+        current.unlink()
+    try:
+        base.parent.rmdir()
+    except OSError:
+        pass  # another session's directories are in it

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import one_line_error, root_only
+from conftest import cgroup_parents, one_line_error, root_only
 
 pytestmark = root_only
 
@@ -313,6 +313,19 @@ def test_one_memory_cgroup_without_a_memory_limit_a_leaf_with_one(pyctr):
         assert "WROTE" not in p.stdout
     pyctr("rm", "-f", "plain", "limited", check=True)
     assert groups_of(pyctr) == []
+
+
+def test_the_last_containers_removal_leaves_no_pyctr_group(pyctr):
+    """Nothing of pyctr stays in the host's cgroups once its last container
+    is gone, without `pyctr gc`: after run --rm and after rm -f."""
+    if any(cgroup_parents().values()):
+        pytest.skip("other containers' groups are in pyctr's parent group")
+    run(pyctr, "--memory", "64m", "busybox", "true", check=True)
+    assert cgroup_parents() == {}
+    pyctr("run", "-d", "--name", "last", "busybox", "sleep", "60", check=True)
+    assert cgroup_parents()
+    pyctr("rm", "-f", "last", check=True)
+    assert cgroup_parents() == {}
 
 
 def test_gc_keeps_a_live_containers_cgroup(pyctr):

@@ -327,6 +327,25 @@ def test_a_bundles_profile_is_cached_too(tmp_path):
     assert seccomp.for_bundle(linux, spec.DEFAULT_CAPABILITIES).program == first.program
 
 
+def test_gc_keeps_only_the_default_profiles_compiled_entry(pyctr):
+    """An entry is kept by profile: one no longer used (an older default,
+    another capability set's) stays until `pyctr gc`, which keeps the one
+    every plain `pyctr run` uses."""
+    for _ in range(2):  # the first start makes the state root the cache is kept in
+        pyctr("run", "--rm", "busybox", "true", check=True)
+    cache = os.path.join(pyctr.root, "seccomp")
+    (default,) = os.listdir(cache)
+    pyctr("run", "--rm", "--cap-add", "sys_admin", "busybox", "true", check=True)
+    with open(os.path.join(cache, "0" * 40 + ".bpf"), "wb") as f:
+        f.write(b"\0" * 8)  # what an older profile left
+    assert len(os.listdir(cache)) == 3
+    pyctr("gc", check=True)
+    assert os.listdir(cache) == [default]
+    p = pyctr("run", "--rm", "--cap-add", "sys_admin", "busybox", "sh", "-c",
+              "grep Seccomp: /proc/self/status", check=True)
+    assert p.stdout.split() == ["Seccomp:", "2"] and len(os.listdir(cache)) == 2
+
+
 def test_security_opt_values():
     from pyctr.paths import Paths
     assert seccomp.for_run(Paths(root="/nonexistent"), ["seccomp=unconfined"], []) is None

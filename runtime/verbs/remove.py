@@ -202,7 +202,8 @@ def cmd_gc(paths, argv):
         if st.crashed():
             remove(paths, st, force=True)
             removed.append("container %s" % name)
-    from pyctr import cgroups, images, network
+    from pyctr import cgroups, images, network, seccomp
+    seccomp.gc(paths)  # a cache: nothing to report
     removed += cgroups.gc(paths, lambda: _live_ids(store))
     removed += network.gc(paths)
     removed += images.gc(paths)
