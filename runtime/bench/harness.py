@@ -445,6 +445,14 @@ def tool_version(name, argv=None):
     return m.group(0) if m else line
 
 
+def _crun_version():
+    """crun makes its state root (/run/crun) even for --version: asked with
+    a throwaway one, so that a benchmark leaves nothing behind."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="pyctr-crun-") as tmp:
+        return tool_version("crun", ["--root", os.path.join(tmp, "root"), "--version"])
+
+
 def machine_facts(extra_versions=None):
     cpu = platform.processor() or "unknown"
     try:
@@ -467,7 +475,7 @@ def machine_facts(extra_versions=None):
         "pyctr": _pyctr_version(),
         "python": platform.python_version(),
         "runc": tool_version("runc"),
-        "crun": tool_version("crun"),
+        "crun": _crun_version(),
         "bwrap": tool_version("bwrap"),
     }
     versions.update(extra_versions or {})
