@@ -65,6 +65,16 @@ def test_what_counts_as_a_conflict():
 def test_the_wait_is_short_and_bounded():
     assert arp.PROBES * arp.PROBE_GAP < arp.PROBE_WAIT <= 0.1
     assert arp.MAX_CONFLICTS * arp.PROBES <= 64  # packets per interface, at most
+    assert arp.LATE_MAX <= 1
+
+
+def test_a_late_wake_up_lengthens_the_wait_as_much_and_no_more_than_the_bound():
+    """A busy node: this process woke up 30 ms after the deadline, so an
+    answer may still wait in the node's own receive path: listen 30 ms more.
+    On time (or less late than LATE), decide; never add more than LATE_MAX."""
+    assert arp._later(until=1.0, now=1.030, added=0.0) == pytest.approx(1.060)
+    assert arp._later(until=1.0, now=1.0 + arp.LATE / 2, added=0.0) is None
+    assert arp._later(until=1.0, now=1.2, added=arp.LATE_MAX - 0.1) is None
 
 
 # -- attach -------------------------------------------------------------------------

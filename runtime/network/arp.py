@@ -29,14 +29,20 @@ the second 30 ms for its answer. The wait overlaps with the container
 building its root filesystem (the network is attached meanwhile), so a start
 pays less than all of it: see `pyctr bench net`. Frames that arrive while
 this process is not scheduled wait in the socket's buffer and are read
-before deciding, so a loaded node does not miss answers; only the owner's
-own delay counts. What is traded: an owner slower than 30-50 ms to answer (a
-host waking from sleep, an overloaded router, a lossy Wi-Fi bridge, a link
-that drops both probes) goes unseen, where the RFC's 3-7 s would catch it;
-and two hosts that start probing the same address within a few milliseconds
-may both step back (then both try the next). Addresses found taken are noted
-in the pool (ipam.Pool.note_conflict) and not probed again for
-`conflict_seconds` (CONFLICT_SECONDS, 300, by default).
+before deciding. On a busy node an answer can also wait before it gets
+there, in the node's own receive path: the kernel hands its network work to
+a thread (ksoftirqd) that waits for a CPU as this process does. So when
+this process wakes up late, the wait goes on for as long again as it was
+late (LATE_MAX in all), and the wire gets about the time it gets from an
+idle node. (The tests once saw one of thirty starts at once on two CPUs
+take the address of a simulated host on the same machine; an answer held
+up there is the likely cause.) What is traded: an owner slower than 30-50
+ms to answer (a host waking from sleep, an overloaded router, a lossy Wi-Fi
+bridge, a link that drops both probes) goes unseen, where the RFC's 3-7 s
+would catch it; and two hosts that start probing the same address within a
+few milliseconds may both step back (then both try the next). Addresses
+found taken are noted in the pool (ipam.Pool.note_conflict) and not probed
+again for `conflict_seconds` (CONFLICT_SECONDS, 300, by default).
 
 Which networks probe: those whose traffic reaches a wire (a network kind's
 reaches_wire(): a bridge holding an uplink or any port that is not a
@@ -60,6 +66,8 @@ from pyctr.errors import PyctrError
 PROBES = 2
 PROBE_GAP = 0.02      # seconds between the probes
 PROBE_WAIT = 0.05     # answers counted until this long after the first probe
+LATE = 0.005          # a wake-up later than this: the node is busy (see _later)
+LATE_MAX = 0.5        # at most this much added to one wait
 ANNOUNCES = 2
 CONFLICT_SECONDS = 300  # a conflict keeps its address out of allocation this long
 MAX_CONFLICTS = 32    # addresses probed for one interface before giving up
@@ -158,10 +166,17 @@ class Prober:
     def _listen(self, target, until):
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
+        added = 0.0
         while True:
-            left = until - time.monotonic()
+            now = time.monotonic()
+            left = until - now
             if left <= 0:
-                return None
+                later = _later(until, now, added)
+                if later is None:
+                    return None
+                added += later - now
+                until = later
+                continue
             if poller.poll(left * 1000 + 1):
                 found = self._drain(self.mac, target)
                 if found is not None:
@@ -182,6 +197,16 @@ class Prober:
 
     def close(self):
         self.sock.close()
+
+
+def _later(until, now, added):
+    """Past the deadline `until` at `now`: a new deadline as late again as
+    this wake-up was, or None to decide now (on time, or LATE_MAX added
+    already). `added`: what this wait was extended by so far."""
+    late = now - until
+    if late <= LATE or added + late > LATE_MAX:
+        return None
+    return now + late
 
 
 def describe(ip, conflict):
