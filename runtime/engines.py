@@ -31,6 +31,10 @@ from pyctr.errors import PyctrError
 
 IMAGE = "localhost/busybox:latest"
 BLOB_CACHE = "/var/lib/containers/cache"
+# The state roots of the OCI runtimes podman knows (crun, its default here,
+# and runc): podman makes a runtime's when it sets that runtime up, even one
+# it never runs a container with.
+RUNTIME_ROOTS = ("/run/crun", "/run/runc")
 SHIM_STATE = "/run/containerd"
 SHIM_SOCKETS = "/run/containerd/s"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -295,6 +299,7 @@ class Podman:
         self.conf = os.path.join(self.base, "containers.conf")
         self.storage_conf = os.path.join(self.base, "storage.conf")
         self.blob_cache_existed = os.path.exists(BLOB_CACHE)
+        self.roots_existed = {root: os.path.exists(root) for root in RUNTIME_ROOTS}
         self._write_config(supports_json)
         self.env = dict(os.environ, CONTAINERS_CONF=self.conf,
                         CONTAINERS_STORAGE_CONF=self.storage_conf, TMPDIR=self.dirs["tmp"])
@@ -403,6 +408,12 @@ class Podman:
         remove_cgroup_tree(self.cgroup_parent)
         shutil.rmtree(self.base, ignore_errors=True)
         self._remove_blob_cache()
+        for root, existed in self.roots_existed.items():
+            if not existed:
+                try:
+                    os.rmdir(root)  # only if empty: no container of anyone's in it
+                except OSError:
+                    pass
 
     def _remove_blob_cache(self):
         """podman import's blob-info cache, if this world made it."""
