@@ -384,7 +384,7 @@ def gc(paths):
     profile compiles it once again."""
     from pyctr import spec
     keep = os.path.basename(_cache_path(paths, default_profile(spec.DEFAULT_CAPABILITIES)))
-    cache = os.path.dirname(_cache_path(paths, None))
+    cache = _cache_dir(paths)
     try:
         names = os.listdir(cache)
     except OSError:
@@ -397,14 +397,18 @@ def gc(paths):
                 pass
 
 
+def _cache_dir(paths):
+    return os.path.join(paths.root, "seccomp")
+
+
 def _cache_path(paths, profile):
     try:
         from _blake2 import blake2b  # what hashlib uses, without loading OpenSSL
     except ImportError:
         from hashlib import blake2b
     text = "%s %s %r" % (CACHE_VERSION, os.uname().machine, profile)
-    return os.path.join(paths.root, "seccomp",
-                        blake2b(text.encode(), digest_size=20).hexdigest() + ".bpf")
+    return os.path.join(_cache_dir(paths), blake2b(text.encode(), digest_size=20).hexdigest()
+                        + ".bpf")
 
 
 def compile_profile(profile, where):
