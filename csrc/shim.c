@@ -90,39 +90,57 @@ static int copy_path(char *buf, const char *path)
 
 int pyctr_mkdir_in_root(int root_fd, const char *path, int mode)
 {
+    /* Mostly the directory is there (the image's /proc, /dev, /sys, or
+     * made by an earlier step): one lookup, resolved in the root. */
+    int dir = pyctr_open_in_root(root_fd, path, O_PATH | O_DIRECTORY);
+    if (dir >= 0 || errno != ENOENT)
+        return dir;
     char prefix[PATH_MAX];
     if (copy_path(prefix, path) < 0)
         return -1;
-    int dir = pyctr_open_in_root(root_fd, "/", O_PATH | O_DIRECTORY);
-    if (dir < 0)
-        return -1;
+    char *last = prefix + strlen(prefix);
+    while (last > prefix + 1 && last[-1] == '/')
+        *--last = '\0';
+    /* Back up to the nearest ancestor that exists, cutting the prefix at
+     * each slash (one lookup per missing component, not per component). */
     char *name = prefix;
     for (;;) {
-        while (*name == '/')
-            name++;
-        if (!*name)
-            return dir;
-        char *end = strchr(name, '/');
-        if (end)
-            *end = '\0';
-        /* The whole prefix is looked up from the root each time: "..", a
-         * symlink, or a component swapped meanwhile all resolve in it. */
-        int next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
-        if (next < 0 && errno == ENOENT) {
-            /* `dir` is the parent as just resolved; only a plain name is
-             * ever created ("." and ".." always exist). */
+        char *slash = strrchr(prefix, '/');
+        if (slash)
+            *slash = '\0';
+        dir = pyctr_open_in_root(root_fd, slash && *prefix ? prefix : "/",
+                                 O_PATH | O_DIRECTORY);
+        if (dir >= 0) {
+            name = prefix;
+            if (slash) {
+                *slash = '/';  /* the prefix reaches to the end of `name` again */
+                name = slash + 1;
+            }
+            break;
+        }
+        if (errno != ENOENT || !slash)
+            return -1;
+    }
+    /* Then forward, making each missing component in its parent as just
+     * resolved: only a plain name is ever created ("." and ".." always
+     * exist), and the whole prefix is looked up from the root each time
+     * ("..", a symlink, or a component swapped meanwhile all resolve in
+     * it). The cuts after `name` are slashes again one by one. */
+    for (;;) {
+        char *end = name + strlen(name);
+        if (*name) {
             if (mkdirat(dir, name, (mode_t)mode) < 0 && errno != EEXIST)
                 return close_keeping_errno(dir);
-            next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+            int next = pyctr_open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+            if (next < 0)
+                return close_keeping_errno(dir);
+            close(dir);
+            dir = next;
         }
-        if (next < 0)
-            return close_keeping_errno(dir);
-        close(dir);
-        dir = next;
-        if (!end)
+        if (end >= last)
             return dir;
         *end = '/';
-        name = end;
+        name = end + 1;
     }
 }
 

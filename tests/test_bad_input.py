@@ -289,6 +289,41 @@ def test_shim_walks_never_leave_the_root(tmp_path_factory, links, paths):
     assert sorted(os.listdir(base)) == ["outside", "root"] and os.listdir(outside) == []
 
 
+@IN_PROCESS
+@given(existing=st.sets(st.sampled_from(["a", "a/b", "b", "a/b/c"])),
+       parts=st.lists(st.sampled_from(["a", "b", "c", "..", ".", ""]), min_size=1, max_size=6),
+       absolute=st.booleans())
+def test_shim_mkdir_makes_each_missing_component_in_the_root_as_it_resolves(
+        tmp_path_factory, existing, parts, absolute):
+    """Without symlinks, mkdir_in_root makes what `mkdir -p` would in a
+    chroot (".." stops at the root), whichever ancestors were there
+    before."""
+    from pyctr.syscalls import Syscalls
+    root = tmp_path_factory.mktemp("mkdir")
+    for d in sorted(existing):
+        os.makedirs(root / d, exist_ok=True)
+    path = ("/" if absolute else "") + "/".join(parts)
+    want, made = [], set()
+    for part in parts:  # the walk a chroot's mkdir -p takes
+        if part == "..":
+            want = want[:-1]
+        elif part not in (".", ""):
+            want.append(part)
+            made.add("/".join(want))
+    syscall = Syscalls()
+    syscall.mkdir_in_root(str(root), path)
+    fd = syscall.open_in_root(str(root), path or "/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        where = os.readlink("/proc/self/fd/%d" % fd)
+    finally:
+        os.close(fd)
+    assert where == os.path.join(str(root), *want) if want else where == str(root)
+    dirs = {os.path.relpath(os.path.join(top, d), root)
+            for top, ds, _ in os.walk(root) for d in ds}
+    before = {d.rsplit("/", n)[0] for d in existing for n in range(d.count("/") + 1)}
+    assert dirs == made | before
+
+
 NET_WORDS = ["veth", "macvlan", "container", "none", "host", "br0", "eth1", "lan", "", ":",
              ",", "=", "ip", "mac", "mtu", "mode", "route", "source_macs", "host_shim",
              "10.1.2.3/24", "default@10.1.2.1", "02:00:00:00:00:01", "9000", "|", "@", "yes",

@@ -13,8 +13,9 @@ and network namespaces, loopback up, workload /bin/true, teardown included):
   bwrap   bwrap --unshare-{pid,ipc,uts,net} --ro-bind ROOTFS / --proc /proc
           --dev /dev /bin/true: no cgroup, no cgroup namespace, no device
           policy, no seccomp filter (none of the confinement below)
-  python  the interpreter pyctr runs on, `-c pass` (the floor a Python
-          runtime cannot go below)
+  python  the interpreter pyctr runs on, started as the `pyctr` command
+          starts it (-S: no site), `-S -c pass`: the floor a Python runtime
+          cannot go below
 
 Confinement, the same for pyctr, runc and crun (issue 8's defaults):
   cgroup     a new cgroup per container in every mounted hierarchy, removed
@@ -329,8 +330,9 @@ def build(paths, args, work, runners):
         notes.append("bwrap not installed: skipped (apt-get install bubblewrap)")
 
     contenders.append(harness.CommandContender(
-        "python", plain, lambda i: {"steps": [step([interp, "-c", "pass"])]},
-        note="`%s -c pass`: the bare interpreter, a floor for any Python runtime" % interp))
+        "python", plain, lambda i: {"steps": [step([interp, "-S", "-c", "pass"])]},
+        note="`%s -S -c pass`: the bare interpreter as the `pyctr` command starts it "
+        "(no site), a floor for any Python runtime" % interp))
 
     notes.append("pyctr timed from %s (%s), byte-compiled first; PYTHONDONTWRITEBYTECODE "
                  "unset for timed runs" % (pkg, install_kind(pkg)))
