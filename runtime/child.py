@@ -45,16 +45,28 @@ def _first_ids(spec):
     return ids[0], ids[1], []
 
 
+def builds_before_ids(plan):
+    """May the child build its root before IDS? Only where IDS brings
+    nothing that building needs: no user namespace (no maps yet, no root),
+    no namespace to join first, not a bundle (its hooks run before the
+    child mounts). It still waits for IDS before its cgroup namespace: by
+    then the parent has moved it into its groups (cgroup_attach), which
+    overlaps this work instead of preceding it."""
+    return not (plan.new_userns or plan.join or plan.oci)
+
+
 def child_main(plan, channel, syscall):
     """Entry point right after clone() returned 0 in the child."""
     step = "start"
     oci = plan.oci
     if oci:  # imported by the runtime before clone: nothing is imported here
         from pyctr.oci import barrier
-    try:
-        channel.child_side()
-        if plan.tie_to_parent:
-            syscall.set_pdeathsig(SIGKILL)
+
+    def after_ids():
+        """IDS, then what needs it: the namespaces to join, root in a new
+        user namespace, the cgroup namespace (rooted at the groups the
+        parent moved this process into)."""
+        nonlocal step
         channel.expect(IDS)
         # Already so from clone() on, but for a rootless parent, which had to
         # write our uid_map first (Syscalls.clone).
@@ -71,6 +83,14 @@ def child_main(plan, channel, syscall):
         if plan.new_cgroupns:
             step = "unshare the cgroup namespace"
             syscall.unshare(syscalls.CLONE_NEWCGROUP)
+
+    try:
+        channel.child_side()
+        if plan.tie_to_parent:
+            syscall.set_pdeathsig(SIGKILL)
+        early = builds_before_ids(plan)
+        if not early:
+            after_ids()
         spec = plan.spec
         init = -1
         if spec.process.init:
@@ -84,8 +104,15 @@ def child_main(plan, channel, syscall):
         rootfs.apply(rootfs.plan_root(spec, plan.rootfs, plan.layers), syscall)
         step = "mount"
         syscall.hold_roots(True)
-        rootfs.apply(rootfs.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
-                              pivot=False), syscall)
+        mounts = rootfs.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
+                                    pivot=False)
+        if early:  # up to the cgroup mount, which needs the cgroup namespace
+            cut = next((i for i, m in enumerate(mounts) if m[0] == "mount_cgroup"), len(mounts))
+            rootfs.apply(mounts[:cut], syscall)
+            mounts = mounts[cut:]
+            after_ids()
+            step = "mount"
+        rootfs.apply(mounts, syscall)
         syscall.hold_roots(False)
         if not oci:
             rootfs.apply(rootfs.plan_pivot(plan.rootfs), syscall)

@@ -10,11 +10,14 @@ exec succeeded (CPython's subprocess does the same with a pipe).
   ───────────────────────────────              ──────────────────────
   clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER])
         │                                       not dumpable; PDEATHSIG=KILL
-  write uid_map / gid_map (user ns)             recv ............ blocks
-  state.json: created, pid                          .
-  send IDS ───────────────────────────────────▶ join namespaces (setns)
+  write uid_map / gid_map (user ns)             [all new namespaces, no user
+  cgroup.procs: the child into its groups        one, no bundle: hostname and
+        │                                        mounts up to the cgroup one]
+  send IDS ───────────────────────────────────▶ recv IDS (blocks until then)
+  state.json: created, pid                      join namespaces (setns)
         │                                       setuid(0) in the user ns
-  network: veth/macvlan into /proc/PID/ns/net   hostname, mounts, pivot_root
+        │                                       unshare the cgroup ns
+  network: veth/macvlan into /proc/PID/ns/net   hostname, (the other) mounts, pivot_root
   MPI settings (a launcher's rank)              lo up
   recv ........................... blocks       [FD "pty": terminal master]
         │  ◀────────────────────────────────── READY (at the exec barrier)
