@@ -242,7 +242,7 @@ class Group:
         return [self.process_dir(name) for name in self.dirs]
 
     def attach(self, pid):
-        """Move `pid` (the container's init, before it runs anything) in."""
+        """Move `pid` (the container's init, before its workload) in."""
         for directory in self.process_dirs():
             _write(directory, "cgroup.procs", pid)
 

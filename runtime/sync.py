@@ -173,6 +173,11 @@ def _recv(sock_fd):
                 break
             except InterruptedError:
                 continue
+            except ConnectionResetError:
+                # The other end closed with a message of ours unread (a child
+                # that failed before reading IDS): the kernel reports that
+                # once, ahead of what it sent before, which is still queued.
+                continue
     finally:
         s.detach()
     fd = -1

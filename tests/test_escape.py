@@ -120,6 +120,17 @@ def test_proc_and_sys_on_a_symlink_are_refused(pyctr, rootfs, work, fs):
     assert p.returncode == 125 and "needs a directory" in one_line_error(p)
 
 
+def test_a_root_that_fails_before_ids_is_reported_in_one_line(pyctr, rootfs, work):
+    """A plain container's child builds its root before IDS
+    (child.builds_before_ids), so it may fail and close its end before or
+    after IDS reaches it: either way the user reads the child's own error
+    (IDS left unread makes the kernel report a reset first)."""
+    linked = make_image(pyctr, rootfs, work, "early", proc="/tmp")
+    for _ in range(8):
+        p = run(linked, "early", "true")
+        assert p.returncode == 125 and "needs a directory" in one_line_error(p)
+
+
 @both
 def test_volume_on_the_root_is_refused(pyctr, work, flags):
     p = run(pyctr, *flags, "-v", "%s:/" % work, "busybox", "true")
