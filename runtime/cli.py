@@ -11,11 +11,10 @@ import sys
 from pyctr.errors import PyctrError
 
 # Objects the collector may count before it runs (Python's default: 700).
-# A command's start-up allocates ~5,000 to 8,000 that all live until it
-# exits: the default made a `pyctr run` walk them six times, freeing
-# nothing, for 1-3 ms before the workload ran (and in the cloned child,
-# copies of the pages it touched). Long-lived verbs (netd, bench) still
-# collect, less often.
+# A command's start-up makes thousands that all live until it exits: the
+# default made a `pyctr run` walk them six times before the workload ran,
+# freeing nothing (and the cloned child copied the pages that touched).
+# Long-lived verbs (netd, bench) still collect, less often.
 GC_THRESHOLD = 50000
 
 # verb -> (module, function, one-line help). function(paths, argv) -> int
