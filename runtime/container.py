@@ -370,6 +370,14 @@ class Container:
         try:
             for stage in STAGES:
                 stage(self)
+        except Exception as e:
+            # A stage that failed because the child is gone (it failed
+            # building its root, say) gives the child's reason, not its own.
+            cause = self.channel.report_waiting() if self.channel else None
+            self.destroy()
+            if cause is None:
+                raise
+            raise cause from e
         except BaseException:
             self.destroy()
             raise

@@ -34,7 +34,10 @@ If the parent fails before GO it closes its end without sending: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
 what it did. Order is checked on both sides: the child accepts exactly IDS
 then GO; the parent accepts a REPORT (or EOF: the child died) wherever it
-waits, FDs and READY before GO, and after GO only EOF or REPORT.
+waits, FDs and READY before GO, and after GO only EOF or REPORT. A parent
+stage that fails because the child is gone (its netns, its /proc entry)
+gives the REPORT waiting unread, if any (report_waiting): the child's
+reason, not the stage's.
 """
 import os
 import sys
@@ -54,6 +57,7 @@ SEP = b"\0"
 MAX_MESSAGE = 1 << 20   # a GO with a launcher's whole environment fits easily
 _SCM_RIGHTS = 1
 _SOL_SOCKET = 1
+_MSG_DONTWAIT = _socket.MSG_DONTWAIT
 
 
 class Channel:
@@ -105,6 +109,22 @@ class Channel:
         if not tag:
             return None
         return _failure(tag, payload, "at exec")
+
+    def report_waiting(self):
+        """The PyctrError of a REPORT the child sent and the parent has not
+        read yet, else None; never blocks. When a parent stage fails
+        because the child is gone (its netns, its /proc entry), this is
+        why the child went: the error to give the user."""
+        if self.parent_fd < 0:
+            return None
+        try:
+            while True:
+                tag, payload, fd = _recv(self.parent_fd, _MSG_DONTWAIT)
+                _close(fd)
+                if tag != FD:
+                    return _failure(tag, payload, "") if tag == REPORT else None
+        except BlockingIOError:
+            return None
 
     def abort(self):
         """Close everything the parent holds (idempotent)."""
@@ -163,13 +183,13 @@ def _send(sock_fd, data, fd=-1):
         s.detach()
 
 
-def _recv(sock_fd):
+def _recv(sock_fd, flags=0):
     """(tag, payload, fd or -1); (b"", b"", -1) at end-of-file."""
     s = _socket.socket(fileno=sock_fd)
     try:
         while True:
             try:
-                data, ancdata, _, _ = s.recvmsg(MAX_MESSAGE, _cmsg_space(1))
+                data, ancdata, _, _ = s.recvmsg(MAX_MESSAGE, _cmsg_space(1), flags)
                 break
             except InterruptedError:
                 continue

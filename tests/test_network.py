@@ -4,6 +4,7 @@ namespace, and its own pyctr state. Nothing here touches the machine's own
 interfaces. Every ping is bounded (-c/-W), every transfer has a timeout."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -402,6 +403,23 @@ def test_failed_start_leaves_nothing(tb):
     ok(a, "net", "rm", "macvlan:nic0", "veth:br0")  # what the ad-hoc networks made
     assert leftovers(a) == CLEAN
     assert "br0" not in links(a)
+
+
+def test_a_root_that_fails_is_reported_as_such_when_it_has_a_network(tb, rootfs, tmp_path):
+    """The child fails building its root (here /proc is a symlink) while the
+    parent wires its network into a netns that is gone with it: the user
+    reads the child's reason, not that its process is gone, and nothing of
+    the network is left."""
+    bad = tmp_path / "bad"
+    shutil.copytree(rootfs, bad, symlinks=True)
+    shutil.rmtree(bad / "proc")
+    os.symlink("/tmp", bad / "proc")
+    a = tb.nodes[0]
+    for _ in range(4):
+        fails(a, "run", "--rm", "--net=veth:br0", str(bad), "true", words="needs a directory")
+    assert leftovers(a)["leases"] == [] and leftovers(a)["containers"] == []
+    ok(a, "net", "rm", "veth:br0")
+    assert leftovers(a) == CLEAN
 
 
 def test_kill_9_of_pyctr_then_lease_reclaimed_and_gc_clean(tb):
