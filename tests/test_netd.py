@@ -532,8 +532,9 @@ def test_serve_as_a_user_and_a_second_daemon_are_refused(world):
 
 
 def test_daemon_mode_status_and_stop(world):
+    # not made beforehand, as /run/pyctr on a fresh machine: the daemon makes it,
+    # with its log in it
     directory = os.path.join(world.node.base, "netd-daemon")
-    os.makedirs(directory, mode=0o755)
     sock = os.path.join(directory, "netd.sock")
     # a pipe the starter inherited, as a CI runner's: the daemon must not keep it
     read_end, write_end = os.pipe()
@@ -544,6 +545,7 @@ def test_daemon_mode_status_and_stop(world):
         os.close(write_end)
     try:
         assert r.returncode == 0 and "listening on %s" % sock in r.stdout, r.stderr
+        assert os.path.isfile(sock + ".log")
         os.set_blocking(read_end, False)
         assert os.read(read_end, 1) == b""  # end of file (not EAGAIN): nobody holds it
         assert world.node.pyctr("netd", "status", "--socket", sock).returncode == 0

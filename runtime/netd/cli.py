@@ -17,7 +17,7 @@ import time
 
 from pyctr.errors import PyctrError
 from pyctr.netd import client
-from pyctr.netd.server import STOP_SECONDS, Server, running_pid
+from pyctr.netd.server import STOP_SECONDS, Server, running_pid, socket_directory
 
 
 def command(paths, argv):
@@ -56,6 +56,7 @@ def command(paths, argv):
 def daemonize(paths, path, log_path):
     """Fork the helper into the background; return once it listens (0), or
     raise its start-up error here."""
+    socket_directory(path)  # before the log, which by default lives in it
     ready_r, ready_w = os.pipe()
     child = os.fork()
     if child:

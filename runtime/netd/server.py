@@ -43,6 +43,20 @@ class Stop(Exception):
     """SIGTERM/SIGINT: stop accepting, let requests in progress finish."""
 
 
+def socket_directory(path):
+    """Make (on a fresh machine /run/pyctr is not there yet) and check the
+    directory the socket lives in; return it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, exist_ok=True)
+        os.chmod(directory, 0o755)  # users reach the socket, whatever the umask
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise PyctrError("socket directory %s must be owned by uid %d and writable by "
+                         "nobody else" % (directory, os.geteuid()))
+    return directory
+
+
 class Server:
     def __init__(self, paths, socket_path, log=None):
         self.paths, self.path = paths, socket_path
@@ -59,14 +73,7 @@ class Server:
     # -- start and stop ------------------------------------------------------
     def open(self):
         """Take the instance lock, check the directory, listen."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-            os.chmod(directory, 0o755)  # users reach the socket, whatever the umask
-        st = os.stat(directory)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise PyctrError("socket directory %s must be owned by uid %d and writable by "
-                             "nobody else" % (directory, os.geteuid()))
+        socket_directory(self.path)
         self.lock_fd = os.open(self.path + ".lock",
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
