@@ -183,6 +183,14 @@ int pyctr_set_ambient(const int *caps, int n)
     return 0;
 }
 
+int pyctr_drop_bounding(const int *caps, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (prctl(PR_CAPBSET_DROP, caps[i], 0, 0, 0) < 0)
+            return -1;
+    return 0;
+}
+
 long pyctr_prctl(int option, unsigned long arg)
 {
     return prctl(option, arg, 0, 0, 0);

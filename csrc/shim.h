@@ -34,6 +34,9 @@ int pyctr_touch_in_root(int root_fd, const char *path, int mode);
 /* The ambient capability set becomes exactly caps[0..n-1] (each must be
  * permitted and inheritable already). */
 int pyctr_set_ambient(const int *caps, int n);
+/* Drop caps[0..n-1] from the bounding set (one call: the child's time to
+ * exec is on every start's path). Needs CAP_SETPCAP. */
+int pyctr_drop_bounding(const int *caps, int n);
 /* prctl(option, arg, 0, 0, 0): its result, or -1 with errno. */
 long pyctr_prctl(int option, unsigned long arg);
 /* The thread's effective, permitted and inheritable capability sets become

@@ -22,7 +22,7 @@ the Container (paths, fds, pid) and its ContainerState record.
   bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks, IDS
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
-  ready          the child waits at the exec barrier (READY)
+  ready          the child waits at the exec barrier (READY); for run, GO first
   bundle_ready   a bundle's terminal to the engine, pyctr networks in its netns
 
 start() sends GO and confirms the exec; wait() forwards signals and
@@ -316,6 +316,12 @@ def mpi_rank(c):
 
 
 def ready(c):
+    if c.start_follows:
+        # run: nothing is held at the exec barrier (the devices and settings
+        # are in place, the environment known), so the child need not wait
+        # for this process to read READY and answer it.
+        c.channel.send(GO, c.extra_env)
+        c.go_sent = True
     c.fds = c.channel.wait_ready()
 
 
@@ -360,13 +366,17 @@ class Container:
         self.user_ns = None        # a user's: network.rootless.Namespaces, for the helper
         self.extra_env = []        # learnt before start, reaches the workload
         self.fds = {}              # sent by the child before READY ("pty")
+        self.start_follows = False  # create(start_follows=True): run, not an OCI create
+        self.go_sent = False
 
     @property
     def name(self):
         return self.state.name
 
-    def create(self, log=False):
-        self.log = log
+    def create(self, log=False, start_follows=False):
+        """Run the STAGES. start_follows: start() comes next, at once (run):
+        GO goes with READY's wait, not after it."""
+        self.log, self.start_follows = log, start_follows
         try:
             for stage in STAGES:
                 stage(self)
@@ -384,7 +394,8 @@ class Container:
 
     def start(self):
         try:
-            self.channel.send(GO, self.extra_env)
+            if not self.go_sent:
+                self.channel.send(GO, self.extra_env)
             # Recorded while the child execs (a failed exec removes the
             # record with everything else, in destroy): not after it.
             self.state.status, self.state.started = "running", now()

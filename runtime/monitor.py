@@ -42,7 +42,7 @@ def start_detached(paths, spec):
         code = EXIT_RUNTIME
         try:
             c = Container(paths, spec)
-            c.create(log=True)
+            c.create(log=True, start_follows=True)
             c.start()
             os.write(w, b"ok " + c.name.encode())
             os.close(w)

@@ -30,11 +30,15 @@ exec succeeded (CPython's subprocess does the same with a pipe).
   wait, forwarding signals
   state.json: stopped, exit code; clean up
 
+`run` starts what it creates at once: it sends GO before it waits for
+READY (nothing is held at the barrier then), so the child finds GO queued
+and goes on without waiting for the parent to be scheduled.
+
 If the parent fails before GO it closes its end without sending: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
 what it did. Order is checked on both sides: the child accepts exactly IDS
 then GO; the parent accepts a REPORT (or EOF: the child died) wherever it
-waits, FDs and READY before GO, and after GO only EOF or REPORT. A parent
+waits, FDs then READY, and after READY only EOF or REPORT. A parent
 stage that fails because the child is gone (its netns, its /proc entry)
 gives the REPORT waiting unread, if any (report_waiting): the child's
 reason, not the stage's.

@@ -20,6 +20,22 @@ def write_kernel_file(path, text):
         os.close(fd)
 
 
+_cap_last = None
+
+
+def cap_last_cap():
+    """The running kernel's highest capability number, read once per
+    process (the child needs it three times on the way to exec)."""
+    global _cap_last
+    if _cap_last is None:
+        fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _cap_last = int(os.read(fd, 32))
+        finally:
+            os.close(fd)
+    return _cap_last
+
+
 # clone(2)/unshare(2)/setns(2) flags
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -64,7 +80,6 @@ PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
-PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
 
@@ -287,16 +302,16 @@ class Syscalls:
         os.setresuid(uid, uid, uid)
 
     def _cap_split(self, keep):
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+        last = cap_last_cap()
         keep = [n for n in keep if n <= last]
         return keep, [n for n in range(last + 1) if n not in keep]
 
     def drop_bounding(self, keep):
         """Cut the bounding set to `keep` (capability numbers), up to the
         running kernel's last cap. Needs CAP_SETPCAP: do it before setuid."""
-        for number in self._cap_split(keep)[1]:
-            self._prctl(PR_CAPBSET_DROP, number)
+        drop = self._cap_split(keep)[1]
+        self._check(self._lib.pyctr_drop_bounding(self._ffi.new("int[]", drop), len(drop)),
+                    "prctl(PR_CAPBSET_DROP)")
 
     def set_capabilities(self, effective, permitted, inheritable):
         """The three per-thread sets, each exactly as given (numbers)."""

@@ -50,6 +50,10 @@ def test_bounding_and_thread_sets_read_back():
         s.drop_bounding([CAP_NET_RAW, CAP_SETPCAP, CAP_KILL])
         assert prctl.capbset.net_raw and prctl.capbset.kill
         assert not prctl.capbset.sys_admin
+        # every other one, up to the kernel's last, is gone (the kernel's own word)
+        with open("/proc/self/status") as f:
+            bounding = next(int(l.split()[1], 16) for l in f if l.startswith("CapBnd:"))
+        assert bounding == (1 << CAP_NET_RAW) | (1 << CAP_SETPCAP) | (1 << CAP_KILL)
         s.set_capabilities(effective=[CAP_NET_RAW], permitted=[CAP_NET_RAW, CAP_KILL],
                            inheritable=[CAP_KILL])
         assert prctl.cap_effective.net_raw and not prctl.cap_effective.kill

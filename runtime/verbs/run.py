@@ -105,7 +105,7 @@ def cmd_run(paths, argv):
     from pyctr import container
     c = container.Container(paths, spec)
     c.cgroup_layout, c.warming = layout, wait
-    c.create()
+    c.create(start_follows=True)
     c.start()
     code = c.wait(HANDOVER_AFTER)
     if code is None:
