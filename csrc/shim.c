@@ -43,6 +43,25 @@ int pyctr_mount(const char *source, const char *target, const char *fstype,
 
 int pyctr_umount2(const char *target, int flags) { return umount2(target, flags); }
 
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442 /* the same on every architecture */
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+/* struct mount_attr of linux/mount.h, which glibc's sys/mount.h clashes with */
+struct pyctr_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+int pyctr_mount_setattr(int fd, unsigned long long attr_set, int recursive)
+{
+    struct pyctr_mount_attr attr = {attr_set, 0, 0, 0};
+    return (int)syscall(SYS_mount_setattr, fd, "",
+                        AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof(attr));
+}
+
 int pyctr_pivot_root(const char *new_root, const char *put_old)
 {
     return (int)syscall(SYS_pivot_root, new_root, put_old);

@@ -15,6 +15,11 @@ int pyctr_setns(int fd, int nstype);
 int pyctr_mount(const char *source, const char *target, const char *fstype,
                 unsigned long flags, const char *data);
 int pyctr_umount2(const char *target, int flags);
+/* mount_setattr(2) (Linux 5.12): on the mount `fd` (an O_PATH fd) stands
+ * for and, with recursive, every mount below it, set the MOUNT_ATTR_* bits
+ * `attr_set` (RDONLY 1, NOSUID 2, NODEV 4, NOEXEC 8). One call where a
+ * remount per mount would take one each. ENOSYS on older kernels. */
+int pyctr_mount_setattr(int fd, unsigned long long attr_set, int recursive);
 int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);

@@ -28,6 +28,7 @@ create). An OCI bundle's linux.cgroupsPath is used as it stands, with no
 What `create` made is recorded in the container's state as "cgroup" (see
 Group.record), and `remove`, `freeze`, `thaw` and `gc` work from that record.
 """
+import errno
 import os
 
 from pyctr import resources, syscalls
@@ -241,10 +242,19 @@ class Group:
     def process_dirs(self):
         return [self.process_dir(name) for name in self.dirs]
 
-    def attach(self, pid):
-        """Move `pid` (the container's init, before its workload) in."""
-        for directory in self.process_dirs():
-            _write(directory, "cgroup.procs", pid)
+    def open_procs(self):
+        """[(fd, directory)] of the cgroup.procs files processes go into,
+        opened for writing (close-on-exec); PyctrError if one cannot be."""
+        opened = []
+        try:
+            for directory in self.process_dirs():
+                opened.append((os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC),
+                               directory))
+        except OSError as e:
+            close(fd for fd, _ in opened)
+            raise PyctrError("cannot join the container's cgroup %s: %s"
+                             % (self.path, e.strerror)) from e
+        return opened
 
     def pids(self):
         found = set()
@@ -609,7 +619,7 @@ def end_front_warm_up():
 
 def warm_up(layout):
     """Start the kernel's wait that the first move of a process between
-    cgroups pays, so that the move of the container's init (Group.attach)
+    cgroups pays, so that the move of the container's init (move_in)
     does not. Every write to a cgroup.procs file takes the global
     cgroup_threadgroup_rwsem for writing; after a quiet spell that waits for
     an RCU grace period (5-20 ms here), and for one grace period after the
@@ -698,7 +708,9 @@ def view(layout, group, namespaced):
 def mount_view(syscall, root, dest, flags, view):
     """The rootfs step for a "cgroup" mount at `dest` inside `root` (runs
     in the child, before pivot_root): read-only, as the mount's options say
-    (OCI default: ro). Every path is resolved inside the root."""
+    (OCI default: ro). Every path is resolved inside the root. The flags
+    reach the binds below `dest` in one mount_setattr where the kernel has
+    it: a remount per hierarchy is ten calls on the child's way to exec."""
     locked = flags | syscalls.MS_BIND | syscalls.MS_REMOUNT
 
     def one(fstype, options, directory, fresh, where):
@@ -712,12 +724,26 @@ def mount_view(syscall, root, dest, flags, view):
         one(*view[0][1:], dest)
         return
     syscall.mount_in_root(root, dest, "tmpfs", "tmpfs", flags & ~syscalls.MS_RDONLY, "mode=755")
+    bound = []
     for name, fstype, options, directory, fresh in view:
-        syscall.mkdir_in_root(root, dest + "/" + name)
-        one(fstype, options, directory, fresh, dest + "/" + name)
+        where = dest + "/" + name
+        syscall.mkdir_in_root(root, where)
+        if fresh:
+            one(fstype, options, directory, fresh, where)
+        else:
+            syscall.mount_in_root(root, where, directory, None, syscalls.MS_BIND, None)
+            bound.append(where)
         for alias in name.split(",") if "," in name else ():
             # cpu -> cpu,cpuacct as on the host
             syscall.symlink_in_root(root, name, dest + "/" + alias)
+    try:
+        syscall.set_mount_flags_in_root(root, dest, flags)
+        return
+    except OSError as e:
+        if e.errno != errno.ENOSYS:
+            raise
+    for where in bound:
+        syscall.mount_in_root(root, where, None, None, locked, None)
     if flags & syscalls.MS_RDONLY:
         syscall.mount_in_root(root, dest, None, None, locked, None)
 
@@ -753,22 +779,30 @@ def open_procs(state):
     group = Group.from_record(state.cgroup)
     if not group or not _safe(group):
         return []
-    fds = []
-    try:
-        for directory in group.process_dirs():
-            fds.append(os.open(os.path.join(directory, "cgroup.procs"),
-                               os.O_WRONLY | os.O_CLOEXEC))
-    except OSError as e:
-        close(fds)
-        raise PyctrError("cannot join the container's cgroup %s: %s"
-                         % (group.path, e.strerror)) from e
-    return fds
+    return [fd for fd, _ in group.open_procs()]
 
 
 def join(fds):
     """In the forked process: move itself into the container's groups."""
     for fd in fds:
         os.write(fd, b"0")
+
+
+def move_in(opened, pid):
+    """Write `pid` to each of Group.open_procs()'s files, and close them.
+    They are opened before clone: after it, every page this process writes
+    is copied (the child shares them until its exec), so the least Python
+    runs between clone and IDS."""
+    data = str(pid).encode()
+    try:
+        for fd, directory in opened:
+            try:
+                os.write(fd, data)
+            except OSError as e:
+                raise PyctrError("cannot write %s to %s/cgroup.procs: %s"
+                                 % (pid, directory, e.strerror)) from e
+    finally:
+        close(fd for fd, _ in opened)
 
 
 def close(fds):

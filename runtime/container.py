@@ -165,6 +165,8 @@ def cgroup(c):
         group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
         c.state.cgroup = group.record()
         c.undo.push(release, c.paths, c.state)
+        c.procs = group.open_procs()  # for cgroup_attach (see cgroups.move_in)
+        c.undo.push(_close_procs, c)
         if c.spec.resources.path:
             # An engine's path: only the record names it. pyctr's own groups
             # carry the container's id, which `pyctr gc` finds them by, and
@@ -241,9 +243,16 @@ def user_namespaces(c):
 
 
 def cgroup_attach(c):
-    if c.state.cgroup:
+    if c.procs:
         from pyctr import cgroups
-        cgroups.Group.from_record(c.state.cgroup, reach=False).attach(c.pid)
+        opened, c.procs = c.procs, []
+        cgroups.move_in(opened, c.pid)
+
+
+def _close_procs(c):
+    from pyctr import cgroups
+    opened, c.procs = c.procs, []
+    cgroups.close(fd for fd, _ in opened)
 
 
 def record(c):
@@ -359,6 +368,7 @@ class Container:
         self.new_cgroupns = False
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
+        self.procs = []            # its groups' cgroup.procs, open until cgroup_attach
         self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
         self.pid = 0

@@ -211,6 +211,18 @@ class Syscalls:
         finally:
             os.close(fd)
 
+    def set_mount_flags_in_root(self, root, path, flags):
+        """MS_RDONLY/NOSUID/NODEV/NOEXEC of `flags` on the mount at `path`
+        and every mount below it, in one mount_setattr(2). OSError ENOSYS
+        on a kernel before 5.12 (then remount each: see cgroups.mount_view)."""
+        fd = self.open_in_root(root, path, os.O_PATH | os.O_DIRECTORY)
+        try:
+            # MOUNT_ATTR_RDONLY/NOSUID/NODEV/NOEXEC are 1/2/4/8, as the MS_ bits
+            attrs = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            self._check(self._lib.pyctr_mount_setattr(fd, attrs, 1), "mount_setattr %s" % path)
+        finally:
+            os.close(fd)
+
     def symlink_in_root(self, root, target, path):
         parent, _, name = path.rstrip("/").rpartition("/")
         fd = self.open_in_root(root, parent or "/", os.O_PATH | os.O_DIRECTORY)

@@ -117,6 +117,13 @@ def test_own_cgroup_namespace_and_read_only_view(pyctr):
     assert "WROTE" not in p.stdout and "MADE" not in p.stdout
     assert "Read-only file system" in p.stderr
     assert "pyctr" not in lines and "ctr" not in lines  # no host group shows in the view
+    # every mount of the view is read-only, as the kernel says: the tmpfs and
+    # each hierarchy (the two above tried only pids and memory)
+    p = run(pyctr, "busybox", "cat", "/proc/self/mountinfo", check=True)
+    view = [line.split() for line in p.stdout.splitlines()
+            if line.split()[4].startswith("/sys/fs/cgroup")]
+    assert len(view) > 1
+    assert [f[4] for f in view if "ro" not in f[5].split(",")] == []
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Fast unit tests of resources.py, cgroups.py and devices.py: parsing, the files a limit
 becomes, layout detection from mountinfo text, the device rule order and
 the /sys/fs/cgroup view as rootfs steps. No root, no kernel."""
+import errno
+
 import pytest
 
 from fakes import RecordingSyscalls
@@ -143,7 +145,18 @@ def test_view_as_rootfs_steps():
     assert rec.calls[0] == ("mount_in_root", "/r", "/sys/fs/cgroup", "tmpfs", "tmpfs",
                             syscalls.MS_NOSUID, "mode=755")
     assert ("symlink_in_root", "/r", "cpu,cpuacct", "/sys/fs/cgroup/cpu") in rec.calls
-    assert rec.calls[-1][0] == "mount_in_root" and rec.calls[-1][5] & syscalls.MS_REMOUNT
+    # read-only, the tmpfs and every mount below it, in one call
+    assert rec.calls[-1] == ("set_mount_flags_in_root", "/r", "/sys/fs/cgroup", ro)
+    assert not [c for c in rec.calls if c[0] == "mount_in_root" and c[5] & syscalls.MS_REMOUNT]
+
+    class Before512(RecordingSyscalls):  # a kernel without mount_setattr
+        def set_mount_flags_in_root(self, root, path, flags):
+            raise OSError(errno.ENOSYS, "mount_setattr")
+    rec = Before512()
+    cgroups.mount_view(rec, "/r", "/sys/fs/cgroup", ro, cgroups.view(layout, group, True))
+    remounts = [c[2] for c in rec.calls if c[0] == "mount_in_root" and c[5] & syscalls.MS_REMOUNT
+                and c[5] & syscalls.MS_RDONLY]
+    assert remounts == ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup"]  # the bind, then the tmpfs
     for namespaced in (True, False):
         rec = RecordingSyscalls()
         cgroups.mount_view(rec, "/r", "/c", ro, cgroups.view(layout, group, namespaced))
