@@ -32,6 +32,28 @@ long pyctr_clone(unsigned long flags)
     return syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
+#ifndef SYS_clone3
+#define SYS_clone3 435 /* the same on every architecture */
+#endif
+#define PYCTR_CLONE_INTO_CGROUP 0x200000000ULL
+
+/* struct clone_args of linux/sched.h, up to its cgroup field (version 2) */
+struct pyctr_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+        set_tid, set_tid_size, cgroup;
+};
+
+long pyctr_clone_into(unsigned long flags, int cgroup_fd)
+{
+    struct pyctr_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = flags | PYCTR_CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = (uint64_t)cgroup_fd;
+    /* no stack: the child returns on a copy of this one, as from fork() */
+    return syscall(SYS_clone3, &args, sizeof(args));
+}
+
 int pyctr_unshare(int flags) { return unshare(flags); }
 int pyctr_setns(int fd, int nstype) { return setns(fd, nstype); }
 

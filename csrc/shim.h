@@ -9,6 +9,11 @@
  * parent. The child continues on the parent's stack (no CLONE_VM), so the
  * caller keeps running Python there, already inside the new namespaces. */
 long pyctr_clone(unsigned long flags);
+/* The same through clone3(2) with CLONE_INTO_CGROUP: the child is born in
+ * the cgroup v2 directory `cgroup_fd` (Linux 5.7), which spares the move a
+ * cgroup.procs write costs. ENOSYS, E2BIG or EINVAL where the kernel lacks
+ * it: then clone and move. */
+long pyctr_clone_into(unsigned long flags, int cgroup_fd);
 int pyctr_unshare(int flags);
 int pyctr_setns(int fd, int nstype);
 

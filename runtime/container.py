@@ -28,6 +28,7 @@ the Container (paths, fds, pid) and its ContainerState record.
 start() sends GO and confirms the exec; wait() forwards signals and
 records the exit; cleanup() and teardown() remove what the record lists.
 """
+import errno
 import os
 
 from pyctr import syscalls
@@ -167,6 +168,9 @@ def cgroup(c):
         c.undo.push(release, c.paths, c.state)
         c.procs = group.open_procs()  # for cgroup_attach (see cgroups.move_in)
         c.undo.push(_close_procs, c)
+        v2 = group.v2_process_dir()
+        if v2:  # the child is born there (clone), where the kernel can
+            c.clone_into = (os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), v2)
         if c.spec.resources.path:
             # An engine's path: only the record names it. pyctr's own groups
             # carry the container's id, which `pyctr gc` finds them by, and
@@ -211,13 +215,25 @@ def clone(c):
                 c.new_cgroupns, c.cgroup_view, c.oci)
     c.channel = Channel()
     c.syscall.block_signals()  # none may slip by between clone and wait
+    into, v2 = c.clone_into or (-1, None)
     try:
-        c.pid = c.syscall.clone(c.clone_flags)
+        try:
+            c.pid = c.syscall.clone(c.clone_flags, into)
+        except OSError as e:
+            if into < 0 or e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise
+            v2 = None  # a kernel without clone3's CLONE_INTO_CGROUP: moved as in v1
+            c.pid = c.syscall.clone(c.clone_flags)
     except OSError as e:
         c.channel.abort()
         raise from_oserror("cannot create namespaces (clone)", e) from e
     if c.pid == 0:
         child_main(plan, c.channel, c.syscall)  # never returns
+    if into >= 0:
+        os.close(into)
+        c.clone_into = None
+    if v2:  # born there: cgroup_attach does not move it again
+        _close_procs(c, v2)
     c.undo.push(_kill, c)
     c.channel.parent_side()
     _close_joined(c)
@@ -249,10 +265,16 @@ def cgroup_attach(c):
         cgroups.move_in(opened, c.pid)
 
 
-def _close_procs(c):
+def _close_procs(c, only=None):
+    """Close the cgroup.procs files opened for cgroup_attach (`only`: that
+    directory's), and the clone target."""
     from pyctr import cgroups
-    opened, c.procs = c.procs, []
-    cgroups.close(fd for fd, _ in opened)
+    done = [(fd, d) for fd, d in c.procs if only is None or d == only]
+    c.procs = [p for p in c.procs if p not in done]
+    cgroups.close(fd for fd, _ in done)
+    if c.clone_into:
+        os.close(c.clone_into[0])
+        c.clone_into = None
 
 
 def record(c):
@@ -369,6 +391,7 @@ class Container:
         self.cgroup_view = None    # cgroups.view: the child's /sys/fs/cgroup
         self.cgroup_layout = None  # cgroups.detect(), from cgroup_warm_up
         self.procs = []            # its groups' cgroup.procs, open until cgroup_attach
+        self.clone_into = None     # (fd, dir) of its cgroup v2 group: clone starts the child there
         self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
         self.pid = 0

@@ -8,10 +8,10 @@ exec succeeded (CPython's subprocess does the same with a pipe).
 
   parent (pyctr, host namespaces)              child (new namespaces)
   ───────────────────────────────              ──────────────────────
-  clone(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER])
-        │                                       not dumpable; PDEATHSIG=KILL
+  clone3(NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET[|NEWUSER])
+    into its cgroup v2 group                    not dumpable; PDEATHSIG=KILL
   write uid_map / gid_map (user ns)             [all new namespaces, no user
-  cgroup.procs: the child into its groups        one, no bundle: hostname and
+  cgroup.procs: the child into its v1 groups     one, no bundle: hostname and
         │                                        mounts up to the cgroup one]
   send IDS ───────────────────────────────────▶ recv IDS (blocks until then)
   state.json: created, pid                      join namespaces (setns)

@@ -103,13 +103,19 @@ class Syscalls:
         return self._check(self._lib.pyctr_prctl(option, arg), "prctl(%d)" % option)
 
     # -- processes and namespaces -------------------------------------
-    def clone(self, flags):
+    def clone(self, flags, cgroup_fd=-1):
+        """fork()-like clone into new namespaces; with cgroup_fd (a cgroup v2
+        directory) the child is born in that group (pyctr_clone_into: OSError
+        ENOSYS, E2BIG or EINVAL where the kernel cannot)."""
         # Rootless: the parent (not root) writes the child's uid_map, which a
         # process that is not dumpable does not let it open; the child hides
         # itself once the maps are written (child.py).
         hide = not (flags & CLONE_NEWUSER and os.geteuid() != 0)
-        return self._born_hidden(
-            lambda: self._check(self._lib.pyctr_clone(flags), "clone"), hide)
+        if cgroup_fd >= 0:
+            call = lambda: self._check(self._lib.pyctr_clone_into(flags, cgroup_fd), "clone3")
+        else:
+            call = lambda: self._check(self._lib.pyctr_clone(flags), "clone")
+        return self._born_hidden(call, hide)
 
     def fork(self):
         """os.fork(), the child not dumpable from its start (`pyctr exec`)."""

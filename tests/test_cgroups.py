@@ -1,6 +1,7 @@
 """Own cgroups and the device policy, against the real kernel (root): limits
 as podman users write them, the container's cgroup namespace, an attacker
 inside trying to reach the host's cgroups and devices, and cleanup."""
+import errno
 import json
 import os
 import re
@@ -320,6 +321,48 @@ def test_one_memory_cgroup_without_a_memory_limit_a_leaf_with_one(pyctr):
         assert "WROTE" not in p.stdout
     pyctr("rm", "-f", "plain", "limited", check=True)
     assert groups_of(pyctr) == []
+
+
+def _assert_init_lives_in_its_groups(pyctr, name):
+    from pyctr import cgroups
+    state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
+    group = cgroups.Group.from_record(state["cgroup"])
+    with open("/proc/%d/cgroup" % state["pid"]) as f:
+        lives = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
+    hierarchies = cgroups.detect().hierarchies
+    assert any(h.version == 2 for h in hierarchies)
+    for h in hierarchies:
+        assert h.host_dir(lives[h.options]) == group.process_dir(h.name), h.name
+
+
+def test_init_lives_in_its_groups_in_every_hierarchy(pyctr):
+    """Seen from the host: the container's init is in its own group in each
+    hierarchy, the cgroup v2 one included, where clone3 starts it rather
+    than a write to cgroup.procs moving it."""
+    pyctr("run", "-d", "--name", "placed", "busybox", "sleep", "60", check=True)
+    try:
+        _assert_init_lives_in_its_groups(pyctr, "placed")
+    finally:
+        pyctr("rm", "-f", "placed", check=True)
+
+
+def test_where_clone3_is_refused_the_init_is_moved_in(pyctr):
+    """pyctr under a seccomp filter that answers clone3 with ENOSYS (Docker's
+    default profile does, without CAP_SYS_ADMIN; so do kernels before 5.3):
+    the container starts all the same, its init moved into its v2 group."""
+    from pyctr import seccomp, syscalls
+    profile = seccomp.from_oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}]},
+        "test profile", [])
+    seccomp.compile_profile(profile, "test profile")
+    p = subprocess.run(pyctr.argv("run", "-d", "--name", "moved", "busybox", "sleep", "60"),
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: syscalls.Syscalls().seccomp_load(profile.program))
+    try:
+        assert p.returncode == 0, p.stderr
+        _assert_init_lives_in_its_groups(pyctr, "moved")
+    finally:
+        pyctr("rm", "-f", "moved", check=True)
 
 
 def test_the_last_containers_removal_leaves_no_pyctr_group(pyctr):
