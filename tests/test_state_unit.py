@@ -100,3 +100,24 @@ def test_load_does_not_wait_when_the_owner_is_gone_or_never_records(store, owner
     monkeypatch.setattr("pyctr.state.OWNER_RECORDS_WITHIN", 0.05)
     state = states.load("hung")
     assert (state.live_status(), state.exit_code) == ("stopped", None)
+
+
+def test_removing_a_record_never_follows_a_symlink_out_of_it(store, tmp_path):
+    """A container's directory goes whole, nested directories and all; a
+    symlink in it (to a directory or a file elsewhere) goes, never what it
+    points to."""
+    paths, states = store
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "file").write_text("x")
+    states.reserve(ContainerState(id="a1", name="web", owner_pid=os.getpid(),
+                                  owner_start=process_start_time(os.getpid())))
+    top = states.dir("web")
+    os.makedirs(os.path.join(top, "rootfs", "deep", "er"))
+    with open(os.path.join(top, "rootfs", "deep", "er", "f"), "w") as f:
+        f.write("x")
+    os.symlink(str(outside), os.path.join(top, "link-dir"))
+    os.symlink(str(outside / "file"), os.path.join(top, "rootfs", "link-file"))
+    states.remove("web")
+    assert not os.path.lexists(top)
+    assert (outside / "keep").is_dir() and (outside / "file").read_text() == "x"
