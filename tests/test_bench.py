@@ -378,3 +378,18 @@ def test_importtime_profile_names_each_modules_importer():
         ("_sre", 100, 100, "re"), ("re", 300, 400, "pyctr.state"),
         ("json", 50, 50, "pyctr.state"), ("pyctr.state", 1000, 1450, None),
         ("pyctr.sync", 20, 20, None)]
+
+
+def test_scale_last_to_first_compares_a_tenth_at_each_end():
+    """last/first of 1,000 starts compares a hundred at each end: a few slow
+    starts among the last do not decide it, a slower last tenth does."""
+    from pyctr.bench import scale
+    assert [scale.edge(n) for n in (1, 3, 10, 100, 1000)] == [1, 3, 10, 10, 100]
+
+    def ratio(starts):
+        row = {"starts_ms": starts, "ps_runs": [1.0], "pss_kib": 1}
+        scale._figures(row, len(starts))
+        return row["last_to_first"]
+    assert ratio([30.0] * 990 + [60.0] * 10) == 1.0
+    assert ratio([30.0] * 900 + [60.0] * 100) == 2.0
+    assert ratio([30.0, 31.0, 32.0]) == 1.0  # all three at both ends

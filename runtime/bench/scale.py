@@ -46,7 +46,16 @@ RUNTIMES = ("pyctr", "runc", "crun")
 DEFAULT_COUNTS = "1,10,100,1000"
 SUBNET = "10.222.0.0/22"  # --net=veth: 1,021 addresses for containers
 MAX_VETH = 1000
-EDGE = 10  # starts compared: the first EDGE against the last EDGE
+# Starts compared: the first tenth against the last tenth, at least EDGE of
+# each (all of them below that): ten at each end of 1,000 let a few slow
+# starts move last/first from one run of the same build to the next.
+EDGE = 10
+EDGE_SHARE = 10
+
+
+def edge(count):
+    """How many starts at each end last/first compares."""
+    return min(count, max(EDGE, count // EDGE_SHARE))
 PS_RUNS = 3  # ps is timed this many times per round: the median
 
 
@@ -269,9 +278,9 @@ def one_round(runtimes, count, tag):
 
 def _figures(row, count):
     starts = row["starts_ms"]
-    edge = min(EDGE, count)
-    row.update(first_ms=starts[0], first_median_ms=statistics.median(starts[:edge]),
-               last_median_ms=statistics.median(starts[-edge:]),
+    n = edge(count)
+    row.update(first_ms=starts[0], first_median_ms=statistics.median(starts[:n]),
+               last_median_ms=statistics.median(starts[-n:]), edge=n,
                median_ms=statistics.median(starts), ps_ms=statistics.median(row["ps_runs"]),
                pss_per_container_mib=row["pss_kib"] / 1024 / count)
     row["last_to_first"] = row["last_median_ms"] / row["first_median_ms"]
@@ -294,8 +303,9 @@ def _timed(runtime, steps, what):
 
 COLUMNS = (("runtime", "runtime", "%s"), ("N", "count", "%d"),
            ("1st start ms", "first_ms", "%.1f"),
-           ("first %d median ms" % EDGE, "first_median_ms", "%.1f"),
-           ("last %d median ms" % EDGE, "last_median_ms", "%.1f"),
+           ("starts at each end", "edge", "%d"),
+           ("first ones' median ms", "first_median_ms", "%.1f"),
+           ("last ones' median ms", "last_median_ms", "%.1f"),
            ("last/first", "last_to_first", "%.2f"),
            ("trend ms per 100 more", "slope_ms_per_100", "%+.1f"),
            ("all median ms", "median_ms", "%.1f"),
@@ -484,9 +494,10 @@ def _notes(args, launcher, interp, pkg):
         "each start timed alone: the runtime's command until it returns (pyctr run -d: "
         "the container runs; runc/crun run -d: the same)",
         "starts interleaved: the i-th container of each runtime in turn, who goes first "
-        "rotating; last/first: median of the last %d starts over the median of the first %d; "
+        "rotating; last/first: median of the last starts over the median of the first ones, "
+        "a tenth of N at each end (at least %d, all of them below that); "
         "trend: least-squares slope of start time over the container's index, per 100 "
-        "containers" % (EDGE, EDGE),
+        "containers" % EDGE,
         "memory: PSS (smaps_rollup) of the runtime's host-side processes while the N run, "
         "over N; pyctr: the owner process each record names; runc, crun: any process "
         "running their binary with this round's --root (none stays after run -d); the "
