@@ -14,6 +14,7 @@ import pytest
 
 from conftest import root_only
 from conftest_net import stand_in
+from pyctr.network import ipam
 from pyctr.testbed import Testbed
 
 pytestmark = [root_only, pytest.mark.root]
@@ -403,6 +404,8 @@ def test_failed_start_leaves_nothing(tb):
     ok(a, "net", "rm", "macvlan:nic0", "veth:br0")  # what the ad-hoc networks made
     assert leftovers(a) == CLEAN
     assert "br0" not in links(a)
+    # nor their address pools (the lock files that outlived every lease)
+    assert not {"br-br0", "mv-nic0"} & set(ipam.pools(a.paths))
 
 
 def test_a_root_that_fails_is_reported_as_such_when_it_has_a_network(tb, rootfs, tmp_path):

@@ -6,6 +6,8 @@ import os
 import struct
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -256,6 +258,50 @@ def test_ipam_in_use_outside_and_exhausted(paths, owners):
         with pytest.raises(PyctrError, match="no free address"):
             pool.allocate(first, last, _owner(owners(), "c"))
     assert leases(paths, "br-x") == ["10.5.0.10", "10.5.0.11"]
+
+
+def test_an_empty_pool_goes_and_a_waiting_allocator_uses_the_new_one(paths, owners):
+    """A network's removal takes its empty pool while an allocation waits
+    for the pool's lock: the allocation then leases in the pool made again,
+    not in the directory that is gone."""
+    s = Subnet.parse("10.5.0.0/24")
+    got = []
+
+    def allocate():
+        with ipam.Pool(paths, "br-x") as pool:
+            got.append(pool.allocate(s.first, s.last, _owner(owners(), "late"),
+                                     exclude={s.first})[0])
+    with ipam.Pool(paths, "br-x") as pool:
+        waiting = threading.Thread(target=allocate)
+        waiting.start()
+        time.sleep(0.2)  # it blocks on the lock this holds (its own open file)
+        assert got == [] and pool.remove_if_empty()
+        assert not os.path.exists(pool.dir)
+    waiting.join(10)
+    assert got == [s.first + 1] and leases(paths, "br-x") == ["10.5.0.2"]
+
+
+def test_a_pool_with_a_lease_or_a_note_stays_and_the_root_goes_last(paths, owners):
+    s = Subnet.parse("10.5.0.0/24")
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.allocate(s.first, s.last, _owner(owners()), exclude={s.first})
+        assert not pool.remove_if_empty()
+    with ipam.Pool(paths, "br-x") as pool:
+        pool.release(s.first + 1)
+        pool.note_conflict(s.first + 2, {"mac": "02:00:00:00:00:01"})
+        assert not pool.remove_if_empty()
+        pool.forget_conflicts()
+        assert pool.remove_if_empty()
+    with ipam.Pool(paths, "br-y"):
+        pass
+    with ipam.Pool(paths, ipam.SUBNETS_LOCK):
+        pass
+    ipam.remove_root(paths)  # br-y is left: so is the rest
+    assert sorted(os.listdir(paths.leases)) == [".subnets", "br-y"]
+    with ipam.Pool(paths, "br-y") as pool:
+        assert pool.remove_if_empty()
+    ipam.remove_root(paths)
+    assert not os.path.exists(paths.leases)
 
 
 def test_ipam_reclaims_lease_of_dead_owner(paths, owners):

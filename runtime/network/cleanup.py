@@ -23,6 +23,13 @@ def gc(paths, kernel=None):
         for key in ipam.pools(paths):
             with ipam.Pool(paths, key) as pool:
                 removed += _gc_pool(host, pool)
+                kind, device = kinds.by_pool(key)
+                # a pool whose network is gone (a crash while making it, a
+                # bridge removed by hand): as `net rm` would have left it
+                if kind is not None and not kind.host_side(host, device) \
+                        and pool.remove_if_empty():
+                    removed.append("address pool %s (empty, its network gone from this node)" % key)
+        ipam.remove_root(paths)
     finally:
         host.close()
     return removed
@@ -66,8 +73,12 @@ def teardown(paths, kind, device, uplink=None, own_ports=(), kernel=None):
                 return "in use by %s" % ", ".join(sorted({lease.describe() for lease in live}))
             pool.reap()
             why = network_kind.teardown(host, pool, net, own_ports)
+            removed = False
             if why is None:
                 pool.forget_conflicts()
-            return why
+                removed = pool.remove_if_empty()  # nothing of the network is left
+        if removed:
+            ipam.remove_root(paths)
+        return why
     finally:
         host.close()

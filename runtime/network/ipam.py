@@ -115,9 +115,23 @@ class Pool:
 
     # -- locking -------------------------------------------------------
     def __enter__(self):
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock = os.path.join(self.dir, "lock")
+        while True:
+            try:
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                continue  # removed meanwhile (remove_if_empty, remove_root): again
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # The pool may have been removed while this waited for its lock:
+            # then the file locked is no longer the pool's, and the lock is taken again.
+            try:
+                st, held = os.stat(lock), os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
         self._lock_fd = fd
         return self
 
@@ -335,8 +349,25 @@ class Pool:
         return out
 
     def forget_conflicts(self):
-        """Drop every conflict note (the network is gone from this node)."""
-        self.conflicts(0)
+        """Drop every conflict note (the network is gone from this node),
+        however recent: one noted this millisecond reads as noted later
+        (its time is rounded), which conflicts(0) would keep."""
+        self.conflicts(float("-inf"))
+
+    def remove_if_empty(self):
+        """(Pool locked.) Remove the pool if it holds nothing but its lock:
+        no lease, no conflict note, no journal. True if it is gone. The lock
+        file goes while still locked, so a process waiting for it finds it
+        gone and locks the pool made again (__enter__)."""
+        assert self._lock_fd is not None, "remove_if_empty() needs the pool locked"
+        try:
+            if os.listdir(self.dir) != ["lock"]:
+                return False
+            os.unlink(os.path.join(self.dir, "lock"))
+            os.rmdir(self.dir)  # fails if a new lock file appeared: that pool is in use
+        except OSError:
+            return False
+        return True
 
     def reap(self):
         """Drop every lease whose owner is gone; return them."""
@@ -347,6 +378,19 @@ class Pool:
 
 
 SUBNETS_LOCK = ".subnets"  # a lock-only pool: choosing subnets for new bridges
+
+
+def remove_root(paths):
+    """Once no pool is left (the last network's removal): the lock for
+    choosing subnets and the leases directory, so that nothing is left."""
+    if pools(paths):
+        return
+    with Pool(paths, SUBNETS_LOCK) as subnets:
+        subnets.remove_if_empty()
+    try:
+        os.rmdir(paths.leases)
+    except OSError:
+        pass  # a pool made meanwhile
 
 
 def pools(paths):

@@ -30,6 +30,9 @@ What a kind answers, in the order of a container's life:
     detach(host, rec, lease)  host-side parts of one record, when it ends
                               (lease: None if the address is no longer ours)
     gc(host, pool, device)    -> [removed]  host-side leftovers of one pool
+    host_side(host, device)   is pyctr's host side of the pool's network there
+                              (a bridge it made, a host shim)? If not, gc
+                              removes the pool once it holds no lease
     teardown(host, pool, net, own_ports) -> None, or why it stays
       (the host side of a network: `pyctr net rm`, `pyctr cluster down`)
 """
@@ -152,6 +155,9 @@ class Kind:
 
     def gc(self, host, pool, device):
         return []
+
+    def host_side(self, host, device):
+        raise NotImplementedError
 
     def teardown(self, host, pool, net, own_ports=()):
         raise NotImplementedError

@@ -179,6 +179,9 @@ class Macvlan(Kind):
                     removed.append("route %s/32 via host shim %s" % (r["dst"], link.name))
         return removed
 
+    def host_side(self, host, device):
+        return host.link(shim_ifname(device)) is not None
+
     def teardown(self, host, pool, net, own_ports=()):
         remove_shim_if_unused(host, pool, shim_ifname(net.device))
         return None

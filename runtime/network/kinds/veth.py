@@ -146,13 +146,17 @@ class Veth(Kind):
         """A bridge a crash left half made or half removed."""
         return bridge.recover(host, pool)
 
+    def host_side(self, host, device):
+        # Only a bridge pyctr made (its alias says so) is pyctr's.
+        br = host.link(device)
+        return br is not None and br.link_type == "bridge" \
+            and (br.alias or "").startswith(bridge.ALIAS)
+
     def teardown(self, host, pool, net, own_ports=()):
         bridge.recover(host, pool)
-        br = host.link(net.device)
-        # Only a bridge pyctr made (its alias says so) is pyctr's to remove.
-        if br is None or br.link_type != "bridge" \
-                or not (br.alias or "").startswith(bridge.ALIAS):
+        if not self.host_side(host, net.device):
             return None
+        br = host.link(net.device)
         uplink = host.link(net.uplink) if net.uplink else None
         others = []
         for port in host.links():
