@@ -251,19 +251,10 @@ class Group:
                 return self.process_dir(name)
         return None
 
-    def open_procs(self):
-        """[(fd, directory)] of the cgroup.procs files processes go into,
-        opened for writing (close-on-exec); PyctrError if one cannot be."""
-        opened = []
-        try:
-            for directory in self.process_dirs():
-                opened.append((os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC),
-                               directory))
-        except OSError as e:
-            close(fd for fd, _ in opened)
-            raise PyctrError("cannot join the container's cgroup %s: %s"
-                             % (self.path, e.strerror)) from e
-        return opened
+    def open_procs(self, skip=None):
+        """[(fd, directory)] of the cgroup.procs files processes go into
+        (but the one in directory `skip`): see open_procs_files."""
+        return open_procs_files([d for d in self.process_dirs() if d != skip])
 
     def pids(self):
         found = set()
@@ -791,6 +782,21 @@ def open_procs(state):
     return [fd for fd, _ in group.open_procs()]
 
 
+def open_procs_files(directories):
+    """[(fd, directory)]: each directory's cgroup.procs opened for writing
+    (close-on-exec); PyctrError if one cannot be, none left open."""
+    opened = []
+    try:
+        for directory in directories:
+            opened.append((os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC),
+                           directory))
+    except OSError as e:
+        close(fd for fd, _ in opened)
+        raise PyctrError("cannot join the container's cgroup %s: %s"
+                         % (directory, e.strerror)) from e
+    return opened
+
+
 def join(fds):
     """In the forked process: move itself into the container's groups."""
     for fd in fds:
@@ -799,9 +805,8 @@ def join(fds):
 
 def move_in(opened, pid):
     """Write `pid` to each of Group.open_procs()'s files, and close them.
-    They are opened before clone: after it, every page this process writes
-    is copied (the child shares them until its exec), so the least Python
-    runs between clone and IDS."""
+    Opened before clone, so that between clone and IDS (the child waits for
+    it) this process only writes."""
     data = str(pid).encode()
     try:
         for fd, directory in opened:

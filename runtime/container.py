@@ -166,11 +166,11 @@ def cgroup(c):
         group = cgroups.create(c.paths, c.spec.id, c.spec.resources, layout)
         c.state.cgroup = group.record()
         c.undo.push(release, c.paths, c.state)
-        c.procs = group.open_procs()  # for cgroup_attach (see cgroups.move_in)
         c.undo.push(_close_procs, c)
         v2 = group.v2_process_dir()
         if v2:  # the child is born there (clone), where the kernel can
             c.clone_into = (os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), v2)
+        c.procs = group.open_procs(skip=v2)  # for cgroup_attach (see cgroups.move_in)
         if c.spec.resources.path:
             # An engine's path: only the record names it. pyctr's own groups
             # carry the container's id, which `pyctr gc` finds them by, and
@@ -222,7 +222,10 @@ def clone(c):
         except OSError as e:
             if into < 0 or e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
                 raise
-            v2 = None  # a kernel without clone3's CLONE_INTO_CGROUP: moved as in v1
+            # a kernel (or seccomp filter) without clone3's CLONE_INTO_CGROUP:
+            # cgroup_attach moves the child there too
+            from pyctr import cgroups
+            c.procs += cgroups.open_procs_files([v2])
             c.pid = c.syscall.clone(c.clone_flags)
     except OSError as e:
         c.channel.abort()
@@ -232,8 +235,6 @@ def clone(c):
     if into >= 0:
         os.close(into)
         c.clone_into = None
-    if v2:  # born there: cgroup_attach does not move it again
-        _close_procs(c, v2)
     c.undo.push(_kill, c)
     c.channel.parent_side()
     _close_joined(c)
@@ -265,13 +266,12 @@ def cgroup_attach(c):
         cgroups.move_in(opened, c.pid)
 
 
-def _close_procs(c, only=None):
-    """Close the cgroup.procs files opened for cgroup_attach (`only`: that
-    directory's), and the clone target."""
+def _close_procs(c):
+    """Close the cgroup.procs files opened for cgroup_attach, and the clone
+    target."""
     from pyctr import cgroups
-    done = [(fd, d) for fd, d in c.procs if only is None or d == only]
-    c.procs = [p for p in c.procs if p not in done]
-    cgroups.close(fd for fd, _ in done)
+    opened, c.procs = c.procs, []
+    cgroups.close(fd for fd, _ in opened)
     if c.clone_into:
         os.close(c.clone_into[0])
         c.clone_into = None
