@@ -242,15 +242,6 @@ class Group:
     def process_dirs(self):
         return [self.process_dir(name) for name in self.dirs]
 
-    def v2_process_dir(self):
-        """Where processes go in the cgroup v2 hierarchy (the unified one
-        beside v1's, or the only one), or None: what clone3 can start the
-        child in (Syscalls.clone)."""
-        for name in ("unified", ""):
-            if name in self.dirs and (name or self.version == 2):
-                return self.process_dir(name)
-        return None
-
     def open_procs(self, skip=None):
         """[(fd, directory)] of the cgroup.procs files processes go into
         (but the one in directory `skip`): see open_procs_files."""

@@ -167,9 +167,13 @@ def cgroup(c):
         c.state.cgroup = group.record()
         c.undo.push(release, c.paths, c.state)
         c.undo.push(_close_procs, c)
-        v2 = group.v2_process_dir()
+        v2 = next((group.process_dir(h.name) for h in layout.hierarchies if h.version == 2),
+                  None)
         if v2:  # the child is born there (clone), where the kernel can
-            c.clone_into = (os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), v2)
+            try:
+                c.clone_into = (os.open(v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), v2)
+            except OSError as e:
+                raise from_oserror("cannot open cgroup %s" % v2, e) from e
         c.procs = group.open_procs(skip=v2)  # for cgroup_attach (see cgroups.move_in)
         if c.spec.resources.path:
             # An engine's path: only the record names it. pyctr's own groups

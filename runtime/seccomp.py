@@ -384,7 +384,7 @@ def gc(paths):
     profile compiles it once again."""
     from pyctr import spec
     keep = os.path.basename(_cache_path(paths, default_profile(spec.DEFAULT_CAPABILITIES)))
-    cache = _cache_dir(paths)
+    cache = cache_dir(paths)
     try:
         names = os.listdir(cache)
     except OSError:
@@ -397,7 +397,8 @@ def gc(paths):
                 pass
 
 
-def _cache_dir(paths):
+def cache_dir(paths):
+    """Where compiled profiles are kept: the state root's seccomp/."""
     return os.path.join(paths.root, "seccomp")
 
 
@@ -407,7 +408,7 @@ def _cache_path(paths, profile):
     except ImportError:
         from hashlib import blake2b
     text = "%s %s %r" % (CACHE_VERSION, os.uname().machine, profile)
-    return os.path.join(_cache_dir(paths), blake2b(text.encode(), digest_size=20).hexdigest()
+    return os.path.join(cache_dir(paths), blake2b(text.encode(), digest_size=20).hexdigest()
                         + ".bpf")
 
 

@@ -550,6 +550,11 @@ def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
     launcher = str(tmp_path / "pyctr")
     write_launcher(launcher)
     out = tmp_path / "out"
+    # the profiles pyctr compiles under the engines, in its default state root
+    from pyctr import seccomp
+    from pyctr.paths import Paths
+    cache = seccomp.cache_dir(Paths())
+    cached = set(os.listdir(cache)) if os.path.isdir(cache) else set()
     p = subprocess.run([sys.executable, "-m", "pyctr", "--data", image_data, "bench", "engines",
                         "--runs", "1", "--warmup", "0", "--pyctr", launcher, "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
@@ -567,6 +572,7 @@ def test_engines_benchmark_runs_end_to_end(image_data, tmp_path):
     assert set(measured.values()) == {1}
     assert "left behind" not in p.stdout
     assert not [d for d in os.listdir("/run") if d.startswith("pbe-")]
+    assert (set(os.listdir(cache)) if os.path.isdir(cache) else set()) <= cached
 
 
 # ------------------------------------------------------------ no engines

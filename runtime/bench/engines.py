@@ -24,12 +24,13 @@ import shutil
 import subprocess
 import tempfile
 
-from pyctr import engines
+from pyctr import engines, seccomp
 from pyctr.bench import harness
 from pyctr.bench.startup import (Runners, crun_runner_prefix, install_copy, install_kind,
                                  launcher_and_interpreter, precompile, timed_env,
                                  timing_parser)
 from pyctr.errors import PyctrError
+from pyctr.paths import Paths
 from pyctr.progress import Progress
 
 
@@ -155,6 +156,13 @@ def build(args, work, runners, worlds, rootfs):
     return contenders, notes, versions
 
 
+def _names(directory):
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
 def command(paths, argv):
     args = parse(argv)
     if os.geteuid() != 0:
@@ -172,6 +180,10 @@ def command(paths, argv):
     out = args.out or harness.default_out_dir("engines")
     work = tempfile.mkdtemp(prefix="pbe-", dir="/run")  # podman: runroot <= 50 characters
     runners, worlds = Runners(), Worlds(work)
+    # pyctr under the engines keeps its default --root, where it caches the
+    # engines' compiled seccomp profiles: what the runs add there goes at the end
+    cache = seccomp.cache_dir(Paths())
+    cached = _names(cache)
     left = []
     try:
         contenders, notes, versions = build(args, work, runners, worlds, rootfs)
@@ -190,6 +202,11 @@ def command(paths, argv):
             left += ["%s: %s" % (os.path.basename(world.base), l) for l in world.leftovers()]
         worlds.close()
         subprocess.run(["rm", "-rf", "--one-file-system", work])
+        for name in _names(cache) - cached:
+            try:
+                os.unlink(os.path.join(cache, name))
+            except FileNotFoundError:
+                pass
     if left:
         result.bench.notes.append("left behind (then removed): " + ", ".join(left))
     harness.emit(result, out, facts)
