@@ -16,6 +16,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -229,6 +230,52 @@ int pyctr_drop_bounding(const int *caps, int n)
     for (int i = 0; i < n; i++)
         if (prctl(PR_CAPBSET_DROP, caps[i], 0, 0, 0) < 0)
             return -1;
+    return 0;
+}
+
+static struct {
+    pthread_t thread;
+    int running, fd;
+    size_t len;
+    char data[64];
+} writer;
+
+static void *write_and_close(void *unused)
+{
+    (void)unused;
+    (void)!write(writer.fd, writer.data, writer.len);
+    close(writer.fd);
+    return NULL;
+}
+
+int pyctr_start_writer(int fd, const char *data, size_t len)
+{
+    if (writer.running || len > sizeof(writer.data)) {
+        errno = EBUSY;
+        return -1;
+    }
+    writer.fd = fd;
+    writer.len = len;
+    memcpy(writer.data, data, len);
+    int err = pthread_create(&writer.thread, NULL, write_and_close, NULL);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    writer.running = 1;
+    return 0;
+}
+
+int pyctr_join_writer(void)
+{
+    if (!writer.running)
+        return 0;
+    writer.running = 0;
+    int err = pthread_join(writer.thread, NULL);
+    if (err) {
+        errno = err;
+        return -1;
+    }
     return 0;
 }
 

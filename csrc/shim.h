@@ -47,6 +47,15 @@ int pyctr_set_ambient(const int *caps, int n);
 /* Drop caps[0..n-1] from the bounding set (one call: the child's time to
  * exec is on every start's path). Needs CAP_SETPCAP. */
 int pyctr_drop_bounding(const int *caps, int n);
+/* Write data[0..len-1] (at most 64 bytes) to `fd` and close it, in a
+ * thread of its own; pyctr_join_writer returns once that thread has ended
+ * as the kernel counts it (0 if none runs). Between the two, clone(2) is
+ * not safe: the child would inherit whatever libc lock the thread holds.
+ * Python's own threads cannot be waited for that far on 3.11 (join returns
+ * while the thread still frees its state under the malloc lock). One
+ * writer per process at a time. */
+int pyctr_start_writer(int fd, const char *data, size_t len);
+int pyctr_join_writer(void);
 /* prctl(option, arg, 0, 0, 0): its result, or -1 with errno. */
 long pyctr_prctl(int option, unsigned long arg);
 /* The thread's effective, permitted and inheritable capability sets become

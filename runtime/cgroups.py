@@ -619,11 +619,12 @@ def warm_up(layout):
     changes) while the stages before clone work. On a pure v2 host clone3's
     CLONE_INTO_CGROUP would avoid the wait; on v1 hierarchies nothing does.
 
-    Returns wait(): it returns once the thread is gone, interpreter state
-    and all. Call it before clone: the child of a raw clone(2) must not
-    inherit a thread the interpreter still counts (it could wait forever
-    for that thread to take the GIL)."""
-    import _thread
+    Returns wait(): it returns once the thread has ended. Call it before
+    clone: the child of a raw clone(2) inherits any lock a running thread
+    holds. The thread is the shim's, not Python's: a Python thread that a
+    join has seen finish may still be freeing its state under the malloc
+    lock (a detached `run` hung so: its child waited for that lock for
+    good), and pthread_join waits until the kernel has seen it go."""
     import fcntl
     h = layout.hierarchies[0]
     try:
@@ -638,37 +639,13 @@ def warm_up(layout):
                          max(min(os.sysconf("SC_OPEN_MAX"), 1024) - 64, 3))
     finally:
         os.close(low)
-
-    def move():
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    if not hasattr(_thread, "_set_sentinel"):  # Python 3.13: threading's join
-        import threading
-        thread = threading.Thread(target=move, daemon=True)
-        thread.start()
-        return thread.join
-    started = _thread.allocate_lock()
-    started.acquire()
-    gone = []
-
-    def run():
-        # threading's join does the same: the sentinel is released when this
-        # thread's state is deleted, after which it never takes the GIL again
-        gone.append(_thread._set_sentinel())
-        gone[0].acquire()
-        started.release()
-        move()
-
-    _thread.start_new_thread(run, ())
-    # Let it start now: otherwise it waits for the GIL (up to 5 ms) while
-    # this thread imports and builds the spec, and the kernel's wait later.
-    started.acquire()
-    return gone[0].acquire
+    syscall = syscalls.Syscalls()
+    try:
+        syscall.start_writer(fd, str(os.getpid()).encode())
+    except OSError:
+        os.close(fd)
+        return lambda: None
+    return syscall.join_writer
 
 
 # -- the container's view: /sys/fs/cgroup inside -------------------------------

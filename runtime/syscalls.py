@@ -324,6 +324,15 @@ class Syscalls:
         keep = [n for n in keep if n <= last]
         return keep, [n for n in range(last + 1) if n not in keep]
 
+    def start_writer(self, fd, data):
+        """Write `data` (bytes, at most 64) to fd and close it, in a thread
+        of the shim's; join_writer() returns once that thread has ended.
+        No clone in between (see pyctr_start_writer)."""
+        self._check(self._lib.pyctr_start_writer(fd, data, len(data)), "pthread_create")
+
+    def join_writer(self):
+        self._check(self._lib.pyctr_join_writer(), "pthread_join")
+
     def drop_bounding(self, keep):
         """Cut the bounding set to `keep` (capability numbers), up to the
         running kernel's last cap. Needs CAP_SETPCAP: do it before setuid."""
