@@ -81,6 +81,13 @@ def test_runner_runs_teardown_steps_after_a_failure_and_skips_the_rest(runner, t
     assert teardown.exists() and cleanup.exists()
 
 
+def test_runner_kills_a_step_that_outlives_its_timeout(runner):
+    """A hung command ends the benchmark with a message instead of stalling
+    it for good (a bench scale start once hung)."""
+    reply = runner.time({"steps": [harness.step(["sleep", "600"], timeout=0.5)]})
+    assert reply["status"] == -9 and "timed out after 0.5 s" in reply["stderr"]
+
+
 def test_runner_feeds_stdin_and_env(runner, tmp_path):
     src, dst = tmp_path / "in.json", tmp_path / "out"
     src.write_text('{"cniVersion": "1.0.0"}')

@@ -103,16 +103,17 @@ class Runner:
         return False
 
 
-def step(argv, env=None, stdin=None, always=False):
+def step(argv, env=None, stdin=None, always=False, timeout=None):
     """One command of a timed request; argv[0] is resolved on PATH here, so
-    the runner's posix_spawn needs no lookup."""
+    the runner's posix_spawn needs no lookup. timeout: seconds after which
+    the runner kills it (a failure; see runner.py)."""
     argv = list(argv)
     if not os.path.isabs(argv[0]):
         found = shutil.which(argv[0])
         if not found:
             raise PyctrError("%s: not found on PATH" % argv[0])
         argv[0] = found
-    return {"argv": argv, "env": env, "stdin": stdin, "always": always}
+    return {"argv": argv, "env": env, "stdin": stdin, "always": always, "timeout": timeout}
 
 
 # --------------------------------------------------------------- contenders

@@ -14,12 +14,15 @@ only when a run fails).
 Protocol, one JSON object per line:
   in  {"steps": [STEP...], "on_fail": [STEP...]}
       STEP = {"argv": [...], "env": {...} | null, "stdin": PATH | null,
-              "always": bool}
+              "always": bool, "timeout": SECONDS | null}
       Steps run in order and are timed together. After a failing step the
       remaining steps run only if "always" (teardown a real stack would also
       do); "on_fail" steps run untimed after a failure (cleanup of leftovers).
   out {"ns": INT, "status": INT, "step": INT, "stderr": STR}
       status is the failing step's exit status (or -SIGNAL), 0 if all passed.
+      A step still running after its "timeout" is killed (SIGKILL), its
+      status -9 and "timed out after N s" in stderr: a hung start must end
+      the benchmark with a message, not stall it for good.
 
 Standalone on purpose (no pyctr imports): it can be started as a plain script
 under any interpreter, in any namespace.
@@ -44,6 +47,16 @@ def _spawn(step, errfd, devnull):
     ]
     argv = step["argv"]
     pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+    if step.get("timeout"):
+        import select
+        pidfd = os.pidfd_open(pid)
+        try:
+            if not select.select([pidfd], [], [], step["timeout"])[0]:
+                os.kill(pid, 9)
+                os.write(errfd, ("%s: timed out after %s s\n"
+                                 % (argv[0], step["timeout"])).encode())
+        finally:
+            os.close(pidfd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 

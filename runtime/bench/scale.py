@@ -57,6 +57,7 @@ def edge(count):
     """How many starts at each end last/first compares."""
     return min(count, max(EDGE, count // EDGE_SHARE))
 PS_RUNS = 3  # ps is timed this many times per round: the median
+START_TIMEOUT = 60  # seconds: a start still running then has hung (it fails the round)
 
 
 def parse(argv):
@@ -119,7 +120,7 @@ class Pyctr:
 
     def start(self, cid):
         return [harness.step(self.base + ["run", "-d", "--net=" + self.net, "--name", cid,
-                                          self.image, "sleep", "1000000"])]
+                                          self.image, "sleep", "1000000"], timeout=START_TIMEOUT)]
 
     def owners(self, ids):
         """{pid: container} of the host-side processes the records name."""
@@ -162,7 +163,7 @@ class Oci:
         startup.config_for(self.bundle, self.config,
                            "/%s/%s" % (startup.CGROUP_PARENT % os.getpid(), cid))
         return [harness.step([self.name, "--root", self.state, "run", "-d", "--bundle",
-                              self.bundle, cid])]
+                              self.bundle, cid], timeout=START_TIMEOUT)]
 
     def owners(self, ids):
         """Processes running the runtime's binary with our state root."""
