@@ -687,6 +687,38 @@ static void remove_group_dir(const char *dir)
         PYTHON();
 }
 
+/* The last component of `path`, cut off (NULL if there is no slash). */
+static const char *cut_last(char *path)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return NULL;
+    *slash = 0;
+    return slash + 1;
+}
+
+/* cgroups._remove_parents for a default group's `dir` (changed): its v1
+ * cpuset bucket (pyctr/bXX, cgroups.bucket), then pyctr's parent, each
+ * once it is empty: busy while another group is in it. */
+static void remove_parents(char *dir)
+{
+    if (!cut_last(dir))
+        return;
+    char above[4096];
+    snprintf(above, sizeof(above), "%s", dir);
+    const char *name = cut_last(above);
+    const char *up = strrchr(above, '/');
+    if (name && up && !strcmp(up + 1, "pyctr") && strlen(name) == 3 && name[0] == 'b' &&
+        strspn(name + 1, "0123456789abcdef") == 2) {
+        if (rmdir(dir))
+            return;
+        cut_last(dir);
+    }
+    const char *last = strrchr(dir, '/');
+    if (last && !strcmp(last + 1, "pyctr"))
+        rmdir(dir);
+}
+
 /* cgroups.remove(state): every leaf, then every group, then pyctr's
  * parent of default groups once it is empty (cgroups._remove_parents). */
 static void remove_groups(record *r)
@@ -722,15 +754,8 @@ static void remove_groups(record *r)
             }
             if (pass == 2)
                 remove_group_dir(dir);
-            if (pass == 3 && leaf_name[0]) {
-                char *slash = strrchr(dir, '/');
-                if (slash) {
-                    *slash = 0;
-                    slash = strrchr(dir, '/');
-                    if (slash && !strcmp(slash + 1, "pyctr"))
-                        rmdir(dir);  /* busy while another world's group is in it */
-                }
-            }
+            if (pass == 3 && leaf_name[0])
+                remove_parents(dir);
             p = ws(value.end, dirs.end);
             if (p < dirs.end && *p == ',')
                 p = ws(p + 1, dirs.end);

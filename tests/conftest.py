@@ -145,14 +145,19 @@ def rootfs(image_data):
 
 def cgroup_parents():
     """pyctr's parent group in each hierarchy: {dir: the groups in it} for
-    those that exist (any world's)."""
+    those that exist (any world's; in a v1 cpuset hierarchy the groups in
+    its buckets, as "bXX/name": an empty bucket is no group)."""
     from pyctr import cgroups
     found = {}
     for h in cgroups.detect().hierarchies:
         parent = cgroups._default_parent(h)
-        if os.path.isdir(parent):
-            found[parent] = [n for n in os.listdir(parent)
-                             if os.path.isdir(os.path.join(parent, n))]
+        if not os.path.isdir(parent):
+            continue
+        found[parent] = []
+        for above in cgroups._parents(h):
+            found[parent] += [os.path.relpath(os.path.join(above, n), parent)
+                              for n in os.listdir(above) if os.path.isdir(os.path.join(above, n))
+                              and not cgroups._is_bucket(os.path.join(above, n))]
     return found
 
 

@@ -27,14 +27,8 @@ def groups_of(world):
     """Every cgroup directory pyctr made for this world (in any hierarchy)."""
     from pyctr import cgroups
     from pyctr.paths import Paths
-    tag = cgroups.world_tag(Paths(root=world.root))
-    found = []
-    for h in cgroups.detect().hierarchies:
-        parent = cgroups._default_parent(h)
-        if os.path.isdir(parent):
-            found += [os.path.join(parent, n) for n in os.listdir(parent)
-                      if n.startswith(tag + "-")]
-    return found
+    groups = cgroups.world_groups(Paths(root=world.root), cgroups.detect())
+    return sorted(d for dirs in groups.values() for d in dirs.values())
 
 
 HOG = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"
@@ -602,12 +596,43 @@ def test_gc_removes_the_empty_parent_group_from_pyctrs_own_cgroup(pyctr):
     """Containers' groups live under `<pyctr's own cgroup>/pyctr`; once none is
     left, gc removes that parent too, so the owner of pyctr's cgroup (a
     service, a login session) can remove its own group."""
-    from pyctr import cgroups
     assert run(pyctr, "busybox", "true").returncode == 0
     assert pyctr("gc").returncode == 0
-    parents = [cgroups._default_parent(h) for h in cgroups.detect().hierarchies]
-    empty = [p for p in parents if os.path.isdir(p) and not any(
-        os.path.isdir(os.path.join(p, entry)) for entry in os.listdir(p))]
-    assert not empty, "gc left empty parent groups: %s" % empty
+    empty = [p for p, groups in cgroup_parents().items() if not groups]
+    assert not empty, "gc left empty parent groups (or cpuset buckets): %s" % empty
     # and the next container makes them again
     assert run(pyctr, "busybox", "true").returncode == 0
+
+
+def test_v1_cpuset_groups_are_spread_over_buckets_that_pass_on_their_cpus(pyctr):
+    """A v1 cpuset group is compared with each of its siblings when the
+    kernel brings it online: a container's cpuset group sits in one of
+    cgroups.BUCKETS subgroups of pyctr's parent, not beside every other
+    container's, and gets its CPUs at mkdir (no cpuset.cpus write, which
+    rebuilds the scheduler domains). The last removal takes the bucket."""
+    from pyctr import cgroups
+    cpuset = cgroups.detect().controller("cpuset")
+    if not cpuset or cpuset.version != 1:
+        pytest.skip("no v1 cpuset hierarchy on this host")
+    names = ["spread%d" % i for i in range(3)]
+    try:
+        for name in names:
+            pyctr("run", "-d", "--name", name, "busybox", "sleep", "60", check=True)
+        parent = cgroups._default_parent(cpuset)
+        for name in names:
+            state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
+            directory = state["cgroup"]["dirs"][cpuset.name]
+            group = os.path.basename(directory)
+            bucket = os.path.join(parent, cgroups.bucket(group))
+            assert os.path.dirname(directory) == bucket
+            assert cgroups._read(bucket, "cgroup.clone_children") == "1"
+            assert cgroups._read(directory, "cpuset.cpus") == cgroups._read(parent, "cpuset.cpus")
+            # the other hierarchies keep the group right below pyctr's parent
+            others = [d for h, d in state["cgroup"]["dirs"].items() if h != cpuset.name]
+            assert others and all(os.path.basename(os.path.dirname(d)) == "pyctr" for d in others)
+        assert len({cgroups.bucket("%08x-%012x" % (0, i)) for i in range(1000)}) == cgroups.BUCKETS
+    finally:
+        pyctr("rm", "-f", *names)
+    left = [d for d in cgroups._parents(cpuset)[1:]
+            if not any(os.path.isdir(os.path.join(d, n)) for n in os.listdir(d))]
+    assert not left, "empty buckets left: %s" % left

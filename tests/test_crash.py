@@ -86,15 +86,8 @@ def snapshot(node):
 def cgroup_dirs(node):
     """The node's pyctr world's cgroups, in every hierarchy."""
     from pyctr import cgroups
-    prefix = cgroups.world_tag(node.paths) + "-"
-    found = set()
-    for h in cgroups.detect().hierarchies:
-        parent = cgroups._default_parent(h)
-        try:
-            found |= {(h.name, n) for n in os.listdir(parent) if n.startswith(prefix)}
-        except FileNotFoundError:
-            pass
-    return found
+    groups = cgroups.world_groups(node.paths, cgroups.detect())
+    return {(h, name) for name, dirs in groups.items() for h in dirs}
 
 
 def same(after, before, when):
