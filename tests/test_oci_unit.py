@@ -116,3 +116,34 @@ def test_runc_spec_writes_a_starting_config_once(tmp_path):
     assert spec.process.oci.terminal and spec.root.readonly
     with pytest.raises(PyctrError, match="exists already"):
         template.write(str(tmp_path))
+
+
+def test_start_waits_on_when_the_fifo_is_ready_without_data(tmp_path, monkeypatch):
+    """poll may report the exec FIFO ready with nothing to read and a
+    writer holding it (a hang-up between two of init's opens): start goes
+    on waiting for init's answer instead of failing with a traceback."""
+    import threading
+    import types
+    from pyctr.oci import lifecycle
+    fifo = tmp_path / lifecycle.FIFO
+    os.mkfifo(fifo)
+    reads = []
+    real_read = os.read
+
+    def read(fd, n):
+        reads.append(fd)
+        if len(reads) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_read(fd, n)
+    monkeypatch.setattr(lifecycle.os, "read", read)
+
+    def init():  # blocks until start opens the FIFO, then answers "0"
+        with open(fifo, "wb") as f:
+            f.write(b"0")
+    writer = threading.Thread(target=init)
+    writer.start()
+    store = types.SimpleNamespace(dir=lambda name: str(tmp_path))
+    state = types.SimpleNamespace(name="c1", process_alive=lambda: True)
+    lifecycle._open_barrier(store, state)
+    writer.join()
+    assert len(reads) == 2 and not fifo.exists()  # answered, and the FIFO is gone
