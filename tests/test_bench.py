@@ -7,6 +7,7 @@ import json
 import glob
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -330,13 +331,20 @@ def test_scale_benchmark_measures_each_runtime_and_leaves_nothing(image_data, tm
     out = tmp_path / "out"
     runtimes = ["pyctr", "runc"] + (["crun"] if shutil.which("crun") else [])
     p = subprocess.run(PYCTR + ["--data", image_data, "bench", "scale", "--counts", "1,3",
-                                "--runtimes", ",".join(runtimes), "--pyctr", _this_pyctr(),
-                                "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                                "--rounds", "2", "--runtimes", ",".join(runtimes),
+                                "--pyctr", _this_pyctr(), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.load(open(out / "scale.json"))
-    rows = {(row["runtime"], row["count"]): row for row in data["rows"]}
-    assert set(rows) == {(name, n) for name in runtimes for n in (1, 3)}
+    rounds = {(row["runtime"], row["count"], row["round"]): row for row in data["rows"]}
+    assert set(rounds) == {(name, n, r) for name in runtimes for n in (1, 3) for r in (1, 2)}
+    # each runtime's last/first over the rounds is the median of its rounds'
+    for s in data["summary"]:
+        each = [rounds[(s["runtime"], s["count"], r)]["last_to_first"] for r in (1, 2)]
+        assert s["rounds"] == 2 and s["last_to_first_each"] == each
+        assert s["last_to_first"] == statistics.median(each)
+    assert "Over the rounds" in (out / "scale.md").read_text()
+    rows = {(name, n): row for (name, n, r), row in rounds.items() if r == 2}
     for (name, n), row in rows.items():
         assert len(row["starts_ms"]) == n and all(ms > 0 for ms in row["starts_ms"])
         assert row["ps_ms"] > 0 and row["rm_ms"] > 0
@@ -346,7 +354,7 @@ def test_scale_benchmark_measures_each_runtime_and_leaves_nothing(image_data, tm
     assert rows[("runc", 3)]["owners"] == 0
     with open(out / "scale.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == len(rows) and all(r["rm_ms"] for r in table)
+    assert len(table) == len(rounds) and all(r["rm_ms"] for r in table)
     assert (out / "scale.png").stat().st_size > 0 and (out / "scale.md").exists()
     assert not os.path.exists(data["work"])
     assert not glob.glob("/sys/fs/cgroup/*/pyctr-bench-%d" % data["pid"])

@@ -22,6 +22,12 @@ containers. For each N, a round in which every runtime:
            `crun delete --force --regex ^PREFIX` (one command), and for runc,
            which deletes one id per call, `runc delete --force ID` N times
 
+With --rounds R, each N is measured R times, each round after the node
+has settled (the CPUs idle again after the last round's removals, at most
+SETTLE_MAX s), and the summary gives each runtime's median last/first over
+the rounds: one round's last/first moves with the machine's load during it
+(on the 2-core test VM, 0.94 to 1.17 for the same build, seven rounds).
+
 --net=veth puts everything in a simulated node (testbed.py: a netns of its
 own; pyctr's containers on a /22 network there made by `pyctr net create`,
 its defaults kept: probe on, which a bridge without other ports skips);
@@ -58,6 +64,9 @@ def edge(count):
     return min(count, max(EDGE, count // EDGE_SHARE))
 PS_RUNS = 3  # ps is timed this many times per round: the median
 START_TIMEOUT = 60  # seconds: a start still running then has hung (it fails the round)
+SETTLE_IDLE = 0.9  # a round starts once the CPUs were this idle over SETTLE_WINDOW s
+SETTLE_WINDOW = 1.0
+SETTLE_MAX = 30.0
 
 
 def parse(argv):
@@ -69,6 +78,8 @@ def parse(argv):
                    help="numbers of containers, comma-separated (%s)" % DEFAULT_COUNTS)
     p.add_argument("--runtimes", default=",".join(RUNTIMES),
                    help="comma-separated, of %s (all)" % ", ".join(RUNTIMES))
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure each N this many times; the summary takes the median (1)")
     p.add_argument("--net", choices=("none", "veth"), default="none",
                    help="pyctr's --net: none, or veth on a /22 network in a simulated node")
     p.add_argument("--image", default="busybox", help="image name or rootfs directory")
@@ -233,18 +244,42 @@ def pss_kib(pid):
 
 # ---------------------------------------------------------------- a round
 
-def one_round(runtimes, count, tag):
+def _cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+
+def settle():
+    """Wait until the CPUs were SETTLE_IDLE idle over SETTLE_WINDOW (the
+    kernel finishes a removal's work in the background: offline cgroups,
+    network namespaces); at most SETTLE_MAX s. Returns (seconds waited,
+    settled?)."""
+    import time
+    t0 = time.monotonic()
+    while True:
+        total0, idle0 = _cpu_times()
+        time.sleep(SETTLE_WINDOW)
+        total1, idle1 = _cpu_times()
+        quiet = total1 > total0 and (idle1 - idle0) / (total1 - total0) >= SETTLE_IDLE
+        waited = time.monotonic() - t0
+        if quiet or waited >= SETTLE_MAX:
+            return waited, quiet
+
+
+def one_round(runtimes, count, tag, number=1):
     """Start `count` containers with each runtime, measure, remove them all;
     a dict of figures per runtime. Starts are interleaved: the i-th of each
     runtime in turn (who goes first rotates), so a drift of the machine's
     load hits every runtime alike, not whichever ran last."""
     from pyctr.progress import Progress
     chunk = max(1, count // 10)
-    rows = [{"runtime": runtime.name, "count": count, "starts_ms": [],
-             "prefix": "%s-%s-%d-" % (tag, runtime.name, count)} for runtime in runtimes]
+    rows = [{"runtime": runtime.name, "count": count, "round": number, "starts_ms": [],
+             "prefix": "%s-%s-%d-%d-" % (tag, runtime.name, count, number)}
+            for runtime in runtimes]
     ids = [["%s%d" % (row["prefix"], i) for i in range(count)] for row in rows]
     pairs = list(zip(runtimes, rows, ids))
-    with Progress("bench scale: %d containers per runtime" % count,
+    with Progress("bench scale: %d containers per runtime, round %d" % (count, number),
                   total=(count + chunk - 1) // chunk + 3) as progress:
         try:
             for i in range(count):
@@ -302,7 +337,26 @@ def _timed(runtime, steps, what):
 
 # ---------------------------------------------------------------- results
 
-COLUMNS = (("runtime", "runtime", "%s"), ("N", "count", "%d"),
+def summary(rows):
+    """Per runtime and N over its rounds: each round's last/first and
+    trend, and their medians."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["runtime"], row["count"]), []).append(row)
+    out = []
+    for (runtime, count), mine in groups.items():
+        ratios = [row["last_to_first"] for row in mine]
+        slopes = [row["slope_ms_per_100"] for row in mine]
+        out.append({"runtime": runtime, "count": count, "rounds": len(mine),
+                    "last_to_first_each": ratios,
+                    "last_to_first": statistics.median(ratios),
+                    "slope_ms_per_100": statistics.median(slopes),
+                    "first_median_ms": statistics.median(r["first_median_ms"] for r in mine),
+                    "last_median_ms": statistics.median(r["last_median_ms"] for r in mine)})
+    return out
+
+
+COLUMNS = (("runtime", "runtime", "%s"), ("N", "count", "%d"), ("round", "round", "%d"),
            ("1st start ms", "first_ms", "%.1f"),
            ("starts at each end", "edge", "%d"),
            ("first ones' median ms", "first_median_ms", "%.1f"),
@@ -321,6 +375,17 @@ def markdown(rows, notes, facts):
              "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(form % row[key] for _, key, form in COLUMNS) + " |")
+    overall = summary(rows)
+    if any(s["rounds"] > 1 for s in overall):
+        lines += ["", "Over the rounds (medians):", "",
+                  "| runtime | N | rounds | last/first of each round | median last/first "
+                  "| median trend ms per 100 more | first ones' ms, last ones' ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in overall:
+            lines.append("| %s | %d | %d | %s | %.2f | %+.1f | %.1f, %.1f |" % (
+                s["runtime"], s["count"], s["rounds"],
+                " ".join("%.2f" % r for r in s["last_to_first_each"]), s["last_to_first"],
+                s["slope_ms_per_100"], s["first_median_ms"], s["last_median_ms"]))
     lines += [""] + ["- " + note for note in notes]
     if facts:
         lines.append("- machine: %s, %s CPUs, %s MiB, kernel %s, load %s at start, %s"
@@ -347,8 +412,8 @@ def write(out, rows, notes, facts, work):
     written["csv"] = path
     path = os.path.join(out, "scale.json")
     with open(path, "w") as f:
-        json.dump({"rows": rows, "notes": notes, "facts": facts, "work": work,
-                   "pid": os.getpid()}, f, indent=1)
+        json.dump({"rows": rows, "summary": summary(rows), "notes": notes, "facts": facts,
+                   "work": work, "pid": os.getpid()}, f, indent=1)
     written["json"] = path
     png = chart(rows, os.path.join(out, "scale.png"), facts)
     if png:
@@ -372,12 +437,17 @@ def chart(rows, path, facts):
     fig, (starts, memory, verbs) = plt.subplots(1, 3, figsize=(15, 4.5))
     for name in names:
         mine = [row for row in rows if row["runtime"] == name]
-        big = max(mine, key=lambda row: row["count"])
-        dots, = starts.plot(range(1, big["count"] + 1), big["starts_ms"], ".", markersize=2,
+        top = max(row["count"] for row in mine)
+        bigs = [row for row in mine if row["count"] == top]
+        dots, = starts.plot(range(1, top + 1), bigs[0]["starts_ms"], ".", markersize=2,
                             alpha=0.4)
-        starts.plot(range(1, big["count"] + 1), rolling_median(big["starts_ms"]), "-",
-                    color=dots.get_color(),
-                    label="%s (N=%d), rolling median" % (name, big["count"]))
+        for big in bigs:
+            starts.plot(range(1, top + 1), rolling_median(big["starts_ms"]), "-",
+                        color=dots.get_color(), alpha=1.0 if big is bigs[0] else 0.5,
+                        label="%s (N=%d), rolling median%s" % (
+                            name, top, ", each round" if len(bigs) > 1 else "")
+                        if big is bigs[0] else None)
+        mine = [row for row in mine if row["round"] == 1]
         counts = [row["count"] for row in mine]
         memory.plot(counts, [row["pss_per_container_mib"] for row in mine], "o-", label=name)
         line, = verbs.plot(counts, [row["ps_ms"] for row in mine], "o-", label=name + " ps")
@@ -404,6 +474,8 @@ def chart(rows, path, facts):
 def command(paths, argv):
     args = parse(argv)
     counts = counts_of(args.counts, args.net)
+    if args.rounds < 1:
+        raise PyctrError("bench scale: --rounds must be 1 or more")
     names = runtimes_of(args.runtimes)
     if os.geteuid() != 0:
         raise PyctrError("bench scale needs root (runc, crun and pyctr run as root)")
@@ -441,9 +513,12 @@ def command(paths, argv):
         facts = harness.machine_facts({"pyctr (timed)": harness.tool_version(launcher)})
         tag = "ps%d" % os.getpid()
         for count in counts:
-            for row in one_round(runtimes, count, tag):
-                rows.append(row)
-                left += ["%s:%s" % (row["runtime"], cid) for cid in row.get("left", ())]
+            for number in range(1, args.rounds + 1):
+                waited, quiet = settle()
+                for row in one_round(runtimes, count, tag, number):
+                    row["settled_s"], row["settled"] = round(waited, 1), quiet
+                    rows.append(row)
+                    left += ["%s:%s" % (row["runtime"], cid) for cid in row.get("left", ())]
     finally:
         # A second Ctrl-C must not stop the clean-up half-way; its commands
         # inherit the ignored SIGINT.
@@ -462,7 +537,7 @@ def command(paths, argv):
                 node.testbed.down()
             shutil.rmtree(work, ignore_errors=True)
             signal.signal(signal.SIGINT, interrupt)
-    notes += _notes(args, launcher, interp, pkg)
+    notes += _notes(args, launcher, interp, pkg, rows)
     if left:
         notes.append("left behind (then removed): " + ", ".join(left))
     written = write(out, rows, notes, facts, work)
@@ -490,7 +565,7 @@ def _node(paths, mine):
     return node, "scale"
 
 
-def _notes(args, launcher, interp, pkg):
+def _notes(args, launcher, interp, pkg, rows):
     notes = [
         "each start timed alone: the runtime's command until it returns (pyctr run -d: "
         "the container runs; runc/crun run -d: the same)",
@@ -509,6 +584,15 @@ def _notes(args, launcher, interp, pkg):
         "image rootfs, read-only, with pyctr's confinement (cgroup, cgroupns, devices, "
         "seccomp), as bench startup" % (launcher, interp, pkg, startup.install_kind(pkg)),
     ]
+    if rows:
+        notes.append("rounds: %d per N, each after the node settled (CPUs %d %% idle over "
+                     "%.0f s, at most %.0f s waited): %s" % (
+                         args.rounds, SETTLE_IDLE * 100, SETTLE_WINDOW, SETTLE_MAX, "; ".join(
+                             "N=%d round %d %s after %.0f s" % (
+                                 row["count"], row["round"],
+                                 "settled" if row["settled"] else "NOT settled",
+                                 row["settled_s"])
+                             for row in rows if row["runtime"] == rows[0]["runtime"])))
     if args.net == "veth":
         notes.append("--net=veth: all runtimes in one simulated node (netns); pyctr's "
                      "containers on a /22 bridge network there (probe on, as by default: a bridge "
