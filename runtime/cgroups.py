@@ -13,9 +13,9 @@ hierarchy left out would show it the host's groups there. A default group is
   <own cgroup>/pyctr/<world>-<id>          limits and device rules
   <own cgroup>/pyctr/<world>-<id>/ctr      the container's processes
 
-except in a v1 cpuset hierarchy, where <world>-<id> sits one level lower,
-in one of BUCKETS subgroups of pyctr/ (see bucket: the kernel compares a
-new cpuset with each of its siblings).
+except in a v1 cpuset hierarchy once pyctr/ holds BUCKETS groups: then
+<world>-<id> sits one level lower, in one of BUCKETS subgroups of pyctr/
+(see bucket: the kernel compares a new cpuset with each of its siblings).
 
 "own cgroup" is pyctr's own in v1 and its parent in v2 (pyctr's own may hold
 processes, and then v2 allows no controllers below it); relative paths
@@ -406,7 +406,7 @@ def create(paths, container_id, res, layout=None):
     else:
         name = "%s-%s" % (world_tag(paths), container_id)
         dirs = {h.name: _default_parent(h) + "/" + (
-            bucket(name) + "/" + name if _bucketed(h) else name) for h in layout.hierarchies}
+            bucket(name) + "/" + name if _crowded(h) else name) for h in layout.hierarchies}
         leaf, path = LEAF, "%s/%s" % (PARENT, name)
     flat = ()
     if not layout.v2_only and "memory" not in {c for c, _, _ in resources.limit_files(res, 1)}:
@@ -554,13 +554,27 @@ def bucket(name):
     a cache miss apiece: beside 1,000 containers in one parent that was
     0.3 ms of every start (perf record -a, `pyctr bench scale`); a mkdir
     beside 1,000 siblings with a cold cache takes 0.14 ms longer than
-    beside none. Spread over BUCKETS, a thousand cost about what 30 do."""
+    beside none. Spread over BUCKETS, a thousand cost about what 30 do.
+    Only once pyctr/ is crowded (_crowded): a bucket made and removed
+    with a lone container would cost it more than its few siblings do."""
     import zlib
     return "b%02x" % (zlib.crc32(name.encode()) % BUCKETS)
 
 
 def _bucketed(h):
     return "cpuset" in h.controllers and h.version == 1
+
+
+def _crowded(h):
+    """Does pyctr's parent in a v1 cpuset hierarchy hold BUCKETS groups or
+    buckets already? One stat: a cgroupfs directory's link count is 2 plus
+    its subdirectories. pyctr/ then holds at most 2 * BUCKETS."""
+    if not _bucketed(h):
+        return False
+    try:
+        return os.stat(_default_parent(h)).st_nlink - 2 >= BUCKETS
+    except OSError:
+        return False  # not made yet
 
 
 def _is_bucket(directory):

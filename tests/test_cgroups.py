@@ -606,33 +606,46 @@ def test_gc_removes_the_empty_parent_group_from_pyctrs_own_cgroup(pyctr):
 
 def test_v1_cpuset_groups_are_spread_over_buckets_that_pass_on_their_cpus(pyctr):
     """A v1 cpuset group is compared with each of its siblings when the
-    kernel brings it online: a container's cpuset group sits in one of
-    cgroups.BUCKETS subgroups of pyctr's parent, not beside every other
-    container's, and gets its CPUs at mkdir (no cpuset.cpus write, which
-    rebuilds the scheduler domains). The last removal takes the bucket."""
+    kernel brings it online: once pyctr's parent holds cgroups.BUCKETS
+    groups, a container's cpuset group goes into one of BUCKETS subgroups,
+    not beside every other container's, and gets its CPUs at mkdir (no
+    cpuset.cpus write, which rebuilds the scheduler domains). Before that
+    it sits in the parent itself. The last removal takes the bucket."""
     from pyctr import cgroups
     cpuset = cgroups.detect().controller("cpuset")
     if not cpuset or cpuset.version != 1:
         pytest.skip("no v1 cpuset hierarchy on this host")
-    names = ["spread%d" % i for i in range(3)]
+    parent = cgroups._default_parent(cpuset)
+
+    def cpuset_dir(name):
+        state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
+        dirs = state["cgroup"]["dirs"]
+        others = [d for h, d in dirs.items() if h != cpuset.name]
+        # the other hierarchies keep the group right below pyctr's parent
+        assert others and all(os.path.dirname(d).endswith("/pyctr") for d in others)
+        return dirs[cpuset.name]
+
+    crowd = []  # groups of nobody's, standing in for other containers'
     try:
+        pyctr("run", "-d", "--name", "alone", "busybox", "sleep", "60", check=True)
+        assert os.path.dirname(cpuset_dir("alone")) == parent
+        crowd = [os.path.join(parent, "crowd-%d" % i) for i in range(cgroups.BUCKETS)]
+        for directory in crowd:
+            os.mkdir(directory)
+        names = ["spread%d" % i for i in range(3)]
         for name in names:
             pyctr("run", "-d", "--name", name, "busybox", "sleep", "60", check=True)
-        parent = cgroups._default_parent(cpuset)
         for name in names:
-            state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
-            directory = state["cgroup"]["dirs"][cpuset.name]
-            group = os.path.basename(directory)
-            bucket = os.path.join(parent, cgroups.bucket(group))
+            directory = cpuset_dir(name)
+            bucket = os.path.join(parent, cgroups.bucket(os.path.basename(directory)))
             assert os.path.dirname(directory) == bucket
             assert cgroups._read(bucket, "cgroup.clone_children") == "1"
             assert cgroups._read(directory, "cpuset.cpus") == cgroups._read(parent, "cpuset.cpus")
-            # the other hierarchies keep the group right below pyctr's parent
-            others = [d for h, d in state["cgroup"]["dirs"].items() if h != cpuset.name]
-            assert others and all(os.path.basename(os.path.dirname(d)) == "pyctr" for d in others)
         assert len({cgroups.bucket("%08x-%012x" % (0, i)) for i in range(1000)}) == cgroups.BUCKETS
     finally:
-        pyctr("rm", "-f", *names)
+        for directory in crowd:
+            os.rmdir(directory)
+        pyctr("rm", "-f", "alone", "spread0", "spread1", "spread2")
     left = [d for d in cgroups._parents(cpuset)[1:]
             if not any(os.path.isdir(os.path.join(d, n)) for n in os.listdir(d))]
     assert not left, "empty buckets left: %s" % left
