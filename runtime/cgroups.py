@@ -486,7 +486,7 @@ def _make_group(h, directory, res, layout, group, made):
 
 
 def _limit(h, directory, res):
-    if "cpuset" in h.controllers and h.version == 1:
+    if _v1_cpuset(h):
         _inherit_cpuset(directory)
     if h.version == 2:
         wanted = {c for c, _, _ in resources.limit_files(res, 2)} & h.controllers
@@ -515,9 +515,13 @@ def _make_parents(h, parent, layout):
     while not os.path.isdir(directory):
         missing.append(directory)
         directory = os.path.dirname(directory)
-    cpuset = "cpuset" in h.controllers and h.version == 1
+    cpuset = _v1_cpuset(h)
     try:
-        for directory in reversed(missing or [parent]):
+        # pyctr's parent when it exists but a bucket is missing too: another
+        # process may have made it and not yet given it CPUs, and an empty
+        # cpuset passes on none
+        first = [directory] if os.path.basename(directory) == PARENT else []
+        for directory in first + missing[::-1] if missing else [parent]:
             if directory in missing:
                 try:
                     os.mkdir(directory, 0o755)
@@ -561,7 +565,7 @@ def bucket(name):
     return "b%02x" % (zlib.crc32(name.encode()) % BUCKETS)
 
 
-def _bucketed(h):
+def _v1_cpuset(h):
     return "cpuset" in h.controllers and h.version == 1
 
 
@@ -569,7 +573,7 @@ def _crowded(h):
     """Does pyctr's parent in a v1 cpuset hierarchy hold BUCKETS groups or
     buckets already? One stat: a cgroupfs directory's link count is 2 plus
     its subdirectories. pyctr/ then holds at most 2 * BUCKETS."""
-    if not _bucketed(h):
+    if not _v1_cpuset(h):
         return False
     try:
         return os.stat(_default_parent(h)).st_nlink - 2 >= BUCKETS
@@ -587,7 +591,7 @@ def _parents(h):
     """pyctr's parent of default groups in hierarchy h, and its buckets:
     every directory that holds a world's groups there."""
     parent = _default_parent(h)
-    if not _bucketed(h):
+    if not _v1_cpuset(h):
         return [parent]
     try:
         names = os.listdir(parent)

@@ -102,6 +102,48 @@ def test_start_state_delete_without_python(worlds, rootfs, work):
     assert not [g for g in groups if os.path.exists(g)]
 
 
+def test_delete_without_python_takes_the_containers_cpuset_bucket(worlds, rootfs, work):
+    """With pyctr's parent crowded, a container's v1 cpuset group lives in
+    a bucket (cgroups.bucket); pyctr-front's delete removes the bucket
+    with its last group, as Python's does."""
+    from pyctr import cgroups
+    python, alone = worlds["python"], worlds["alone"]
+    cpuset = cgroups.detect().controller("cpuset")
+    if not cpuset or cpuset.version != 1:
+        pytest.skip("no v1 cpuset hierarchy on this host")
+    parent = cgroups._default_parent(cpuset)
+    made_parent = not os.path.isdir(parent)
+    os.makedirs(parent, exist_ok=True)
+    # groups of nobody's, standing in for other containers'
+    crowd = [os.path.join(parent, "crowd-%d" % i) for i in range(cgroups.BUCKETS)]
+    for directory in crowd:
+        os.mkdir(directory)
+    try:
+        create(python, bundle(python, rootfs, work, "b4", ["sleep", "300"]), "f4")
+        with open(os.path.join(python.root, "containers", "f4", "state.json")) as f:
+            directory = json.load(f)["cgroup"]["dirs"][cpuset.name]
+        bucket = os.path.dirname(directory)
+        assert os.path.dirname(bucket) == parent and cgroups._is_bucket(bucket)
+        alone("start", "f4", check=True)
+        alone("kill", "f4", "9", check=True)
+        until(lambda: json.loads(python("state", "f4", check=True).stdout)["status"]
+              == "stopped", "stopped")
+        others = [n for n in os.listdir(bucket) if os.path.isdir(os.path.join(bucket, n))
+                  and os.path.join(bucket, n) != directory]
+        alone("delete", "f4", check=True)
+        assert not os.path.exists(directory)
+        assert os.path.exists(bucket) == bool(others)
+    finally:
+        python("delete", "--force", "f4")
+        for directory in crowd:
+            os.rmdir(directory)
+        if made_parent:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # another world's groups are in it
+
+
 def test_unknown_ids_and_what_the_front_hands_over(worlds, rootfs, work):
     alone, front, python = worlds["alone"], worlds["front"], worlds["python"]
     assert alone("delete", "--force", "never-made").returncode == 0
