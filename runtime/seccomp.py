@@ -381,20 +381,24 @@ def gc(paths):
     profile a plain `pyctr run` uses. Entries are kept by profile, so one of
     a profile no longer used (an older default, another bundle's) would stay
     for good; a loaded filter needs no entry, and the next start of another
-    profile compiles it once again."""
+    profile compiles it once again. Returns what it removed, for `pyctr gc`
+    to print."""
     from pyctr import spec
     keep = os.path.basename(_cache_path(paths, default_profile(spec.DEFAULT_CAPABILITIES)))
     cache = cache_dir(paths)
     try:
         names = os.listdir(cache)
     except OSError:
-        return
-    for name in names:
+        return []
+    removed = []
+    for name in sorted(names):
         if name != keep:
             try:
                 os.unlink(os.path.join(cache, name))
             except OSError:
-                pass
+                continue
+            removed.append("compiled seccomp profile %s" % os.path.join(cache, name))
+    return removed
 
 
 def cache_dir(paths):

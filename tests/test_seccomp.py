@@ -339,8 +339,13 @@ def test_gc_keeps_only_the_default_profiles_compiled_entry(pyctr):
     with open(os.path.join(cache, "0" * 40 + ".bpf"), "wb") as f:
         f.write(b"\0" * 8)  # what an older profile left
     assert len(os.listdir(cache)) == 3
-    pyctr("gc", check=True)
+    gone = sorted(set(os.listdir(cache)) - {default})
+    p = pyctr("gc", check=True)
     assert os.listdir(cache) == [default]
+    # and says so, each entry once, as it says every removal
+    assert [line for line in p.stdout.splitlines() if "seccomp" in line] == [
+        "removed compiled seccomp profile %s" % os.path.join(cache, name) for name in gone]
+    assert pyctr("gc", check=True).stdout == ""  # nothing more to remove, nothing said
     p = pyctr("run", "--rm", "--cap-add", "sys_admin", "busybox", "sh", "-c",
               "grep Seccomp: /proc/self/status", check=True)
     assert p.stdout.split() == ["Seccomp:", "2"] and len(os.listdir(cache)) == 2

@@ -203,7 +203,7 @@ def cmd_gc(paths, argv):
             remove(paths, st, force=True)
             removed.append("container %s" % name)
     from pyctr import cgroups, images, network, seccomp
-    seccomp.gc(paths)  # a cache: nothing to report
+    removed += seccomp.gc(paths)
     removed += cgroups.gc(paths, lambda: _live_ids(store))
     removed += network.gc(paths)
     removed += images.gc(paths)
