@@ -152,3 +152,35 @@ def test_next_start_repairs_a_half_made_bridge_without_gc(uplinked, owners, monk
     network.detach(paths, "next", recs, kernel=k)
     assert network.teardown(paths, "veth", "cluster", "nic0", kernel=k) is None
     assert host(k) == before
+
+
+def test_a_bridge_renamed_by_a_concurrent_start_is_no_foreign_master():
+    """Two first starts on a network with an uplink: one makes the bridge
+    under its temporary name and renames it last. If the rename falls
+    between the other's lookup of the bridge (not there yet) and its look
+    at the uplink's master (the bridge, now under its own name), the
+    uplink is enslaved to the network's own bridge, not to another device."""
+    from pyctr.network.kinds.veth import Veth
+    from pyctr.errors import PyctrError
+    k = node()
+    (nic,) = [link for link in k.host_ns.links.values() if link.name == "nic0"]
+    br = k.add_host_link("seg0", link_type="bridge")
+    nic.master = br.index  # in the finished bridge
+    host = k.host()
+    real_link = host.link
+    lookups = []
+
+    def link(name=None, index=0):
+        lookups.append(name or index)
+        if name == "seg0" and len(lookups) == 1:
+            return None  # looked up before the rename
+        return real_link(name, index)
+    host.link = link
+    net = config.Network("seg", "veth", "seg0", uplink="nic0")
+    found, uplink = Veth()._devices(host, net)
+    assert found is None and uplink.name == "nic0"
+    # a bridge of another name that holds the uplink is refused, as before
+    other = k.add_host_link("other0", link_type="bridge")
+    nic.master = other.index
+    with pytest.raises(PyctrError, match="already enslaved"):
+        Veth()._devices(k.host(), net)

@@ -78,7 +78,7 @@ class Veth(Kind):
             if uplink is None:
                 raise PyctrError("network %s: unknown uplink device %s" % (net.name, net.uplink))
             if uplink.master and (br is None or uplink.master != br.index) \
-                    and not _half_made(host, uplink.master):
+                    and not _bridge_in_the_making(host, uplink.master, net):
                 raise PyctrError("network %s: uplink %s is already enslaved to another device"
                                  % (net.name, net.uplink))
         return br, uplink
@@ -177,11 +177,15 @@ class Veth(Kind):
 KIND = Veth()
 
 
-def _half_made(host, index):
-    """Is link `index` a bridge pyctr was making when it crashed (its
-    journal gives the uplink back, under the pool's lock)?"""
+def _bridge_in_the_making(host, index, net):
+    """Is link `index` a bridge pyctr is making, or was making when it
+    crashed (its journal gives the uplink back, under the pool's lock)?
+    Under its temporary name, or already under net's own: a concurrent
+    start may rename it between the lookup of the bridge and this one
+    (two first starts on one network with an uplink failed so)."""
     link = host.link(index=index)
-    return link is not None and link.link_type == "bridge" and bridge.is_temp(link.name)
+    return link is not None and link.link_type == "bridge" and (
+        bridge.is_temp(link.name) or link.name == net.device)
 
 
 def _plan_new_bridge(host, req, net, uplink):
