@@ -556,9 +556,9 @@ def bucket(name):
     hierarchy. With cgroup.clone_children (see _make_parents) the kernel
     brings a new cpuset online only after comparing it with each sibling,
     a cache miss apiece: beside 1,000 containers in one parent that was
-    0.3 ms of every start (perf record -a, `pyctr bench scale`); a mkdir
-    beside 1,000 siblings with a cold cache takes 0.14 ms longer than
-    beside none. Spread over BUCKETS, a thousand cost about what 30 do.
+    about 0.3 ms of every start (perf record -a -g of 100 starts beside
+    none and beside 1,000). Spread over BUCKETS, a thousand cost about
+    what 30 do.
     Only once pyctr/ is crowded (_crowded): a bucket made and removed
     with a lone container would cost it more than its few siblings do."""
     import zlib
@@ -707,8 +707,8 @@ def warm_up(layout):
     clone: the child of a raw clone(2) inherits any lock a running thread
     holds. The thread is the shim's, not Python's: a Python thread that a
     join has seen finish may still be freeing its state under the malloc
-    lock (a detached `run` hung so: its child waited for that lock for
-    good), and pthread_join waits until the kernel has seen it go."""
+    lock (the likely cause of a detached `run` whose child waited for that
+    lock for good), and pthread_join waits until the kernel has seen it go."""
     import fcntl
     h = layout.hierarchies[0]
     try:
