@@ -4,7 +4,9 @@
   pyctr.network's kernel layer (wiring.Kernel + rtnl.Netlink + arp.Prober),
   with just enough link/address/route state for the attach/detach/gc logic
   to run without root; any method can be made to fail. kernel.wire maps
-  addresses to the MAC of a host on the wire that answers ARP probes. Both mirror the real classes (see `mirrors`): a method or
+  addresses to the MAC of a host on the wire that answers ARP probes; a
+  veth's host end drops frames until the kernel has activated it (after
+  kernel.linkwatch_reads reads of it once its peer is up). Both mirror the real classes (see `mirrors`): a method or
   parameter the real class lacks is refused, so a misspelt call fails.
 - stand_in(node): a process with its own netns, in place of a container,
   for exercising attach/detach directly.
@@ -17,6 +19,8 @@ import sys
 import time
 
 from pyctr.network import arp, rtnl, wiring
+
+IF_OPER_DOWN = 2
 
 
 def mirrors(real, test_only=()):
@@ -64,6 +68,7 @@ class FakeLink(rtnl.Link):
         self.flags = 0
         self.link_netnsid = None
         self.alias = None
+        self.operstate = rtnl.IF_OPER_UP
 
 
 class FakeNs:
@@ -116,7 +121,15 @@ class FakeNetlink:
 
     # reads
     def link(self, name=None, index=0):
-        return self._find(name, index)
+        link = self._find(name, index)
+        left = self._kernel._activating.get(id(link))
+        if left is not None:  # the kernel's link watcher, late
+            if left <= 1:
+                del self._kernel._activating[id(link)]
+                link.operstate = rtnl.IF_OPER_UP
+            else:
+                self._kernel._activating[id(link)] = left - 1
+        return link
 
     def links(self):
         return list(self._ns.links.values())
@@ -145,6 +158,7 @@ class FakeNetlink:
             raise OSError(errno.EEXIST, "exists")
         host = self._add(self._ns, name, link_type="veth", master=master or 0, mtu=mtu or 1500)
         host.flags = 1 if up else 0
+        host.operstate = IF_OPER_DOWN  # no carrier while the peer is down
         self._add(peer_ns, peer, link_type="veth", mtu=mtu or 1500, mac=peer_mac)
         self._kernel.pairs[(self._ns.name, name)] = (peer_ns.name, peer)
 
@@ -173,6 +187,12 @@ class FakeNetlink:
             link.name = name
         if up is not None:
             link.flags = 1 if up else 0
+        host_end = self._kernel._host_end(self._ns, link)
+        if up and host_end is not None and host_end.flags & 1:
+            if self._kernel.linkwatch_reads:
+                self._kernel._activating[id(host_end)] = self._kernel.linkwatch_reads
+            else:
+                host_end.operstate = rtnl.IF_OPER_UP
         if master is not None:
             link.master = master
         if alias is not None:
@@ -246,6 +266,10 @@ class FakeProber:
 
     def probe(self, ip):
         self._send("probe", ip)
+        link = next(l for l in self._ns.links.values() if l.name == self._ifname)
+        host_end = self._kernel._host_end(self._ns, link)
+        if host_end is not None and host_end.operstate != rtnl.IF_OPER_UP:
+            return None  # the answer was dropped on the way back
         mac = self._kernel.wire.get(ip)
         return arp.Conflict(mac, "answered") if mac else None
 
@@ -258,7 +282,8 @@ class FakeProber:
 
 @mirrors(wiring.Kernel, test_only=(
     "calls", "fail", "index", "namespaces", "ns_by_fd", "pairs", "bridge_max_ports", "fds",
-    "open_fds", "host_ns", "add_host_link", "container_ns", "names", "wire", "probers"))
+    "open_fds", "host_ns", "add_host_link", "container_ns", "names", "wire", "probers",
+    "linkwatch_reads"))
 class FakeKernel:
     """wiring.Kernel's interface. `host` is the host netns; each open_ns(pid)
     makes (once per pid) a container netns with only lo."""
@@ -276,6 +301,8 @@ class FakeKernel:
         self.host_ns = self._new_ns("host")
         self.wire = {}     # dotted address: MAC of the host on the wire holding it
         self.probers = []
+        self.linkwatch_reads = 0  # reads of a host end until it passes frames
+        self._activating = {}     # id(host end link): reads left
 
     def _new_ns(self, name):
         ns = FakeNs(name)
@@ -319,6 +346,14 @@ class FakeKernel:
     def start_time(self, pid):
         from pyctr.network.ipam import start_time
         return start_time(pid)
+
+    def _host_end(self, ns, link):
+        """The host end of a veth whose peer is `link` in ns, or None."""
+        for (host_ns, name), peer in self.pairs.items():
+            if peer == (ns.name, link.name):
+                return next((l for l in self.namespaces[host_ns].links.values()
+                             if l.name == name), None)
+        return None
 
     def names(self, ns="host"):
         return sorted(l.name for l in self.namespaces[ns].links.values())

@@ -105,6 +105,44 @@ def test_macvlan_skips_addresses_the_wire_answers_for(paths, owners):
     assert rec2["ip"] == "10.77.0.5/24" and probed(k) == ["10.77.0.5"]
 
 
+def veth_lan(paths):
+    config.save(paths, config.from_dict("lan", {"kind": "veth", "subnet": "10.77.0.0/24",
+                                                "uplink": "nic0"}))
+
+
+def test_a_veth_probes_only_once_its_host_end_passes_frames(paths, owners):
+    """The host end is activated by the kernel's link watcher, after its
+    peer came up and asynchronously: until then the answers to the probes
+    are dropped, and node B's address was handed out on a busy node."""
+    k = FakeKernel()
+    node(k)
+    veth_lan(paths)
+    k.linkwatch_reads = 4
+    k.wire = {"10.77.0.2": ANSWERING}
+    (rec,) = attach(paths, "c1", ["lan"], owners(), k)
+    assert rec["ip"] == "10.77.0.3/24"
+    assert probed(k) == ["10.77.0.2", "10.77.0.3"]
+
+
+def test_a_veth_that_never_passes_frames_is_refused_leaving_nothing(paths, owners,
+                                                                     monkeypatch):
+    from pyctr.network.kinds import veth
+    monkeypatch.setattr(veth, "FORWARDING_SECONDS", 0.05)
+    k = FakeKernel()
+    node(k)
+    veth_lan(paths)
+    attach(paths, "c0", ["lan"], owners(), k)  # the bridge, made and kept
+    before = k.names()
+    k.linkwatch_reads = 10 ** 6
+    pid = owners()
+    with pytest.raises(PyctrError, match=r"^veth pyvc10 on bridge lan does not pass frames "
+                                         r"after 0.05 s"):
+        attach(paths, "c1", ["lan"], pid, k)
+    assert probed(k) == ["10.77.0.2"]  # c0's only
+    assert k.names() == before and k.names("pid%d" % pid) == ["lo"]
+    assert pool_files(paths, "br-lan") == ["10.77.0.2"]
+
+
 def test_a_conflict_note_expires(paths, owners):
     k = FakeKernel()
     node(k)

@@ -33,6 +33,7 @@ NLMSGERR_ATTR_MSG = 1
 
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
+IFLA_OPERSTATE = 16
 IFLA_IFALIAS = 20
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -48,6 +49,7 @@ MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8, "source": 
 MACVLAN_MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
 
 IFF_UP = 1
+IF_OPER_UP = 6  # RFC 2863 operstate: passes frames
 
 # address and route attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -109,9 +111,10 @@ def ifinfo(index=0, flags=0, change=0, family=0):
 
 class Link:
     """What pyctr reads about a link (RTM_NEWLINK reply). link_type is the
-    kernel's IFLA_INFO_KIND ("bridge", "veth", "macvlan"; None for a NIC)."""
+    kernel's IFLA_INFO_KIND ("bridge", "veth", "macvlan"; None for a NIC);
+    operstate its RFC 2863 state (IF_OPER_UP: passes frames)."""
     __slots__ = ("index", "name", "flags", "mtu", "mac", "master", "link_type", "link",
-                 "link_netnsid", "macvlan_mode", "alias")
+                 "link_netnsid", "macvlan_mode", "alias", "operstate")
 
     def __init__(self, index, flags, attrs):
         self.index = index
@@ -121,6 +124,7 @@ class Link:
         self.mtu = _U32.unpack(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
         self.mac = mac_str(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else None
         self.master = _U32.unpack(attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0
+        self.operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else None
         self.link = _U32.unpack(attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0
         self.link_netnsid = (struct.unpack("=i", attrs[IFLA_LINK_NETNSID])[0]
                              if IFLA_LINK_NETNSID in attrs else None)

@@ -8,10 +8,11 @@ For each Prepared item (resolve.py), in order (eth0, eth1, ...):
   2. its kind creates the device directly in its final place, born in the
      container's netns (a veth pair's peer, a macvlan);
   3. where the network reaches a wire (kinds: reaches_wire, and the
-     network's `probe` not off), the link goes up without an address and
-     the leased address is ARP-probed from it (arp.py); one that someone on
-     the wire answers for is noted in the pool and the next free one is
-     leased and probed (a requested --ip that answers is refused);
+     network's `probe` not off), the link goes up without an address and,
+     once frames pass to the wire (kinds: forwarding), the leased address
+     is ARP-probed from it (arp.py); one that someone on the wire answers
+     for is noted in the pool and the next free one is leased and probed
+     (a requested --ip that answers is refused);
   4. the kind's host-side parts that need the final address (addressed());
   5. inside the container (a netlink socket opened there): address, link up,
      default route, extra routes; lo up first; a probed address is then
@@ -191,6 +192,7 @@ def claim(kernel, wire, prep, rec):
         wire.container.set_link(link.index, up=True)
     except OSError as e:
         raise PyctrError("cannot bring %s up in the container" % ifname, e.errno) from e
+    prep.kind.forwarding(wire, rec)
     # Made once the link is up: a packet socket bound to a link that is
     # down holds ENETDOWN for its next call.
     prober = kernel.prober(wire.ns_fd, ifname)

@@ -25,6 +25,9 @@ What a kind answers, in the order of a container's life:
                               the address leased with wire.lease()
     reaches_wire(net, host)   does traffic of this network leave the node
                               (then each address is ARP-probed first: arp.py)
+    forwarding(wire, rec)     returns once frames pass between the container's
+                              interface, just brought up, and the wire (the
+                              probe's answer must not be dropped on the way)
     addressed(wire, prep, rec)  host-side parts that need the final address
                               (it may change while probing)
     detach(host, rec, lease)  host-side parts of one record, when it ends
@@ -146,6 +149,9 @@ class Kind:
         not know says yes: a needless probe costs milliseconds, a taken
         address costs both hosts their traffic."""
         return True
+
+    def forwarding(self, wire, rec):
+        pass
 
     def addressed(self, wire, prep, rec):
         pass

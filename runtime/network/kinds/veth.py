@@ -17,15 +17,18 @@ Record keys: host_ifname (pyv<container id><n>), bridge.
 """
 import errno
 import os
+import time
 
 from pyctr.errors import PyctrError
 from pyctr.network import bridge, ipam
 from pyctr.network.addr import Subnet, check_ifname, int_ip, ip_int, random_mac
+from pyctr.network.rtnl import IF_OPER_UP
 from pyctr.network.kinds import Kind, device_subnet, request_subnet
 
 EXFULL = 54
 BR_MAX_PORTS = 1023  # the kernel's bridge port numbers are 1..1023
 HOST_END_PREFIX = "pyv"
+FORWARDING_SECONDS = 10  # a host end not passing frames by then is refused
 AUTO_SUBNETS = [(10 << 24) | (89 << 16) | (n << 8) for n in range(256)]  # 10.89.N.0/24
 
 
@@ -133,6 +136,28 @@ class Veth(Kind):
         br = host.link(net.device)
         return br is not None and any(not name.startswith(HOST_END_PREFIX)
                                       for name in _port_names(host, br))
+
+    def forwarding(self, wire, rec):
+        """The host end came up before its peer, without carrier; the
+        kernel activates its transmit queue (dropping until then) only when
+        its link watcher sees the carrier, later and asynchronously: on a
+        busy node more than the probe's wait (answers to both probes were
+        dropped so, and the address of a host on the wire was handed out).
+        Its operstate turns up in the same step. Reading it usually costs
+        one request: the kernel brings a link's state up to date when asked."""
+        name, delay = rec["host_ifname"], 0.001
+        deadline = time.monotonic() + FORWARDING_SECONDS
+        while True:
+            link = wire.host.link(name=name)
+            if link is None:
+                raise PyctrError("veth %s vanished from bridge %s" % (name, rec["bridge"]))
+            if link.operstate == IF_OPER_UP:
+                return
+            if time.monotonic() > deadline:
+                raise PyctrError("veth %s on bridge %s does not pass frames after %g s"
+                                 % (name, rec["bridge"], FORWARDING_SECONDS))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def detach(self, host, rec, lease):
         if rec.get("host_ifname"):
