@@ -6,8 +6,9 @@
   to run without root; any method can be made to fail. kernel.wire maps
   addresses to the MAC of a host on the wire that answers ARP probes; a
   veth's host end drops frames until the kernel has activated it (after
-  kernel.linkwatch_reads reads of it once its peer is up). Both mirror the real classes (see `mirrors`): a method or
-  parameter the real class lacks is refused, so a misspelt call fails.
+  kernel.linkwatch_reads reads of it once its peer is up). Both mirror the
+  real classes (see `mirrors`): a method or parameter the real class lacks
+  is refused, so a misspelt call fails.
 - stand_in(node): a process with its own netns, in place of a container,
   for exercising attach/detach directly.
 """

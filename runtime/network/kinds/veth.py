@@ -22,8 +22,8 @@ import time
 from pyctr.errors import PyctrError
 from pyctr.network import bridge, ipam
 from pyctr.network.addr import Subnet, check_ifname, int_ip, ip_int, random_mac
-from pyctr.network.rtnl import IF_OPER_UP
 from pyctr.network.kinds import Kind, device_subnet, request_subnet
+from pyctr.network.rtnl import IF_OPER_UP
 
 EXFULL = 54
 BR_MAX_PORTS = 1023  # the kernel's bridge port numbers are 1..1023
