@@ -99,56 +99,66 @@ def start_bench(args, tb, user, label, launcher):
         "pbveth": dict(kind="veth", subnet="10.89.0.0/24"),
         "pbmv": dict(kind="macvlan", uplink="nic0", subnet=NODE_SUBNET,
                      range="10.77.0.100-10.77.0.149", probe=False)}, max_containers=4)
-    from pyctr.bench.startup import Runners, timed_env
+    from pyctr.bench.startup import Runners
     runners = Runners()
     try:
         with userbed.Helpers(tb) as helpers:
             me = user.on(node, helpers)
-            root = runners.add(harness.Runner(
-                "root", prefix=["nsenter", "--net=/run/netns/" + node.netns], env=timed_env()))
-            # The user's runner: nsenter, setpriv (the user's ids), env -i.
-            mine = runners.add(harness.Runner("user", prefix=me.argv([])))
-            p = node.paths
-            as_root = [launcher, "--root", p.root, "--config", p.config, "--data", p.data]
-            as_user = [launcher, "--data", p.data]
-
-            def run(base, net):
-                argv = base + ["run", "--rm", "--net=" + net, label, "/bin/true"]
-                return lambda i: {"steps": [harness.step(argv)]}
-
-            contenders = [
-                harness.CommandContender("root veth", root, run(as_root, "pbveth"),
-                                         note="`pyctr run --rm --net=pbveth %s /bin/true` as "
-                                         "root (veth on bridge pbveth, 10.89.0.0/24)" % label),
-                harness.CommandContender("user veth", mine, run(as_user, "pbveth"),
-                                         peer="root veth",
-                                         note="the same as the user: the helper wires it"),
-                harness.CommandContender("root macvlan", root, run(as_root, "pbmv"),
-                                         peer="root macvlan",
-                                         note="`--net=pbmv`: macvlan on nic0, host shim, "
-                                         "probe = false, as root"),
-                harness.CommandContender("user macvlan", mine, run(as_user, "pbmv"),
-                                         peer="root macvlan", note="the same as the user"),
-            ]
-            bench = harness.Benchmark(
-                "net-start-rootless", "pyctr run with a network: a user (through the "
-                "helper) vs root: %s /bin/true" % label, "ms", contenders, peer="root veth",
-                runs=args.runs, warmup=args.warmup,
-                comparisons=[("user veth", "root veth", 1.2),
-                             ("user macvlan", "root macvlan", 1.2)],
-                notes=["all in simulated node %s; networks defined by root, granted to the "
-                       "user in policy.toml; one `pyctr netd serve` in the node" % node.netns,
-                       "the user's pyctr: state root in its XDG_RUNTIME_DIR (tmpfs), a user "
-                       "namespace mapping the user to root, the netns fd sent to the "
-                       "helper, which checks it and the policy and wires the container",
-                       "macvlan defined with probe = false: the ARP probe's fixed wait "
-                       "(arp.py) is the same for both and would only dilute the ratio",
-                       args.installed])
-            return bench.run()
+            try:
+                return _start_bench(args, label, launcher, node, me, runners)
+            finally:
+                runners.close()
+                user.kill_processes()
+                me.clean()  # while the helper is up: it releases their leases
     finally:
         runners.close()
         user.kill_processes()
-        userbed.UserOnNode(user, node, None).clean()
+
+
+def _start_bench(args, label, launcher, node, me, runners):
+    """The timed runs, root's and the user's, in node (its helper up)."""
+    from pyctr.bench.startup import timed_env
+    root = runners.add(harness.Runner(
+        "root", prefix=["nsenter", "--net=/run/netns/" + node.netns], env=timed_env()))
+    # The user's runner: nsenter, setpriv (the user's ids), env -i.
+    mine = runners.add(harness.Runner("user", prefix=me.argv([])))
+    p = node.paths
+    as_root = [launcher, "--root", p.root, "--config", p.config, "--data", p.data]
+    as_user = [launcher, "--data", p.data]
+
+    def run(base, net):
+        argv = base + ["run", "--rm", "--net=" + net, label, "/bin/true"]
+        return lambda i: {"steps": [harness.step(argv)]}
+
+    contenders = [
+        harness.CommandContender("root veth", root, run(as_root, "pbveth"),
+                                 note="`pyctr run --rm --net=pbveth %s /bin/true` as "
+                                 "root (veth on bridge pbveth, 10.89.0.0/24)" % label),
+        harness.CommandContender("user veth", mine, run(as_user, "pbveth"),
+                                 peer="root veth",
+                                 note="the same as the user: the helper wires it"),
+        harness.CommandContender("root macvlan", root, run(as_root, "pbmv"),
+                                 peer="root macvlan",
+                                 note="`--net=pbmv`: macvlan on nic0, host shim, "
+                                 "probe = false, as root"),
+        harness.CommandContender("user macvlan", mine, run(as_user, "pbmv"),
+                                 peer="root macvlan", note="the same as the user"),
+    ]
+    bench = harness.Benchmark(
+        "net-start-rootless", "pyctr run with a network: a user (through the "
+        "helper) vs root: %s /bin/true" % label, "ms", contenders, peer="root veth",
+        runs=args.runs, warmup=args.warmup,
+        comparisons=[("user veth", "root veth", 1.2),
+                     ("user macvlan", "root macvlan", 1.2)],
+        notes=["all in simulated node %s; networks defined by root, granted to the "
+               "user in policy.toml; one `pyctr netd serve` in the node" % node.netns,
+               "the user's pyctr: state root in its XDG_RUNTIME_DIR (tmpfs), a user "
+               "namespace mapping the user to root, the netns fd sent to the "
+               "helper, which checks it and the policy and wires the container",
+               "macvlan defined with probe = false: the ARP probe's fixed wait "
+               "(arp.py) is the same for both and would only dilute the ratio",
+               args.installed])
+    return bench.run()
 
 
 # ------------------------------------------------------- 2. throughput
@@ -327,9 +337,9 @@ def iperf_bench(args, user, label, rootfs, nic_tb, mv_tb, sl_tb, pa_tb):
         for podman in podmans:
             podman.close()
         user.kill_processes()
+        for node in mv_tb.nodes:  # while its helper is up: it releases their leases
+            user.on(node, helpers).clean()
         helpers.down()
-        for node in mv_tb.nodes:
-            userbed.UserOnNode(user, node, None).clean()
         shutil.rmtree(work, ignore_errors=True)
 
 
