@@ -101,18 +101,14 @@ def start_bench(args, tb, user, label, launcher):
                      range="10.77.0.100-10.77.0.149", probe=False)}, max_containers=4)
     from pyctr.bench.startup import Runners
     runners = Runners()
-    try:
-        with userbed.Helpers(tb) as helpers:
-            me = user.on(node, helpers)
-            try:
-                return _start_bench(args, label, launcher, node, me, runners)
-            finally:
-                runners.close()
-                user.kill_processes()
-                me.clean()  # while the helper is up: it releases their leases
-    finally:
-        runners.close()
-        user.kill_processes()
+    with userbed.Helpers(tb) as helpers:  # no runner nor user process before it is up
+        me = user.on(node, helpers)
+        try:
+            return _start_bench(args, label, launcher, node, me, runners)
+        finally:
+            runners.close()
+            user.kill_processes()
+            me.clean()  # while the helper is up: it releases their leases
 
 
 def _start_bench(args, label, launcher, node, me, runners):
