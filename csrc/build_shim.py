@@ -1,4 +1,4 @@
-"""cffi build script: compiles csrc/shim.c and supervise.c into the extension `pyctr._shim`.
+"""cffi build script: compiles csrc/shim.c, child.c and supervise.c into the extension `pyctr._shim`.
 
 API (out-of-line) mode, so the compiler checks every prototype against the
 system headers at install time and no libffi call happens at run time.
@@ -17,7 +17,7 @@ ffibuilder.cdef("\n".join(l for l in HEADER.splitlines() if not l.startswith("#"
 ffibuilder.set_source(
     "pyctr._shim",
     '#include "shim.h"',
-    sources=["csrc/shim.c", "csrc/supervise.c"],  # relative: setuptools rejects absolute paths
+    sources=["csrc/shim.c", "csrc/child.c", "csrc/supervise.c"],  # relative: setuptools rejects absolute paths
     include_dirs=["csrc"],
     libraries=["seccomp"],
     extra_compile_args=["-O2", "-Wall"],

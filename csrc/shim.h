@@ -14,6 +14,12 @@ long pyctr_clone(unsigned long flags);
  * cgroup.procs write costs. ENOSYS, E2BIG or EINVAL where the kernel lacks
  * it: then clone and move. */
 long pyctr_clone_into(unsigned long flags, int cgroup_fd);
+/* Clone as pyctr_clone_into (cgroup_fd >= 0) or pyctr_clone, and in the
+ * child run `program` (pyctr.childprog: the child's whole way to exec,
+ * built by the parent) in C, reporting on the channel socket channel_fd;
+ * the child never returns. The parent gets the pid, or -1. child.c. */
+long pyctr_clone_run(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
+                     size_t length);
 int pyctr_unshare(int flags);
 int pyctr_setns(int fd, int nstype);
 

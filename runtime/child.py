@@ -1,5 +1,9 @@
 """What the cloned child does, from clone() to execve(). Runs inside the
-new namespaces; see sync.py for the protocol with the parent.
+new namespaces; see sync.py for the protocol with the parent. Where
+childprog.compile covers the container (no user namespace, nothing to
+join, no bundle, no --init), the same steps run in C instead
+(csrc/child.c); a change here goes there too, and
+test_the_c_child_builds_the_container_the_python_child_builds compares.
 
 Every step is named; a failing step is reported to the parent as
 (step, errno, message) and the child exits 125. Nothing here may return
@@ -167,9 +171,8 @@ def prepare_process(proc, syscall, tie_to_parent=True, seccomp=None):
     # PMI_FD); every other one closes at exec. Marked before a filter can be
     # loaded below: a profile need not allow close_range (runtime-tools' and
     # older Docker defaults deny it).
-    keep = sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))
     first = 3
-    for fd in keep:
+    for fd in kept_fds(proc):
         os.set_inheritable(fd, True)
         if fd > first:
             syscall.close_range(first, fd - 1, syscalls.CLOSE_RANGE_CLOEXEC)
@@ -200,6 +203,11 @@ def prepare_process(proc, syscall, tie_to_parent=True, seccomp=None):
     except OSError as e:
         raise OSError(e.errno, "workdir %s: %s" % (proc.cwd, e.strerror)) from e
     syscall.reset_signals()
+
+
+def kept_fds(proc):
+    """The fds the workload gets, ascending: 3 .. 3+preserve_fds-1 and pass_fds."""
+    return sorted(set(range(3, 3 + proc.preserve_fds)) | set(proc.pass_fds))
 
 
 def exec_workload(proc, env_list, syscall, channel, seccomp=None, init=-1):

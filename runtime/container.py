@@ -13,7 +13,7 @@ the Container (paths, fds, pid) and its ContainerState record.
   etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
   cgroup         the container's own group: limits, device policy (cgroups.py)
-  clone          the child, blocked until IDS (child.py)
+  clone          the child: in C (childprog), or blocked until IDS (child.py)
   id_maps        uid_map/gid_map of a new user namespace
   user_namespaces  a user's container with networks: its namespaces opened for the helper
   cgroup_attach  the child into its group, before it does anything
@@ -31,7 +31,7 @@ records the exit; cleanup() and teardown() remove what the record lists.
 import errno
 import os
 
-from pyctr import syscalls
+from pyctr import childprog, syscalls
 from pyctr.child import Plan, child_main, exit_code
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Mount
@@ -217,20 +217,28 @@ def clone(c):
                 bool(c.clone_flags & syscalls.CLONE_NEWUSER),
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
                 c.new_cgroupns, c.cgroup_view, c.oci)
+    # None: the Python child (child_main), which the parent moves into its
+    # groups (cgroup_attach) and then sends IDS; the C child joins them itself.
     c.channel = Channel()
+    try:
+        c.program = childprog.compile(plan, c.channel, c.procs)
+    except PyctrError:
+        c.channel.abort()
+        raise
     c.syscall.block_signals()  # none may slip by between clone and wait
     into, v2 = c.clone_into or (-1, None)
     try:
         try:
-            c.pid = c.syscall.clone(c.clone_flags, into)
+            c.pid = c.syscall.clone(c.clone_flags, into, c.program)
         except OSError as e:
             if into < 0 or e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
                 raise
             # a kernel (or seccomp filter) without clone3's CLONE_INTO_CGROUP:
-            # cgroup_attach moves the child there too
+            # the child is moved (or moves itself) there too
             from pyctr import cgroups
             c.procs += cgroups.open_procs_files([v2])
-            c.pid = c.syscall.clone(c.clone_flags)
+            c.program = childprog.compile(plan, c.channel, c.procs)
+            c.pid = c.syscall.clone(c.clone_flags, -1, c.program)
     except OSError as e:
         c.channel.abort()
         raise from_oserror("cannot create namespaces (clone)", e) from e
@@ -239,6 +247,8 @@ def clone(c):
     if into >= 0:
         os.close(into)
         c.clone_into = None
+    if c.program:
+        _close_procs(c)  # the child's copies are the ones it writes to
     c.undo.push(_kill, c)
     c.channel.parent_side()
     _close_joined(c)
@@ -297,8 +307,9 @@ def bundle(c):
 
 def ids(c):
     """The child builds its root while the parent records it (~3 ms of
-    state and config.json side by side); a bundle's waits for its hooks."""
-    if not c.spec.oci:
+    state and config.json side by side); a bundle's waits for its hooks.
+    The C child waits for nothing before GO."""
+    if not c.spec.oci and not c.program:
         c.channel.send(IDS)
 
 
@@ -398,6 +409,7 @@ class Container:
         self.clone_into = None     # (fd, dir) of its cgroup v2 group: clone starts the child there
         self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
+        self.program = None        # the C child's childprog.Program, or None: the Python child
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
         self.user_ns = None        # a user's: network.rootless.Namespaces, for the helper

@@ -34,14 +34,32 @@ exec succeeded (CPython's subprocess does the same with a pipe).
 READY (nothing is held at the barrier then), so the child finds GO queued
 and goes on without waiting for the parent to be scheduled.
 
+The C child (csrc/child.c, running the op list childprog.compile wrote;
+all new namespaces, no user one, no bundle) takes no IDS: it writes itself
+into its v1 groups ("0" to the cgroup.procs files the parent opened), then
+unshares its cgroup namespace and builds everything, while the parent
+records it. It speaks the rest of the protocol as above:
+
+  parent                                        C child
+  ──────                                        ───────
+  clone3(... INTO_CGROUP) with the op list      not dumpable; PDEATHSIG=KILL
+        │                                       "0" to each v1 cgroup.procs
+  state.json: created, pid                      unshare the cgroup ns; hostname,
+  network: into /proc/PID/ns/net                mounts, pivot_root, lo up
+  send GO + env ──────────────────────────────▶ (queued)
+  recv ........................... blocks       │
+        │  ◀────────────────────────────────── READY; recv GO
+        │                                       ids, capabilities, fds; execve(CMD)
+        │  ◀────────────── EOF | REPORT ──────
+
 If the parent fails before GO it closes its end without sending: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
 what it did. Order is checked on both sides: the child accepts exactly IDS
-then GO; the parent accepts a REPORT (or EOF: the child died) wherever it
-waits, FDs then READY, and after READY only EOF or REPORT. A parent
-stage that fails because the child is gone (its netns, its /proc entry)
-gives the REPORT waiting unread, if any (report_waiting): the child's
-reason, not the stage's.
+then GO (the C child: GO); the parent accepts a REPORT (or EOF: the child
+died) wherever it waits, FDs then READY, and after READY only EOF or
+REPORT. A parent stage that fails because the child is gone (its netns,
+its /proc entry) gives the REPORT waiting unread, if any
+(report_waiting): the child's reason, not the stage's.
 """
 import os
 import sys

@@ -36,6 +36,19 @@ def cap_last_cap():
     return _cap_last
 
 
+def cap_split(keep):
+    """(kept, dropped) capability numbers: `keep` cut to what the running
+    kernel has, and every other one it has."""
+    last = cap_last_cap()
+    keep = [n for n in keep if n <= last]
+    return keep, [n for n in range(last + 1) if n not in keep]
+
+
+def cap_mask(caps):
+    """A capability set as capset(2) takes it: bit N for capability N."""
+    return sum(1 << n for n in set(cap_split(caps)[0]))
+
+
 # clone(2)/unshare(2)/setns(2) flags
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -103,15 +116,21 @@ class Syscalls:
         return self._check(self._lib.pyctr_prctl(option, arg), "prctl(%d)" % option)
 
     # -- processes and namespaces -------------------------------------
-    def clone(self, flags, cgroup_fd=-1):
+    def clone(self, flags, cgroup_fd=-1, program=None):
         """fork()-like clone into new namespaces; with cgroup_fd (a cgroup v2
         directory) the child is born in that group (pyctr_clone_into: OSError
-        ENOSYS, E2BIG or EINVAL where the kernel cannot)."""
+        ENOSYS, E2BIG or EINVAL where the kernel cannot). With program (a
+        childprog.Program) the child runs that in C and never returns here;
+        without, it returns 0 in the child, as fork() does."""
         # Rootless: the parent (not root) writes the child's uid_map, which a
         # process that is not dumpable does not let it open; the child hides
         # itself once the maps are written (child.py).
         hide = not (flags & CLONE_NEWUSER and os.geteuid() != 0)
-        if cgroup_fd >= 0:
+        if program is not None:
+            call = lambda: self._check(self._lib.pyctr_clone_run(
+                flags, cgroup_fd, program.channel_fd, program.code, len(program.code)),
+                "clone3" if cgroup_fd >= 0 else "clone")
+        elif cgroup_fd >= 0:
             call = lambda: self._check(self._lib.pyctr_clone_into(flags, cgroup_fd), "clone3")
         else:
             call = lambda: self._check(self._lib.pyctr_clone(flags), "clone")
@@ -319,11 +338,6 @@ class Syscalls:
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
 
-    def _cap_split(self, keep):
-        last = cap_last_cap()
-        keep = [n for n in keep if n <= last]
-        return keep, [n for n in range(last + 1) if n not in keep]
-
     def start_writer(self, fd, data):
         """Write `data` (bytes, at most 64) to fd and close it, in a thread
         of the shim's; join_writer() returns once that thread has ended.
@@ -336,7 +350,7 @@ class Syscalls:
     def drop_bounding(self, keep):
         """Cut the bounding set to `keep` (capability numbers), up to the
         running kernel's last cap. Needs CAP_SETPCAP: do it before setuid."""
-        drop = self._cap_split(keep)[1]
+        drop = cap_split(keep)[1]
         self._check(self._lib.pyctr_drop_bounding(self._ffi.new("int[]", drop), len(drop)),
                     "prctl(PR_CAPBSET_DROP)")
 
@@ -344,13 +358,13 @@ class Syscalls:
         """The three per-thread sets, each exactly as given (numbers)."""
         words = []
         for caps in (effective, permitted, inheritable):
-            mask = sum(1 << n for n in set(self._cap_split(caps)[0]))
+            mask = cap_mask(caps)
             words.append(self._ffi.new("uint32_t[2]", [mask & 0xFFFFFFFF, mask >> 32]))
         self._check(self._lib.pyctr_capset(*words), "capset")
 
     def set_ambient(self, caps):
         """The ambient set = `caps` (each already permitted and inheritable)."""
-        caps = self._cap_split(caps)[0]
+        caps = cap_split(caps)[0]
         self._check(self._lib.pyctr_set_ambient(self._ffi.new("int[]", caps), len(caps)),
                     "set ambient capabilities")
 

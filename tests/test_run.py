@@ -340,3 +340,35 @@ def test_rootless_maps_caller_to_root(rootfs, tmp_path):
         subprocess.run(["rm", "-rf", state])
         if made:  # a user the test made goes with it
             subprocess.run(["userdel", "pyctr-test"], capture_output=True)
+
+
+# What a container shows of how it was built: identity, privileges, filter,
+# mounts, devices, cgroups, environment, signals, open fds.
+BUILT = ("grep -E '^(Cap|NoNewPrivs|Seccomp|Uid|Gid|Groups|Sig)' /proc/self/status;"
+         "cut -d' ' -f4- /proc/self/mountinfo; stat -c '%n %f %u %g %t %T %N' /dev/* /dev/*/*;"
+         "ls -A /sys/fs/cgroup; cat /proc/self/cgroup; env | sort; pwd; hostname; ls /proc/self/fd;"
+         "ulimit -a")
+
+
+def test_the_c_child_builds_the_container_the_python_child_builds(pyctr):
+    """The C child (csrc/child.c) runs the same steps as the Python child
+    (child.py) for the cases it takes: every fact a container's process
+    can see of its making is the same, and so are failures, their code and
+    their message. PYCTR_CHILD=python makes pyctr use the Python child,
+    =c the C child (or fail)."""
+    import re
+    cases = [("busybox", "sh", "-c", BUILT),
+             ("--read-only", "-u", "1000:1000", "--cap-add", "NET_RAW", "-w", "/new/dir",
+              "-e", "A=1", "--hostname", "h2", "--net=none", "busybox", "sh", "-c", BUILT),
+             ("--security-opt", "seccomp=unconfined", "--cap-drop", "ALL", "busybox", "sh", "-c",
+              BUILT),
+             ("busybox", "no-such-command"),
+             ("-w", "/bin/sh", "busybox", "true")]
+    for args in cases:
+        seen = []
+        for child in ("c", "python"):
+            p = run(pyctr, *args, env=dict(os.environ, PYCTR_CHILD=child))
+            out = re.sub(r"\b[0-9a-f]{12}\b", "ID", p.stdout + p.stderr)
+            seen.append((p.returncode, re.sub(r"pipe:\[\d+\]", "pipe", out)))
+        assert seen[0] == seen[1], args
+    assert seen[0] == (125, "pyctr: mount: mkdir /bin/sh: Not a directory\n")

@@ -1,0 +1,289 @@
+"""The child as a program for csrc/child.c: what child.child_main does from
+clone() to execve(), written out by the parent before clone as an op list,
+so that the cloned process runs no Python at all (bubblewrap's way: the
+list is built first, then executed).
+
+Why: a child that runs Python after a fork-style clone touches, and so
+copies, hundreds of the interpreter's pages, and makes ~150 Python calls
+before its exec; that is most of the time between clone and the workload,
+and it is on every start's path.
+
+compile() covers the common case and returns None for the rest, which the
+Python child runs as before: a user namespace, namespaces to join or a
+bundle (their IDS must come before the root is built), --init, a bundle's
+process settings, device nodes, or PYCTR_CHILD=python in pyctr's
+environment. The steps are child.py's and rootfs.plan_*'s, in the same
+order, with the same step names and messages; only who executes them
+differs. Composite rootfs steps that ask the filesystem (is it a
+directory, does it exist, which flags are locked) are asked in C, at the
+moment the Python child would ask.
+"""
+import errno
+import os
+import sys
+
+from pyctr import cgroups, rootfs, syscalls
+from pyctr.child import builds_before_ids, kept_fds
+from pyctr.errors import PyctrError
+from pyctr.spec import CAPABILITIES
+
+SIGKILL = 9
+NO_STRING = 0xFFFFFFFF
+
+# csrc/child.c's ops, in its enum's order, each with its arguments: i an
+# int, s a string (or None), [..] a list of those (of tuples, for several).
+OPS = (("step", "s"), ("close", "i"), ("prctl", "ii"), ("hostname", "s"),
+       ("mount", "sssis"), ("mkdir", "s"), ("hold_root", "i"), ("mkdir_in_root", "ss"),
+       ("mount_in_root", "ssssis"), ("bind", "sssi"), ("mount_sysfs", "ssi"),
+       ("symlink_in_root", "ssss"), ("setattr_in_root", "ssii"), ("chdir", "s"),
+       ("pivot_root", "ss"), ("umount", "si"), ("mask", "[s]"), ("readonly", "s"),
+       ("unshare", "i"), ("loopback_up", ""), ("ready_go", ""), ("keyring", ""),
+       ("keep_fds", "[i]"), ("seccomp", "s"), ("drop_bounding", "[i]"), ("set_ids", "ii[i]"),
+       ("capset", "iii"), ("ambient", "[i]"), ("workdir", "s"), ("reset_signals", ""),
+       ("exec", "[s][s]s"), ("join_cgroups", "[is]"))
+_CODE = {name: i for i, (name, _) in enumerate(OPS)}
+_SCHEMA = dict(OPS)
+
+
+class Program:
+    """What Syscalls.clone hands the C child: its channel end and its code."""
+    __slots__ = ("channel_fd", "code")
+
+    def __init__(self, channel_fd, code):
+        self.channel_fd, self.code = channel_fd, code
+
+
+class Unsupported(Exception):
+    """A step the C child has no op for: the Python child runs instead."""
+
+
+def compile(plan, channel, procs=()):
+    """The Program of `plan` (a child.Plan), or None where the Python child
+    must run it. procs: [(fd, directory)] of the cgroup.procs files the
+    child writes itself into first (cgroups.open_procs_files): it needs no
+    IDS then, nothing from the parent before GO. PYCTR_CHILD in pyctr's
+    environment: "python" always takes the Python child, "c" the C child
+    or fails (tests use both)."""
+    choice = os.environ.get("PYCTR_CHILD")
+    if choice == "python":
+        return None
+    proc = plan.spec.process
+    why = ("a user namespace, namespaces to join or a bundle" if not builds_before_ids(plan)
+           else "--init" if proc.init else "a bundle's process settings" if proc.oci else None)
+    w = _Writer()
+    if not why:
+        try:
+            _child(w, plan, channel, procs)
+        except Unsupported as e:
+            why = "step %s" % e
+    if why and choice == "c":
+        raise PyctrError("PYCTR_CHILD=c: the C child does not do %s" % why)
+    return None if why else Program(channel.child_fd, w.bytes())
+
+
+def _child(w, plan, channel, procs):
+    """child.child_main for a plan that builds_before_ids, but that it
+    moves itself into its groups (as `pyctr exec` does), where child_main
+    waits for IDS, the parent having moved it."""
+    spec = plan.spec
+    w.op("close", channel.parent_fd)
+    if plan.tie_to_parent:
+        w.op("prctl", syscalls.PR_SET_PDEATHSIG, SIGKILL)
+    if procs:
+        w.op("step", "join the container's cgroups")
+        w.op("join_cgroups", list(procs))
+    if plan.new_cgroupns:  # rooted at the groups just joined
+        w.op("step", "unshare the cgroup namespace")
+        w.op("unshare", syscalls.CLONE_NEWCGROUP)
+    uts = spec.namespace("uts")
+    if spec.hostname and uts and not uts.path:
+        w.op("step", "sethostname")
+        w.op("hostname", spec.hostname)
+    w.op("step", "prepare root filesystem")
+    _steps(w, rootfs.plan_root(spec, plan.rootfs, plan.layers))
+    w.op("step", "mount")
+    w.op("hold_root", 1)
+    _steps(w, rootfs.plan_mounts(spec, plan.rootfs, plan.etc_mounts, plan.cgroup_view,
+                                 pivot=False))
+    w.op("hold_root", 0)
+    _steps(w, rootfs.plan_pivot(plan.rootfs))
+    w.op("step", "mask and protect paths")
+    _steps(w, rootfs.plan_finish(spec))
+    if plan.new_netns:
+        w.op("step", "bring up lo")
+        w.op("loopback_up")
+    w.op("step", "wait at the exec barrier")
+    w.op("ready_go")
+    w.op("step", "set up the process (ids, capabilities, fds)")
+    _process(w, spec.process, plan.tie_to_parent, spec.seccomp)
+    w.op("exec", spec.process.args, spec.process.env,
+         spec.seccomp.program if spec.seccomp and spec.process.no_new_privileges else None)
+
+
+def _process(w, proc, tie_to_parent, seccomp):
+    """child.prepare_process, in its order."""
+    w.op("keyring")
+    w.op("keep_fds", kept_fds(proc))
+    if seccomp and not proc.no_new_privileges:
+        w.op("seccomp", seccomp.program)
+    caps = proc.capabilities
+    numbers = lambda names: [CAPABILITIES[c] for c in names]
+    w.op("drop_bounding", syscalls.cap_split(numbers(caps.bounding))[1])
+    w.op("prctl", syscalls.PR_SET_KEEPCAPS, 1)
+    w.op("set_ids", proc.uid, proc.gid, list(proc.additional_gids))
+    w.op("capset", *(syscalls.cap_mask(numbers(c))
+                     for c in (caps.effective, caps.permitted, caps.inheritable)))
+    w.op("ambient", syscalls.cap_split(numbers(caps.ambient))[0])
+    if proc.no_new_privileges:
+        w.op("prctl", syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    if tie_to_parent:
+        w.op("prctl", syscalls.PR_SET_PDEATHSIG, SIGKILL)
+    w.op("workdir", proc.cwd)
+    w.op("reset_signals")
+
+
+def _steps(w, steps):
+    """rootfs steps as ops: primitive ones one to one, composite ones as the
+    ops that ask at run time (bind, mount_sysfs, mask, readonly) or, for the
+    cgroup mount, expanded here (it asks nothing)."""
+    for op, *args in steps:
+        if op == "symlink_in_root":  # the parent directory is opened, the name made in it
+            root, target, path = args
+            parent, _, name = path.rstrip("/").rpartition("/")
+            w.op(op, root, target, parent or "/", name)
+        elif op == "mask":
+            w.op(op, list(args[0]))
+        elif op == "mount_cgroup":
+            _cgroup_mount(w, *args)
+        elif op in ("mount", "mkdir", "mkdir_in_root", "mount_in_root", "bind", "mount_sysfs",
+                    "chdir", "pivot_root", "umount", "readonly"):
+            w.op(op, *args)
+        else:
+            raise Unsupported(op)
+
+
+def _cgroup_mount(w, root, dest, flags, view):
+    """cgroups.mount_view's calls, recorded twice: as it runs where
+    mount_setattr works, and where it fails with ENOSYS (a kernel before
+    5.12). The C child makes the first; on ENOSYS it runs the rest of the
+    second (remounts), which it skips otherwise."""
+    done, old_kernel = _MountRecorder(), _MountRecorder(enosys=True)
+    cgroups.mount_view(done, root, dest, flags, view)
+    cgroups.mount_view(old_kernel, root, dest, flags, view)
+    if not done.calls or done.calls[-1][0] != "setattr_in_root":
+        _steps(w, done.calls)
+        return
+    fallback = old_kernel.calls[len(done.calls):]
+    _steps(w, done.calls[:-1])
+    w.op(*done.calls[-1], len(fallback))
+    _steps(w, fallback)
+
+
+class _MountRecorder:
+    """The Syscalls methods mount_view calls, as steps; any other one it
+    may come to call leaves the cgroup mount to the Python child."""
+
+    def __init__(self, enosys=False):
+        self.calls, self.enosys = [], enosys
+
+    def mount_in_root(self, root, path, source, fstype, flags=0, data=None):
+        self.calls.append(("mount_in_root", root, path, source, fstype, flags, data))
+
+    def mkdir_in_root(self, root, path):
+        self.calls.append(("mkdir_in_root", root, path))
+
+    def symlink_in_root(self, root, target, path):
+        self.calls.append(("symlink_in_root", root, target, path))
+
+    def set_mount_flags_in_root(self, root, path, flags):
+        self.calls.append(("setattr_in_root", root, path, flags))
+        if self.enosys:
+            raise OSError(errno.ENOSYS, "mount_setattr")
+
+    def __getattr__(self, name):
+        raise Unsupported("cgroup mount: " + name)
+
+
+def _parse(schema):
+    """"ii[is]" -> ["i", "i", ["i", "s"]]"""
+    out, stack = [], []
+    for ch in schema:
+        if ch == "[":
+            stack.append(out)
+            out = []
+        elif ch == "]":
+            inner, out = out, stack.pop()
+            out.append(inner)
+        else:
+            out.append(ch)
+    return out
+
+
+_TYPES = {name: _parse(schema) for name, schema in OPS}
+
+
+class _Writer:
+    """The byte format csrc/child.c reads: an op is its code, then its
+    arguments as OPS gives them; an int is 8 bytes, a string a 4-byte
+    length (NO_STRING for None), its bytes and a NUL; a list its length,
+    then its items. Arguments are checked against OPS: a mistake here fails
+    in the parent, not as a garbled program in the child."""
+
+    def __init__(self):
+        self._parts = []
+
+    def op(self, name, *args):
+        types = _TYPES[name]
+        if len(args) != len(types):
+            raise TypeError("op %s takes %d arguments, not %d" % (name, len(types), len(args)))
+        self._int(_CODE[name])
+        for kind, arg in zip(types, args):
+            self._arg(kind, arg)
+
+    def bytes(self):
+        return b"".join(self._parts)
+
+    def _arg(self, kind, arg):
+        if isinstance(kind, list):
+            self._int(len(arg))
+            for item in arg:
+                for k, a in zip(kind, item if len(kind) > 1 else (item,)):
+                    self._arg(k, a)
+        elif kind == "i":
+            if not isinstance(arg, int):
+                raise TypeError("an int, not %r" % (arg,))
+            self._int(arg)
+        elif arg is None:
+            self._parts.append(NO_STRING.to_bytes(4, sys.byteorder))
+        else:
+            raw = os.fsencode(arg)
+            self._parts += [len(raw).to_bytes(4, sys.byteorder), raw, b"\0"]
+
+    def _int(self, value):
+        self._parts.append(value.to_bytes(8, sys.byteorder, signed=True))
+
+
+def decode(code):
+    """[(op, args)] of a program, as _Writer was given them (lists as lists,
+    strings as bytes): for tests and for reading one by hand."""
+    pos, ops = 0, []
+
+    def read(kind):
+        nonlocal pos
+        if isinstance(kind, list):
+            items = [[read(k) for k in kind] for _ in range(read("i"))]
+            return [i if len(kind) > 1 else i[0] for i in items]
+        if kind == "i":
+            pos += 8
+            return int.from_bytes(code[pos - 8:pos], sys.byteorder, signed=True)
+        length = int.from_bytes(code[pos:pos + 4], sys.byteorder)
+        pos += 4
+        if length == NO_STRING:
+            return None
+        pos += length + 1
+        return code[pos - length - 1:pos - 1]
+
+    while pos < len(code):
+        name = OPS[read("i")][0]
+        ops.append((name, [read(k) for k in _TYPES[name]]))
+    return ops
