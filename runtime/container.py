@@ -18,7 +18,7 @@ the Container (paths, fds, pid) and its ContainerState record.
   user_namespaces  a user's container with networks: its namespaces opened for the helper
   cgroup_attach  the child into its group, before it does anything
   ids            the child builds its root meanwhile (a bundle's: after its hooks)
-  record         status created, pid
+  record         status created, pid (for run: start() records it running)
   bundle         a bundle's record, exec FIFO, prestart/createRuntime hooks, IDS
   networks       devices into the child's netns (pyctr.network)
   mpi_rank       a launcher's rank: MPI settings, PMIx relay
@@ -292,10 +292,19 @@ def _close_procs(c):
 
 
 def record(c):
-    c.state.status, c.state.pid = "created", c.pid
+    """Status created, the child's pid and start time. For run (create
+    then start at once) start() records them, status running, while the
+    child execs: GO goes first (ready), so the child waits for nothing."""
+    if not c.start_follows:
+        _record(c, "created")
+
+
+def _record(c, status):
+    # config.json first: a record that names the pid has its config (exec reads it)
+    c.store.write_file(c.state.name, "config.json", _oci_json(c.spec))
+    c.state.status, c.state.pid = status, c.pid
     c.state.pid_start = process_start_time(c.pid)
     c.store.save(c.state)
-    c.store.write_file(c.state.name, "config.json", _oci_json(c.spec))
 
 
 def bundle(c):
@@ -447,8 +456,12 @@ class Container:
                 self.channel.send(GO, self.extra_env)
             # Recorded while the child execs (a failed exec removes the
             # record with everything else, in destroy): not after it.
-            self.state.status, self.state.started = "running", now()
-            self.store.save(self.state)
+            self.state.started = now()
+            if self.start_follows:
+                _record(self, "running")
+            else:
+                self.state.status = "running"
+                self.store.save(self.state)
             error = self.channel.wait_exec()
         except BaseException:
             self.destroy()
