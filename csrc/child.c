@@ -336,27 +336,33 @@ static void plain_mount(const char *source, const char *target, const char *fsty
         fail("mount", target);
 }
 
-/* os.makedirs(path, exist_ok=True) */
+/* os.makedirs(path, exist_ok=True): the directory first, its parents only
+ * where it cannot be made for want of them (mostly they exist). */
+static int make_dir(const char *path, int mode)
+{
+    return mkdir(path, (mode_t)mode) == 0 || (errno == EEXIST && is_dir(path)) ? 0 : -1;
+}
+
 static void makedirs(const char *path, int mode)
 {
-    char buf[PATH_MAX];
+    if (make_dir(path, mode) == 0)
+        return;
+    char parent[PATH_MAX];
     size_t len = strlen(path);
-    if (len >= sizeof(buf)) {
-        errno = ENAMETOOLONG;
+    if (errno != ENOENT || len >= sizeof(parent))
+        fail(NULL, NULL);
+    memcpy(parent, path, len + 1);
+    char *slash = strrchr(parent, '/');
+    while (slash && slash > parent && slash[-1] == '/')
+        slash--;
+    if (!slash || slash == parent) {
+        errno = ENOENT;
         fail(NULL, NULL);
     }
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, (mode_t)mode) < 0 && !(errno == EEXIST && is_dir(buf)))
-                fail(NULL, NULL);
-            if (!c)
-                return;
-            *p = c;
-        }
-    }
+    *slash = '\0';
+    makedirs(parent, mode);
+    if (make_dir(path, mode) < 0)
+        fail(NULL, NULL);
 }
 
 /* ---- the process: child.prepare_process and exec_workload ---------------- */
