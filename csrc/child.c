@@ -46,7 +46,7 @@ enum {
     OP_SETATTR_IN_ROOT, OP_CHDIR, OP_PIVOT_ROOT, OP_UMOUNT, OP_MASK, OP_READONLY,
     OP_UNSHARE, OP_LOOPBACK_UP, OP_READY_GO, OP_KEYRING, OP_KEEP_FDS,
     OP_SECCOMP, OP_DROP_BOUNDING, OP_SET_IDS, OP_CAPSET, OP_AMBIENT, OP_WORKDIR,
-    OP_RESET_SIGNALS, OP_EXEC, OP_JOIN_CGROUPS, OP_COUNT
+    OP_RESET_SIGNALS, OP_EXEC, OP_JOIN_CGROUPS, OP_DEVICE, OP_COUNT
 };
 
 #define NO_STRING 0xFFFFFFFFu
@@ -311,6 +311,26 @@ static int lexists(const char *path)
     return lstat(path, &st) == 0;
 }
 
+/* Syscalls.exists_in_root */
+static int exists_in_root(const char *root, const char *path)
+{
+    int opened;
+    int rfd = root_fd(root, &opened);
+    int fd = pyctr_open_in_root(rfd, path, O_PATH);
+    int err = errno;
+    if (opened)
+        close(rfd);
+    if (fd >= 0) {
+        close(fd);
+        return 1;
+    }
+    if (err == ENOENT || err == ENOTDIR || err == ELOOP)
+        return 0;
+    errno = err;
+    fail("open", path);
+    return 0;
+}
+
 /* rootfs._bind */
 static void bind_in_root(const char *source, const char *root, const char *dest, unsigned long flags)
 {
@@ -462,6 +482,7 @@ static const char *resolve(const char *cmd, char **env, int n, char *buf, size_t
 static void exec_workload(struct prog *g)
 {
     static char *argv[MAX_ENV + 1], *env[MAX_ENV + 1];
+    char **args = argv;
     int64_t argc = get_int(g);
     if (argc < 1 || argc > MAX_ENV)
         bad_program();
@@ -476,15 +497,31 @@ static void exec_workload(struct prog *g)
         go[go_len] = '\0';  /* GO's payload: entries NUL-separated, none after the last */
         env_add(env, &n, go + i);
     }
-    env[n] = NULL;
     uint32_t filter_len;
     const char *filter = get_str(g, &filter_len);
+    int init = (int)get_int(g);
+    const char *tag = get_str(g, NULL);
     static char path[PATH_MAX];
     const char *file = resolve(argv[0], env, n, path, sizeof(path));
-    pyctr_exec(-1, file, argv, env, filter, filter ? filter_len : 0);
-    int err = errno;
     step = "exec";
-    snprintf(message, sizeof(message), "%s: %s", argv[0],
+    if (init >= 0) {  /* reaper.command: pyctr-init runs the workload, reports on the channel */
+        static char report_env[64], path_env[PATH_MAX + 32];
+        static char *init_argv[MAX_ENV + 3] = {"pyctr-init", "--"};
+        int flags = fcntl(sock, F_GETFD);
+        if (flags < 0 || fcntl(sock, F_SETFD, flags & ~FD_CLOEXEC) < 0)
+            fail(NULL, NULL);
+        snprintf(report_env, sizeof(report_env), "PYCTR_INIT_REPORT=%d:%s", sock, tag);
+        snprintf(path_env, sizeof(path_env), "PYCTR_INIT_PATH=%s", file);
+        env_add(env, &n, report_env);
+        env_add(env, &n, path_env);
+        memcpy(init_argv + 2, argv, sizeof(*argv) * ((size_t)argc + 1));
+        args = init_argv;
+        step = "start pyctr-init";
+    }
+    env[n] = NULL;
+    pyctr_exec(init, file, args, env, filter, filter ? filter_len : 0);
+    int err = errno;
+    snprintf(message, sizeof(message), "%s: %s", args[0],
              err == ENOENT ? "executable file not found in $PATH" : strerror(err));
     send_report(err, message);
 }
@@ -710,6 +747,34 @@ static void run(struct prog *g)
                 }
                 close(fd);
             }
+            break;
+        }
+        case OP_DEVICE: {  /* devices.make_node: mknod as runc does, else bind the host's */
+            const char *root = get_str(g, NULL), *dest = get_str(g, NULL);
+            const char *dir = get_str(g, NULL), *parent = get_str(g, NULL);
+            const char *name = get_str(g, NULL);
+            mode_t mode = (mode_t)get_int(g);
+            dev_t dev = (dev_t)get_int(g);
+            uid_t uid = (uid_t)get_int(g);
+            gid_t gid = (gid_t)get_int(g);
+            const char *host = get_str(g, NULL);
+            close(in_root(root, dir, pyctr_mkdir_in_root, 0755, "mkdir"));
+            if (!exists_in_root(root, dest)) {
+                int fd = open_in_root(root, parent, O_PATH | O_DIRECTORY);
+                if (mknodat(fd, name, mode, dev) == 0) {
+                    /* the umask's part back; never through a symlink */
+                    if (fchmodat(fd, name, mode & 07777, AT_SYMLINK_NOFOLLOW) < 0 ||
+                        fchownat(fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+                        fail(NULL, NULL);
+                    close(fd);
+                    break;
+                }
+                if (errno != EPERM && errno != EACCES)
+                    fail(NULL, NULL);
+                close(fd);
+                close(in_root(root, dest, pyctr_touch_in_root, 0644, "create"));
+            }
+            mount_in_root(root, dest, host, NULL, MS_BIND, NULL, 0);
             break;
         }
         case OP_EXEC:

@@ -1,7 +1,7 @@
 """What the cloned child does, from clone() to execve(). Runs inside the
 new namespaces; see sync.py for the protocol with the parent. Where
 childprog.compile covers the container (no user namespace, nothing to
-join, no bundle, no --init), the same steps run in C instead
+join, no bundle), the same steps run in C instead
 (csrc/child.c); a change here goes there too, and
 test_the_c_child_builds_the_container_the_python_child_builds compares.
 

@@ -10,9 +10,9 @@ and it is on every start's path.
 
 compile() covers the common case and returns None for the rest, which the
 Python child runs as before: a user namespace, namespaces to join or a
-bundle (their IDS must come before the root is built), --init, a bundle's
-process settings, device nodes, or PYCTR_CHILD=python in pyctr's
-environment. The steps are child.py's and rootfs.plan_*'s, in the same
+bundle (their IDS must come before the root is built), a bundle's
+process settings, or PYCTR_CHILD=python in pyctr's environment. With --init the parent loads pyctr-init's memfd (reaper.load)
+before clone, where the Python child loads it itself. The steps are child.py's and rootfs.plan_*'s, in the same
 order, with the same step names and messages; only who executes them
 differs. Composite rootfs steps that ask the filesystem (is it a
 directory, does it exist, which flags are locked) are asked in C, at the
@@ -22,9 +22,10 @@ import errno
 import os
 import sys
 
-from pyctr import cgroups, rootfs, syscalls
+from pyctr import cgroups, devices, rootfs, syscalls
 from pyctr.child import builds_before_ids, kept_fds
 from pyctr.errors import PyctrError
+from pyctr.reaper import REPORT_TAG
 from pyctr.spec import CAPABILITIES
 
 SIGKILL = 9
@@ -40,7 +41,7 @@ OPS = (("step", "s"), ("close", "i"), ("prctl", "ii"), ("hostname", "s"),
        ("unshare", "i"), ("loopback_up", ""), ("ready_go", ""), ("keyring", ""),
        ("keep_fds", "[i]"), ("seccomp", "s"), ("drop_bounding", "[i]"), ("set_ids", "ii[i]"),
        ("capset", "iii"), ("ambient", "[i]"), ("workdir", "s"), ("reset_signals", ""),
-       ("exec", "[s][s]s"), ("join_cgroups", "[is]"))
+       ("exec", "[s][s]sis"), ("join_cgroups", "[is]"), ("device", "sssssiiiis"))
 _CODE = {name: i for i, (name, _) in enumerate(OPS)}
 _SCHEMA = dict(OPS)
 
@@ -57,31 +58,46 @@ class Unsupported(Exception):
     """A step the C child has no op for: the Python child runs instead."""
 
 
-def compile(plan, channel, procs=()):
+def wanted(plan):
+    """Is the C child to run `plan`, as far as can be told before its
+    steps are written? PYCTR_CHILD in pyctr's environment: "python" always
+    takes the Python child, "c" the C child or fails (tests use both)."""
+    choice = os.environ.get("PYCTR_CHILD")
+    if choice == "python":
+        return False
+    why = _why_not(plan)
+    if why and choice == "c":
+        raise PyctrError("PYCTR_CHILD=c: the C child does not do %s" % why)
+    return not why
+
+
+def _why_not(plan):
+    if not builds_before_ids(plan):
+        return "a user namespace, namespaces to join or a bundle"
+    return "a bundle's process settings" if plan.spec.process.oci else None
+
+
+def compile(plan, channel, procs=(), init=-1):
     """The Program of `plan` (a child.Plan), or None where the Python child
     must run it. procs: [(fd, directory)] of the cgroup.procs files the
     child writes itself into first (cgroups.open_procs_files): it needs no
-    IDS then, nothing from the parent before GO. PYCTR_CHILD in pyctr's
-    environment: "python" always takes the Python child, "c" the C child
-    or fails (tests use both)."""
-    choice = os.environ.get("PYCTR_CHILD")
-    if choice == "python":
+    IDS then, nothing from the parent before GO. init: for --init, the
+    parent's memfd of pyctr-init (reaper.load), which the child execs."""
+    if not wanted(plan):
         return None
-    proc = plan.spec.process
-    why = ("a user namespace, namespaces to join or a bundle" if not builds_before_ids(plan)
-           else "--init" if proc.init else "a bundle's process settings" if proc.oci else None)
+    if plan.spec.process.init and init < 0:
+        raise ValueError("--init needs the memfd of pyctr-init")
     w = _Writer()
-    if not why:
-        try:
-            _child(w, plan, channel, procs)
-        except Unsupported as e:
-            why = "step %s" % e
-    if why and choice == "c":
-        raise PyctrError("PYCTR_CHILD=c: the C child does not do %s" % why)
-    return None if why else Program(channel.child_fd, w.bytes())
+    try:
+        _child(w, plan, channel, procs, init)
+    except Unsupported as e:
+        if os.environ.get("PYCTR_CHILD") == "c":
+            raise PyctrError("PYCTR_CHILD=c: the C child does not do step %s" % e) from None
+        return None
+    return Program(channel.child_fd, w.bytes())
 
 
-def _child(w, plan, channel, procs):
+def _child(w, plan, channel, procs, init):
     """child.child_main for a plan that builds_before_ids, but that it
     moves itself into its groups (as `pyctr exec` does), where child_main
     waits for IDS, the parent having moved it."""
@@ -117,7 +133,8 @@ def _child(w, plan, channel, procs):
     w.op("step", "set up the process (ids, capabilities, fds)")
     _process(w, spec.process, plan.tie_to_parent, spec.seccomp)
     w.op("exec", spec.process.args, spec.process.env,
-         spec.seccomp.program if spec.seccomp and spec.process.no_new_privileges else None)
+         spec.seccomp.program if spec.seccomp and spec.process.no_new_privileges else None,
+         init, REPORT_TAG)
 
 
 def _process(w, proc, tie_to_parent, seccomp):
@@ -155,6 +172,12 @@ def _steps(w, steps):
             w.op(op, list(args[0]))
         elif op == "mount_cgroup":
             _cgroup_mount(w, *args)
+        elif op == "device":  # devices.make_node
+            root, dest, device = args
+            parent, _, name = dest.rstrip("/").rpartition("/")
+            w.op(op, root, dest, os.path.dirname(dest), parent or "/", name,
+                 devices.node_mode(device), os.makedev(device.major, device.minor), device.uid,
+                 device.gid, device.host_path)
         elif op in ("mount", "mkdir", "mkdir_in_root", "mount_in_root", "bind", "mount_sysfs",
                     "chdir", "pivot_root", "umount", "readonly"):
             w.op(op, *args)

@@ -221,7 +221,10 @@ def clone(c):
     # groups (cgroup_attach) and then sends IDS; the C child joins them itself.
     c.channel = Channel()
     try:
-        c.program = childprog.compile(plan, c.channel, c.procs)
+        if spec.process.init and childprog.wanted(plan):
+            c.init = _load_init()  # the C child execs the parent's memfd of pyctr-init
+            c.undo.push(_close_init, c)
+        c.program = childprog.compile(plan, c.channel, c.procs, c.init)
     except PyctrError:
         c.channel.abort()
         raise
@@ -237,7 +240,7 @@ def clone(c):
             # the child is moved (or moves itself) there too
             from pyctr import cgroups
             c.procs += cgroups.open_procs_files([v2])
-            c.program = childprog.compile(plan, c.channel, c.procs)
+            c.program = childprog.compile(plan, c.channel, c.procs, c.init)
             c.pid = c.syscall.clone(c.clone_flags, -1, c.program)
     except OSError as e:
         c.channel.abort()
@@ -249,9 +252,24 @@ def clone(c):
         c.clone_into = None
     if c.program:
         _close_procs(c)  # the child's copies are the ones it writes to
+    _close_init(c)
     c.undo.push(_kill, c)
     c.channel.parent_side()
     _close_joined(c)
+
+
+def _load_init():
+    from pyctr import reaper
+    try:
+        return reaper.load()
+    except OSError as e:
+        raise from_oserror("load pyctr-init", e) from e
+
+
+def _close_init(c):
+    if c.init >= 0:
+        os.close(c.init)
+        c.init = -1
 
 
 def id_maps(c):
@@ -419,6 +437,7 @@ class Container:
         self.warming = None        # cgroups.warm_up's wait(): returns when its thread is gone
         self.channel = None
         self.program = None        # the C child's childprog.Program, or None: the Python child
+        self.init = -1             # --init with the C child: the memfd of pyctr-init, until clone
         self.pid = 0
         self.prepared = []         # network.prepare()'s, for the networks stage
         self.user_ns = None        # a user's: network.rootless.Namespaces, for the helper

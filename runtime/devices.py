@@ -174,15 +174,20 @@ def device_from_oci(device):
 
 # -- the node in /dev ------------------------------------------------------------------
 
+def node_mode(device):
+    """mknod's mode for `device`: its file type and permissions."""
+    return {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type] | \
+        device.file_mode
+
+
 def make_node(syscall, root, dest, device):
     """The rootfs step for one device at `dest` inside `root` (runs in the
     child, before pivot_root): mknod as runc does, or, where a user
     namespace may not, a bind mount of the host's node."""
     syscall.mkdir_in_root(root, os.path.dirname(dest))
     if not syscall.exists_in_root(root, dest):
-        kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
         try:
-            syscall.mknod_in_root(root, dest, kind | device.file_mode,
+            syscall.mknod_in_root(root, dest, node_mode(device),
                                   os.makedev(device.major, device.minor), device.uid, device.gid)
             return
         except PermissionError:

@@ -2,8 +2,8 @@
 container's PID 1 and forks the workload; the host's interpreter never
 stays in the container.
 
-The child copies the binary into a sealed memfd before pivot_root and
-execs that: nothing is mounted into the container's tree, and no process
+The Python child copies the binary into a sealed memfd before pivot_root
+(for the C child, the parent does, before clone) and execs that: nothing is mounted into the container's tree, and no process
 in the container can write the binary through /proc/1/exe (docker's
 docker-init bind mount can be remounted read-write by a container with
 CAP_SYS_ADMIN).

@@ -103,13 +103,14 @@ def test_the_cgroup_view_is_made_read_only_in_one_call_with_remounts_for_old_ker
         c for c in recorded.calls if c[0] == "setattr_in_root")) - 1
 
 
-@pytest.mark.parametrize("why", ["init", "user namespace", "device", "PYCTR_CHILD"])
+@pytest.mark.parametrize("why", ["user namespace", "namespace to join", "PYCTR_CHILD"])
 def test_what_the_c_child_does_not_do_is_left_to_the_python_child(rootdir, channel, why,
                                                                   monkeypatch):
-    opts = {"init": {"init": True}, "device": {"device": ["/dev/null"]}}.get(why, {})
-    plan = plan_of(rootdir, **opts)
+    plan = plan_of(rootdir)
     if why == "user namespace":
         plan.new_userns = True
+    if why == "namespace to join":
+        plan.join = (("ipc", channel.parent_fd),)
     if why == "PYCTR_CHILD":
         monkeypatch.setenv("PYCTR_CHILD", "python")
     assert childprog.compile(plan, channel) is None
@@ -127,5 +128,23 @@ def test_pyctr_child_c_refuses_what_only_the_python_child_does(rootdir, channel,
     from pyctr.errors import PyctrError
     monkeypatch.setenv("PYCTR_CHILD", "c")
     assert childprog.compile(plan_of(rootdir), channel)
-    with pytest.raises(PyctrError, match="the C child does not do --init"):
-        childprog.compile(plan_of(rootdir, init=True), channel)
+    plan = plan_of(rootdir)
+    plan.new_userns = True
+    with pytest.raises(PyctrError, match="the C child does not do a user namespace"):
+        childprog.compile(plan, channel)
+
+
+def test_with_init_the_c_child_execs_the_parents_memfd_of_pyctr_init(rootdir, channel):
+    found = dict(ops(childprog.compile(plan_of(rootdir, init=True), channel, init=42)))
+    assert found["exec"][3:] == [42, b"R"]
+    assert found["exec"][0] == [b"true"]  # pyctr-init's own argv is the child's to make
+
+
+def test_a_device_node_is_made_as_the_python_child_makes_it(rootdir, channel):
+    import stat
+    found = dict(ops(childprog.compile(plan_of(rootdir, device=["/dev/null:/dev/x/extra"]),
+                                       channel)))
+    root, dest, directory, parent, name, mode, dev, uid, gid, host = found["device"]
+    assert (dest, directory, parent, name, host) == (b"/dev/x/extra", b"/dev/x", b"/dev/x",
+                                                     b"extra", b"/dev/null")
+    assert stat.S_ISCHR(mode) and dev == os.stat("/dev/null").st_rdev

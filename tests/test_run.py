@@ -362,6 +362,9 @@ def test_the_c_child_builds_the_container_the_python_child_builds(pyctr):
               "-e", "A=1", "--hostname", "h2", "--net=none", "busybox", "sh", "-c", BUILT),
              ("--security-opt", "seccomp=unconfined", "--cap-drop", "ALL", "busybox", "sh", "-c",
               BUILT),
+             ("--init", "busybox", "sh", "-c", BUILT + "; cat /proc/1/cmdline | tr '\\0' ' '"),
+             ("--init", "busybox", "no-such-command"),
+             ("--device", "/dev/null:/dev/x/extra", "busybox", "sh", "-c", BUILT),
              ("busybox", "no-such-command"),
              ("-w", "/bin/sh", "busybox", "true")]
     for args in cases:
