@@ -46,7 +46,7 @@ enum {
     OP_SETATTR_IN_ROOT, OP_CHDIR, OP_PIVOT_ROOT, OP_UMOUNT, OP_MASK, OP_READONLY,
     OP_UNSHARE, OP_LOOPBACK_UP, OP_READY_GO, OP_KEYRING, OP_KEEP_FDS,
     OP_SECCOMP, OP_DROP_BOUNDING, OP_SET_IDS, OP_CAPSET, OP_AMBIENT, OP_WORKDIR,
-    OP_RESET_SIGNALS, OP_EXEC, OP_JOIN_CGROUPS, OP_DEVICE, OP_COUNT
+    OP_RESET_SIGNALS, OP_EXEC, OP_JOIN_CGROUPS, OP_DEVICE, OP_EXPECT_IDS, OP_SETNS, OP_COUNT
 };
 
 #define NO_STRING 0xFFFFFFFFu
@@ -225,9 +225,10 @@ static void hold_root(int on)
     held.on = on;
 }
 
-/* open_in_root, mkdir_in_root or touch_in_root: an fd, or fail as "what path". */
-static int in_root(const char *root, const char *path, int (*call)(int, const char *, int),
-                   int arg, const char *what)
+/* call(root's fd, path, arg): pyctr_open_in_root, _mkdir_ or _touch_, with
+ * the root held or opened for the call; its result, errno as it left it. */
+static int at_root(const char *root, const char *path, int (*call)(int, const char *, int),
+                   int arg)
 {
     int opened;
     int rfd = root_fd(root, &opened);
@@ -235,10 +236,17 @@ static int in_root(const char *root, const char *path, int (*call)(int, const ch
     int err = errno;
     if (opened)
         close(rfd);
-    if (fd < 0) {
-        errno = err;
+    errno = err;
+    return fd;
+}
+
+/* at_root's fd, or fail as "what path". */
+static int in_root(const char *root, const char *path, int (*call)(int, const char *, int),
+                   int arg, const char *what)
+{
+    int fd = at_root(root, path, call, arg);
+    if (fd < 0)
         fail(what, path);
-    }
     return fd;
 }
 
@@ -314,20 +322,13 @@ static int lexists(const char *path)
 /* Syscalls.exists_in_root */
 static int exists_in_root(const char *root, const char *path)
 {
-    int opened;
-    int rfd = root_fd(root, &opened);
-    int fd = pyctr_open_in_root(rfd, path, O_PATH);
-    int err = errno;
-    if (opened)
-        close(rfd);
+    int fd = at_root(root, path, pyctr_open_in_root, O_PATH);
     if (fd >= 0) {
         close(fd);
         return 1;
     }
-    if (err == ENOENT || err == ENOTDIR || err == ELOOP)
-        return 0;
-    errno = err;
-    fail("open", path);
+    if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
+        fail("open", path);
     return 0;
 }
 
@@ -670,6 +671,16 @@ static void run(struct prog *g)
             plain_mount(NULL, path, NULL,
                         MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(statvfs(path, &sv), &sv),
                         NULL);
+            break;
+        }
+        case OP_EXPECT_IDS:
+            expect('I');
+            break;
+        case OP_SETNS: {
+            int fd = (int)get_int(g);
+            if (setns(fd, (int)get_int(g)) < 0)
+                fail("setns", NULL);
+            close(fd);
             break;
         }
         case OP_UNSHARE:

@@ -1,8 +1,7 @@
 """What the cloned child does, from clone() to execve(). Runs inside the
 new namespaces; see sync.py for the protocol with the parent. Where
-childprog.compile covers the container (no user namespace, nothing to
-join, no bundle), the same steps run in C instead
-(csrc/child.c); a change here goes there too, and
+childprog.compile covers the container (all but a bundle's), the same
+steps run in C instead (csrc/child.c); a change here goes there too, and
 test_the_c_child_builds_the_container_the_python_child_builds compares.
 
 Every step is named; a failing step is reported to the parent as
@@ -42,7 +41,7 @@ class Plan:
         self.new_cgroupns, self.cgroup_view = new_cgroupns, cgroup_view
 
 
-def _first_ids(spec):
+def first_ids(spec):
     """(uid, gid, groups) the child takes in its new user namespace."""
     ids = [min((m.container_id for m in maps), default=0)
            for maps in (spec.uid_mappings, spec.gid_mappings)]
@@ -83,7 +82,7 @@ def child_main(plan, channel, syscall):
             # Its root; or, where root is not mapped (idmap.keep_id), the
             # first mapped ids: the capabilities the namespace gave stay.
             step = "become root in the user namespace"
-            syscall.set_ids(*_first_ids(plan.spec))
+            syscall.set_ids(*first_ids(plan.spec))
         if plan.new_cgroupns:
             step = "unshare the cgroup namespace"
             syscall.unshare(syscalls.CLONE_NEWCGROUP)

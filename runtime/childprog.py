@@ -8,10 +8,10 @@ copies, hundreds of the interpreter's pages, and makes ~150 Python calls
 before its exec; that is most of the time between clone and the workload,
 and it is on every start's path.
 
-compile() covers the common case and returns None for the rest, which the
-Python child runs as before: a user namespace, namespaces to join or a
-bundle (their IDS must come before the root is built), a bundle's
-process settings, or PYCTR_CHILD=python in pyctr's environment. With --init the parent loads pyctr-init's memfd (reaper.load)
+compile() covers every container but a bundle's (whose hooks, exec FIFO
+and terminal the Python child handles) and returns None for those, which
+the Python child runs as before, as it does every container where pyctr's
+environment has PYCTR_CHILD=python. With --init the parent loads pyctr-init's memfd (reaper.load)
 before clone, where the Python child loads it itself. The steps are child.py's and rootfs.plan_*'s, in the same
 order, with the same step names and messages; only who executes them
 differs. Composite rootfs steps that ask the filesystem (is it a
@@ -23,7 +23,7 @@ import os
 import sys
 
 from pyctr import cgroups, devices, rootfs, syscalls
-from pyctr.child import builds_before_ids, kept_fds
+from pyctr.child import builds_before_ids, first_ids, kept_fds
 from pyctr.errors import PyctrError
 from pyctr.reaper import REPORT_TAG
 from pyctr.spec import CAPABILITIES
@@ -41,17 +41,20 @@ OPS = (("step", "s"), ("close", "i"), ("prctl", "ii"), ("hostname", "s"),
        ("unshare", "i"), ("loopback_up", ""), ("ready_go", ""), ("keyring", ""),
        ("keep_fds", "[i]"), ("seccomp", "s"), ("drop_bounding", "[i]"), ("set_ids", "ii[i]"),
        ("capset", "iii"), ("ambient", "[i]"), ("workdir", "s"), ("reset_signals", ""),
-       ("exec", "[s][s]sis"), ("join_cgroups", "[is]"), ("device", "sssssiiiis"))
+       ("exec", "[s][s]sis"), ("join_cgroups", "[is]"), ("device", "sssssiiiis"),
+       ("expect_ids", ""), ("setns", "ii"))
 _CODE = {name: i for i, (name, _) in enumerate(OPS)}
 _SCHEMA = dict(OPS)
 
 
 class Program:
-    """What Syscalls.clone hands the C child: its channel end and its code."""
-    __slots__ = ("channel_fd", "code")
+    """What Syscalls.clone hands the C child: its channel end and its code.
+    waits_for_ids: the child waits for IDS, the parent moving it into its
+    groups first (cgroup_attach); else it moves itself and takes no IDS."""
+    __slots__ = ("channel_fd", "code", "waits_for_ids")
 
-    def __init__(self, channel_fd, code):
-        self.channel_fd, self.code = channel_fd, code
+    def __init__(self, channel_fd, code, waits_for_ids):
+        self.channel_fd, self.code, self.waits_for_ids = channel_fd, code, waits_for_ids
 
 
 class Unsupported(Exception):
@@ -72,17 +75,18 @@ def wanted(plan):
 
 
 def _why_not(plan):
-    if not builds_before_ids(plan):
-        return "a user namespace, namespaces to join or a bundle"
-    return "a bundle's process settings" if plan.spec.process.oci else None
+    return "a bundle" if plan.oci or plan.spec.process.oci else None
 
 
 def compile(plan, channel, procs=(), init=-1):
     """The Program of `plan` (a child.Plan), or None where the Python child
     must run it. procs: [(fd, directory)] of the cgroup.procs files the
-    child writes itself into first (cgroups.open_procs_files): it needs no
-    IDS then, nothing from the parent before GO. init: for --init, the
-    parent's memfd of pyctr-init (reaper.load), which the child execs."""
+    child writes itself into first (cgroups.open_procs_files) where it
+    builds its root before IDS (child.builds_before_ids): it needs no IDS
+    then, nothing from the parent before GO; else (a user namespace,
+    namespaces to join) it waits for IDS as the Python child does, the
+    parent having moved it. init: for --init, the parent's memfd of
+    pyctr-init (reaper.load), which the child execs."""
     if not wanted(plan):
         return None
     if plan.spec.process.init and init < 0:
@@ -94,20 +98,29 @@ def compile(plan, channel, procs=(), init=-1):
         if os.environ.get("PYCTR_CHILD") == "c":
             raise PyctrError("PYCTR_CHILD=c: the C child does not do step %s" % e) from None
         return None
-    return Program(channel.child_fd, w.bytes())
+    return Program(channel.child_fd, w.bytes(), not builds_before_ids(plan))
 
 
 def _child(w, plan, channel, procs, init):
-    """child.child_main for a plan that builds_before_ids, but that it
-    moves itself into its groups (as `pyctr exec` does), where child_main
-    waits for IDS, the parent having moved it."""
+    """child.child_main, but that where it builds before IDS it moves
+    itself into its groups (as `pyctr exec` does) and takes no IDS."""
     spec = plan.spec
     w.op("close", channel.parent_fd)
     if plan.tie_to_parent:
         w.op("prctl", syscalls.PR_SET_PDEATHSIG, SIGKILL)
-    if procs:
-        w.op("step", "join the container's cgroups")
-        w.op("join_cgroups", list(procs))
+    if builds_before_ids(plan):
+        if procs:
+            w.op("step", "join the container's cgroups")
+            w.op("join_cgroups", list(procs))
+    else:  # child_main's after_ids
+        w.op("expect_ids")
+        w.op("prctl", syscalls.PR_SET_DUMPABLE, 0)  # a rootless parent wrote our maps
+        w.op("step", "join namespaces")
+        for ns_type, fd in plan.join:
+            w.op("setns", fd, syscalls.NAMESPACES[ns_type][0])
+        if plan.new_userns:
+            w.op("step", "become root in the user namespace")
+            w.op("set_ids", *first_ids(spec))
     if plan.new_cgroupns:  # rooted at the groups just joined
         w.op("step", "unshare the cgroup namespace")
         w.op("unshare", syscalls.CLONE_NEWCGROUP)

@@ -218,7 +218,8 @@ def clone(c):
                 bool(c.clone_flags & syscalls.CLONE_NEWNET), tuple(c.join), c.tie_to_parent,
                 c.new_cgroupns, c.cgroup_view, c.oci)
     # None: the Python child (child_main), which the parent moves into its
-    # groups (cgroup_attach) and then sends IDS; the C child joins them itself.
+    # groups (cgroup_attach) and then sends IDS; the C child joins them itself
+    # where it builds before IDS.
     c.channel = Channel()
     try:
         if spec.process.init and childprog.wanted(plan):
@@ -250,7 +251,7 @@ def clone(c):
     if into >= 0:
         os.close(into)
         c.clone_into = None
-    if c.program:
+    if c.program and not c.program.waits_for_ids:
         _close_procs(c)  # the child's copies are the ones it writes to
     _close_init(c)
     c.undo.push(_kill, c)
@@ -335,8 +336,9 @@ def bundle(c):
 def ids(c):
     """The child builds its root while the parent records it (~3 ms of
     state and config.json side by side); a bundle's waits for its hooks.
-    The C child waits for nothing before GO."""
-    if not c.spec.oci and not c.program:
+    The C child that moved itself into its groups waits for nothing
+    before GO."""
+    if not c.spec.oci and (not c.program or c.program.waits_for_ids):
         c.channel.send(IDS)
 
 

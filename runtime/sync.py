@@ -34,11 +34,12 @@ exec succeeded (CPython's subprocess does the same with a pipe).
 READY (nothing is held at the barrier then), so the child finds GO queued
 and goes on without waiting for the parent to be scheduled.
 
-The C child (csrc/child.c, running the op list childprog.compile wrote;
-all new namespaces, no user one, no bundle) takes no IDS: it writes itself
-into its v1 groups ("0" to the cgroup.procs files the parent opened), then
-unshares its cgroup namespace and builds everything, while the parent
-records it. It speaks the rest of the protocol as above:
+The C child (csrc/child.c, running the op list childprog.compile wrote)
+speaks as the Python child above, but where all its namespaces are new
+and none is a user one: it takes no IDS then. It writes itself into its
+v1 groups ("0" to the cgroup.procs files the parent opened), unshares
+its cgroup namespace and builds everything while the parent records it,
+and speaks the rest of the protocol as above:
 
   parent                                        C child
   ──────                                        ───────

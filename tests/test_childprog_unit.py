@@ -103,14 +103,12 @@ def test_the_cgroup_view_is_made_read_only_in_one_call_with_remounts_for_old_ker
         c for c in recorded.calls if c[0] == "setattr_in_root")) - 1
 
 
-@pytest.mark.parametrize("why", ["user namespace", "namespace to join", "PYCTR_CHILD"])
+@pytest.mark.parametrize("why", ["bundle", "PYCTR_CHILD"])
 def test_what_the_c_child_does_not_do_is_left_to_the_python_child(rootdir, channel, why,
                                                                   monkeypatch):
     plan = plan_of(rootdir)
-    if why == "user namespace":
-        plan.new_userns = True
-    if why == "namespace to join":
-        plan.join = (("ipc", channel.parent_fd),)
+    if why == "bundle":
+        plan.oci = object()  # a bundle's barrier.ChildPlan: hooks, exec FIFO, terminal
     if why == "PYCTR_CHILD":
         monkeypatch.setenv("PYCTR_CHILD", "python")
     assert childprog.compile(plan, channel) is None
@@ -129,9 +127,33 @@ def test_pyctr_child_c_refuses_what_only_the_python_child_does(rootdir, channel,
     monkeypatch.setenv("PYCTR_CHILD", "c")
     assert childprog.compile(plan_of(rootdir), channel)
     plan = plan_of(rootdir)
-    plan.new_userns = True
-    with pytest.raises(PyctrError, match="the C child does not do a user namespace"):
+    plan.oci = object()
+    with pytest.raises(PyctrError, match="the C child does not do a bundle"):
         childprog.compile(plan, channel)
+
+
+def test_in_a_user_namespace_the_c_child_waits_for_its_maps_then_becomes_root(rootdir,
+                                                                              channel):
+    plan = plan_of(rootdir)
+    plan.new_userns = True
+    program = childprog.compile(plan, channel, [(99, "/sys/fs/cgroup/x")])
+    found = ops(program)
+    names = [op for op, _ in found]
+    assert program.waits_for_ids  # the parent writes the maps, moves it, then sends IDS
+    assert "join_cgroups" not in names
+    assert names.index("expect_ids") < names.index("set_ids") < names.index("mount")
+    assert found[names.index("expect_ids") + 1] == ("prctl", [syscalls.PR_SET_DUMPABLE, 0])
+    assert found[names.index("set_ids")] == ("set_ids", [0, 0, []])
+
+
+def test_the_c_child_joins_the_namespaces_it_is_given_after_ids(rootdir, channel):
+    plan = plan_of(rootdir)
+    plan.join = (("ipc", 77), ("network", 78))
+    found = ops(childprog.compile(plan, channel))
+    setns = [args for op, args in found if op == "setns"]
+    assert setns == [[77, syscalls.CLONE_NEWIPC], [78, syscalls.CLONE_NEWNET]]
+    names = [op for op, _ in found]
+    assert names.index("expect_ids") < names.index("setns") < names.index("mount")
 
 
 def test_with_init_the_c_child_execs_the_parents_memfd_of_pyctr_init(rootdir, channel):

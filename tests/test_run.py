@@ -1,6 +1,7 @@
 """`pyctr run` and friends against real namespaces (root)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -331,6 +332,16 @@ def test_rootless_maps_caller_to_root(rootfs, tmp_path):
         p = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c", shlex.join(argv)],
                            capture_output=True, text=True, timeout=60)
         assert p.stdout.split()[:4] == ["0", "0", str(user.pw_uid), "1"], p.stderr
+        # the C child builds what the Python child builds (as the test below, as a user)
+        seen = []
+        for child in ("c", "python"):
+            built = argv[:-1] + [BUILT]
+            q = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c",
+                                "PYCTR_CHILD=%s %s" % (child, shlex.join(built))],
+                               capture_output=True, text=True, timeout=60)
+            seen.append((q.returncode, re.sub(r"\b[0-9a-f]{12}\b|pipe:\[\d+\]", "X",
+                                              q.stdout + q.stderr)))
+        assert seen[0] == seen[1] and seen[0][0] == 0, seen
         # wiring a veth needs root on the host: one clear line, not a traceback
         argv[argv.index("--rm")] = "--net=veth:br0"
         p = subprocess.run(["su", "pyctr-test", "-s", "/bin/sh", "-c", shlex.join(argv)],
@@ -355,9 +366,12 @@ def test_the_c_child_builds_the_container_the_python_child_builds(pyctr):
     (child.py) for the cases it takes: every fact a container's process
     can see of its making is the same, and so are failures, their code and
     their message. PYCTR_CHILD=python makes pyctr use the Python child,
-    =c the C child (or fail)."""
-    import re
+    =c the C child (or fail). A user's: test_rootless_maps_caller_to_root."""
+    pyctr("run", "-d", "--name", "other", "busybox", "sleep", "60", check=True)
     cases = [("busybox", "sh", "-c", BUILT),
+             ("--userns", "busybox", "sh", "-c", BUILT),
+             ("--ipc", "container:other", "--uts", "container:other", "busybox", "sh", "-c",
+              BUILT),
              ("--read-only", "-u", "1000:1000", "--cap-add", "NET_RAW", "-w", "/new/dir",
               "-e", "A=1", "--hostname", "h2", "--net=none", "busybox", "sh", "-c", BUILT),
              ("--security-opt", "seccomp=unconfined", "--cap-drop", "ALL", "busybox", "sh", "-c",
@@ -367,11 +381,14 @@ def test_the_c_child_builds_the_container_the_python_child_builds(pyctr):
              ("--device", "/dev/null:/dev/x/extra", "busybox", "sh", "-c", BUILT),
              ("busybox", "no-such-command"),
              ("-w", "/bin/sh", "busybox", "true")]
-    for args in cases:
-        seen = []
-        for child in ("c", "python"):
-            p = run(pyctr, *args, env=dict(os.environ, PYCTR_CHILD=child))
-            out = re.sub(r"\b[0-9a-f]{12}\b", "ID", p.stdout + p.stderr)
-            seen.append((p.returncode, re.sub(r"pipe:\[\d+\]", "pipe", out)))
-        assert seen[0] == seen[1], args
+    try:
+        for args in cases:
+            seen = []
+            for child in ("c", "python"):
+                p = run(pyctr, *args, env=dict(os.environ, PYCTR_CHILD=child))
+                out = re.sub(r"\b[0-9a-f]{12}\b", "ID", p.stdout + p.stderr)
+                seen.append((p.returncode, re.sub(r"pipe:\[\d+\]", "pipe", out)))
+            assert seen[0] == seen[1], args
+    finally:
+        pyctr("rm", "-f", "other")
     assert seen[0] == (125, "pyctr: mount: mkdir /bin/sh: Not a directory\n")
