@@ -14,6 +14,12 @@
  * its own copy of memory, errno and the program; nothing is shared with
  * the parent but the kernel objects the two sides agreed on.
  *
+ * Security is the Python child's: the program is the parent's, written
+ * before clone (nothing from the container is read as one); paths inside
+ * the image are resolved in the root (pyctr_*_in_root, shim.c); the child
+ * is not dumpable from clone (a user namespace's: from IDS on) until it
+ * execs; every fd but the workload's closes at exec.
+ *
  * Program format (native byte order), read front to back:
  *   op      int code, then the op's arguments in the order childprog writes
  *   int     i64

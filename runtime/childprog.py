@@ -11,12 +11,15 @@ and it is on every start's path.
 compile() covers every container but a bundle's (whose hooks, exec FIFO
 and terminal the Python child handles) and returns None for those, which
 the Python child runs as before, as it does every container where pyctr's
-environment has PYCTR_CHILD=python. With --init the parent loads pyctr-init's memfd (reaper.load)
-before clone, where the Python child loads it itself. The steps are child.py's and rootfs.plan_*'s, in the same
-order, with the same step names and messages; only who executes them
-differs. Composite rootfs steps that ask the filesystem (is it a
-directory, does it exist, which flags are locked) are asked in C, at the
-moment the Python child would ask.
+environment has PYCTR_CHILD=python. With --init the parent loads
+pyctr-init's memfd (reaper.load) before clone, where the Python child
+loads it itself.
+
+The steps are child.py's and rootfs.plan_*'s, in the same order, with the
+same step names and messages; only who executes them differs. Composite
+rootfs steps that ask the filesystem (is it a directory, does it exist,
+which flags are locked) are asked in C, at the moment the Python child
+would ask.
 """
 import errno
 import os
@@ -44,7 +47,6 @@ OPS = (("step", "s"), ("close", "i"), ("prctl", "ii"), ("hostname", "s"),
        ("exec", "[s][s]sis"), ("join_cgroups", "[is]"), ("device", "sssssiiiis"),
        ("expect_ids", ""), ("setns", "ii"))
 _CODE = {name: i for i, (name, _) in enumerate(OPS)}
-_SCHEMA = dict(OPS)
 
 
 class Program:
