@@ -89,6 +89,17 @@ def test_runner_kills_a_step_that_outlives_its_timeout(runner):
     assert reply["status"] == -9 and "timed out after 0.5 s" in reply["stderr"]
 
 
+def test_runner_reports_the_cpu_of_the_command_and_the_children_it_waited_for(runner):
+    """bench startup's CPU column: a start's cost on a busy node. A
+    grandchild's work counts; a sleeper's wall time does not."""
+    burn = [sys.executable, "-c", "sum(range(3 * 10 ** 6))"]
+    busy = runner.time({"steps": [harness.step(["sh", "-c", '"$0" "$@"; true'] + burn)]})
+    idle = runner.time({"steps": [harness.step(["sleep", "0.3"])]})
+    assert busy["status"] == idle["status"] == 0
+    assert idle["cpu_ns"] < idle["ns"] / 10
+    assert busy["cpu_ns"] > 5 * idle["cpu_ns"]
+
+
 def test_runner_feeds_stdin_and_env(runner, tmp_path):
     src, dst = tmp_path / "in.json", tmp_path / "out"
     src.write_text('{"cniVersion": "1.0.0"}')
@@ -198,6 +209,7 @@ def test_results_files_are_complete(runner, tmp_path):
     with open(paths["csv"]) as f:
         rows = list(csv.reader(f))
     assert rows[0][:3] == ["contender", "runs", "median_ms"]
+    assert rows[0][-2:] == ["cpu_ms", "cpu_ratio"]
     assert [row[0] for row in rows[1:]] == ["true", "sh", "broken"]
     assert all(cell.strip() for row in rows for cell in row)
     assert all(len(row) == len(rows[0]) for row in rows)
@@ -205,10 +217,13 @@ def test_results_files_are_complete(runner, tmp_path):
     table = [l for l in md.splitlines() if l.startswith("|")]
     assert len(table) == 2 + 3
     assert all(cell.strip() for l in table for cell in l.strip("|").split("|"))
-    assert "sh / true = " in md
+    assert "sh / true = " in md and "(CPU: " in md
+    assert "CPU ms: the median user + system CPU time" in md
     data = json.load(open(paths["json"]))
     assert [c["name"] for c in data["contenders"]] == ["true", "sh", "broken"]
     assert len(data["contenders"][0]["samples"]) == 3
+    assert len(data["contenders"][0]["cpu_ms"]) == 3
+    assert data["contenders"][0]["cpu_stats"]["median"] >= 0
     assert data["contenders"][2]["failed"]
     facts = data["machine"]
     for key in ("kernel", "cpu", "nproc", "memory_mib", "date"):

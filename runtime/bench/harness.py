@@ -120,7 +120,10 @@ def step(argv, env=None, stdin=None, always=False, timeout=None):
 
 class Contender:
     """Something measured: `measure(i)` returns one sample (in the bench's
-    unit) for run number i (warm-ups have negative i)."""
+    unit) for run number i (warm-ups have negative i). `cpu` is the CPU ms
+    that sample's processes used, where the contender knows it, else None."""
+
+    cpu = None
 
     def __init__(self, name, measure, note="", peer=None):
         self.name = name
@@ -134,7 +137,8 @@ class Contender:
 
 class CommandContender(Contender):
     """Wall time in ms of a request built per run by `request(i)` (so each
-    run can get a unique container id), timed by `runner`."""
+    run can get a unique container id), timed by `runner`; `cpu` is the CPU
+    ms of the same run."""
 
     def __init__(self, name, runner, request, note="", peer=None):
         super().__init__(name, None, note, peer)
@@ -150,6 +154,7 @@ class CommandContender(Contender):
             raise ContenderFailed("`%s` exited %d: %s" % (
                 " ".join(os.path.basename(a) if n == 0 else a for n, a in enumerate(failed)),
                 reply["status"], lines[-1] if lines else "no message"))
+        self.cpu = reply["cpu_ns"] / 1e6
         return reply["ns"] / 1e6
 
 
@@ -214,6 +219,7 @@ class Benchmark:
 
     def run(self):
         samples = {c.name: [] for c in self.contenders}
+        cpu = {c.name: [] for c in self.contenders}
         failed = {}
         active = list(self.contenders)
         rounds = self.warmup + self.runs
@@ -231,19 +237,26 @@ class Benchmark:
                         continue
                     if not warm:
                         samples[c.name].append(value)
+                        if c.cpu is not None:
+                            cpu[c.name].append(c.cpu)
                 active = [c for c in active if c.name not in failed]
                 if not active:
                     break
-        return Result(self, samples, failed)
+        return Result(self, samples, failed, cpu)
 
 
 class Result:
-    def __init__(self, bench, samples, failed):
+    """`cpu`: per contender, the CPU ms of each sample, where measured."""
+
+    def __init__(self, bench, samples, failed, cpu=None):
         self.bench = bench
         self.samples = samples
         self.failed = failed
+        self.cpu = cpu or {}
         self.stats = {name: (None if name in failed else summarize(v))
                       for name, v in samples.items()}
+        self.cpu_stats = {name: summarize(v) for name, v in self.cpu.items()
+                          if v and name not in failed}
         self.facts = None
 
     def median(self, name):
@@ -276,31 +289,52 @@ class Result:
             line = "%s / %s = %s" % (a, b, "%.2f" % r if r is not None else "n/a")
             if limit is not None:
                 line += "  (target %s %.2f: %s)" % (op, limit, verdict)
+            cpu = ratio(self.cpu_median(a), self.cpu_median(b))
+            if cpu is not None:
+                line += "  (CPU: %.2f)" % cpu
             lines.append(line)
         return lines
 
     # ---- rendering
+    def cpu_median(self, name):
+        s = self.cpu_stats.get(name)
+        return s["median"] if s else None
+
+    def cpu_ratio_to_peer(self, name):
+        return ratio(self.cpu_median(name), self.cpu_median(self.bench.peer_of(name)))
+
     def rows(self):
-        """One row of strings per contender; every cell filled."""
+        """One row of strings per contender; every cell filled. The CPU
+        columns only when some contender's CPU was measured."""
         out = []
+        cpu = bool(self.cpu_stats)
         for c in self.bench.contenders:
             s = self.stats[c.name]
             peer = self.bench.peer_of(c.name)
             if s is None:
                 out.append([c.name, str(len(self.samples[c.name]))] + ["failed"]
-                           + ["-"] * 5 + [peer, "-"])
+                           + ["-"] * 5 + [peer, "-"] + ["-", "-"] * cpu)
                 continue
             r = self.ratio_to_peer(c.name)
-            out.append([c.name, str(s["n"])]
-                       + ["%.2f" % s[k] for k in ("median", "q1", "q3", "iqr", "min", "max")]
-                       + [peer, "%.2f" % r if r is not None else "n/a"])
+            row = ([c.name, str(s["n"])]
+                   + ["%.2f" % s[k] for k in ("median", "q1", "q3", "iqr", "min", "max")]
+                   + [peer, "%.2f" % r if r is not None else "n/a"])
+            if cpu:
+                used, r = self.cpu_median(c.name), self.cpu_ratio_to_peer(c.name)
+                row += ["%.2f" % used if used is not None else "n/a",
+                        "%.2f" % r if r is not None else "n/a"]
+            out.append(row)
         return out
 
     HEAD = ["contender", "runs", "median", "q1", "q3", "IQR", "min", "max", "peer", "ratio"]
+    CPU_HEAD = ["CPU ms", "CPU ratio"]
+
+    def head(self):
+        return self.HEAD + self.CPU_HEAD * bool(self.cpu_stats)
 
     def markdown(self):
         b = self.bench
-        head = list(self.HEAD)
+        head = self.head()
         head[2] = "median %s" % b.unit
         lines = ["## %s" % b.title, "",
                  "| " + " | ".join(head) + " |",
@@ -310,7 +344,14 @@ class Result:
         lines += ["    " + l for l in self.comparison_lines()]
         lines += ["", "%d runs each after %d warm-up rounds, interleaved round-robin; "
                   "ratio = median / peer's median; %s is better; q1/q3 are quartiles." % (
-                      b.runs, b.warmup, "higher" if b.higher_is_better else "lower"), ""]
+                      b.runs, b.warmup, "higher" if b.higher_is_better else "lower")]
+        if self.cpu_stats:
+            lines.append("CPU ms: the median user + system CPU time of a run's processes "
+                         "(the command and the descendants it waited for; work the kernel "
+                         "does in its own threads, such as a network namespace's teardown, "
+                         "is not in it). On a busy node a start takes about its CPU time "
+                         "divided by the share of a core it gets.")
+        lines.append("")
         for c in b.contenders:
             if c.name in self.failed:
                 lines.append("- **%s** failed: %s" % (c.name, self.failed[c.name]))
@@ -336,7 +377,9 @@ class Result:
                 "name": c.name, "note": c.note, "failed": self.failed.get(c.name),
                 "peer": b.peer_of(c.name), "stats": self.stats[c.name],
                 "ratio_to_peer": self.ratio_to_peer(c.name),
-                "samples": self.samples[c.name]} for c in b.contenders],
+                "samples": self.samples[c.name],
+                "cpu_ms": self.cpu.get(c.name) or None, "cpu_stats": self.cpu_stats.get(c.name),
+                "cpu_ratio_to_peer": self.cpu_ratio_to_peer(c.name)} for c in b.contenders],
             "comparisons": [{"a": a, "b": bb, "ratio": r, "target": lim, "verdict": v}
                             for a, bb, r, lim, v in self.comparisons()],
             "notes": b.notes, "machine": self.facts,
@@ -354,7 +397,8 @@ class Result:
         paths["md"] = base + ".md"
         with open(base + ".csv", "w", newline="") as f:
             w = csv.writer(f)
-            head = list(self.HEAD)
+            head = [h.lower().replace(" ", "_") if h in self.CPU_HEAD else h
+                    for h in self.head()]
             head[2] = "median_" + self.bench.unit.replace("/", "_per_")
             w.writerow(head)
             w.writerows(self.rows())
@@ -407,9 +451,15 @@ def chart(result, path):
                       else "%s\n%.2fx %s" % (n, r, b.peer_of(n)))
     ax.set_yticklabels(labels, fontsize="small")
     ax.invert_yaxis()
+    cpu = [(i, result.cpu_median(n)) for i, n in enumerate(names, 1)
+           if result.cpu_median(n) is not None]
+    if cpu and b.unit == "ms":  # on the time axis: the CPU each start used
+        ax.plot([c for _, c in cpu], [i for i, _ in cpu], "x", color="tab:red",
+                label="CPU ms (median)")
     if result.median(b.peer):
         ax.axvline(result.median(b.peer), linestyle="--", linewidth=1, color="grey",
                    label="%s median" % b.peer)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize="small")
     ax.set_xlabel(b.unit + (" (higher is better)" if b.higher_is_better else ""))
     title = b.title

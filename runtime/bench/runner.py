@@ -18,8 +18,11 @@ Protocol, one JSON object per line:
       Steps run in order and are timed together. After a failing step the
       remaining steps run only if "always" (teardown a real stack would also
       do); "on_fail" steps run untimed after a failure (cleanup of leftovers).
-  out {"ns": INT, "status": INT, "step": INT, "stderr": STR}
+  out {"ns": INT, "cpu_ns": INT, "status": INT, "step": INT, "stderr": STR}
       status is the failing step's exit status (or -SIGNAL), 0 if all passed.
+      cpu_ns is the user + system CPU time of the steps' processes and the
+      descendants they waited for (wait4's rusage): on a busy node, what a
+      start costs is its CPU, more than its wall time on an idle one.
       A step still running after its "timeout" is killed (SIGKILL), its
       status -9 and "timed out after N s" in stderr: a hung start must end
       the benchmark with a message, not stall it for good.
@@ -35,7 +38,8 @@ import time
 
 
 def _spawn(step, errfd, devnull):
-    """Run one step to completion; return its wait status as an exit code."""
+    """Run one step to completion; return (its wait status as an exit code,
+    the CPU ns it and its waited descendants used)."""
     env = os.environ.copy()
     if step.get("env"):
         env.update(step["env"])
@@ -57,20 +61,22 @@ def _spawn(step, errfd, devnull):
                                  % (argv[0], step["timeout"])).encode())
         finally:
             os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    _, status, usage = os.wait4(pid, 0)
+    cpu_ns = round((usage.ru_utime + usage.ru_stime) * 1e9)
+    return os.waitstatus_to_exitcode(status), cpu_ns
 
 
 def run_request(request, errfd, devnull):
     os.ftruncate(errfd, 0)
     os.lseek(errfd, 0, os.SEEK_SET)
-    status, failed_step = 0, -1
+    status, failed_step, cpu_ns = 0, -1, 0
     t0 = time.perf_counter_ns()
     for n, step in enumerate(request["steps"]):
         if status and not step.get("always"):
             continue
         try:
-            rc = _spawn(step, errfd, devnull)
+            rc, cpu = _spawn(step, errfd, devnull)
+            cpu_ns += cpu
         except OSError as e:  # e.g. the program does not exist
             os.write(errfd, ("%s: %s\n" % (step["argv"][0], e.strerror)).encode())
             rc = 127
@@ -86,7 +92,7 @@ def run_request(request, errfd, devnull):
                 pass
         os.lseek(errfd, 0, os.SEEK_SET)
         err = os.read(errfd, 65536).decode(errors="replace")
-    return {"ns": ns, "status": status, "step": failed_step, "stderr": err[-2000:]}
+    return {"ns": ns, "cpu_ns": cpu_ns, "status": status, "step": failed_step, "stderr": err[-2000:]}
 
 
 def main():
