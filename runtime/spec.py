@@ -57,7 +57,7 @@ def _frozen(value):
     if isinstance(value, Record):
         return value.freeze()
     if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
+        return tuple(map(_frozen, value))
     if isinstance(value, dict):
         return _MAPPING_PROXY({k: _frozen(v) for k, v in value.items()})
     return value

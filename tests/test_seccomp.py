@@ -307,12 +307,52 @@ def test_cache_in_state_root(tmp_path):
     paths = Paths(root=str(tmp_path))
     first = seccomp.for_run(paths, [], spec.DEFAULT_CAPABILITIES)
     cached = os.listdir(tmp_path / "seccomp")
-    assert len(cached) == 1
+    assert len(cached) == 2  # the program, and the default resolved with it
     again = seccomp.for_run(paths, [], spec.DEFAULT_CAPABILITIES)
     assert again.program == first.program
     other = seccomp.for_run(paths, [], spec.DEFAULT_CAPABILITIES + ["sys_admin"])
-    assert other.program != first.program and len(os.listdir(tmp_path / "seccomp")) == 2
+    assert other.program != first.program and len(os.listdir(tmp_path / "seccomp")) == 4
     shutil.rmtree(tmp_path / "seccomp")
+
+
+def test_the_default_from_the_cache_is_the_default_resolved_anew(tmp_path):
+    """A plain run takes the default from its cache entry, not resolving
+    seccomp.default again: the same rules and program, for each capability set."""
+    from pyctr.paths import Paths
+    paths = Paths(root=str(tmp_path))
+    for caps in (spec.DEFAULT_CAPABILITIES, spec.DEFAULT_CAPABILITIES + ["sys_admin"], []):
+        fresh = seccomp.compile_profile(seccomp.default_profile(caps), "default")
+        seccomp.for_run(paths, [], caps)
+        entry = seccomp._default_entry_path(paths, caps)
+        assert os.path.exists(entry)
+        hit = seccomp._read_default_entry(entry)
+        assert hit == fresh
+        assert seccomp.for_run(paths, [], caps) == fresh
+
+
+def test_a_changed_default_file_or_a_broken_entry_is_never_used(tmp_path, monkeypatch):
+    """The entry's key is what the resolution depends on: an edited
+    seccomp.default resolves anew; an entry that is not one pyctr wrote is
+    made anew, never loaded."""
+    from pyctr.paths import Paths
+    paths = Paths(root=str(tmp_path))
+    default = tmp_path / "seccomp.default"
+    shutil.copy(seccomp.DEFAULT_FILE, default)
+    monkeypatch.setattr(seccomp, "DEFAULT_FILE", str(default))
+    caps = spec.DEFAULT_CAPABILITIES
+    before = seccomp.for_run(paths, [], caps)
+    assert "mkdir" in [n for r in before.syscalls for n in r.names]
+    text = default.read_text()
+    default.write_text(text.replace(" mkdir ", " ", 1).replace(" mkdir\n", "\n", 1))
+    after = seccomp.for_run(paths, [], caps)
+    assert "mkdir" not in [n for r in after.syscalls for n in r.names]
+    assert after.program != before.program
+    entry = seccomp._default_entry_path(paths, caps)
+    for junk in (b"", b"\0" * 64, b"not marshal", __import__("marshal").dumps((1, 2, 3))):
+        with open(entry, "wb") as f:
+            f.write(junk)
+        assert seccomp._read_default_entry(entry) is None
+        assert seccomp.for_run(paths, [], caps) == after
 
 
 def test_a_bundles_profile_is_cached_too(tmp_path):
@@ -334,21 +374,22 @@ def test_gc_keeps_only_the_default_profiles_compiled_entry(pyctr):
     for _ in range(2):  # the first start makes the state root the cache is kept in
         pyctr("run", "--rm", "busybox", "true", check=True)
     cache = os.path.join(pyctr.root, "seccomp")
-    (default,) = os.listdir(cache)
+    default = sorted(os.listdir(cache))
+    assert len(default) == 2  # its program and its resolved entry
     pyctr("run", "--rm", "--cap-add", "sys_admin", "busybox", "true", check=True)
     with open(os.path.join(cache, "0" * 40 + ".bpf"), "wb") as f:
         f.write(b"\0" * 8)  # what an older profile left
-    assert len(os.listdir(cache)) == 3
-    gone = sorted(set(os.listdir(cache)) - {default})
+    assert len(os.listdir(cache)) == 5
+    gone = sorted(set(os.listdir(cache)) - set(default))
     p = pyctr("gc", check=True)
-    assert os.listdir(cache) == [default]
+    assert sorted(os.listdir(cache)) == default
     # and says so, each entry once, as it says every removal
     assert [line for line in p.stdout.splitlines() if "seccomp" in line] == [
         "removed compiled seccomp profile %s" % os.path.join(cache, name) for name in gone]
     assert pyctr("gc", check=True).stdout == ""  # nothing more to remove, nothing said
     p = pyctr("run", "--rm", "--cap-add", "sys_admin", "busybox", "sh", "-c",
               "grep Seccomp: /proc/self/status", check=True)
-    assert p.stdout.split() == ["Seccomp:", "2"] and len(os.listdir(cache)) == 2
+    assert p.stdout.split() == ["Seccomp:", "2"] and len(os.listdir(cache)) == 4
 
 
 def test_security_opt_values():
