@@ -100,6 +100,15 @@ def test_runner_reports_the_cpu_of_the_command_and_the_children_it_waited_for(ru
     assert busy["cpu_ns"] > 5 * idle["cpu_ns"]
 
 
+def test_cpu_is_reported_only_where_the_benchmark_asks_for_it(runner):
+    """Where a daemon or a process left running does a contender's work
+    (engines, network helpers), its CPU would not be counted: no column."""
+    cs = [harness.CommandContender("true", runner, lambda i: {"steps": [harness.step(["true"])]})]
+    r = harness.Benchmark("t", "t", "ms", cs, peer="true", runs=2, warmup=0).run()
+    assert r.cpu_stats == {} and "CPU" not in r.markdown()
+    assert len(r.rows()[0]) == len(harness.Result.HEAD)
+
+
 def test_runner_feeds_stdin_and_env(runner, tmp_path):
     src, dst = tmp_path / "in.json", tmp_path / "out"
     src.write_text('{"cniVersion": "1.0.0"}')
@@ -200,7 +209,7 @@ def test_results_files_are_complete(runner, tmp_path):
           harness.CommandContender("broken", runner, lambda i: {"steps": [harness.step(
               ["false"])]})]
     r = harness.Benchmark("demo", "demo bench", "ms", cs, peer="true", runs=3, warmup=1,
-                          comparisons=[("sh", "true", None)]).run()
+                          comparisons=[("sh", "true", None)], cpu=True).run()
     paths = r.write(str(tmp_path))
     for kind in ("md", "csv", "json", "png"):
         assert os.path.getsize(paths[kind]) > 0, kind

@@ -188,10 +188,12 @@ class Benchmark:
     macvlan in the same run as pyctr veth vs runc + CNI bridge.
     `comparisons` are the (a, b, limit|None) ratios a/b printed under the
     table; a limit is the target a/b must meet (<= limit, or >= limit when
-    higher is better)."""
+    higher is better). `cpu`: report the CPU of each run too, where every
+    contender's work is done by the processes it waits for (not by a
+    daemon, or a process it leaves to run on: engines, network helpers)."""
 
     def __init__(self, key, title, unit, contenders, peer, comparisons=(),
-                 runs=20, warmup=3, higher_is_better=False, notes=()):
+                 runs=20, warmup=3, higher_is_better=False, notes=(), cpu=False):
         names = [c.name for c in contenders]
         wanted = [peer] + [getattr(c, "peer", None) for c in contenders]
         wanted += [n for a, b, _ in comparisons for n in (a, b)]
@@ -210,6 +212,7 @@ class Benchmark:
         self.warmup = warmup
         self.higher_is_better = higher_is_better
         self.notes = list(notes)
+        self.cpu = cpu
 
     def peer_of(self, name):
         for c in self.contenders:
@@ -237,7 +240,7 @@ class Benchmark:
                         continue
                     if not warm:
                         samples[c.name].append(value)
-                        if c.cpu is not None:
+                        if self.cpu and c.cpu is not None:
                             cpu[c.name].append(c.cpu)
                 active = [c for c in active if c.name not in failed]
                 if not active:
