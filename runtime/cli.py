@@ -173,6 +173,9 @@ def dispatch(argv, globals_=None):
         raise PyctrError("unknown verb %r (see pyctr --help)" % verb)
     module, function, _ = VERBS[verb]
     paths = Paths(globals_["--root"], globals_["--config"], globals_["--data"])
+    codepack = sys.modules.get("pyctr.codepack")
+    if codepack:  # the installed command: the verb's modules straight from its pack
+        codepack.preload(verb)
     mod = __import__(module, fromlist=[function])
     return getattr(mod, function)(paths, rest)
 

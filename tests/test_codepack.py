@@ -18,18 +18,28 @@ for m in (pkgx.alpha, pkgx.sub.beta):
 """
 
 
-def make_package(top):
+def write_package(top, files):
+    """pkgx, with a subpackage pkgx.sub: {path below pkgx/: text}."""
     os.makedirs(top / "pkgx" / "sub")
-    for name, text in (("__init__.py", ""), ("alpha.py", "VALUE = 1\n"),
-                       ("sub/__init__.py", ""), ("sub/beta.py", "from pkgx.alpha import VALUE\n")):
+    for name, text in files.items():
         (top / "pkgx" / name).write_text(text)
 
 
-def imported(top):
-    p = subprocess.run([sys.executable, "-c", IMPORT, str(top)], capture_output=True,
+def make_package(top):
+    write_package(top, {"__init__.py": "", "alpha.py": "VALUE = 1\n", "sub/__init__.py": "",
+                        "sub/beta.py": "from pkgx.alpha import VALUE\n"})
+
+
+def output(script, top):
+    """The lines `script` prints, run by this Python with pkgx's dir."""
+    p = subprocess.run([sys.executable, "-c", script, str(top)], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     return p.stdout.splitlines()
+
+
+def imported(top):
+    return output(IMPORT, top)
 
 
 def test_modules_come_from_the_pack(tmp_path):
@@ -81,3 +91,90 @@ def test_imports_go_on_after_the_process_closed_the_packs_fd(tmp_path):
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["1", "_Finder"]
+
+
+# -- preloading a verb's modules ------------------------------------------------
+
+PRELOADED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pyctr import codepack
+codepack.install(sys.argv[1] + "/pkgx")
+import pkgx  # as pyctr is, by the time the CLI knows its verb
+before = set(sys.modules)
+codepack.preload("go")
+print(" ".join(m for m in sys.modules if m not in before) or "-")
+import pkgx.first, pkgx.second, pkgx.sub.beta
+for m in (pkgx.first, pkgx.second, pkgx.sub, pkgx.sub.beta):
+    spec = m.__spec__
+    print(m.__name__, getattr(m, "VALUE", "-"), type(m.__loader__).__name__,
+          type(spec.loader).__name__, spec.name, spec.origin == m.__file__, m.__package__,
+          getattr(m, "__path__", "-") == spec.submodule_search_locations)
+"""
+
+
+def make_verb_package(top, first="from pkgx.second import VALUE as V\nVALUE = V + 1\n"):
+    """pkgx.first imports pkgx.second; pkgx.sub (a package) and its beta."""
+    write_package(top, {"__init__.py": "", "first.py": first, "second.py": "VALUE = 1\n",
+                        "other.py": "VALUE = 3\n", "sub/__init__.py": "from pkgx.sub import beta\n",
+                        "sub/beta.py": "from pkgx.first import VALUE\n"})
+
+
+def preloaded(top):
+    return output(PRELOADED, top)
+
+
+def test_a_verbs_modules_are_loaded_in_import_order_as_importlib_would(tmp_path):
+    """Each after what its top level imports; the package's own modules
+    only (pkgx.sub.beta is imported the usual way, by pkgx.sub); the same
+    module attributes as from importlib."""
+    make_verb_package(tmp_path)
+    codepack.build(str(tmp_path / "pkgx"), preload={"go": ("pkgx.first", "pkgx.sub")})
+    lines = preloaded(tmp_path)
+    assert lines[0].split() == ["pkgx.second", "pkgx.first", "pkgx.sub", "pkgx.sub.beta"]
+    assert lines[1:] == [
+        "pkgx.first 2 _Finder _Finder pkgx.first True pkgx False",
+        "pkgx.second 1 _Finder _Finder pkgx.second True pkgx False",
+        "pkgx.sub - _Finder _Finder pkgx.sub True pkgx.sub True",
+        "pkgx.sub.beta 2 _Finder _Finder pkgx.sub.beta True pkgx.sub False"]
+
+
+def test_modules_that_import_each_other_are_not_preloaded(tmp_path):
+    """A cycle's modules see each other half-run: only importlib's own
+    order of the imports is right, so that verb gets no order (here the
+    cycle goes through pkgx.sub.beta, a module preloading would not run)."""
+    make_verb_package(tmp_path, first="VALUE = 2\nimport pkgx.sub\n")
+    codepack.build(str(tmp_path / "pkgx"), preload={"go": ("pkgx.first",)})
+    lines = preloaded(tmp_path)
+    assert lines[0] == "-"
+    assert lines[1].split()[:2] == ["pkgx.first", "2"]
+
+
+def test_a_changed_module_stops_the_preload_and_is_imported_as_usual(tmp_path):
+    make_verb_package(tmp_path)
+    codepack.build(str(tmp_path / "pkgx"), preload={"go": ("pkgx.first",)})
+    (tmp_path / "pkgx" / "second.py").write_text("VALUE = 10\n")
+    lines = preloaded(tmp_path)
+    assert lines[0] == "-"
+    assert lines[1].split()[:3] == ["pkgx.first", "11", "_Finder"]
+    assert lines[2].split()[:3] == ["pkgx.second", "10", "SourceFileLoader"]
+
+
+def test_the_installed_run_verb_has_its_order():
+    """A cycle added between pyctr's modules would silently end `run`'s
+    preloading: the installed pack has its order, every entry in it."""
+    import pyctr
+    package = os.path.dirname(os.path.abspath(pyctr.__file__))
+    if not os.path.exists(codepack.path(package)):
+        import pytest
+        pytest.skip("pyctr is not a regular install: no pack")
+    p = subprocess.run([sys.executable, "-S", "-c", (
+        "import sys; sys.path.append(%r)\n"
+        "from pyctr import codepack\n"
+        "codepack.install(%r)\n"
+        "print(' '.join(sys.meta_path[0].orders.get('run', [])))") % (
+            os.path.dirname(package), package)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    order = p.stdout.split()
+    assert set(codepack.PRELOAD["run"]) <= set(order)
+    assert order.index("pyctr.spec") < order.index("pyctr.container")
