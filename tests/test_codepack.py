@@ -160,9 +160,9 @@ def test_a_changed_module_stops_the_preload_and_is_imported_as_usual(tmp_path):
     assert lines[2].split()[:3] == ["pkgx.second", "10", "SourceFileLoader"]
 
 
-def test_the_installed_run_verb_has_its_order():
-    """A cycle added between pyctr's modules would silently end `run`'s
-    preloading: the installed pack has its order, every entry in it."""
+def test_the_installed_verbs_have_their_orders():
+    """A cycle added between pyctr's modules would silently end a verb's
+    preloading: the installed pack has each order, every entry in it."""
     import pyctr
     package = os.path.dirname(os.path.abspath(pyctr.__file__))
     if not os.path.exists(codepack.path(package)):
@@ -172,9 +172,12 @@ def test_the_installed_run_verb_has_its_order():
         "import sys; sys.path.append(%r)\n"
         "from pyctr import codepack\n"
         "codepack.install(%r)\n"
-        "print(' '.join(sys.meta_path[0].orders.get('run', [])))") % (
+        "for verb in codepack.PRELOAD:\n"
+        "    print(verb + ':' + ' '.join(sys.meta_path[0].orders.get(verb, [])))") % (
             os.path.dirname(package), package)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    order = p.stdout.split()
-    assert set(codepack.PRELOAD["run"]) <= set(order)
-    assert order.index("pyctr.spec") < order.index("pyctr.container")
+    orders = dict(line.split(":") for line in p.stdout.splitlines())
+    for verb, entries in codepack.PRELOAD.items():
+        order = orders[verb].split()
+        assert set(entries) <= set(order), verb
+        assert order.index("pyctr.spec") < order.index("pyctr.container"), verb
