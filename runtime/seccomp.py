@@ -135,15 +135,19 @@ def default_for(paths, capabilities):
     compiled and kept. Resolving seccomp.default and hashing the result for
     the program's key was ~0.6 ms of CPU in every `pyctr run`; this entry's
     key is what the resolution depends on instead (_default_key)."""
-    path = _default_entry_path(paths, capabilities)
-    profile = _read_default_entry(path)
+    try:
+        path = _default_entry_path(paths, capabilities)
+    except OSError:
+        path = None  # its inputs cannot be told: resolved anew, nothing kept
+    profile = _read_default_entry(path) if path else None
     if profile is None:
         profile = compiled(paths, default_profile(capabilities), "the default seccomp profile")
         rules = tuple((tuple(r.names), r.action, r.errno,
                        tuple((a.index, a.value, a.value_two, a.op) for a in r.args))
                       for r in profile.syscalls)
-        _store(path, marshal.dumps((profile.default_action, profile.default_errno,
-                                    tuple(profile.architectures), rules, profile.program)))
+        if path:
+            _store(path, marshal.dumps((profile.default_action, profile.default_errno,
+                                        tuple(profile.architectures), rules, profile.program)))
     return profile
 
 
