@@ -423,3 +423,15 @@ def test_filter_goes_with_execve_or_before_the_capabilities_drop():
             assert names[load + 1] == "drop_bounding" and execve[4] == b""
             # The descriptors are marked before: a profile may deny close_range.
             assert "close_range" in names[:load] and "close_range" not in names[load:]
+
+
+def test_a_default_whose_inputs_cannot_be_told_is_resolved_and_not_kept(tmp_path, monkeypatch):
+    """The entry's key stats the module; where that fails, a run still gets
+    the default profile, resolved anew, and no entry is kept for it."""
+    from pyctr.paths import Paths
+    paths = Paths(root=str(tmp_path))
+    monkeypatch.setattr(seccomp, "__file__", str(tmp_path / "gone" / "seccomp.py"))
+    profile = seccomp.for_run(paths, [], spec.DEFAULT_CAPABILITIES)
+    assert profile == seccomp.compile_profile(
+        seccomp.default_profile(spec.DEFAULT_CAPABILITIES), "default")
+    assert [n for n in os.listdir(tmp_path / "seccomp") if n.startswith("default-")] == []
