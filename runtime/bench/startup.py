@@ -340,8 +340,7 @@ def build(paths, args, work, runners):
                  "once per environment; wrappers are never inside a timed run")
     notes.append("CPU ms leaves out the kernel's threads for every contender, and pyctr's "
                  "cgroup warm-up process (pyctr-front forks it twice, so no one waits for "
-                 "it; the node's CPU counters, /proc/stat, show no difference with and "
-                 "without it)")
+                 "it)")
     return contenders, notes, {"pyctr (timed)": harness.tool_version(launcher),
                                "python (timed)": harness.tool_version(interp)}
 
