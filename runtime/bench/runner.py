@@ -92,7 +92,8 @@ def run_request(request, errfd, devnull):
                 pass
         os.lseek(errfd, 0, os.SEEK_SET)
         err = os.read(errfd, 65536).decode(errors="replace")
-    return {"ns": ns, "cpu_ns": cpu_ns, "status": status, "step": failed_step, "stderr": err[-2000:]}
+    return {"ns": ns, "cpu_ns": cpu_ns, "status": status, "step": failed_step,
+            "stderr": err[-2000:]}
 
 
 def main():
