@@ -275,10 +275,24 @@ def test_bench_without_a_known_benchmark_is_one_line():
 
 
 def test_bench_startup_bad_flags_are_one_line():
-    p = subprocess.run(PYCTR + ["bench", "startup", "--runs", "many"], capture_output=True,
-                       text=True)
-    assert p.returncode == 125
-    assert p.stderr.startswith("pyctr: ") and len(p.stderr.strip().splitlines()) == 1
+    for flags in (["--runs", "many"], ["--busy", "-1"], ["--busy", "1000"]):
+        p = subprocess.run(PYCTR + ["bench", "startup"] + flags, capture_output=True,
+                           text=True)
+        assert p.returncode == 125, flags
+        assert p.stderr.startswith("pyctr: ") and len(p.stderr.strip().splitlines()) == 1
+
+
+def _busy_processes():
+    """pids of `bench startup --busy` processes."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if b"# pyctr bench startup --busy" in f.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 @root_only
@@ -307,16 +321,19 @@ def _ours():
 def test_startup_benchmark_runs_end_to_end(image_data, tmp_path):
     out = tmp_path / "out"
     p = subprocess.run(PYCTR + ["--data", image_data, "bench", "startup", "--runs", "2",
-                                "--warmup", "1", "--out", str(out)],
+                                "--warmup", "1", "--busy", "1", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     data = json.load(open(out / "startup.json"))
     measured = {c["name"]: len(c["samples"]) for c in data["contenders"]}
     assert measured["pyctr"] == 2 and measured["runc"] == 2
+    assert all(len(c["cpu_ms"]) == 2 for c in data["contenders"])
     assert "pyctr / runc = " in p.stdout
+    assert "1 CPU-bound process ran beside every run (`--busy 1`)" in p.stdout
     assert (out / "startup.png").exists()
     assert not [d for d in os.listdir("/run") if d.startswith("pyctr-bench-")]
     assert _ours() == []
+    assert _busy_processes() == []  # stopped with the benchmark
 
 
 @root_only

@@ -1,5 +1,6 @@
-"""`pyctr bench startup`: wall time of `pyctr run --rm --net=none IMAGE
-/bin/true` against `runc run`, `crun run` and `bwrap` on the same rootfs.
+"""`pyctr bench startup`: wall time and CPU of `pyctr run --rm --net=none
+IMAGE /bin/true` against `runc run`, `crun run` and `bwrap` on the same
+rootfs; with --busy N, beside N CPU-bound processes (a loaded node).
 
 What each contender does (all as root, same rootfs, new pid, ipc, uts, mount
 and network namespaces, loopback up, workload /bin/true, teardown included):
@@ -54,6 +55,8 @@ a non-editable install gets.
 """
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 from pyctr.bench import harness
@@ -91,7 +94,37 @@ def parse(argv):
     p.add_argument("--profile", action="store_true",
                    help="instead of timing, print pyctr's `python -X importtime` top entries")
     p.add_argument("--top", type=int, default=25, help="entries shown by --profile (25)")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="keep N CPU-bound processes running beside every run, a loaded "
+                   "node's stand-in (0); what counts there is each start's CPU")
     return p.parse_args(argv)
+
+
+# A loaded node's stand-in: it spins until the benchmark ends (killed), its
+# parent is gone, or BUSY_LIMIT_S have passed, whichever comes first.
+BUSY = """# pyctr bench startup --busy
+import os, time
+parent, end = %d, time.monotonic() + %d
+while os.getppid() == parent and time.monotonic() < end:
+    for _ in range(100000):
+        pass
+"""
+BUSY_LIMIT_S = 4 * 3600
+BUSY_MAX = 64
+
+
+def start_busy(count):
+    """`count` CPU-bound processes (started before the first run)."""
+    return [subprocess.Popen([sys.executable, "-S", "-c", BUSY % (os.getpid(), BUSY_LIMIT_S)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop_busy(processes):
+    for p in processes:
+        p.kill()
+    for p in processes:
+        p.wait()
 
 
 # ------------------------------------------------------------ preparation
@@ -375,11 +408,17 @@ def command(paths, argv):
         args.pyctr = install_copy(args.venv)
     if args.profile:
         return profile(paths, args)
+    if not 0 <= args.busy <= BUSY_MAX:
+        raise PyctrError("bench startup: --busy is 0 to %d, not %d" % (BUSY_MAX, args.busy))
     out = args.out or harness.default_out_dir("startup")
     work = tempfile.mkdtemp(prefix="pyctr-bench-", dir="/run")
     runners = Runners()
+    busy = []
     try:
         contenders, notes, versions = build(paths, args, work, runners)
+        if args.busy:
+            notes.append("%d CPU-bound process%s ran beside every run (`--busy %d`): a loaded "
+                         "node" % (args.busy, "" if args.busy == 1 else "es", args.busy))
         bench = harness.Benchmark(
             "startup", "pyctr run --net=none vs runc, crun, bwrap: %s /bin/true" % args.image,
             "ms", contenders, peer="runc", runs=args.runs, warmup=args.warmup, notes=notes,
@@ -387,8 +426,10 @@ def command(paths, argv):
             comparisons=[("pyctr", c.name, RUNC_TARGET if c.name == "runc" else None)
                          for c in contenders if c.name != "pyctr"])
         facts = harness.machine_facts(versions)  # before the runs: their load, their date
+        busy = start_busy(args.busy)
         result = bench.run()
     finally:
+        stop_busy(busy)
         runners.close()
         left = _leftovers(work) + _remove_cgroups(CGROUP_PARENT % os.getpid())
         shutil.rmtree(work, ignore_errors=True)
