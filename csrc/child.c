@@ -12,7 +12,9 @@
  * same tags on the same socket, a REPORT "step\0errno\0step: message" on
  * failure, then exit 125. Fork-style clone (no CLONE_VM): this process has
  * its own copy of memory, errno and the program; nothing is shared with
- * the parent but the kernel objects the two sides agreed on.
+ * the parent but the kernel objects the two sides agreed on. Except for a
+ * child that runs to its exec alone, which shares the parent's memory
+ * meanwhile (see "clone" at the end).
  *
  * Security is the Python child's: the program is the parent's, written
  * before clone (nothing from the container is read as one); paths inside
@@ -43,6 +45,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "clone3.h"
 #include "shim.h"
 
 /* Op codes: pyctr.childprog.OPS, in the same order. */
@@ -397,7 +400,7 @@ static void makedirs(const char *path, int mode)
 static void set_ids(int64_t uid, int64_t gid, struct prog *g)
 {
     int64_t n = get_int(g);
-    gid_t groups[NGROUPS_MAX];
+    static gid_t groups[NGROUPS_MAX];  /* 256 KiB: not on the child's stack */
     if (n < 0 || n > NGROUPS_MAX)
         bad_program();
     for (int64_t i = 0; i < n; i++)
@@ -804,14 +807,146 @@ static void run(struct prog *g)
     bad_program();  /* a program ends in EXEC */
 }
 
-long pyctr_clone_run(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
-                     size_t length)
+/* ---- clone ---------------------------------------------------------------
+ * Fork-style, the child on a copy of this process. Or, for a child that
+ * runs to its exec alone (pyctr.container: nothing to wait for but GO,
+ * queued before clone), as posix_spawn does: CLONE_VM|CLONE_VFORK, the
+ * child in this process's memory on a stack of its own, this thread asleep
+ * until the child has exec'd or exited. That spares copying the page
+ * tables of a ~15 MB interpreter and the copy-on-write faults it takes on
+ * every page it writes afterwards (~470 a run), and the child's teardown
+ * of its copy at exec.
+ *
+ * What sharing memory asks of the child: its writes land in this process,
+ * so it writes only this file's statics (unused here until the next
+ * clone) and errno, which the sleeping parent does not read; no handler of
+ * the parent's may run in it (every caught signal is reset first, all of
+ * them blocked meanwhile); ids change by raw syscalls only (set_ids), as
+ * glibc's setuid() would change the parent's threads too; and nothing
+ * allocates. One such child at a time per process (the stack). */
+
+static void child_body(int channel_fd, const char *program, size_t length)
+    __attribute__((noreturn));
+static void child_body(int channel_fd, const char *program, size_t length)
 {
-    long pid = cgroup_fd >= 0 ? pyctr_clone_into(flags, cgroup_fd) : pyctr_clone(flags);
-    if (pid != 0)
-        return pid;
     sock = channel_fd;
     struct prog g = {program, program + length};
     run(&g);
     _exit(EXIT_RUNTIME);
+}
+
+#if defined(__x86_64__)
+#include <pthread.h>
+#include <sys/mman.h>
+
+#define ALONE_STACK (256 * 1024)
+
+static struct {
+    int channel_fd;
+    const char *program;
+    size_t length;
+    sigset_t mask;  /* the caller's, for the child once its handlers are reset */
+} alone_args;
+
+static int alone_child(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL &&
+            old.sa_handler != SIG_IGN)
+            sigaction(sig, &dfl, NULL);
+    }
+    sigprocmask(SIG_SETMASK, &alone_args.mask, NULL);
+    child_body(alone_args.channel_fd, alone_args.program, alone_args.length);
+}
+
+/* clone3 with the child on `args->stack`: it calls fn there and exits with
+ * what fn returns (fn never returns: child_body exits). */
+static long clone3_on_stack(struct pyctr_clone_args *args, int (*fn)(void))
+{
+    long ret;
+    register int (*r12)(void) __asm__("r12") = fn; /* kept across syscall */
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        "xor %%ebp, %%ebp\n\t"
+        "call *%%r12\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov $60, %%eax\n\t" /* exit */
+        "syscall\n\t"
+        "hlt\n"
+        "1:"
+        : "=a"(ret)
+        : "0"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(r12)
+        : "rcx", "r11", "memory");
+    return ret;
+}
+
+static long clone_alone(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
+                        size_t length)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *stack;
+    pthread_mutex_lock(&lock);
+    if (!stack) {  /* a guard page below: an overflow faults, not corrupts */
+        char *m = mmap(NULL, ALONE_STACK + 4096, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (m == MAP_FAILED || mprotect(m, 4096, PROT_NONE) < 0) {
+            int err = errno;
+            if (m != MAP_FAILED)
+                munmap(m, ALONE_STACK + 4096);
+            pthread_mutex_unlock(&lock);
+            errno = err;
+            return -1;
+        }
+        stack = m + 4096;
+    }
+    struct pyctr_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = flags | CLONE_VM | CLONE_VFORK | (cgroup_fd >= 0 ? PYCTR_CLONE_INTO_CGROUP : 0);
+    args.exit_signal = SIGCHLD;
+    args.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0;
+    args.stack = (uint64_t)(uintptr_t)stack;
+    args.stack_size = ALONE_STACK;
+    alone_args.channel_fd = channel_fd;
+    alone_args.program = program;
+    alone_args.length = length;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &alone_args.mask);
+    long pid = clone3_on_stack(&args, alone_child);
+    int err = pid < 0 ? (int)-pid : 0;
+    pthread_sigmask(SIG_SETMASK, &alone_args.mask, NULL);
+    pthread_mutex_unlock(&lock);
+    if (err == ENOSYS && cgroup_fd < 0)  /* a kernel before clone3 (5.3) */
+        return pyctr_clone_run(flags, cgroup_fd, channel_fd, program, length, 0);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return pid;
+}
+#else
+/* elsewhere fork-style: the protocol is the same, the parent just does not
+ * sleep meanwhile */
+static long clone_alone(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
+                        size_t length)
+{
+    return pyctr_clone_run(flags, cgroup_fd, channel_fd, program, length, 0);
+}
+#endif
+
+long pyctr_clone_run(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
+                     size_t length, int alone)
+{
+    if (alone)
+        return clone_alone(flags, cgroup_fd, channel_fd, program, length);
+    long pid = cgroup_fd >= 0 ? pyctr_clone_into(flags, cgroup_fd) : pyctr_clone(flags);
+    if (pid != 0)
+        return pid;
+    child_body(channel_fd, program, length);
 }

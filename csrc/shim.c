@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clone3.h"
 #include "shim.h"
 
 long pyctr_clone(unsigned long flags)
@@ -32,17 +33,6 @@ long pyctr_clone(unsigned long flags)
     /* x86_64 and aarch64 agree on the argument order for a NULL stack. */
     return syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
 }
-
-#ifndef SYS_clone3
-#define SYS_clone3 435 /* the same on every architecture */
-#endif
-#define PYCTR_CLONE_INTO_CGROUP 0x200000000ULL
-
-/* struct clone_args of linux/sched.h, up to its cgroup field (version 2) */
-struct pyctr_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
-        set_tid, set_tid_size, cgroup;
-};
 
 long pyctr_clone_into(unsigned long flags, int cgroup_fd)
 {

@@ -17,9 +17,12 @@ long pyctr_clone_into(unsigned long flags, int cgroup_fd);
 /* Clone as pyctr_clone_into (cgroup_fd >= 0) or pyctr_clone, and in the
  * child run `program` (pyctr.childprog: the child's whole way to exec,
  * built by the parent) in C, reporting on the channel socket channel_fd;
- * the child never returns. The parent gets the pid, or -1. child.c. */
+ * the child never returns. The parent gets the pid, or -1. With alone (a
+ * child that waits for nothing from the parent), the child shares this
+ * process's memory and the call returns once it has exec'd or exited.
+ * child.c. */
 long pyctr_clone_run(unsigned long flags, int cgroup_fd, int channel_fd, const char *program,
-                     size_t length);
+                     size_t length, int alone);
 int pyctr_unshare(int flags);
 int pyctr_setns(int fd, int nstype);
 

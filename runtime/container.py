@@ -13,7 +13,8 @@ the Container (paths, fds, pid) and its ContainerState record.
   etc_files      hosts, hostname, resolv.conf in the state dir (not for a bundle)
   namespaces     open the namespaces to join (a pid one is entered now)
   cgroup         the container's own group: limits, device policy (cgroups.py)
-  clone          the child: in C (childprog), or blocked until IDS (child.py)
+  clone          the child: in C (childprog), or blocked until IDS (child.py);
+                 run's with nothing to wait for runs alone to its exec (_alone)
   id_maps        uid_map/gid_map of a new user namespace
   user_namespaces  a user's container with networks: its namespaces opened for the helper
   cgroup_attach  the child into its group, before it does anything
@@ -230,10 +231,14 @@ def clone(c):
         c.channel.abort()
         raise
     c.syscall.block_signals()  # none may slip by between clone and wait
+    alone = _alone(c)
+    if alone:
+        c.channel.send(GO)  # queued: the child finds it there
+        c.go_sent = True
     into, v2 = c.clone_into or (-1, None)
     try:
         try:
-            c.pid = c.syscall.clone(c.clone_flags, into, c.program)
+            c.pid = c.syscall.clone(c.clone_flags, into, c.program, alone)
         except OSError as e:
             if into < 0 or e.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
                 raise
@@ -242,7 +247,7 @@ def clone(c):
             from pyctr import cgroups
             c.procs += cgroups.open_procs_files([v2])
             c.program = childprog.compile(plan, c.channel, c.procs, c.init)
-            c.pid = c.syscall.clone(c.clone_flags, -1, c.program)
+            c.pid = c.syscall.clone(c.clone_flags, -1, c.program, alone)
     except OSError as e:
         c.channel.abort()
         raise from_oserror("cannot create namespaces (clone)", e) from e
@@ -257,6 +262,16 @@ def clone(c):
     c.undo.push(_kill, c)
     c.channel.parent_side()
     _close_joined(c)
+
+
+def _alone(c):
+    """Does the child run to its exec without this process? run's C child
+    that moves itself into its groups, with no network to wire and no
+    bundle: every stage after clone leaves it alone, and GO can be queued
+    before it (the environment gains nothing without networks, mpi_rank).
+    It is then cloned sharing this process's memory (Syscalls.clone)."""
+    return bool(c.start_follows and c.program and not c.program.waits_for_ids
+                and not c.spec.networks and not c.spec.oci)
 
 
 def _load_init():
@@ -391,7 +406,7 @@ def mpi_rank(c):
 
 
 def ready(c):
-    if c.start_follows:
+    if c.start_follows and not c.go_sent:
         # run: nothing is held at the exec barrier (the devices and settings
         # are in place, the environment known), so the child need not wait
         # for this process to read READY and answer it.
@@ -475,8 +490,9 @@ class Container:
         try:
             if not self.go_sent:
                 self.channel.send(GO, self.extra_env)
-            # Recorded while the child execs (a failed exec removes the
-            # record with everything else, in destroy): not after it.
+            # Recorded while the child execs (one cloned alone has exec'd
+            # by now); a failed exec removes the record with everything
+            # else, in destroy.
             self.state.started = now()
             if self.start_follows:
                 _record(self, "running")

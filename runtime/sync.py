@@ -53,6 +53,12 @@ and speaks the rest of the protocol as above:
         │                                       ids, capabilities, fds; execve(CMD)
         │  ◀────────────── EOF | REPORT ──────
 
+Where the parent has nothing to do between clone and GO (`run` of a C
+child with no network to wire), GO is queued before clone, and the child
+is cloned sharing the parent's memory (CLONE_VM|CLONE_VFORK, child.c):
+the parent sleeps in clone until the child has exec'd or exited, then
+finds READY and EOF (or a REPORT) queued, and reads them as above.
+
 If the parent fails before GO it closes its end without sending: the child
 reads EOF and exits; the parent kills and reaps it anyway, then undoes
 what it did. Order is checked on both sides: the child accepts exactly IDS

@@ -116,19 +116,23 @@ class Syscalls:
         return self._check(self._lib.pyctr_prctl(option, arg), "prctl(%d)" % option)
 
     # -- processes and namespaces -------------------------------------
-    def clone(self, flags, cgroup_fd=-1, program=None):
+    def clone(self, flags, cgroup_fd=-1, program=None, alone=False):
         """fork()-like clone into new namespaces; with cgroup_fd (a cgroup v2
         directory) the child is born in that group (pyctr_clone_into: OSError
         ENOSYS, E2BIG or EINVAL where the kernel cannot). With program (a
         childprog.Program) the child runs that in C and never returns here;
-        without, it returns 0 in the child, as fork() does."""
+        without, it returns 0 in the child, as fork() does. alone (with a
+        program that waits for nothing from this process): the child runs in
+        this process's memory, and clone returns once it has exec'd or
+        exited (pyctr_clone_run)."""
         # Rootless: the parent (not root) writes the child's uid_map, which a
         # process that is not dumpable does not let it open; the child hides
         # itself once the maps are written (child.py).
         hide = not (flags & CLONE_NEWUSER and os.geteuid() != 0)
         if program is not None:
             call = lambda: self._check(self._lib.pyctr_clone_run(
-                flags, cgroup_fd, program.channel_fd, program.code, len(program.code)),
+                flags, cgroup_fd, program.channel_fd, program.code, len(program.code),
+                int(alone)),
                 "clone3" if cgroup_fd >= 0 else "clone")
         elif cgroup_fd >= 0:
             call = lambda: self._check(self._lib.pyctr_clone_into(flags, cgroup_fd), "clone3")

@@ -221,6 +221,29 @@ def test_parent_sees_a_child_failure_wherever_it_waits():
     ch.child_side()
 
 
+def test_only_a_run_child_that_waits_for_nothing_is_cloned_alone(rootdir):
+    """The C child of `run` without networks shares pyctr's memory until its
+    exec (Syscalls.clone alone): GO is queued before clone and no stage
+    after it acts. Wherever the parent still has work between clone and GO
+    (a network to wire, uid maps before IDS, a bundle's hooks, an OCI
+    create waiting for `start`), or the child runs Python, it is not."""
+    from pyctr import childprog, container
+    paths = Paths(root="/nonexistent")
+
+    def alone(spec, start_follows=True, program=True, waits_for_ids=False):
+        c = container.Container(paths, spec, RecordingSyscalls())
+        c.start_follows = start_follows
+        c.program = childprog.Program(-1, b"", waits_for_ids) if program else None
+        return container._alone(c)
+
+    plain = build(rootdir)
+    assert alone(plain)
+    assert not alone(plain, start_follows=False)   # create: start comes later
+    assert not alone(plain, waits_for_ids=True)    # uid maps, cgroup moves first
+    assert not alone(plain, program=False)         # the Python child
+    assert not alone(build(rootdir, net=["veth:br0"]))
+
+
 def test_getopt_stops_at_the_image():
     """Flags after IMAGE belong to the command, as with docker/podman run."""
     from pyctr.cli import Opt, parse_options
