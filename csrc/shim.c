@@ -87,6 +87,75 @@ int pyctr_close_range(unsigned int first, unsigned int last, int flags)
     return (int)syscall(SYS_close_range, first, last, flags);
 }
 
+int pyctr_channel_pair(int fds[2])
+{
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds);
+}
+
+long pyctr_channel_send(int sock, const char *data, size_t len, int fd)
+{
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct iovec iov = {(void *)data, len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = &control;
+        msg.msg_controllen = sizeof(control);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+long pyctr_channel_recv(int sock, char *buf, size_t size, int flags, int *fd)
+{
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int) * 4)];
+    } control;
+    *fd = -1;
+    ssize_t n;
+    struct msghdr msg;
+    do {
+        struct iovec iov = {buf, size};
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = &control;
+        msg.msg_controllen = sizeof(control);
+        n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+        /* ECONNRESET: the other end closed with a message of ours unread
+         * (a child that failed before reading IDS); the kernel says so
+         * once, ahead of what that end sent before, still queued */
+    } while (n < 0 && (errno == EINTR || errno == ECONNRESET));
+    if (n < 0)
+        return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*fd < 0)
+                *fd = got;
+            else
+                close(got);  /* one fd per message: a smuggled extra goes */
+        }
+    }
+    return n;
+}
+
 #ifndef SYS_openat2
 #define SYS_openat2 437 /* the same on every architecture */
 #endif

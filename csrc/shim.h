@@ -38,6 +38,17 @@ int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);
 
+/* The parent/child channel (pyctr.sync): a SOCK_SEQPACKET socketpair,
+ * close-on-exec, and one datagram each way with at most one fd riding
+ * along (SCM_RIGHTS). Here rather than Python's _socket module, whose
+ * import was a quarter of a millisecond of every start. */
+int pyctr_channel_pair(int fds[2]);
+long pyctr_channel_send(int sock, const char *data, size_t len, int fd);
+/* One datagram into buf (at most size bytes; EINTR retried). Its fd, if one
+ * came, in *fd (close-on-exec), else -1; any further ones are closed.
+ * Returns the length, 0 at end-of-file, or -1 with errno. */
+long pyctr_channel_recv(int sock, char *buf, size_t size, int flags, int *fd);
+
 /* Paths inside a container's root. `root_fd` is a directory fd standing for
  * the container's "/": every lookup stays below it, absolute symlinks and
  * ".." are taken relative to it (openat2 RESOLVE_IN_ROOT) and procfs magic

@@ -69,8 +69,6 @@ its /proc entry) gives the REPORT waiting unread, if any
 (report_waiting): the child's reason, not the stage's.
 """
 import os
-import sys
-import _socket
 
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 
@@ -84,9 +82,7 @@ REPORT = b"R"   # payload: step\0errno\0message; the child exits 125 next
 
 SEP = b"\0"
 MAX_MESSAGE = 1 << 20   # a GO with a launcher's whole environment fits easily
-_SCM_RIGHTS = 1
-_SOL_SOCKET = 1
-_MSG_DONTWAIT = _socket.MSG_DONTWAIT
+_MSG_DONTWAIT = 0x40
 
 
 class Channel:
@@ -94,11 +90,17 @@ class Channel:
     use right after clone, so EOF means what the diagram says."""
 
     def __init__(self):
-        parent, child = _socket.socketpair(_socket.AF_UNIX,
-                                           _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
         # Raw fds, not socket objects: the child runs after pivot_root and
-        # across fork/exec boundaries where only numbers make sense.
-        self.parent_fd, self.child_fd = parent.detach(), child.detach()
+        # across fork/exec boundaries where only numbers make sense. The
+        # shim (loaded now: the Python child cannot import after pivot_root)
+        # makes and speaks them.
+        global _ffi, _lib
+        if _lib is None:
+            from pyctr._shim import ffi as _ffi, lib as _lib
+        pair = _ffi.new("int[2]")
+        if _lib.pyctr_channel_pair(pair) < 0:
+            _raise("socketpair")
+        self.parent_fd, self.child_fd = pair[0], pair[1]
 
     # -- parent ---------------------------------------------------------
     def parent_side(self):
@@ -200,55 +202,32 @@ class Channel:
             pass  # the parent is gone: nobody to tell
 
 
+_ffi = _lib = None  # the shim, from the first Channel on
+_buffer = None      # where messages are received: MAX_MESSAGE, never cleared
+
+
 def _send(sock_fd, data, fd=-1):
-    ancillary = []
-    if fd >= 0:
-        ancillary = [(_SOL_SOCKET, _SCM_RIGHTS, fd.to_bytes(_INT, sys.byteorder, signed=True))]
-    # A socket object around the fd only for the call; detach so it never closes it.
-    s = _socket.socket(fileno=sock_fd)
-    try:
-        s.sendmsg([data], ancillary)
-    finally:
-        s.detach()
+    if _lib.pyctr_channel_send(sock_fd, data, len(data), fd) < 0:
+        _raise("sendmsg")
 
 
 def _recv(sock_fd, flags=0):
     """(tag, payload, fd or -1); (b"", b"", -1) at end-of-file."""
-    s = _socket.socket(fileno=sock_fd)
-    try:
-        while True:
-            try:
-                data, ancdata, _, _ = s.recvmsg(MAX_MESSAGE, _cmsg_space(1), flags)
-                break
-            except InterruptedError:
-                continue
-            except ConnectionResetError:
-                # The other end closed with a message of ours unread (a child
-                # that failed before reading IDS): the kernel reports that
-                # once, ahead of what it sent before, which is still queued.
-                continue
-    finally:
-        s.detach()
-    fd = -1
-    for level, kind, raw in ancdata:
-        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-            fds = [int.from_bytes(raw[i:i + _INT], sys.byteorder, signed=True)
-                   for i in range(0, len(raw) - len(raw) % _INT, _INT)]
-            for extra in fds[1:]:  # one fd per message: close any smuggled extras
-                _close(extra)
-            if fds:
-                fd = fds[0]
-                os.set_inheritable(fd, False)
-    return data[:1], data[1:], fd
+    global _buffer
+    if _buffer is None:  # malloc'd, not zeroed: only what a message fills is touched
+        _buffer = _ffi.new_allocator(should_clear_after_alloc=False)("char[]", MAX_MESSAGE)
+    fd = _ffi.new("int *")
+    n = _lib.pyctr_channel_recv(sock_fd, _buffer, MAX_MESSAGE, flags, fd)
+    if n < 0:
+        _raise("recvmsg")
+    data = _ffi.buffer(_buffer, n)[:]
+    return data[:1], data[1:], fd[0]
 
 
-# SCM_RIGHTS carries C ints. Not the array module: it imports collections,
-# ~3 ms of every `pyctr run`.
-_INT = 4
-
-
-def _cmsg_space(n):
-    return _socket.CMSG_SPACE(n * _INT)
+def _raise(what):
+    """The OSError subclass Python's own socket calls raise for errno."""
+    err = _ffi.errno
+    raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
 def _close(fd):
