@@ -35,7 +35,7 @@ Group.record), and `remove`, `freeze`, `thaw` and `gc` work from that record.
 import errno
 import os
 
-from pyctr import resources, syscalls
+from pyctr import fileio, resources, syscalls
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 
@@ -86,10 +86,9 @@ def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
     options is the same hierarchy), under a lock, since the processes of one
     `mpirun` share the namespace."""
     own = {}
-    with open(cgroup) as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            own[controllers or ""] = path
+    for line in fileio.read(cgroup).decode(errors="surrogateescape").splitlines():
+        _, controllers, path = line.split(":", 2)
+        own[controllers or ""] = path
     mounts = _mounts(mountinfo)
     if mountinfo == "/proc/self/mountinfo" and (not mounts or MOUNT_SOURCE in (
             m[4] for m in mounts if m[2] == ROOT)):
@@ -147,20 +146,19 @@ def _mounts(mountinfo):
     """[(fstype, hierarchy key, mountpoint, mount root, source)] of the cgroup
     mounts under /sys/fs/cgroup, and of a tmpfs at /sys/fs/cgroup itself."""
     mounts = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            dash = fields.index("-")
-            fstype, source = fields[dash + 1], fields[dash + 2]
-            mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-            if fstype == "tmpfs" and mountpoint == ROOT:
-                mounts.append((fstype, None, mountpoint, mount_root, source))
-            elif fstype in ("cgroup", "cgroup2") and mountpoint.startswith(ROOT + "/") or \
-                    fstype == "cgroup2" and mountpoint == ROOT:
-                names = [o for o in fields[dash + 3].split(",")
-                         if o in V1_CONTROLLERS or o.startswith("name=")]
-                key = ",".join(names) if fstype == "cgroup" else ""
-                mounts.append((fstype, key, mountpoint, mount_root, source))
+    for line in fileio.read(mountinfo).decode(errors="surrogateescape").splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        fstype, source = fields[dash + 1], fields[dash + 2]
+        mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        if fstype == "tmpfs" and mountpoint == ROOT:
+            mounts.append((fstype, None, mountpoint, mount_root, source))
+        elif fstype in ("cgroup", "cgroup2") and mountpoint.startswith(ROOT + "/") or \
+                fstype == "cgroup2" and mountpoint == ROOT:
+            names = [o for o in fields[dash + 3].split(",")
+                     if o in V1_CONTROLLERS or o.startswith("name=")]
+            key = ",".join(names) if fstype == "cgroup" else ""
+            mounts.append((fstype, key, mountpoint, mount_root, source))
     return mounts
 
 
@@ -174,18 +172,11 @@ def _unescape(text):
         .replace("\\134", "\\")
 
 
-# cgroupfs files are read and written with os.open/read/write: a run makes
-# ~60 such calls, and open() adds four syscalls and three objects to each.
+# cgroupfs files are read and written with os.open/read/write (fileio): a
+# run makes ~60 such calls.
 def _read(directory, name, default=None):
     try:
-        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = [os.read(fd, 65536)]
-            while chunks[-1]:
-                chunks.append(os.read(fd, 65536))
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode().strip()
+        return fileio.read(os.path.join(directory, name)).decode().strip()
     except OSError:
         if default is None:
             raise

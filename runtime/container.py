@@ -32,7 +32,7 @@ records the exit; cleanup() and teardown() remove what the record lists.
 import errno
 import os
 
-from pyctr import childprog, syscalls
+from pyctr import childprog, fileio, syscalls
 from pyctr.child import Plan, child_main, exit_code
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import Mount
@@ -103,15 +103,12 @@ def etc_files(c):
     etc = os.path.join(c.dir, "etc")
     os.mkdir(etc)
     _write_hosts(c)
-    with open(os.path.join(etc, "hostname"), "w") as f:
-        f.write(c.spec.hostname + "\n")
+    fileio.write(os.path.join(etc, "hostname"), (c.spec.hostname + "\n").encode())
     try:
-        with open("/etc/resolv.conf") as f:
-            resolv = f.read()
+        resolv = fileio.read("/etc/resolv.conf")
     except OSError:
-        resolv = ""
-    with open(os.path.join(etc, "resolv.conf"), "w") as f:
-        f.write(resolv)
+        resolv = b""
+    fileio.write(os.path.join(etc, "resolv.conf"), resolv)
     root = c.spec.root
     # A missing file is created to mount on only in an image's overlay:
     # never in a plain rootfs (the user's files). Under a user namespace
@@ -614,8 +611,7 @@ def _write_hosts(c):
     names = spec.hostname if spec.hostname == spec.name else "%s %s" % (spec.hostname, spec.name)
     addresses = [r["ip"].split("/")[0] for r in c.state.networks if r.get("ip")]
     lines += ["%s\t%s" % (a, names) for a in addresses] or ["127.0.1.1\t" + names]
-    with open(os.path.join(c.dir, "etc", "hosts"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    fileio.write(os.path.join(c.dir, "etc", "hosts"), ("\n".join(lines) + "\n").encode())
 
 
 def _oci_json(spec):

@@ -16,6 +16,7 @@ exec` compiles the same profile from the container's config.json.
 import marshal
 import os
 
+from pyctr import fileio
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 
@@ -174,8 +175,7 @@ def _read_default_entry(path):
     """The Seccomp an entry holds, or None if it is missing or not one
     default_for wrote (then it is made anew)."""
     try:
-        with open(path, "rb") as f:
-            action, errno, arches, rules, program = marshal.loads(f.read())
+        action, errno, arches, rules, program = marshal.loads(fileio.read(path))
         profile = Seccomp(default_action=action, default_errno=errno,
                           architectures=list(arches), program=program,
                           syscalls=[SyscallRule(names=list(names), action=rule_action,

@@ -18,7 +18,7 @@ so no verb can touch a path outside the state directory.
 import os
 import time
 
-from pyctr import jsonio
+from pyctr import fileio, jsonio
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 
@@ -115,8 +115,7 @@ class StateStore:
         tmp = os.path.join(self.base, ".new-%d-%s" % (os.getpid(), os.urandom(4).hex()))
         os.mkdir(tmp, 0o711)
         try:
-            with open(os.path.join(tmp, "state.json"), "w") as f:
-                f.write(jsonio.dumps(state.to_json()))
+            fileio.write(os.path.join(tmp, "state.json"), jsonio.dumps(state.to_json()).encode())
             os.rename(tmp, final)  # fails on a taken name: that dir is never empty
         except OSError as e:
             remove_tree(tmp)
@@ -151,8 +150,7 @@ class StateStore:
     def _read(self, name):
         path = os.path.join(self.dir(name), "state.json")
         try:
-            with open(path) as f:
-                raw = f.read()
+            raw = fileio.read(path).decode()
         except FileNotFoundError as e:
             raise PyctrError("no such container: %s" % name) from e
         try:
@@ -189,7 +187,7 @@ class StateStore:
         except OSError:
             return None
         try:
-            data = jsonio.loads(_read_all(fd).decode())
+            data = jsonio.loads(fileio.read_fd(fd).decode())
         except (OSError, ValueError, UnicodeDecodeError):
             return None
         finally:
@@ -206,22 +204,14 @@ class StateStore:
         path = os.path.join(self.dir(name), filename)
         tmp = path + ".tmp"
         try:
-            # os.open/write: three syscalls, where open() makes seven
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            try:
-                data = text.encode()
-                while data:
-                    data = data[os.write(fd, data):]
-            finally:
-                os.close(fd)
+            fileio.write(tmp, text.encode())
             os.rename(tmp, path)
         except FileNotFoundError:
             pass
 
     def read_file(self, name, filename):
         try:
-            with open(os.path.join(self.dir(name), filename)) as f:
-                return f.read()
+            return fileio.read(os.path.join(self.dir(name), filename)).decode()
         except FileNotFoundError as e:
             raise PyctrError("no such container: %s" % name) from e
 
@@ -282,15 +272,6 @@ def process_start_time(pid):
     if fields[0] in (b"Z", b"X"):
         return None  # a zombie has finished: only its parent has yet to notice
     return int(fields[19])
-
-
-def _read_all(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def is_alive(pid, start_time):

@@ -80,6 +80,19 @@ def built(tmp_path_factory):
 
 # --------------------------------------------------------------------------- build
 
+@pytest.mark.parametrize("raw", [b"{broken", b'{"cmd": ["\xff\xfe"]}'])
+def test_a_damaged_image_json_is_one_line_not_a_traceback(tmp_path, raw):
+    """An image whose image.json is not JSON, or not UTF-8, stops `run`
+    with the image named, before anything is made."""
+    image = tmp_path / "images" / "broken"
+    (image / "rootfs").mkdir(parents=True)
+    (image / "image.json").write_bytes(raw)
+    fails_cleanly(pyctr(tmp_path, "run", "--rm", "broken", "/bin/true"),
+                  "image broken", "malformed image.json")
+    assert not (tmp_path / "run" / "containers").exists() or \
+        os.listdir(tmp_path / "run" / "containers") == []
+
+
 @root_only
 def test_built_busybox_runs_a_shell(built):
     rootfs = built / "images" / "busybox" / "rootfs"

@@ -16,6 +16,7 @@ imports nothing heavy at load time.
 """
 import os
 
+from pyctr import fileio
 from pyctr.errors import PyctrError
 
 DEFAULT_IMAGE = "busybox"
@@ -52,16 +53,15 @@ def lookup(paths, name):
         return None
     path = os.path.join(paths.images, name)
     try:
-        with open(os.path.join(path, "image.json"), encoding="utf-8") as f:
-            text = f.read()
+        raw = fileio.read(os.path.join(path, "image.json"))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise PyctrError("image %s: cannot read image.json" % name, e.errno or 0) from e
     from pyctr import jsonio  # not json: it imports re, slow for `run`
     try:
-        meta = jsonio.loads(text)
-    except ValueError as e:
+        meta = jsonio.loads(raw.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError too
         raise PyctrError("image %s: malformed image.json (%s)" % (name, e)) from e
     return Image(name, path, meta)
 
