@@ -922,7 +922,11 @@ static long clone_alone(unsigned long flags, int cgroup_fd, int channel_fd, cons
     int err = pid < 0 ? (int)-pid : 0;
     pthread_sigmask(SIG_SETMASK, &alone_args.mask, NULL);
     pthread_mutex_unlock(&lock);
-    if (err == ENOSYS && cgroup_fd < 0)  /* a kernel before clone3 (5.3) */
+    /* Not into a cgroup, fork-style took clone(2): so again, where clone3 is
+     * refused (a kernel before 5.3, a seccomp filter's ENOSYS or EPERM);
+     * a real failure fails there the same way, with its own errno. With a
+     * cgroup the caller retries without on ENOSYS, E2BIG or EINVAL. */
+    if (err && cgroup_fd < 0)
         return pyctr_clone_run(flags, cgroup_fd, channel_fd, program, length, 0);
     if (err) {
         errno = err;
