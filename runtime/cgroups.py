@@ -86,7 +86,9 @@ def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
     options is the same hierarchy), under a lock, since the processes of one
     `mpirun` share the namespace."""
     own = {}
-    for line in fileio.read(cgroup).decode(errors="surrogateescape").splitlines():
+    # split on "\n" alone, as the kernel writes lines: a mount point may hold
+    # any other byte, escaped or not
+    for line in filter(None, fileio.read(cgroup).decode(errors="surrogateescape").split("\n")):
         _, controllers, path = line.split(":", 2)
         own[controllers or ""] = path
     mounts = _mounts(mountinfo)
@@ -146,7 +148,7 @@ def _mounts(mountinfo):
     """[(fstype, hierarchy key, mountpoint, mount root, source)] of the cgroup
     mounts under /sys/fs/cgroup, and of a tmpfs at /sys/fs/cgroup itself."""
     mounts = []
-    for line in fileio.read(mountinfo).decode(errors="surrogateescape").splitlines():
+    for line in filter(None, fileio.read(mountinfo).decode(errors="surrogateescape").split("\n")):
         fields = line.split()
         dash = fields.index("-")
         fstype, source = fields[dash + 1], fields[dash + 2]

@@ -119,6 +119,19 @@ def test_detect_a_hybrid_layout(tmp_path):
     assert entries[2][2] == "name=systemd" and entries[3][1:3] == ("cgroup2", None)
 
 
+def test_detect_reads_past_mount_points_with_odd_bytes(tmp_path):
+    """The kernel escapes only space, tab, newline and backslash in a mount
+    point: another mount may hold any other byte (a vertical tab, a form
+    feed, one that is not UTF-8), made by whoever can mount, a container
+    on a shared volume included. Detection still finds the hierarchies."""
+    odd = b"60 23 0:40 / /mnt/a\x0bb\x1cc\xff rw - tmpfs tmpfs rw\n"
+    (tmp_path / "mountinfo").write_bytes(HYBRID.encode() + odd)
+    (tmp_path / "cgroup").write_text(HYBRID_OWN)
+    layout = cgroups.detect(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup"))
+    assert [h.name for h in layout.hierarchies] == ["cpu,cpuacct", "memory", "systemd",
+                                                    "unified"]
+
+
 def test_detect_v2_and_a_nested_mount_root(tmp_path):
     (tmp_path / "mountinfo").write_text(
         "30 23 0:26 /outer /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
