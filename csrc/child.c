@@ -39,7 +39,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -121,11 +120,7 @@ static const char *get_str(struct prog *g, uint32_t *length)
 
 static int send_tag(const char *data, size_t len)
 {
-    ssize_t n;
-    do
-        n = send(sock, data, len, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n < 0 ? -1 : 0;
+    return pyctr_channel_send(sock, data, len, -1) < 0 ? -1 : 0;
 }
 
 /* REPORT step\0errno\0text, then exit 125 (child.child_main). */
@@ -168,31 +163,15 @@ static void fail(const char *what, const char *path)
     report(err, message);
 }
 
-/* One message; 0 at end-of-file (the parent gave up). Fds that came along
- * are closed: the parent never sends any. */
+/* One message; 0 at end-of-file (the parent gave up). An fd that came
+ * along is closed: the parent never sends any. */
 static ssize_t receive(char *buf, size_t size)
 {
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int) * 4)];
-    } control;
-    for (;;) {
-        struct iovec iov = {buf, size};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = &control, .msg_controllen = sizeof(control)};
-        ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0 && (errno == EINTR || errno == ECONNRESET))
-            continue;
-        for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                int fds[4];
-                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                memcpy(fds, CMSG_DATA(c), (k > 4 ? 4 : k) * sizeof(int));
-                for (size_t i = 0; i < k && i < 4; i++)
-                    close(fds[i]);
-            }
-        return n;
-    }
+    int fd;
+    long n = pyctr_channel_recv(sock, buf, size, 0, &fd);
+    if (fd >= 0)
+        close(fd);
+    return n;
 }
 
 /* Channel.expect: the tag, else leave quietly (nobody to report to). */

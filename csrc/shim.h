@@ -38,10 +38,11 @@ int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);
 
-/* The parent/child channel (pyctr.sync): a SOCK_SEQPACKET socketpair,
- * close-on-exec, and one datagram each way with at most one fd riding
- * along (SCM_RIGHTS). Here rather than Python's _socket module, whose
- * import was a quarter of a millisecond of every start. */
+/* The parent/child channel (pyctr.sync; child.c speaks it too): a
+ * SOCK_SEQPACKET socketpair, close-on-exec, and one datagram each way with
+ * at most one fd riding along (SCM_RIGHTS). Here rather than Python's
+ * _socket module, whose import was a quarter of a millisecond of every
+ * start. */
 int pyctr_channel_pair(int fds[2]);
 long pyctr_channel_send(int sock, const char *data, size_t len, int fd);
 /* One datagram into buf (at most size bytes; EINTR retried). Its fd, if one

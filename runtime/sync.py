@@ -265,11 +265,8 @@ def decode_report(raw):
 
 def read_all(fd):
     """Everything until end-of-file; closes `fd` (the -d monitor's pipe)."""
-    chunks = []
-    while True:
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(fd)
-    return b"".join(chunks)
+    from pyctr import fileio
+    try:
+        return fileio.read_fd(fd)
+    finally:
+        os.close(fd)
