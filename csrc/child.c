@@ -792,9 +792,9 @@ static void run(struct prog *g)
  * queued before clone), as posix_spawn does: CLONE_VM|CLONE_VFORK, the
  * child in this process's memory on a stack of its own, this thread asleep
  * until the child has exec'd or exited. That spares copying the page
- * tables of a ~15 MB interpreter and the copy-on-write faults it takes on
- * every page it writes afterwards (~470 a run), and the child's teardown
- * of its copy at exec.
+ * tables of a ~15 MB interpreter, the copy-on-write fault it takes on
+ * every page it writes afterwards, and the child's teardown of its copy at
+ * exec.
  *
  * What sharing memory asks of the child: its writes land in this process,
  * so it writes only this file's statics (unused here until the next

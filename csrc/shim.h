@@ -41,8 +41,7 @@ int pyctr_close_range(unsigned int first, unsigned int last, int flags);
 /* The parent/child channel (pyctr.sync; child.c speaks it too): a
  * SOCK_SEQPACKET socketpair, close-on-exec, and one datagram each way with
  * at most one fd riding along (SCM_RIGHTS). Here rather than Python's
- * _socket module, whose import was a quarter of a millisecond of every
- * start. */
+ * _socket module, which every start imported for these three calls. */
 int pyctr_channel_pair(int fds[2]);
 long pyctr_channel_send(int sock, const char *data, size_t len, int fd);
 /* One datagram into buf (at most size bytes; EINTR retried). Its fd, if one

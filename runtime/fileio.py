@@ -1,7 +1,7 @@
 """Small files, whole, through os.open/read/write. open() adds three
-syscalls (fstat, ioctl, lseek) and three objects to each file: ~30 us on
-these VMs, and a `pyctr run` reads or writes about twenty (records, the
-/etc files, image.json, /proc, cgroupfs). OSError as is."""
+syscalls (fstat, ioctl, lseek) and three objects to each file, and a
+`pyctr run` reads or writes about twenty (records, the /etc files,
+image.json, /proc, cgroupfs). OSError as is."""
 import os
 
 
