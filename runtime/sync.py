@@ -70,6 +70,7 @@ its /proc entry) gives the REPORT waiting unread, if any
 """
 import os
 
+from pyctr import fileio
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 
 # parent -> child
@@ -82,7 +83,7 @@ REPORT = b"R"   # payload: step\0errno\0message; the child exits 125 next
 
 SEP = b"\0"
 MAX_MESSAGE = 1 << 20   # a GO with a launcher's whole environment fits easily
-_MSG_DONTWAIT = 0x40
+_MSG_DONTWAIT = 0x40    # Linux's, on every architecture (no _socket to ask)
 
 
 class Channel:
@@ -265,7 +266,6 @@ def decode_report(raw):
 
 def read_all(fd):
     """Everything until end-of-file; closes `fd` (the -d monitor's pipe)."""
-    from pyctr import fileio
     try:
         return fileio.read_fd(fd)
     finally:
