@@ -110,7 +110,7 @@ static void python(const char *error)
  * PYCTR_WARM_FD is closed everywhere (pyctr.cgroups.end_front_warm_up,
  * right before the move it was for), or after 1 s. Forked twice, so it is
  * not Python's child; not dumpable, no fd but its pipe and the file, and
- * not in the caller's network namespace. */
+ * not in a node's network namespace the caller works in (leave_netns.h). */
 
 #define WARM_MOVES 500  /* 2 ms apart: 1 s at most */
 #define WARM_FD_MIN 960 /* out of the way of the fds a user passes on */

@@ -243,3 +243,48 @@ def test_exec_through_the_command_joins_the_containers_cgroup(worlds):
         assert inside == init and inside.strip()
     finally:
         front("rm", "-f", "warm")
+
+
+LEAVE_NETNS_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include "leave_netns.h"
+static unsigned long ino(void)
+{
+    struct stat st;
+    return stat("/proc/self/ns/net", &st) ? 0 : (unsigned long)st.st_ino;
+}
+int main(void)
+{
+    unsigned long before = ino();
+    leave_netns();
+    printf("%lu %lu\n", before, ino());
+    return 0;
+}
+"""
+INITIAL_NETNS_INODE = 0xEFFFFFF9  # recent kernels' fixed number for it
+
+
+def test_a_helper_leaves_a_nodes_network_namespace_and_makes_none_in_the_hosts(tmp_path):
+    """The warm-up and pyctr-netlink-send (csrc/leave_netns.h) are never a
+    process of the node's namespace pyctr works in, and in the host's own
+    one they stay (a namespace made and torn down costs every run CPU)."""
+    source = tmp_path / "leave.c"
+    source.write_text(LEAVE_NETNS_C)
+    binary = str(tmp_path / "leave")
+    subprocess.run(["gcc", "-O2", "-I", os.path.join(os.path.dirname(__file__), "..", "csrc"),
+                    "-o", binary, str(source)], check=True)
+    name = "pyctr-leave-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        node = os.stat("/run/netns/" + name).st_ino
+        out = subprocess.run(["nsenter", "--net=/run/netns/" + name, binary], check=True,
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        assert int(out[0]) == node and int(out[1]) != node
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    before, after = map(int, subprocess.run([binary], check=True, capture_output=True,
+                                            text=True, timeout=30).stdout.split())
+    if before != INITIAL_NETNS_INODE:
+        pytest.skip("this kernel numbers the initial network namespace dynamically")
+    assert after == before
