@@ -655,6 +655,7 @@ def start_warm_up(paths):
 
 
 _front_warm_up = None  # the pipe that keeps pyctr-front's warm-up process going
+_front_fork = 0  # the process pyctr-front forked it through, until reaped
 
 
 def adopt_warm_up(value):
@@ -662,15 +663,34 @@ def adopt_warm_up(value):
     its own cgroup every 2 ms while this interpreter starts: the first move
     pays the grace period warm_up() describes, 10-20 ms before any cgroup
     work here, and the next ones keep moves fast. It runs while the write
-    end of its pipe, fd `value` (PYCTR_WARM_FD), is open anywhere: close-on-
-    exec from now, so no other program keeps it."""
-    global _front_warm_up
+    end of its pipe, fd FD of `value` ("FD PID", PYCTR_WARM_FD), is open
+    anywhere: close-on-exec from now, so no other program keeps it. PID is
+    the process it was forked through, which exited at once and is this
+    one's child: reaped here or, if not gone yet, when the warm-up ends."""
+    global _front_warm_up, _front_fork
+    fd_text, _, pid_text = value.partition(" ")
     try:
-        fd = int(value)
+        _front_fork = int(pid_text)
+    except ValueError:
+        pass
+    _reap_front_fork(os.WNOHANG)
+    try:
+        fd = int(fd_text)
         os.set_inheritable(fd, False)
     except (ValueError, OSError):
         return
     _front_warm_up = fd
+
+
+def _reap_front_fork(options):
+    global _front_fork
+    if _front_fork > 0:
+        try:
+            if os.waitpid(_front_fork, options)[0] == 0:
+                return  # WNOHANG, still there
+        except ChildProcessError:
+            pass
+        _front_fork = 0
 
 
 def end_front_warm_up():
@@ -683,6 +703,7 @@ def end_front_warm_up():
             os.close(fd)
         except OSError:
             pass
+    _reap_front_fork(0)  # it only forks and exits
 
 
 def warm_up(layout):

@@ -232,6 +232,35 @@ def test_the_cgroup_warm_up_stays_outside_the_container(worlds):
     assert _warm_ups() == []
 
 
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _comm_and_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        comm, _, rest = f.read().rpartition(")")
+    return comm.partition("(")[2], rest.split()[0]
+
+
+def test_a_running_containers_pyctr_has_no_child_but_the_container(worlds):
+    """pyctr-front forks its warm-up through a process it does not wait
+    for: Python reaps it, so an engine or a subreaper watching pyctr's
+    children finds the container's init alone, no zombie beside it."""
+    front = worlds["front"]
+    p = subprocess.Popen(front.argv("run", "--rm", "--name", "kids", "busybox", "sleep", "30"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        until(lambda: any(_comm_and_state(c)[0] == "sleep" for c in _children(p.pid)),
+              "the container's init as pyctr's child", timeout=30)
+        assert [_comm_and_state(c) for c in _children(p.pid)] in ([("sleep", "S")],
+                                                                  [("sleep", "R")])
+    finally:
+        front("rm", "-f", "kids")
+        p.wait(timeout=30)
+
 def test_exec_through_the_command_joins_the_containers_cgroup(worlds):
     """exec moves its process into the container's cgroup (what the
     warm-up is for) right after pyctr ends the warm-up: it is there."""
