@@ -100,15 +100,13 @@ def etc_files(c):
     A bundle's container has the files its config mounts, as with runc."""
     if c.spec.oci:
         return
-    etc = os.path.join(c.dir, "etc")
-    os.mkdir(etc)
     _write_hosts(c)
-    fileio.write(os.path.join(etc, "hostname"), (c.spec.hostname + "\n").encode())
+    fileio.write(os.path.join(c.dir, "hostname"), (c.spec.hostname + "\n").encode())
     try:
         resolv = fileio.read("/etc/resolv.conf")
     except OSError:
         resolv = b""
-    fileio.write(os.path.join(etc, "resolv.conf"), resolv)
+    fileio.write(os.path.join(c.dir, "resolv.conf"), resolv)
     root = c.spec.root
     # A missing file is created to mount on only in an image's overlay:
     # never in a plain rootfs (the user's files). Under a user namespace
@@ -126,7 +124,7 @@ def etc_files(c):
         if not creatable and not c.syscall.exists_in_root(root.path, "/etc/" + name):
             continue
         c.etc_mounts.append(Mount(destination="/etc/" + name, type="bind",
-                                  source=os.path.join(etc, name), options=("bind",)))
+                                  source=os.path.join(c.dir, name), options=("bind",)))
 
 
 def namespaces(c):
@@ -206,9 +204,14 @@ def clone(c):
     rootfs, layers = spec.root.path, None
     if spec.root.image:
         # The image stays untouched: the container writes to an overlay
-        # (see rootfs.plan_root) mounted on this empty directory.
-        scratch = os.path.join(c.dir, "rootfs")
-        os.mkdir(scratch)
+        # (see rootfs.plan_root) on a tmpfs the child mounts on this empty
+        # directory in its own mount namespace; one for all containers (on
+        # the host it stays empty), so no run makes and removes one.
+        scratch = c.paths.scratch
+        try:
+            os.mkdir(scratch, 0o711)
+        except FileExistsError:
+            pass
         rootfs, layers = scratch + "/merged", (spec.root.path, scratch) + \
             (("/etc",) if c.own_etc else ())
     plan = Plan(spec, rootfs, layers, tuple(c.etc_mounts),
@@ -611,7 +614,7 @@ def _write_hosts(c):
     names = spec.hostname if spec.hostname == spec.name else "%s %s" % (spec.hostname, spec.name)
     addresses = [r["ip"].split("/")[0] for r in c.state.networks if r.get("ip")]
     lines += ["%s\t%s" % (a, names) for a in addresses] or ["127.0.1.1\t" + names]
-    fileio.write(os.path.join(c.dir, "etc", "hosts"), ("\n".join(lines) + "\n").encode())
+    fileio.write(os.path.join(c.dir, "hosts"), ("\n".join(lines) + "\n").encode())
 
 
 def _oci_json(spec):

@@ -1,7 +1,7 @@
 """Where pyctr keeps things. Each can be moved (flag or environment), so a
 test or a simulated cluster node gets its own world:
 
-  state   --root DIR    PYCTR_ROOT    /run/pyctr       tmpfs: containers, leases, locks
+  state   --root DIR    PYCTR_ROOT    /run/pyctr       tmpfs: containers, leases, locks, scratch
                                       ($XDG_RUNTIME_DIR/pyctr when not root)
   config  --config DIR  PYCTR_CONFIG  /etc/pyctr       networks/*.toml
   data    --data DIR    PYCTR_DATA    /var/lib/pyctr   images/<name>/{rootfs,image.json}
@@ -25,6 +25,12 @@ class Paths:
     @property
     def containers(self):
         return os.path.join(self.root, "containers")
+
+    @property
+    def scratch(self):
+        """The mount point of every container's tmpfs under its overlay
+        (container.clone): an empty directory on the host."""
+        return os.path.join(self.root, "scratch")
 
     @property
     def leases(self):

@@ -2,8 +2,8 @@
 
   state.json   the ContainerState below, replaced atomically on every change
   config.json  the OCI-shaped spec the container was made from
-  etc/         hosts, hostname, resolv.conf bind-mounted into the container
-  rootfs/      where an image-based root is mounted (inside the container only)
+  hosts, hostname, resolv.conf
+               the container's /etc files, bind-mounted into it
   log          stdout+stderr of a detached container
   exit         the workload's exit code, written by pyctr-monitor (pyctr.monitor)
                until `_finished` records it here
@@ -110,7 +110,7 @@ class StateStore:
         between leaves only a `.new-PID-*` entry that gc removes)."""
         final = self.dir(state.name)
         # 0711: a container whose root is an unprivileged host uid (--userns)
-        # must reach its bind-mounted etc/ files, but not list other containers.
+        # must reach its bind-mounted /etc files, but not list other containers.
         os.makedirs(self.base, mode=0o711, exist_ok=True)
         tmp = os.path.join(self.base, ".new-%d-%s" % (os.getpid(), os.urandom(4).hex()))
         os.mkdir(tmp, 0o711)

@@ -177,8 +177,7 @@ def test_up_gives_fixed_addresses_hosts_and_settings_and_down_removes_it_all(tb,
                    "c-1").stdout.split()
         assert hosts == ["10.91.0.10", "c-0", "10.91.0.11", "c-1"]
         inode = int(ok(node, "exec", name, "stat", "-c", "%i", "/etc/hosts").stdout)
-        assert inode == os.stat(os.path.join(node.paths.containers, name, "etc",
-                                             "hosts")).st_ino
+        assert inode == os.stat(os.path.join(node.paths.containers, name, "hosts")).st_ino
         env = ok(node, "exec", name, "env").stdout.splitlines()
         assert "OMPI_MCA_btl_tcp_if_include=10.91.0.0/24" in env
         assert "UCX_NET_DEVICES=eth0" in env and "UCX_TLS=tcp,self" in env

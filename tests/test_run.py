@@ -7,7 +7,7 @@ import subprocess
 import time
 
 
-from conftest import one_line_error, host_leftovers, root_only
+from conftest import one_line_error, host_leftovers, root_only, until
 
 pytestmark = root_only
 
@@ -268,6 +268,23 @@ def test_image_is_not_changed_by_containers(pyctr, rootfs):
     run(pyctr, "busybox", "sh", "-c", "echo dirty > /etc/dirty", check=True)
     assert not os.path.exists(os.path.join(rootfs, "etc", "dirty"))
 
+
+
+def test_running_containers_keep_their_writable_layers_apart_and_off_the_host(pyctr):
+    """Every container's tmpfs under its overlay is mounted on the same
+    empty directory, each in its own mount namespace: one container never
+    sees another's files there, and the host sees none."""
+    for name in ("layer-a", "layer-b"):
+        pyctr("run", "-d", "--name", name, "busybox", "sh", "-c",
+              "echo %s > /mine; sleep 60" % name, check=True)
+    try:
+        for name in ("layer-a", "layer-b"):
+            until(lambda: pyctr("exec", name, "cat", "/mine").stdout.strip() == name,
+                  "%s's /mine" % name)
+        scratch = os.path.join(pyctr.root, "scratch")
+        assert os.path.isdir(scratch) and os.listdir(scratch) == []
+    finally:
+        pyctr("rm", "-f", "layer-a", "layer-b")
 
 def test_preserve_fds(pyctr):
     import shlex

@@ -66,7 +66,7 @@ def write(paths, record):
         if n["here"]:
             # The container's /etc/hosts is a bind mount of this file: rewrite
             # it in place (a new file would not be what the container sees).
-            with open(os.path.join(store.dir(n["name"]), "etc", "hosts"), "r+") as f:
+            with open(os.path.join(store.dir(n["name"]), "hosts"), "r+") as f:
                 f.write(hosts)
                 f.truncate()
     files = {"hosts": hosts,
