@@ -549,9 +549,9 @@ static void save_started(record *r)
         span t = first; first = second; second = t;
         const char *v = values[0]; values[0] = values[1]; values[1] = v;
     }
-    char path[4200], tmp[4210];
+    char path[4200], tmp[4224];
     snprintf(path, sizeof(path), "%s/state.json", r->dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0666);
     if (fd < 0)
         return;  /* removed meanwhile (Python's save ignores that too) */
@@ -575,8 +575,16 @@ static void save_started(record *r)
         p += n;
     }
     close(fd);
-    if (rename(tmp, path))
+    /* the names exchanged and the old file unlinked, as pyctr.fileio.replace
+     * does it (no forced write-out on ext4) */
+    if (syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
+        unlink(tmp);
+        return;
+    }
+    if (rename(tmp, path)) {
+        unlink(tmp);
         PYTHON();
+    }
 }
 
 static int start(record *r)

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h> /* RENAME_EXCHANGE */
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
@@ -85,6 +86,11 @@ int pyctr_sethostname(const char *name, size_t len) { return sethostname(name, l
 int pyctr_close_range(unsigned int first, unsigned int last, int flags)
 {
     return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+int pyctr_rename_exchange(const char *a, const char *b)
+{
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
 }
 
 int pyctr_channel_pair(int fds[2])

@@ -37,6 +37,8 @@ int pyctr_mount_setattr(int fd, unsigned long long attr_set, int recursive);
 int pyctr_pivot_root(const char *new_root, const char *put_old);
 int pyctr_sethostname(const char *name, size_t len);
 int pyctr_close_range(unsigned int first, unsigned int last, int flags);
+/* renameat2(RENAME_EXCHANGE) of two existing paths (pyctr.fileio.replace). */
+int pyctr_rename_exchange(const char *a, const char *b);
 
 /* The parent/child channel (pyctr.sync; child.c speaks it too): a
  * SOCK_SEQPACKET socketpair, close-on-exec, and one datagram each way with

@@ -2,6 +2,7 @@
 syscalls (fstat, ioctl, lseek) and three objects to each file, and a
 `pyctr run` reads or writes about twenty (records, the /etc files,
 image.json, /proc, cgroupfs). OSError as is."""
+import errno
 import os
 
 
@@ -31,3 +32,30 @@ def write(path, data, mode=0o666):
             data = data[os.write(fd, data):]
     finally:
         os.close(fd)
+
+
+def replace(path, data):
+    """Put a file holding `data` in the place of `path`, atomically: a
+    reader opens the old file or the new one, whole. The two names are
+    exchanged and the old file unlinked, where a rename over `path` would
+    make ext4 (a /run that is not a tmpfs) allocate and write out the new
+    file's blocks at once (auto_da_alloc), and its removal, moments later
+    for a `run --rm`, wait for their discard. A `path` not there yet, or a
+    filesystem without the exchange, gets the rename. The temporary name
+    is the writer's own: two writers never share its inode."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    write(tmp, data)
+    try:
+        from pyctr._shim import ffi, lib
+        if lib.pyctr_rename_exchange(tmp.encode(), path.encode()) == 0:
+            os.unlink(tmp)  # the old file now
+            return
+        if ffi.errno not in (errno.ENOENT, errno.EINVAL, errno.ENOSYS):
+            raise OSError(ffi.errno, os.strerror(ffi.errno), path)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

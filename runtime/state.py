@@ -201,11 +201,8 @@ class StateStore:
         self.write_file(state.name, "state.json", jsonio.dumps(state.to_json()))
 
     def write_file(self, name, filename, text):
-        path = os.path.join(self.dir(name), filename)
-        tmp = path + ".tmp"
         try:
-            fileio.write(tmp, text.encode())
-            os.rename(tmp, path)
+            fileio.replace(os.path.join(self.dir(name), filename), text.encode())
         except FileNotFoundError:
             pass
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from pyctr import fileio
 from pyctr.paths import Paths
 from pyctr.state import ContainerState, StateStore, process_start_time
 
@@ -121,3 +122,23 @@ def test_removing_a_record_never_follows_a_symlink_out_of_it(store, tmp_path):
     states.remove("web")
     assert not os.path.lexists(top)
     assert (outside / "keep").is_dir() and (outside / "file").read_text() == "x"
+
+
+def test_a_replaced_record_is_the_old_or_the_new_whole_and_no_temporary_stays(tmp_path):
+    """fileio.replace, which every record update goes through: a reader
+    that opened the old file reads all of it; the directory holds the one
+    file afterwards (the exchange's old file and its own name are gone)."""
+    target = str(tmp_path / "state.json")
+    fileio.replace(target, b'{"status": "creating"}')  # not there yet: made
+    with open(target, "rb") as reader:
+        fileio.replace(target, b'{"status": "running", "pid": 42}')
+        assert reader.read() == b'{"status": "creating"}'
+    with open(target, "rb") as f:
+        assert f.read() == b'{"status": "running", "pid": 42}'
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_an_update_never_brings_back_a_removed_containers_directory(store):
+    paths, states = store
+    states.write_file("gone", "state.json", "{}")
+    assert not os.path.exists(states.dir("gone"))

@@ -34,8 +34,10 @@ Confinement, the same for pyctr, runc and crun (issue 8's defaults):
              pyctr loads it from its compile cache, runc and crun compile it
              with libseccomp at every start, as they always do
 A fresh container id per run (runc and crun get a fresh config.json with that
-id's cgroupsPath, written before the timed run). runc and crun keep their
-state in a private --root on tmpfs, like their default /run/{runc,crun}.
+id's cgroupsPath, written before the timed run). pyctr, runc and crun keep
+their state in a private --root each, in one directory under /run (a tmpfs
+on most machines, as for their defaults /run/{pyctr,runc,crun}; where /run
+is not one, all three write their records to the same filesystem).
 
 crun 1.8.1 refuses a hybrid cgroup layout (cgroup v1 controllers plus
 /sys/fs/cgroup/unified) with "cgroups in hybrid mode not supported". On such
