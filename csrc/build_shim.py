@@ -19,7 +19,7 @@ ffibuilder.set_source(
     '#include "shim.h"',
     sources=["csrc/shim.c", "csrc/child.c", "csrc/supervise.c"],  # relative: setuptools rejects absolute paths
     include_dirs=["csrc"],
-    libraries=["seccomp"],
+    libraries=["dl"],  # libseccomp is dlopen'ed when a filter is first built (shim.c)
     extra_compile_args=["-O2", "-Wall"],
 )
 

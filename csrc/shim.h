@@ -134,7 +134,9 @@ int pyctr_seccomp_load(const void *filter, size_t filter_len);
 int pyctr_join_session_keyring(void);
 
 /* Building a filter with libseccomp, in the parent. Actions and operators
- * are libseccomp's numbers (kernel ABI for actions). */
+ * are libseccomp's numbers (kernel ABI for actions). pyctr_seccomp_new
+ * loads libseccomp.so.2 (NULL and ELIBACC if it cannot); the others take
+ * what it returned. */
 void *pyctr_seccomp_new(uint32_t default_action);
 /* Add an architecture by libseccomp name ("x86_64", "x86", ...); 0 if it
  * was already there. */

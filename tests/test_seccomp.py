@@ -315,6 +315,33 @@ def test_cache_in_state_root(tmp_path):
     shutil.rmtree(tmp_path / "seccomp")
 
 
+
+LOADS_LIBSECCOMP = r"""
+import sys
+from pyctr import seccomp, spec
+from pyctr.paths import Paths
+from pyctr._shim import lib  # the shim loaded, as for any run
+def mapped():
+    with open("/proc/self/maps") as f:
+        return "libseccomp" in f.read()
+seccomp.for_run(Paths(root=sys.argv[1]), [], spec.DEFAULT_CAPABILITIES)
+print(mapped())
+seccomp.compile_profile(seccomp.default_profile(spec.DEFAULT_CAPABILITIES), "default")
+print(mapped())
+"""
+
+
+def test_a_start_with_its_profile_cached_does_not_load_libseccomp(tmp_path):
+    """libseccomp is loaded by the first filter built in a process, not with
+    the shim: every run and exec whose profile is in the cache is spared it."""
+    import subprocess
+    import sys
+    from pyctr.paths import Paths
+    seccomp.for_run(Paths(root=str(tmp_path)), [], spec.DEFAULT_CAPABILITIES)  # the cache
+    out = subprocess.run([sys.executable, "-c", LOADS_LIBSECCOMP, str(tmp_path)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.split()
+    assert out == ["False", "True"]
+
 def test_the_default_from_the_cache_is_the_default_resolved_anew(tmp_path):
     """A plain run takes the default from its cache entry, not resolving
     seccomp.default again: the same rules and program, for each capability set."""
