@@ -113,7 +113,7 @@ static void python(const char *error)
  * not in a node's network namespace the caller works in (leave_netns.h).
  * The process between exits at once and is not waited for here: Python
  * reaps it (PYCTR_WARM_FD is "FD PID"), since on a busy node waiting for
- * it to be scheduled cost this command a time slice (~4 ms). */
+ * it to be scheduled cost this command about a time slice. */
 
 #define WARM_MOVES 500  /* 2 ms apart: 1 s at most */
 #define WARM_FD_MIN 960 /* out of the way of the fds a user passes on */

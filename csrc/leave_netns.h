@@ -9,8 +9,8 @@
  * it would go. Recent kernels (6.18 here) number the initial network
  * namespace like the other initial ones, with a fixed inode; there a
  * PID 1 that cannot be opened (not dumpable: a VM's agent) no longer
- * costs every helper a namespace made and torn down (~0.6 ms of CPU,
- * most of it in a kernel worker). Older kernels give it a dynamic number
+ * costs every helper a namespace made and torn down (most of that CPU in
+ * a kernel worker). Older kernels give it a dynamic number
  * (0xF0000000 and up), never this one, and take the path below. */
 #ifndef PYCTR_LEAVE_NETNS_H
 #define PYCTR_LEAVE_NETNS_H
