@@ -524,7 +524,7 @@ int pyctr_join_session_keyring(void)
 
 /* libseccomp is opened when a filter is first built, not with the shim: a
  * run or exec whose profile is compiled already (pyctr.seccomp's cache)
- * needs none of it, and loading it was ~0.1 ms of every start. Each entry
+ * needs none of it, and every start paid for loading it. Each entry
  * has the type of the function it stands for (from seccomp.h), so the
  * compiler checks the calls as before. */
 static struct {
