@@ -274,7 +274,9 @@ class Group:
         records."""
         if not _safe(self):
             return False
-        if self._rmdir_all(list(self.process_dirs()) + list(self.dirs.values())):
+        # leaves first; a group that is its own process dir (v1 memory
+        # without a limit) once
+        if self._rmdir_all(dict.fromkeys([*self.process_dirs(), *self.dirs.values()])):
             self._remove_parents()
             return True  # the usual case: the container's processes are gone
         import time
