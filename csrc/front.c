@@ -802,6 +802,9 @@ int main(int argc, char **argv)
 {
     args = argv;
     nargs = argc;
+    /* Python acts on this variable (an fd it closes, a pid it reaps): only
+     * the value warm_up() sets may reach it, never one from the caller. */
+    unsetenv("PYCTR_WARM_FD");
     const char *root = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {

@@ -317,3 +317,23 @@ def test_a_helper_leaves_a_nodes_network_namespace_and_makes_none_in_the_hosts(t
     if before != INITIAL_NETNS_INODE:
         pytest.skip("this kernel numbers the initial network namespace dynamically")
     assert after == before
+
+
+def test_only_the_fronts_own_warm_up_variable_reaches_python(tmp_path):
+    """PYCTR_WARM_FD names an fd Python closes and a process it reaps: one
+    from the caller's environment never gets through pyctr-front."""
+    show = tmp_path / "show-env"
+    show.write_text("#!/bin/sh\nenv\n")
+    show.chmod(0o755)
+    command = str(tmp_path / "pyctr")
+    launcher.write(command, python=str(show))
+    env = dict(os.environ, PYCTR_WARM_FD="1 1")
+    ps = subprocess.run([command, "ps"], env=env, capture_output=True, text=True, timeout=30)
+    assert "PYCTR_WARM_FD" not in ps.stdout
+    run = subprocess.run([command, "run", "busybox", "true"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    values = [l.split("=", 1)[1] for l in run.stdout.splitlines()
+              if l.startswith("PYCTR_WARM_FD=")]
+    assert values and values[0] != "1 1"  # the front's own: its pipe and its fork
+    fd, pid = map(int, values[0].split())
+    assert fd >= 960 and pid > 1
