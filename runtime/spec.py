@@ -28,7 +28,7 @@ class Record:
                 value = self.DEFAULTS.get(name)
                 if callable(value):
                     value = value()
-            setattr(self, name, value)
+            object.__setattr__(self, name, value)  # not frozen yet: no check to pay
         if fields:
             raise TypeError("%s has no field %s" % (type(self).__name__, ", ".join(fields)))
 
@@ -53,13 +53,22 @@ class Record:
             getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
 
+# Values freeze() passes on as they are. Most of a Spec's values are these
+# (the seccomp profile's syscall names alone are hundreds): they are taken
+# without a call apiece.
+_IMMUTABLE = frozenset((str, int, bool, float, bytes, type(None)))
+
+
 def _frozen(value):
+    if type(value) in _IMMUTABLE:
+        return value
     if isinstance(value, Record):
         return value.freeze()
     if isinstance(value, (list, tuple)):
-        return tuple(map(_frozen, value))
+        return tuple([v if type(v) in _IMMUTABLE else _frozen(v) for v in value])
     if isinstance(value, dict):
-        return _MAPPING_PROXY({k: _frozen(v) for k, v in value.items()})
+        return _MAPPING_PROXY({k: v if type(v) in _IMMUTABLE else _frozen(v)
+                               for k, v in value.items()})
     return value
 
 

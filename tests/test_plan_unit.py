@@ -37,6 +37,23 @@ def test_defaults_are_what_runc_users_expect(rootdir):
     assert "container=pyctr" in spec.process.env
 
 
+def test_a_validated_spec_cannot_be_changed_at_any_depth(rootdir):
+    spec = build(rootdir, env=["A=1"], volumes=["/tmp:/data:ro"])  # validated: frozen
+    with pytest.raises(AttributeError):
+        spec.process.cwd = "/elsewhere"
+    with pytest.raises(AttributeError):
+        spec.mounts[-1].options = ()
+    with pytest.raises(TypeError):
+        spec.annotations["k"] = "v"
+    assert isinstance(spec.process.env, tuple) and "A=1" in spec.process.env
+    assert isinstance(spec.mounts[-1].options, tuple) and "ro" in spec.mounts[-1].options
+    rule = spec.seccomp.syscalls[0]
+    with pytest.raises(AttributeError):
+        rule.action = "SCMP_ACT_ALLOW"
+    assert isinstance(rule.names, tuple) and all(isinstance(n, str) for n in rule.names)
+    assert spec.process.uid == 0 and spec.remove is False  # scalars stay what they were
+
+
 def test_user_by_name_and_caps(rootdir):
     spec = build(rootdir, user="app", cap_add=["CAP_NET_ADMIN"], cap_drop=["chown"])
     assert (spec.process.uid, spec.process.gid) == (1000, 1001)
