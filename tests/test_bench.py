@@ -352,6 +352,12 @@ def test_net_benchmark_runs_end_to_end(image_data, tmp_path):
         assert names["pyctr veth"] == "crun+cni-bridge"
         assert names["pyctr macvlan"] == "crun+cni-macvlan"
         assert "pyctr veth / crun+cni-bridge = " in p.stdout
+        # a target only where both sides do the same work: the plugin never probes
+        lines = p.stdout.splitlines()
+        assert any(line.strip().startswith("pyctr macvlan no-probe / crun+cni-macvlan = ")
+                   and "target" in line for line in lines)
+        assert not any(line.strip().startswith(("pyctr macvlan / ", "pyctr macvlan no-shim / "))
+                       and "target" in line for line in lines)
     iperf = json.load(open(out / "net-iperf.json"))
     assert all(len(c["samples"]) == 1 and c["samples"][0] > 0 for c in iperf["contenders"])
     assert "macvlan / nic = " in p.stdout

@@ -251,7 +251,8 @@ def start_bench(args, node, label, rootfs, launcher):
             harness.CommandContender(
                 "pyctr macvlan no-shim", runner, pyctr("macvlan:nic0,host_shim=no"),
                 peer=macvlan_peer,
-                note="`--net=macvlan:nic0,host_shim=no`: the same work as the CNI plugin"),
+                note="`--net=macvlan:nic0,host_shim=no`: no host shim, as the CNI plugin "
+                "makes none; it still probes each address, which the plugin does not"),
             harness.CommandContender(
                 "pyctr macvlan no-probe", runner, pyctr("pbmvq"), peer=macvlan_peer,
                 note="`--net=pbmvq`: macvlan:nic0 with the host shim, defined with probe = "
@@ -261,9 +262,13 @@ def start_bench(args, node, label, rootfs, launcher):
                 note="as runc+cni-bridge with the CNI macvlan plugin (master nic0, "
                 "mode bridge, host-local 10.77.0.100-149)"),
         ] + crun
+        # Targets only where pyctr does none of the work the CNI plugin skips:
+        # the ARP probe is such work. (The no-probe contender's route to the
+        # host shim is more work too, and it is held to the target anyway.)
         comparisons = [("pyctr veth", "runc+cni-bridge", 1.0),
-                       ("pyctr macvlan", "runc+cni-macvlan", 1.0),
-                       ("pyctr macvlan no-shim", "runc+cni-macvlan", 1.0),
+                       ("pyctr macvlan no-probe", "runc+cni-macvlan", 1.0),
+                       ("pyctr macvlan", "runc+cni-macvlan", None),
+                       ("pyctr macvlan no-shim", "runc+cni-macvlan", None),
                        ("pyctr macvlan", "pyctr macvlan no-probe", None)]
         if crun:
             comparisons += crun_comparisons()
@@ -315,7 +320,8 @@ def crun_comparisons():
     """issue 13: pyctr's networked starts at or below crun + CNI doing the
     same work."""
     return [("pyctr veth", "crun+cni-bridge", 1.0),
-            ("pyctr macvlan no-shim", "crun+cni-macvlan", 1.0),
+            ("pyctr macvlan no-probe", "crun+cni-macvlan", 1.0),
+            ("pyctr macvlan no-shim", "crun+cni-macvlan", None),
             ("pyctr macvlan", "crun+cni-macvlan", None),
             ("crun+cni-bridge", "runc+cni-bridge", None)]
 
