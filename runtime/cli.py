@@ -32,7 +32,7 @@ VERBS = {
     "net": ("pyctr.network.cli", "command", "create, list, inspect and remove networks"),
     "cluster": ("pyctr.cluster.cli", "command", "start and stop a virtual cluster of containers"),
     "mpi-doctor": ("pyctr.mpi.doctor", "command", "check a container setup for MPI pitfalls"),
-    "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper"),
+    "bench": ("pyctr.bench", "command", "benchmarks: startup, net, paper, engines, scale"),
     "netd": ("pyctr.netd.cli", "command", "the network helper for unprivileged users (root)"),
     # runc's verbs, for engines (podman/conmon, containerd, Slurm): pyctr.oci
     "create": ("pyctr.oci.cli", "cmd_create", "create a container from an OCI bundle"),
@@ -253,9 +253,9 @@ def parse_options(prog, summary, options, argv, positionals=(), rest=None):
 
 
 def _print_help(prog, summary, options, positionals, rest):
-    words = " ".join(p.upper() for p in positionals)
-    print("usage: pyctr %s [OPTIONS] %s%s\n\n%s\n\noptions:" % (
-        prog, words, " %s..." % rest.upper() if rest else "", summary))
+    words = [p.upper() for p in positionals] + (["%s..." % rest.upper()] if rest else [])
+    print("%s\n\n%s\n\noptions:" % (" ".join(["usage: pyctr", prog, "[OPTIONS]"] + words),
+                                     summary))
     for o in options:
         arg = "" if o.kind == "bool" else " " + o.dest.upper()
         print("  %-28s %s" % (", ".join(o.names) + arg, o.help))

@@ -274,6 +274,13 @@ def test_bench_without_a_known_benchmark_is_one_line():
     assert p.returncode == 0 and "startup" in p.stdout and "net" in p.stdout
 
 
+def test_the_verb_list_names_every_benchmark():
+    from pyctr.bench import SUBCOMMANDS
+    p = subprocess.run(PYCTR + ["--help"], capture_output=True, text=True)
+    line = next(line for line in p.stdout.splitlines() if line.split()[:1] == ["bench"])
+    assert all(name in line for name in SUBCOMMANDS), line
+
+
 def test_bench_startup_bad_flags_are_one_line():
     for flags in (["--runs", "many"], ["--busy", "-1"], ["--busy", "1000"]):
         p = subprocess.run(PYCTR + ["bench", "startup"] + flags, capture_output=True,

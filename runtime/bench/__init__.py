@@ -1,4 +1,4 @@
-"""`pyctr bench startup|net|paper|engines`: benchmarks shipped with pyctr.
+"""`pyctr bench startup|net|paper|engines|scale`: benchmarks shipped with pyctr.
 
 Each sub-benchmark lives in its own module, imported only when asked for.
 """
@@ -8,7 +8,8 @@ from pyctr.errors import PyctrError
 
 SUBCOMMANDS = {
     "startup": ("pyctr.bench.startup", "pyctr run --net=none vs runc, crun and bwrap"),
-    "net": ("pyctr.bench.net", "pyctr networking vs runc + CNI plugins; iperf3 throughput"),
+    "net": ("pyctr.bench.net",
+            "pyctr networking vs runc and crun + CNI plugins; iperf3 throughput"),
     "paper": ("pyctr.bench.paper", "the study's experiments"),
     "engines": ("pyctr.bench.engines", "podman and containerd with pyctr vs runc and crun"),
     "scale": ("pyctr.bench.scale", "N = 1..1,000 detached containers: each start, memory, ps, rm"),
