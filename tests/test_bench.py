@@ -336,6 +336,9 @@ def test_startup_benchmark_runs_end_to_end(image_data, tmp_path):
     assert measured["pyctr"] == 2 and measured["runc"] == 2
     assert all(len(c["cpu_ms"]) == 2 for c in data["contenders"])
     assert "pyctr / runc = " in p.stdout
+    if shutil.which("crun"):  # issue 13's target stands beside issue 8's
+        assert any(line.strip().startswith("pyctr / crun = ") and "target <= 1.00" in line
+                   for line in p.stdout.splitlines())
     assert "1 CPU-bound process ran beside every run (`--busy 1`)" in p.stdout
     assert (out / "startup.png").exists()
     assert not [d for d in os.listdir("/run") if d.startswith("pyctr-bench-")]

@@ -66,7 +66,9 @@ from pyctr.cli import arg_parser
 from pyctr.errors import PyctrError
 
 DEFAULT_LAUNCHER = "/usr/local/bin/pyctr"
-RUNC_TARGET = 0.75  # issue 8: pyctr at or below 0.75 of runc, confinement on for both
+# pyctr's time over a peer's, at most: issue 8 (runc, confinement on for both)
+# and issue 13 (crun)
+TARGETS = {"runc": 0.75, "crun": 1.0}
 CGROUP_PARENT = "pyctr-bench-%d"  # runc's and crun's cgroups go below it (the bench's pid)
 
 
@@ -425,7 +427,7 @@ def command(paths, argv):
             "startup", "pyctr run --net=none vs runc, crun, bwrap: %s /bin/true" % args.image,
             "ms", contenders, peer="runc", runs=args.runs, warmup=args.warmup, notes=notes,
             cpu=True,
-            comparisons=[("pyctr", c.name, RUNC_TARGET if c.name == "runc" else None)
+            comparisons=[("pyctr", c.name, TARGETS.get(c.name))
                          for c in contenders if c.name != "pyctr"])
         facts = harness.machine_facts(versions)  # before the runs: their load, their date
         busy = start_busy(args.busy)
