@@ -602,6 +602,8 @@ int pyctr_seccomp_arch(void *ctx, const char *name)
 
 int pyctr_seccomp_syscall(const char *name)
 {
+    if (scmp_open() < 0)  /* it takes no filter: it may come first */
+        return -1;
     int nr = scmp.syscall_resolve_name(name);
     return nr == __NR_SCMP_ERROR ? -1 : nr;
 }

@@ -135,8 +135,8 @@ int pyctr_join_session_keyring(void);
 
 /* Building a filter with libseccomp, in the parent. Actions and operators
  * are libseccomp's numbers (kernel ABI for actions). pyctr_seccomp_new
- * loads libseccomp.so.2 (NULL and ELIBACC if it cannot); the others take
- * what it returned. */
+ * and pyctr_seccomp_syscall load libseccomp.so.2 (NULL or -1, and ELIBACC,
+ * if they cannot); the others take what pyctr_seccomp_new returned. */
 void *pyctr_seccomp_new(uint32_t default_action);
 /* Add an architecture by libseccomp name ("x86_64", "x86", ...); 0 if it
  * was already there. */

@@ -342,6 +342,20 @@ def test_a_start_with_its_profile_cached_does_not_load_libseccomp(tmp_path):
                          capture_output=True, text=True, timeout=60).stdout.split()
     assert out == ["False", "True"]
 
+
+def test_a_syscall_name_resolves_before_any_filter_is_built():
+    """Resolving a name takes no filter, so it may be a process's first use
+    of libseccomp: it loads the library too (a number, not a crash)."""
+    import subprocess
+    import sys
+    code = ("from pyctr._shim import lib; "
+            "print(lib.pyctr_seccomp_syscall(b'read'), lib.pyctr_seccomp_syscall(b'no_such'))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    read, unknown = map(int, p.stdout.split())
+    assert read >= 0 and unknown == -1
+
+
 def test_the_default_from_the_cache_is_the_default_resolved_anew(tmp_path):
     """A plain run takes the default from its cache entry, not resolving
     seccomp.default again: the same rules and program, for each capability set."""
