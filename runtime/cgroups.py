@@ -10,12 +10,18 @@ pyctr makes one group per container in EVERY mounted hierarchy (named ones
 too): the container's cgroup namespace is rooted at its groups, so a
 hierarchy left out would show it the host's groups there. A default group is
 
-  <own cgroup>/pyctr/<world>-<id>          limits and device rules
-  <own cgroup>/pyctr/<world>-<id>/ctr      the container's processes
+  <own cgroup>/pyctr-<world>-<id>          limits and device rules
+  <own cgroup>/pyctr-<world>-<id>/ctr      the container's processes
 
-except in a v1 cpuset hierarchy once pyctr/ holds BUCKETS groups: then
-<world>-<id> sits one level lower, in one of BUCKETS subgroups of pyctr/
-(see bucket: the kernel compares a new cpuset with each of its siblings).
+one directory per hierarchy where runc makes one (its default cgroupsPath is
+/<id>): each cgroupfs mkdir and rmdir is kernel work of every run, and a
+parent made and removed with a lone container doubled it. The exception is
+a v1 cpuset hierarchy, where the group sits in <own cgroup>/pyctr/, which
+passes its CPUs and memory nodes on at mkdir (cgroup.clone_children; at a
+hierarchy's root they would have to be written, and that rebuilds the
+scheduler domains), and once pyctr/ holds BUCKETS groups one level lower, in
+one of BUCKETS subgroups of pyctr/ (see bucket: the kernel compares a new
+cpuset with each of its siblings). pyctr/ goes with its last group.
 
 "own cgroup" is pyctr's own in v1 and its parent in v2 (pyctr's own may hold
 processes, and then v2 allows no controllers below it); relative paths
@@ -23,11 +29,16 @@ mean the same for runc. <world> is a hash of the state root, so `gc` of one
 pyctr world never touches another's groups. The processes live one level
 below the limits: a container's root that mounts cgroupfs in a new user and
 cgroup namespace sees `ctr` as its root and cannot raise its own limits
-(cgroup v1 checks only file ownership there). The one exception: in a
-v1 memory hierarchy without a memory limit the processes live in the group
-itself (there is no limit to raise, and each memory cgroup is costly: see
-create). An OCI bundle's linux.cgroupsPath is used as it stands, with no
-`ctr` level.
+(cgroup v1 checks only file ownership there). The exception ("flat"): in a
+v1 hierarchy, or a hybrid host's cgroup2, whose group holds no limit and
+whose controllers' files can only restrict the group itself (SELF_ONLY;
+a named hierarchy has none), the processes live in the group itself. There
+the group's files are of the kind the container may write in `ctr` anyway,
+and its leaf would be two more cgroupfs calls per hierarchy; not where a
+file weighs the group against its siblings (cpu and blkio weights, net_cls
+classes, net_prio priorities, an exclusive cpuset), holds device rules, or
+counts its usage (cpuacct, reset by a write). An OCI bundle's
+linux.cgroupsPath is used as it stands, with no `ctr` level.
 
 What `create` made is recorded in the container's state as "cgroup" (see
 Group.record), and `remove`, `freeze`, `thaw` and `gc` work from that record.
@@ -40,8 +51,12 @@ from pyctr.errors import PyctrError
 from pyctr.spec import Record
 
 ROOT = "/sys/fs/cgroup"
-PARENT = "pyctr"
+PARENT = "pyctr"  # holds the default groups in a v1 cpuset hierarchy
+PREFIX = "pyctr-"  # a default group's name: PREFIX + <world>-<id>
 LEAF = "ctr"
+# v1 controllers whose files in a group without limits can only restrict
+# that group (and its descendants): see "flat" above
+SELF_ONLY = frozenset(("memory", "pids", "freezer", "perf_event", "hugetlb", "rdma", "misc"))
 
 
 # -- the host's layout ---------------------------------------------------------
@@ -102,9 +117,8 @@ def detect(mountinfo="/proc/self/mountinfo", cgroup="/proc/self/cgroup"):
         h = Hierarchy(name=mountpoint[len(ROOT) + 1:], version=2 if fstype == "cgroup2" else 1,
                       mountpoint=mountpoint, mount_root=mount_root, options=key,
                       controllers=set(key.split(",")) if key else set(), own=own[key])
-        if h.version == 2:  # what the parent of pyctr's parent group offers
-            h.controllers = set(_read(os.path.dirname(_default_parent(h)),
-                                      "cgroup.controllers", "").split())
+        if h.version == 2:  # what the groups made where pyctr's go may have
+            h.controllers = set(_read(_own_dir(h), "cgroup.controllers", "").split())
         hierarchies[key] = h
     if not hierarchies:
         raise PyctrError("no cgroup hierarchy is mounted under %s" % ROOT)
@@ -293,8 +307,9 @@ class Group:
         return True
 
     def _remove_parents(self):
-        """pyctr's parent of default groups, once no world's group is left
-        in it (an engine's cgroupsPath parent is the engine's)."""
+        """pyctr/ above a default group in a v1 cpuset hierarchy, once no
+        world's group is left in it (an engine's cgroupsPath parent is the
+        engine's)."""
         if self.leaf == LEAF:
             _remove_parents(os.path.dirname(d) for d in self.dirs.values())
 
@@ -382,9 +397,16 @@ def world_tag(paths):
     return "%08x" % zlib.crc32(os.path.realpath(paths.root).encode())
 
 
-def _default_parent(h):
+def _own_dir(h):
+    """pyctr's own group in hierarchy h (v1), or the one above it (v2):
+    where relative cgroupsPaths start, as for runc."""
     own = h.own if h.version == 1 else os.path.dirname(h.own.rstrip("/")) or "/"
-    return h.host_dir(own) + "/" + PARENT
+    return h.host_dir(own)
+
+
+def _home(h):
+    """Where pyctr's default groups go in hierarchy h."""
+    return _own_dir(h) + "/" + PARENT if _v1_cpuset(h) else _own_dir(h)
 
 
 def create(paths, container_id, res, layout=None):
@@ -396,20 +418,15 @@ def create(paths, container_id, res, layout=None):
     if res.path:
         rel = res.path if res.path.startswith("/") else None
         dirs = {h.name: (h.mountpoint + rel) if rel else
-                _default_parent(h)[:-len(PARENT)] + res.path for h in layout.hierarchies}
-        leaf, path = "", res.path
+                _own_dir(h) + "/" + res.path for h in layout.hierarchies}
+        leaf, path, flat = "", res.path, ()
     else:
-        name = "%s-%s" % (world_tag(paths), container_id)
-        dirs = {h.name: _default_parent(h) + "/" + (
+        name = "%s%s-%s" % (PREFIX, world_tag(paths), container_id)
+        dirs = {h.name: _home(h) + "/" + (
             bucket(name) + "/" + name if _crowded(h) else name) for h in layout.hierarchies}
-        leaf, path = LEAF, "%s/%s" % (PARENT, name)
-    flat = ()
-    if not layout.v2_only and "memory" not in {c for c, _, _ in resources.limit_files(res, 1)}:
-        # No memory limit to keep from the container: its processes live in
-        # the memory group itself. Each new memory cgroup costs the kernel a
-        # table over every filesystem mounted on the node, a cost that grows
-        # with the containers (`pyctr bench scale`): one per container, not two.
-        flat = tuple(h.name for h in layout.hierarchies if "memory" in h.controllers)
+        leaf, path = LEAF, name
+        limited = {c for c, _, _ in resources.limit_files(res, 1)}
+        flat = tuple(h.name for h in layout.hierarchies if _flat(h, layout, limited))
     group = Group(dirs, leaf, 2 if layout.v2_only else 1, path, res.limits(), flat)
     made = []  # undone, leaf first, if a later step fails; nothing runs in them yet
     try:
@@ -423,6 +440,14 @@ def create(paths, container_id, res, layout=None):
                 pass
         raise
     return group
+
+
+def _flat(h, layout, limited):
+    """Do the container's processes live in its group itself in hierarchy h
+    (see "flat" above)? Not where a v2 device program is attached to it."""
+    controllers = {c for c in h.controllers if not c.startswith("name=")}
+    return not layout.v2_only and controllers <= SELF_ONLY and not controllers & limited \
+        and (h.version == 1 or layout.controller("devices") is not None)
 
 
 def _check_host(res, layout):
@@ -447,13 +472,14 @@ def _check_host(res, layout):
 def _make_group(h, directory, res, layout, group, made):
     parent = os.path.dirname(directory)
     for attempt in range(5):
-        _make_parents(h, parent, layout)
+        if attempt or _v1_cpuset(h):  # else pyctr's own group: made when mkdir says it is not
+            _make_parents(h, parent, layout)
         try:
             os.mkdir(directory, 0o755)
             made.append(directory)
             break
         except FileNotFoundError as e:
-            # `pyctr gc` or the last group's removal took the empty parent: again
+            # a parent not made yet, or taken by `pyctr gc` or the last group's removal
             if attempt == 4:
                 raise PyctrError("cannot create cgroup %s: %s" % (directory, e.strerror)) from e
         except FileExistsError as e:
@@ -571,7 +597,7 @@ def _crowded(h):
     if not _v1_cpuset(h):
         return False
     try:
-        return os.stat(_default_parent(h)).st_nlink - 2 >= BUCKETS
+        return os.stat(_home(h)).st_nlink - 2 >= BUCKETS
     except OSError:
         return False  # not made yet
 
@@ -583,23 +609,23 @@ def _is_bucket(directory):
 
 
 def _parents(h):
-    """pyctr's parent of default groups in hierarchy h, and its buckets:
-    every directory that holds a world's groups there."""
-    parent = _default_parent(h)
+    """Every directory that holds pyctr's default groups in hierarchy h:
+    its home, and in a v1 cpuset hierarchy the buckets in it."""
+    home = _home(h)
     if not _v1_cpuset(h):
-        return [parent]
+        return [home]
     try:
-        names = os.listdir(parent)
+        names = os.listdir(home)
     except OSError:
         names = []
-    return [parent] + sorted(os.path.join(parent, n) for n in names
-                             if _is_bucket(os.path.join(parent, n)))
+    return [home] + sorted(os.path.join(home, n) for n in names
+                           if _is_bucket(os.path.join(home, n)))
 
 
 def world_groups(paths, layout):
     """{group name: {hierarchy name: directory}}: the default groups of
     the pyctr world at `paths` (its containers' and any left behind)."""
-    prefix = world_tag(paths) + "-"
+    prefix = "%s%s-" % (PREFIX, world_tag(paths))
     found = {}
     for h in layout.hierarchies:
         for parent in _parents(h):
@@ -902,14 +928,14 @@ def gc(paths, live_ids, layout=None):
         layout = layout or detect()
     except (OSError, PyctrError):
         return []
-    prefix = world_tag(paths) + "-"
+    prefix = "%s%s-" % (PREFIX, world_tag(paths))
     found = world_groups(paths, layout)
     live = live_ids()
     removed = []
     for name, dirs in sorted(found.items()):
         if name[len(prefix):] in live:
             continue
-        group = Group(dirs, LEAF, 2 if layout.v2_only else 1, "%s/%s" % (PARENT, name))
+        group = Group(dirs, LEAF, 2 if layout.v2_only else 1, name)
         if group.remove():
             removed.append("cgroup %s" % group.path)
     _remove_parents(p for h in layout.hierarchies for p in reversed(_parents(h)))
@@ -917,9 +943,9 @@ def gc(paths, live_ids, layout=None):
 
 
 def _remove_parents(parents):
-    """The parent of every world's groups, and a bucket of it, once none is
-    left in it (it lives in pyctr's own cgroup, which its owner may want to
-    remove). A create meanwhile makes it again (_make_group)."""
+    """pyctr/ of a v1 cpuset hierarchy, and a bucket of it, once no world's
+    group is left in it (it lives in pyctr's own cgroup, which its owner may
+    want to remove). A create meanwhile makes it again (_make_group)."""
     for parent in parents:
         if _is_bucket(parent):
             try:

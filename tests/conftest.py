@@ -143,21 +143,34 @@ def rootfs(image_data):
     return os.path.join(image_data, "images", "busybox", "rootfs")
 
 
-def cgroup_parents():
-    """pyctr's parent group in each hierarchy: {dir: the groups in it} for
-    those that exist (any world's; in a v1 cpuset hierarchy the groups in
-    its buckets, as "bXX/name": an empty bucket is no group)."""
+def groups_of(world):
+    """Every cgroup directory pyctr made for this world (in any hierarchy)."""
+    from pyctr import cgroups
+    from pyctr.paths import Paths
+    groups = cgroups.world_groups(Paths(root=world.root), cgroups.detect())
+    return sorted(d for dirs in groups.values() for d in dirs.values())
+
+
+def cgroup_homes():
+    """Where pyctr's default groups are, any world's: {directory: [the
+    groups in it]} for each that holds one, and for a v1 cpuset
+    hierarchy's pyctr/ whenever it exists (there every directory counts,
+    a bucket's as "bXX/name"; an empty bucket is no group)."""
     from pyctr import cgroups
     found = {}
     for h in cgroups.detect().hierarchies:
-        parent = cgroups._default_parent(h)
-        if not os.path.isdir(parent):
+        home = cgroups._home(h)
+        if not os.path.isdir(home):
             continue
-        found[parent] = []
+        ours = cgroups._v1_cpuset(h)  # pyctr/: made for the groups
+        groups = []
         for above in cgroups._parents(h):
-            found[parent] += [os.path.relpath(os.path.join(above, n), parent)
-                              for n in os.listdir(above) if os.path.isdir(os.path.join(above, n))
-                              and not cgroups._is_bucket(os.path.join(above, n))]
+            groups += [os.path.relpath(os.path.join(above, n), home)
+                       for n in os.listdir(above) if os.path.isdir(os.path.join(above, n))
+                       and not cgroups._is_bucket(os.path.join(above, n))
+                       and (ours or n.startswith(cgroups.PREFIX))]
+        if groups or ours:
+            found[home] = groups
     return found
 
 

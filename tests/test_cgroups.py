@@ -14,21 +14,13 @@ import uuid
 
 import pytest
 
-from conftest import cgroup_parents, one_line_error, root_only
+from conftest import cgroup_homes, groups_of, one_line_error, root_only
 
 pytestmark = root_only
 
 
 def run(pyctr, *args, **kw):
     return pyctr("run", "--rm", *args, **kw)
-
-
-def groups_of(world):
-    """Every cgroup directory pyctr made for this world (in any hierarchy)."""
-    from pyctr import cgroups
-    from pyctr.paths import Paths
-    groups = cgroups.world_groups(Paths(root=world.root), cgroups.detect())
-    return sorted(d for dirs in groups.values() for d in dirs.values())
 
 
 HOG = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"
@@ -283,35 +275,55 @@ def test_kill_9_of_pyctr_then_gc_removes_the_cgroup(pyctr):
     assert pyctr.containers() == []
 
 
-def _memory_dirs(pyctr, name):
-    """The container's memory group and where its init lives (host paths)."""
+def _leaves(pyctr, name):
+    """{hierarchy: does the container's init live in a leaf below its
+    group?}, checked against where the record says it lives."""
     from pyctr import cgroups
-    memory = cgroups.detect().controller("memory")
     state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
+    group = cgroups.Group.from_record(state["cgroup"])
     with open("/proc/%d/cgroup" % state["pid"]) as f:
-        line = next(x for x in f if x.split(":")[1] == "memory")
-    return (cgroups.Group.from_record(state["cgroup"]).dirs[memory.name],
-            memory.host_dir(line.split(":", 2)[2].strip()))
+        lives = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
+    found = {}
+    for h in cgroups.detect().hierarchies:
+        where = h.host_dir(lives[h.options])
+        assert where == group.process_dir(h.name), h.name
+        assert where in (group.dirs[h.name], os.path.join(group.dirs[h.name], "ctr")), h.name
+        found[h.name] = where != group.dirs[h.name]
+    return found
 
 
-def test_one_memory_cgroup_without_a_memory_limit_a_leaf_with_one(pyctr):
-    """Each memory cgroup costs the kernel a table over every mounted
-    filesystem, so a container without a memory limit gets one; with a
-    limit its processes live in a leaf below it, out of reach of the limit."""
+# what a container's group holds that it must not change: device rules, and
+# files that weigh it against its siblings or count its usage
+WEIGHED = {"cpu", "cpuacct", "cpuset", "blkio", "devices", "net_cls", "net_prio"}
+
+
+def test_a_leaf_only_where_the_group_holds_what_the_container_must_not_change(pyctr):
+    """The container's processes live in a `ctr` leaf below its group where
+    the group holds limits, device rules, weights or counters; elsewhere
+    (no limit in memory, pids, freezer, a named hierarchy) in the group
+    itself, two cgroupfs calls fewer each. A memory or pids limit brings
+    that hierarchy's leaf back. Either way its cgroup namespace is rooted
+    where it lives, and it cannot write its limits."""
     from pyctr import cgroups
-    if cgroups.detect().v2_only or not cgroups.detect().controller("memory"):
-        pytest.skip("needs a v1 memory hierarchy")
+    layout = cgroups.detect()
+    if layout.v2_only or not layout.controller("devices") or \
+            not (layout.controller("memory") and layout.controller("pids")):
+        pytest.skip("needs v1 devices, memory and pids hierarchies")
     pyctr("run", "-d", "--name", "plain", "busybox", "sleep", "60", check=True)
-    pyctr("run", "-d", "--name", "limited", "--memory", "64m", "busybox", "sleep", "60",
-          check=True)
-    group, lives = _memory_dirs(pyctr, "plain")
-    assert lives == group and not os.path.exists(os.path.join(group, "ctr"))
-    group, lives = _memory_dirs(pyctr, "limited")
-    assert lives == os.path.join(group, "ctr")
+    pyctr("run", "-d", "--name", "limited", "--memory", "64m", "--pids-limit", "100",
+          "busybox", "sleep", "60", check=True)
+    plain, limited = _leaves(pyctr, "plain"), _leaves(pyctr, "limited")
+    for h in layout.hierarchies:
+        weighed = bool(h.controllers & WEIGHED)
+        assert plain[h.name] == weighed, h.name
+        assert limited[h.name] == (weighed or bool(h.controllers & {"memory", "pids"})), h.name
+    assert not all(plain.values())  # this host has hierarchies without a leaf
     for name in ("plain", "limited"):
         p = pyctr("exec", name, "sh", "-c", "cat /proc/self/cgroup; "
-                  "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes && echo WROTE")
-        assert re.search(r"^\d+:memory:/$", p.stdout, re.M), p.stdout  # its own root
+                  "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes && echo WROTE; "
+                  "echo 1 > /sys/fs/cgroup/pids/pids.max && echo WROTE")
+        lines = p.stdout.split()
+        assert lines and all(line.endswith(":/") for line in lines), p.stdout  # its own roots
         assert "WROTE" not in p.stdout
     pyctr("rm", "-f", "plain", "limited", check=True)
     assert groups_of(pyctr) == []
@@ -362,14 +374,14 @@ def test_where_clone3_is_refused_the_init_is_moved_in(pyctr):
 def test_the_last_containers_removal_leaves_no_pyctr_group(pyctr):
     """Nothing of pyctr stays in the host's cgroups once its last container
     is gone, without `pyctr gc`: after run --rm and after rm -f."""
-    if any(cgroup_parents().values()):
+    if any(cgroup_homes().values()):
         pytest.skip("other containers' groups are in pyctr's parent group")
     run(pyctr, "--memory", "64m", "busybox", "true", check=True)
-    assert cgroup_parents() == {}
+    assert cgroup_homes() == {}
     pyctr("run", "-d", "--name", "last", "busybox", "sleep", "60", check=True)
-    assert cgroup_parents()
+    assert cgroup_homes()
     pyctr("rm", "-f", "last", check=True)
-    assert cgroup_parents() == {}
+    assert cgroup_homes() == {}
 
 
 def test_gc_keeps_a_live_containers_cgroup(pyctr):
@@ -459,7 +471,8 @@ def test_freeze_and_thaw(pyctr):
     try:
         with open(os.path.join(freezer, "freezer.state")) as f:
             assert f.read().strip() == "FROZEN"
-        with open(os.path.join(freezer, cgroups.LEAF, "cgroup.procs")) as f:
+        where = cgroups.Group.from_record(state.cgroup).process_dir("freezer")
+        with open(os.path.join(where, "cgroup.procs")) as f:
             pids = f.read().split()
         assert pids
         for pid in pids:
@@ -479,7 +492,7 @@ def test_gc_leaves_other_worlds_and_foreign_groups_alone(pyctr):
     other = Pyctr(root=pyctr.root + "-other", data=pyctr.data, config=pyctr.config)
     from pyctr import cgroups
     pids = cgroups.detect().controller("pids")
-    foreign = os.path.join(cgroups._default_parent(pids), "not-pyctrs-%s" % uuid.uuid4().hex[:6])
+    foreign = os.path.join(cgroups._home(pids), "not-pyctrs-%s" % uuid.uuid4().hex[:6])
     os.makedirs(foreign)
     try:
         other("run", "-d", "--name", "theirs", "busybox", "sleep", "60", check=True)
@@ -593,12 +606,13 @@ def test_warm_up_moves_nothing_and_leaves_no_thread_for_clone():
 
 
 def test_gc_removes_the_empty_parent_group_from_pyctrs_own_cgroup(pyctr):
-    """Containers' groups live under `<pyctr's own cgroup>/pyctr`; once none is
-    left, gc removes that parent too, so the owner of pyctr's cgroup (a
-    service, a login session) can remove its own group."""
+    """In a v1 cpuset hierarchy containers' groups live under `<pyctr's own
+    cgroup>/pyctr`; once none is left, gc removes that parent too, so the
+    owner of pyctr's cgroup (a service, a login session) can remove its own
+    group."""
     assert run(pyctr, "busybox", "true").returncode == 0
     assert pyctr("gc").returncode == 0
-    empty = [p for p, groups in cgroup_parents().items() if not groups]
+    empty = [p for p, groups in cgroup_homes().items() if not groups]
     assert not empty, "gc left empty parent groups (or cpuset buckets): %s" % empty
     # and the next container makes them again
     assert run(pyctr, "busybox", "true").returncode == 0
@@ -615,14 +629,15 @@ def test_v1_cpuset_groups_are_spread_over_buckets_that_pass_on_their_cpus(pyctr)
     cpuset = cgroups.detect().controller("cpuset")
     if not cpuset or cpuset.version != 1:
         pytest.skip("no v1 cpuset hierarchy on this host")
-    parent = cgroups._default_parent(cpuset)
+    parent = cgroups._home(cpuset)
 
     def cpuset_dir(name):
         state = json.loads(pyctr("inspect", name, check=True).stdout)[0]
         dirs = state["cgroup"]["dirs"]
         others = [d for h, d in dirs.items() if h != cpuset.name]
-        # the other hierarchies keep the group right below pyctr's parent
-        assert others and all(os.path.dirname(d).endswith("/pyctr") for d in others)
+        # the other hierarchies keep the group right in pyctr's own
+        homes = {cgroups._home(h) for h in cgroups.detect().hierarchies}
+        assert others and all(os.path.dirname(d) in homes for d in others)
         return dirs[cpuset.name]
 
     crowd = []  # groups of nobody's, standing in for other containers'

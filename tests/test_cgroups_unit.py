@@ -111,9 +111,9 @@ def test_detect_a_hybrid_layout(tmp_path):
     assert names == ["cpu,cpuacct", "memory", "systemd", "unified"]
     assert not layout.v2_only
     memory = layout.controller("memory")
-    assert cgroups._default_parent(memory) == "/sys/fs/cgroup/memory/jobs/a/pyctr"
-    assert cgroups._default_parent(layout.controller("cpu")) == \
-        "/sys/fs/cgroup/cpu,cpuacct/pyctr"
+    # a group per container right in pyctr's own group, as runc's /<id>
+    assert cgroups._home(memory) == "/sys/fs/cgroup/memory/jobs/a"
+    assert cgroups._home(layout.controller("cpu")) == "/sys/fs/cgroup/cpu,cpuacct"
     entries = cgroups.view(layout, None, True)
     assert entries[0][:3] == ("cpu,cpuacct", "cgroup", "cpu,cpuacct")
     assert entries[2][2] == "name=systemd" and entries[3][1:3] == ("cgroup2", None)
@@ -140,7 +140,7 @@ def test_detect_v2_and_a_nested_mount_root(tmp_path):
     assert layout.v2_only
     (h,) = layout.hierarchies
     # v2: beside pyctr's own group (which holds processes), below the mount's root
-    assert cgroups._default_parent(h) == "/sys/fs/cgroup/user.slice/pyctr"
+    assert cgroups._home(h) == "/sys/fs/cgroup/user.slice"
 
 
 def test_view_as_rootfs_steps():

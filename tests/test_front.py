@@ -111,7 +111,7 @@ def test_delete_without_python_takes_the_containers_cpuset_bucket(worlds, rootfs
     cpuset = cgroups.detect().controller("cpuset")
     if not cpuset or cpuset.version != 1:
         pytest.skip("no v1 cpuset hierarchy on this host")
-    parent = cgroups._default_parent(cpuset)
+    parent = cgroups._home(cpuset)
     made_parent = not os.path.isdir(parent)
     os.makedirs(parent, exist_ok=True)
     # groups of nobody's, standing in for other containers'
