@@ -12,6 +12,7 @@ The file tree is the architecture (docs/architecture.md draws it):
   rootfs.py     mount plan (pure) and its application, every path inside the root
   syscalls.py   the only door to the kernel (cffi shim); tests swap in a recorder
   state.py      ContainerState records under /run/pyctr; names checked on every lookup
+  posixos.py    os's parts for the start-up path, without os's import cost
   identity.py   capability sets, uid/gid checks;  idmap.py: user-namespace maps
   resources.py, cgroups.py, devices.py   limits, the container's cgroup, device policy
   seccomp.py    seccomp profiles (default: seccomp.default), compiled before clone

@@ -44,8 +44,8 @@ What `create` made is recorded in the container's state as "cgroup" (see
 Group.record), and `remove`, `freeze`, `thaw` and `gc` work from that record.
 """
 import errno
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import fileio, resources, syscalls
 from pyctr.errors import PyctrError
 from pyctr.spec import Record

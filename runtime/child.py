@@ -8,9 +8,9 @@ Every step is named; a failing step is reported to the parent as
 (step, errno, message) and the child exits 125. Nothing here may return
 into the parent's code path: child_main() always ends in exec or _exit.
 """
-import os
 from errno import ENOSYS, EPERM
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import reaper
 from pyctr import rootfs
 from pyctr import syscalls

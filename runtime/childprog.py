@@ -22,9 +22,9 @@ which flags are locked) are asked in C, at the moment the Python child
 would ask.
 """
 import errno
-import os
 import sys
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import cgroups, devices, rootfs, syscalls
 from pyctr.child import builds_before_ids, first_ids, kept_fds
 from pyctr.errors import PyctrError

@@ -5,9 +5,9 @@ Exit codes (also in README): the workload's own; 128+N if it died of signal
 N; 125 pyctr failed; 126 command cannot be executed; 127 command not found.
 """
 import gc
-import os
 import sys
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 
 # Objects the collector may count before it runs (Python's default: 700).

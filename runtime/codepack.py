@@ -28,8 +28,10 @@ form a cycle, that verb gets no order: a cycle's modules see each other
 half-run, and only the order of the imports themselves says which half.
 """
 import marshal
-import os
 import sys
+
+from pyctr import posixos as os  # os without its import cost: see posixos
+
 
 # Not packed: tools no verb on the command's hot paths imports.
 LEFT_OUT = ("pyctr.bench", "pyctr.cluster", "pyctr.testbed", "pyctr.slurmbed")

@@ -30,8 +30,8 @@ start() sends GO and confirms the exec; wait() forwards signals and
 records the exit; cleanup() and teardown() remove what the record lists.
 """
 import errno
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import childprog, fileio, syscalls
 from pyctr.child import Plan, child_main, exit_code
 from pyctr.errors import PyctrError, from_oserror

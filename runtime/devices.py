@@ -8,9 +8,9 @@ Enforced by the cgroup (see cgroups.py): the v1 devices controller, or on a
 cgroup v2 host an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE that
 the C shim builds from the same rules and attaches to the group.
 """
-import os
 import stat
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 from pyctr.syscalls import MS_BIND

@@ -6,8 +6,8 @@ forks: the new process lands in the container's pid namespace, takes the
 container's process settings and execs, reporting failure through the same
 close-on-exec report pipe `run` uses.
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import identity
 from pyctr import syscalls
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process

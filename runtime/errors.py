@@ -1,6 +1,7 @@
 """One error type, crun-style: what failed, the errno if the kernel said no,
 and the exit code the CLI turns it into (one line on stderr, no traceback)."""
-import os
+from pyctr import posixos as os  # os without its import cost: see posixos
+
 
 EXIT_RUNTIME = 125      # pyctr itself failed (bad flags, bad config, a syscall)
 EXIT_CANNOT_EXEC = 126  # the command exists but cannot be executed

@@ -2,9 +2,9 @@
 inherits. Everything here is decided and checked before clone; the child
 only applies the result (child.prepare_process).
 """
-import os
 import stat
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import spec
 from pyctr.errors import PyctrError
 

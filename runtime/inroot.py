@@ -6,9 +6,9 @@ from an image (/etc/passwd for -u NAME) are opened inside the root through
 the shim, like every mount target (see rootfs.py), so a symlink in the
 image can never make pyctr read or write a host file instead.
 """
-import os
 import stat
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 
 READ_LIMIT = 4 << 20  # /etc/passwd and /etc/group: far smaller in any image

@@ -22,9 +22,9 @@ Python keeps waiting itself (no handover) where it must stay in the loop:
 `pyctr run --bundle` (runc's run, for engines) never hands over: it may
 relay a terminal, and its delete and hooks follow runc's order.
 """
-import os
 import sys
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import EXIT_RUNTIME, PyctrError
 
 BINARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyctr-monitor")

@@ -6,7 +6,8 @@ test or a simulated cluster node gets its own world:
   config  --config DIR  PYCTR_CONFIG  /etc/pyctr       networks/*.toml
   data    --data DIR    PYCTR_DATA    /var/lib/pyctr   images/<name>/{rootfs,image.json}
 """
-import os
+from pyctr import posixos as os  # os without its import cost: see posixos
+
 
 
 class Paths:

@@ -4,8 +4,8 @@ an OCI bundle's linux.resources, checked before clone, and the cgroup files
 each limit becomes (v1 and v2). cgroups.py writes them; devices.py holds
 the device rules.
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 

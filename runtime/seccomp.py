@@ -14,8 +14,8 @@ child only hands the program to the kernel, in C, right before execve
 exec` compiles the same profile from the container's config.json.
 """
 import marshal
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import fileio
 from pyctr.errors import PyctrError
 from pyctr.spec import Record

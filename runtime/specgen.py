@@ -17,8 +17,8 @@ Keys, all optional but `target` and `command`:
   memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit,
   device, cgroupns  cgroup limits and devices (see resources.from_options)
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import identity, inroot, seccomp
 from pyctr.spec import (DEFAULT_ENV_PATH, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
                         Mount, Namespace, Process, Root, Spec, default_mounts)

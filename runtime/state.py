@@ -15,9 +15,9 @@ recognisable (its owner is gone). Every verb reaches a container through
 StateStore.load(name); a name is checked at creation and at every lookup,
 so no verb can touch a path outside the state directory.
 """
-import os
 import time
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import fileio, jsonio
 from pyctr.errors import PyctrError
 from pyctr.spec import Record

@@ -68,8 +68,8 @@ REPORT. A parent stage that fails because the child is gone (its netns,
 its /proc entry) gives the REPORT waiting unread, if any
 (report_waiting): the child's reason, not the stage's.
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import fileio
 from pyctr.errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RUNTIME, PyctrError
 

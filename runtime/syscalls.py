@@ -6,8 +6,10 @@ way youki swaps its Syscall trait.
 Every method raises OSError with the errno on failure.
 """
 import errno
-import os
 import stat
+
+from pyctr import posixos as os  # os without its import cost: see posixos
+
 
 def write_kernel_file(path, text):
     """Write `text` to a kernel file (/proc/PID/uid_map, a cgroupfs file) in

@@ -175,7 +175,7 @@ def test_child_protocol_rejects_out_of_order(monkeypatch):
     """The child accepts IDS, then GO, and nothing else: a GO before IDS (or
     the parent's end-of-file) makes it exit quietly."""
     exited = []
-    monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
+    monkeypatch.setattr(sync.os, "_exit", lambda code: exited.append(code))
     ch = sync.Channel()
     ch.send(sync.IDS)
     ch.send(sync.GO)

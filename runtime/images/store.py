@@ -14,8 +14,8 @@ refuses, and a rebuild parks the old copy as .old-* until it is free (gc()).
 lookup() is on the start-up path of `pyctr run`: it reads one JSON file, and this module
 imports nothing heavy at load time.
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import fileio
 from pyctr.errors import PyctrError
 

@@ -1,8 +1,8 @@
 """`pyctr ps`, `pyctr inspect`, `pyctr logs`: what pyctr knows of its
 containers, read from their records."""
-import os
 import sys
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.cli import Opt, parse_options
 from pyctr.errors import PyctrError
 
