@@ -397,6 +397,11 @@ def world_tag(paths):
     return "%08x" % zlib.crc32(os.path.realpath(paths.root).encode())
 
 
+def _world_prefix(paths):
+    """What the names of the world's default groups start with."""
+    return "%s%s-" % (PREFIX, world_tag(paths))
+
+
 def _own_dir(h):
     """pyctr's own group in hierarchy h (v1), or the one above it (v2):
     where relative cgroupsPaths start, as for runc."""
@@ -421,7 +426,7 @@ def create(paths, container_id, res, layout=None):
                 _own_dir(h) + "/" + res.path for h in layout.hierarchies}
         leaf, path, flat = "", res.path, ()
     else:
-        name = "%s%s-%s" % (PREFIX, world_tag(paths), container_id)
+        name = _world_prefix(paths) + container_id
         dirs = {h.name: _home(h) + "/" + (
             bucket(name) + "/" + name if _crowded(h) else name) for h in layout.hierarchies}
         leaf, path = LEAF, name
@@ -625,7 +630,7 @@ def _parents(h):
 def world_groups(paths, layout):
     """{group name: {hierarchy name: directory}}: the default groups of
     the pyctr world at `paths` (its containers' and any left behind)."""
-    prefix = "%s%s-" % (PREFIX, world_tag(paths))
+    prefix = _world_prefix(paths)
     found = {}
     for h in layout.hierarchies:
         for parent in _parents(h):
@@ -928,7 +933,7 @@ def gc(paths, live_ids, layout=None):
         layout = layout or detect()
     except (OSError, PyctrError):
         return []
-    prefix = "%s%s-" % (PREFIX, world_tag(paths))
+    prefix = _world_prefix(paths)
     found = world_groups(paths, layout)
     live = live_ids()
     removed = []

@@ -142,7 +142,7 @@ def test_create_start_kill_delete_from_separate_processes(pyctr, bundle, work):
         alone = all(len(groups) == 1 for groups in cgroup_homes().values())
         pyctr("delete", "c1", check=True)  # the C front end's delete
         no_leftovers(pyctr, "c1")
-        if alone:  # its group was the only one: pyctr's parent goes with it
+        if alone:  # its group was the only one: the cpuset parent goes with it
             assert cgroup_homes() == {}
     finally:
         engine.stdin.close()

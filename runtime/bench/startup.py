@@ -20,7 +20,8 @@ and network namespaces, loopback up, workload /bin/true, teardown included):
 
 Confinement, the same for pyctr, runc and crun (issue 8's defaults):
   cgroup     a new cgroup per container in every mounted hierarchy, removed
-             at exit. pyctr: <own>/pyctr/<world>-<id>/ctr; runc and crun:
+             at exit. pyctr: <own>/pyctr-<world>-<id>, with a ctr leaf where
+             it holds limits (v1 cpuset: in <own>/pyctr/); runc and crun:
              linux.cgroupsPath /pyctr-bench-PID/ID (cgroupfs driver, as podman
              writes it with --cgroup-manager cgroupfs: an absolute path)
   cgroupns   a new cgroup namespace (pyctr's default; a "cgroup" entry in the
