@@ -2,12 +2,13 @@
 
 Importing os was the costliest import of a `pyctr run` (`-X importtime`
 lists it): its environ is a MutableMapping, which builds all of
-collections.abc. The modules a run, an exec, ps or rm import take this one
-instead, as `from pyctr import posixos as os`: the calls are posix's own
-functions (those os re-exports), the path functions follow posixpath's
-rules for str paths. A name used there and missing here fails
-tests/test_posixos.py, which reads those modules; a rare path that needs
-more (realpath of a path that is not there) imports os itself.
+collections.abc. The modules a run, an exec, ps, rm or an engine's
+create import take this one instead, as `from pyctr import posixos as
+os`: the calls are posix's own functions (those os re-exports), the path
+functions follow posixpath's rules for str paths. A name used there and
+missing here fails tests/test_posixos.py, which reads those modules; a
+rare path that needs more (realpath of a path that is not there) imports
+os itself.
 """
 import io as _io
 import posix as _posix

@@ -11,9 +11,9 @@ does). For `pyctr create` no parent-death signal ties this child to pyctr
 (Plan.tie_to_parent): when create exits, it is the engine's (its
 subreaper's) child.
 """
-import os
 import _signal
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import jsonio
 from pyctr.child import resolve
 from pyctr.oci import hooks, settings

@@ -5,8 +5,8 @@ Unknown fields are ignored as the runtime spec allows; a known field pyctr
 cannot honour is refused (ValueError, one line naming it), never dropped.
 Each concern is parsed by its own module, called by one line here.
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import identity, inroot, jsonio, seccomp
 from pyctr.spec import IdMapping, Mount, Namespace, Process, Root, Spec
 from pyctr.errors import PyctrError

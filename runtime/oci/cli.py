@@ -7,8 +7,8 @@ same name (kill, ps, exec, run), pyctr.verbs takes both forms.
   pause ID          resume ID         list [--format table|json] [-q]
   run [-d] [--keep] ... --bundle B [ID]   (from pyctr.verbs.run)
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import jsonio
 from pyctr.cli import Opt, parse_options
 from pyctr.errors import PyctrError

@@ -11,11 +11,11 @@ The engine (conmon, containerd's shim) then owns the master. Everything
 the process needs is imported here, before pivot_root.
 """
 import fcntl
-import os
 import socket
 import struct
 import termios
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 
 TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): a master's pts number (not in termios)

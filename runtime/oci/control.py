@@ -9,9 +9,9 @@ without one, a freezer cgroup made on first pause in cgroup v1's separate
 freezer hierarchy (so no other controller moves the processes;
 state.oci["freezer"]); it is removed at delete.
 """
-import os
 import time
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 
 FREEZER_V1 = "/sys/fs/cgroup/freezer"

@@ -2,8 +2,9 @@
 failure from (podman with runtime_supports_json, containerd's shim). A line
 per message, appended: json is {"level": ..., "msg": ..., "time": RFC 3339},
 text is logrus's `time="..." level=... msg="..."`, as runc writes them."""
-import os
 import time
+
+from pyctr import posixos as os  # os without its import cost: see posixos
 
 
 def write(path, log_format, level, message):

@@ -13,9 +13,9 @@ the operation (and the container is torn down); a failing poststart or
 poststop hook is only reported, as the spec says. run() may be called in
 the container before or after pivot_root, so what it uses is imported here.
 """
-import os
 import select
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.errors import PyctrError
 from pyctr.spec import Record
 

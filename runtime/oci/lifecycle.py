@@ -17,8 +17,8 @@ by `create`: its stopped record waits for the engine's delete), hooks
 (poststart, poststop), netns (the engine's, when pyctr attached a network
 inside it), freezer (made by pause when there is no cgroup).
 """
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import jsonio
 from pyctr.errors import PyctrError, from_oserror
 from pyctr.spec import OCI_VERSION

@@ -8,9 +8,9 @@ lowering oom_score_adj needs the privileges it is about to drop. The
 modules apply() uses are imported here, with this module, before clone:
 after pivot_root the child can import nothing.
 """
-import os
 import resource
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr.spec import Record
 
 # runtime-spec rlimit type -> its number (kernel ABI, asm-generic/resource.h;

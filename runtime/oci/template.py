@@ -1,8 +1,8 @@
 """`pyctr spec` with no image or rootfs: runc's `spec`, a starting
 config.json for a bundle whose root filesystem is its rootfs/ directory."""
 import json
-import os
 
+from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import identity, spec
 from pyctr.errors import PyctrError
 
