@@ -93,6 +93,33 @@ def test_imports_go_on_after_the_process_closed_the_packs_fd(tmp_path):
     assert p.stdout.split() == ["1", "_Finder"]
 
 
+LOW_LIMIT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from pyctr import codepack
+print(codepack.install(sys.argv[1] + "/pkgx"))
+import pkgx.alpha
+print(pkgx.alpha.VALUE, type(pkgx.alpha.__spec__.loader).__name__,
+      sys.meta_path[0].fd < os.sysconf("SC_OPEN_MAX"))
+"""
+
+
+def test_the_pack_is_used_under_a_low_open_files_limit(tmp_path):
+    """A batch system's `ulimit -n 512` (or less): every pyctr command
+    ended in a traceback, the pack's fd asked for at 944."""
+    import resource
+    make_package(tmp_path)
+    codepack.build(str(tmp_path / "pkgx"))
+    for soft in (512, 64):
+        p = subprocess.run([sys.executable, "-c", LOW_LIMIT, str(tmp_path)],
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: resource.setrlimit(
+                               resource.RLIMIT_NOFILE,
+                               (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["True", "1", "_Finder", "True"], soft
+
+
 # -- preloading a verb's modules ------------------------------------------------
 
 PRELOADED = """

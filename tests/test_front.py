@@ -204,6 +204,22 @@ def test_python_never_imports_from_the_current_directory(commands, tmp_path):
     assert p.returncode == 0 and "hijacked" not in p.stdout + p.stderr
 
 
+def test_the_command_works_under_a_low_open_files_limit(worlds):
+    """Slurm passes a user's `ulimit -n` on to the step: at 512 or 64
+    open files every command ended in a Python traceback (exit 1)."""
+    import resource
+    front = worlds["front"]
+    for soft in (512, 64):
+        def lower():
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        for args in (("run", "--rm", "--net=none", "busybox", "/bin/true"), ("ps",)):
+            p = subprocess.run(front.argv(*args), capture_output=True, text=True, timeout=60,
+                               preexec_fn=lower)
+            assert p.returncode == 0 and "Traceback" not in p.stderr, (soft, args, p.stderr)
+    assert front.containers() == []
+
+
 def _warm_ups():
     """pids of pyctr-front's cgroup warm-up processes (csrc/front.c)."""
     found = []
