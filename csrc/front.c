@@ -798,8 +798,21 @@ static int kill_init(record *r, int sig)
 
 /* ---- the command line (pyctr.cli.dispatch, oci.cli._one_id) ---------- */
 
+/* A standard fd the caller closed is opened on /dev/null before anything
+ * else is opened (as Rust's runtime and glibc's secure mode do): the next
+ * file pyctr opens (a record, a cgroup file) would otherwise take its
+ * number, and a message meant for stderr would be written into it. The
+ * container then gets /dev/null there, as the runtime spec allows. */
+static void standard_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF)
+            (void)!open("/dev/null", O_RDWR);  /* the lowest free number: fd */
+}
+
 int main(int argc, char **argv)
 {
+    standard_fds();
     args = argv;
     nargs = argc;
     /* Python acts on this variable (an fd it closes, a pid it reaps): only

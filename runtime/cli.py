@@ -64,6 +64,8 @@ def usage():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     gc.set_threshold(GC_THRESHOLD)
+    if None in (sys.stdin, sys.stdout, sys.stderr):
+        _standard_fds()
     if "PYCTR_WARM_FD" in os.environ:  # set by pyctr-front for run, create, exec
         from pyctr import cgroups
         cgroups.adopt_warm_up(os.environ.pop("PYCTR_WARM_FD"))
@@ -83,6 +85,24 @@ def main(argv=None):
         raise
 
 
+def _standard_fds():
+    """Python was started with a standard fd closed (not through pyctr-front,
+    which opens /dev/null there itself: csrc/front.c says why): the same
+    here, before pyctr opens a file that would take the number."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)  # the lowest free number: fd
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # the container's, as the caller's were
+            setattr(sys, name, os.fdopen(fd, "w" if fd else "r", closefd=False))
+
+
 def exit_with(code):
     """End the process with `code` (main()'s), skipping the interpreter's
     teardown when nothing needs it: freeing every module and object costs a
@@ -95,8 +115,9 @@ def exit_with(code):
     import atexit
     code = 0 if code is None else code
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: closed when Python started
+                stream.flush()
     except (OSError, ValueError):
         raise SystemExit(code)
     if not isinstance(code, int) or _thread._count() or atexit._ncallbacks():

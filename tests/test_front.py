@@ -220,6 +220,28 @@ def test_the_command_works_under_a_low_open_files_limit(worlds):
     assert front.containers() == []
 
 
+def test_a_closed_standard_fd_is_dev_null_never_a_file_of_pyctrs(worlds):
+    """A script run with a standard fd closed (`<&- 2>&-`, `>&-`): the next
+    file pyctr opened took its number, and the exit ended in a traceback
+    (exit 1 where the workload's code or 127 was due)."""
+    def closing(*fds):
+        return lambda: [os.close(fd) for fd in fds]
+    for name in ("front", "python"):
+        world = worlds[name]
+        p = subprocess.run(world.argv("run", "--rm", "--net=none", "busybox", "sh", "-c",
+                                      "readlink /proc/self/fd/0; readlink /proc/self/fd/2"),
+                           stdout=subprocess.PIPE, text=True, timeout=60,
+                           preexec_fn=closing(0, 2))
+        assert p.returncode == 0 and p.stdout.split() == ["/dev/null", "/dev/null"], name
+        p = subprocess.run(world.argv("run", "--rm", "--net=none", "busybox", "/nonexistent"),
+                           timeout=60, preexec_fn=closing(2))
+        assert p.returncode == 127, name
+        p = subprocess.run(world.argv("ps"), stderr=subprocess.PIPE, text=True, timeout=60,
+                           preexec_fn=closing(1))
+        assert p.returncode == 0 and "Traceback" not in p.stderr, (name, p.stderr)
+        assert world.containers() == []
+
+
 def _warm_ups():
     """pids of pyctr-front's cgroup warm-up processes (csrc/front.c)."""
     found = []
