@@ -35,7 +35,7 @@ from pyctr import posixos as os  # os without its import cost: see posixos
 from pyctr import childprog, fileio, syscalls
 from pyctr.child import Plan, child_main, exit_code
 from pyctr.errors import PyctrError, from_oserror
-from pyctr.spec import Mount
+from pyctr.spec import DEFAULT_UMASK, Mount
 from pyctr.state import ContainerState, StateStore, now, process_start_time
 from pyctr.sync import GO, IDS, Channel
 
@@ -471,6 +471,7 @@ class Container:
         """Run the STAGES. start_follows: start() comes next, at once (run):
         GO goes with READY's wait, not after it."""
         self.log, self.start_follows = log, start_follows
+        os.umask(DEFAULT_UMASK)  # for what the stages make; the child inherits it
         try:
             for stage in STAGES:
                 stage(self)

@@ -12,7 +12,7 @@ from pyctr import identity
 from pyctr import syscalls
 from pyctr.child import exec_workload, exit_code, merge_env, prepare_process
 from pyctr.errors import PyctrError, from_oserror
-from pyctr.spec import Capabilities, IdMapping, Process
+from pyctr.spec import DEFAULT_UMASK, Capabilities, IdMapping, Process
 from pyctr.sync import Channel
 
 
@@ -77,6 +77,7 @@ def enter(paths, name, process, syscall=None, seccomp=None, detach=False, pid_fi
             os.close(fd)
 
     channel = Channel()
+    os.umask(DEFAULT_UMASK)  # the process's, as the container's init has it (OCI: its own)
     syscall.block_signals()
     cgroups.end_front_warm_up()  # the child's join comes next (cgroups.adopt_warm_up)
     child = syscall.fork()  # not dumpable: it appears in the container at once

@@ -217,6 +217,10 @@ CAPABILITIES = {name: number for number, name in enumerate((
     "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
     "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore"))}
 
+# A process's umask where its spec gives none (runc's and crun's), and what
+# pyctr makes for a container with: the caller's umask (a hardened node's
+# 077) left the container's root and /etc/hosts unreadable to its users.
+DEFAULT_UMASK = 0o022
 DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The OCI runtime spec's defaults (runtime-spec config-linux.md, `runc spec`).

@@ -257,6 +257,30 @@ def test_env_workdir_user_volumes_tmpfs(pyctr, tmp_path):
     assert "rw-data" not in p.stdout and "tmpfs" in out[-1]
 
 
+def test_the_callers_umask_does_not_reach_the_container(pyctr):
+    """A hardened node's umask 077: the container's root was 0700 (user
+    1000 could not even enter it), /etc/hosts 0600, and its process kept
+    077. runc and crun give the process 022 unless the spec says otherwise."""
+    script = ("umask; cat /etc/hosts /etc/resolv.conf /etc/hostname >/dev/null && echo read;"
+              "stat -c %a / /etc/hosts /mnt")
+    pyctr("run", "-d", "--name", "masked", "busybox", "sleep", "60", check=True)
+    try:
+        for child in ("c", "python"):
+            p = subprocess.run(pyctr.argv("run", "--rm", "-u", "1000", "-v", "/proc:/mnt/x:ro",
+                                          "busybox", "sh", "-c", script),
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, PYCTR_CHILD=child),
+                               preexec_fn=lambda: os.umask(0o077))
+            assert (p.returncode, p.stdout.split()) == (0, ["0022", "read", "755", "644", "755"]), \
+                (child, p.stdout, p.stderr)
+        p = subprocess.run(pyctr.argv("exec", "-u", "1000", "masked", "sh", "-c", "umask"),
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: os.umask(0o077))
+        assert (p.returncode, p.stdout.split()) == (0, ["0022"]), p.stderr
+    finally:
+        pyctr("rm", "-f", "masked")
+
+
 def test_read_only_root(pyctr):
     p = run(pyctr, "--read-only", "busybox", "sh", "-c", "touch /x 2>/dev/null || echo ro")
     assert p.stdout.strip() == "ro"

@@ -11,7 +11,7 @@ after pivot_root the child can import nothing.
 import resource
 
 from pyctr import posixos as os  # os without its import cost: see posixos
-from pyctr.spec import Record
+from pyctr.spec import DEFAULT_UMASK, Record
 
 # runtime-spec rlimit type -> its number (kernel ABI, asm-generic/resource.h;
 # Python's resource module lacks RLIMIT_LOCKS)
@@ -83,8 +83,7 @@ def apply(settings):
     if settings.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(settings.oom_score_adj))
-    # runc's default when the spec gives none
-    os.umask(0o022 if settings.umask is None else settings.umask)
+    os.umask(DEFAULT_UMASK if settings.umask is None else settings.umask)
 
 
 def _unlimited(value):
