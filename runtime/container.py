@@ -480,6 +480,10 @@ class Container:
             # building its root, say) gives the child's reason, not its own.
             cause = self.channel.report_waiting() if self.channel else None
             self.destroy()
+            if cause is None and isinstance(e, OSError):
+                # a file or call of a stage's without its own context (a full disk)
+                cause = from_oserror("cannot create container %s (%s)" % (
+                    self.name, stage.__name__.replace("_", " ")), e)
             if cause is None:
                 raise
             raise cause from e
@@ -501,6 +505,9 @@ class Container:
                 self.state.status = "running"
                 self.store.save(self.state)
             error = self.channel.wait_exec()
+        except OSError as e:  # the record's write (a full disk)
+            self.destroy()
+            raise from_oserror("cannot start container %s" % self.name, e) from e
         except BaseException:
             self.destroy()
             raise

@@ -36,7 +36,7 @@ def write(path, data, mode=0o666):
         os.close(fd)
 
 
-def replace(path, data):
+def replace(path, data, mode=0o666):
     """Put a file holding `data` in the place of `path`, atomically: a
     reader opens the old file or the new one, whole. The two names are
     exchanged and the old file unlinked, where a rename over `path` would
@@ -44,10 +44,11 @@ def replace(path, data):
     file's blocks at once (auto_da_alloc), and its removal, moments later
     for a `run --rm`, wait for their discard. A `path` not there yet, or a
     filesystem without the exchange, gets the rename. The temporary name
-    is the writer's own: two writers never share its inode."""
+    is the writer's own: two writers never share its inode; it is gone
+    again when anything fails (a full disk), not left to fill it further."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
-    write(tmp, data)
     try:
+        write(tmp, data, mode)
         from pyctr._shim import ffi, lib
         if lib.pyctr_rename_exchange(tmp.encode(), path.encode()) == 0:
             os.unlink(tmp)  # the old file now

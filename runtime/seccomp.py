@@ -435,10 +435,7 @@ def _store(path, data):
         cache = os.path.dirname(path)
         if not os.path.isdir(cache):
             os.mkdir(cache, 0o700)  # in the state root, never a new tree
-        tmp = "%s.%d" % (path, os.getpid())
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.rename(tmp, path)
+        fileio.replace(path, data)
     except OSError:
         pass  # a read-only or full state root: compile again next time
 

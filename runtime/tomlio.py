@@ -36,8 +36,5 @@ def dumps(data):
 
 def save(path, data, mode=0o644):
     """Write atomically (a reader never sees half a file)."""
-    import os
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
-        f.write(dumps(data))
-    os.rename(tmp, path)
+    from pyctr import fileio
+    fileio.replace(path, dumps(data).encode(), mode)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import root_only
+from conftest import groups_of, root_only
 from conftest_net import stand_in
 from pyctr.network import ipam
 from pyctr.testbed import Testbed
@@ -406,6 +406,49 @@ def test_failed_start_leaves_nothing(tb):
     assert "br0" not in links(a)
     # nor their address pools (the lock files that outlived every lease)
     assert not {"br-br0", "mv-nic0"} & set(ipam.pools(a.paths))
+
+
+FULL = "pyctr-test-full"  # the source of the small tmpfs below, to tell its mount apart
+
+
+def test_a_full_state_disk_fails_in_one_line_and_leaves_nothing(tb):
+    """The state root full at each point of a start with a network: a tmpfs
+    of a few pages as the node's root, 4 KiB more each time until a start
+    fits. Each failure is one line with exit 125, and leaves no lease,
+    record, half-written file, interface or cgroup. A lease whose pool hint
+    could not be written stayed taken for good, and a raw OSError from a
+    stage or from the running record was a traceback."""
+    a = tb.nodes[0]
+    root = a.paths.root
+    os.makedirs(root, exist_ok=True)
+    failed = 0
+    for kib in range(8, 200, 4):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk" % kib, FULL, root], check=True)
+        try:
+            r = a.pyctr("run", "--rm", "--net=veth:br0", "busybox", "true", timeout=60,
+                        stdin=subprocess.DEVNULL)
+            if r.returncode == 0:
+                break
+            failed += 1
+            err = r.stderr.strip()
+            assert (r.returncode, len(err.splitlines())) == (125, 1), (kib, r.stderr)
+            assert err.startswith("pyctr: ") and "No space left on device" in err, (kib, err)
+            left = leftovers(a)
+            left["mounts"] = [m for m in left["mounts"] if FULL not in m]
+            assert left == CLEAN, (kib, err, left)
+            made = [os.path.relpath(os.path.join(d, f), root)
+                    for d, _, files in os.walk(root) for f in files]
+            assert [f for f in made if f.endswith((".tmp", ".new"))
+                    or not (f.startswith("seccomp/") or f.endswith("/lock"))] == [], (kib, made)
+            assert groups_of(a.paths) == [], kib
+        finally:
+            a.pyctr("net", "rm", "veth:br0", timeout=60, stdin=subprocess.DEVNULL)
+            subprocess.run(["umount", root], check=True)
+            if "br0" in links(a):  # made by a start whose network record the tmpfs took along
+                a.ip_cmd("link", "del", "br0")
+    else:
+        pytest.fail("no start fitted in %d KiB" % kib)
+    assert failed >= 5  # the sizes went through several stages, not straight to success
 
 
 def test_a_root_that_fails_is_reported_as_such_when_it_has_a_network(tb, rootfs, tmp_path):

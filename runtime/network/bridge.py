@@ -202,8 +202,12 @@ def _journal(pool, op, host, bridge, temp, uplink, holder=None):
                                                  "metric")}
                          for r in gateway_routes(host, source)])
     path = os.path.join(pool.dir, JOURNAL)
-    with open(path + ".new", "w") as f:
-        f.write(jsonio.dumps(j))
+    try:
+        with open(path + ".new", "w") as f:
+            f.write(jsonio.dumps(j))
+    except OSError:
+        os.unlink(path + ".new")  # a full disk: nothing changed yet, nothing to recover
+        raise
     os.replace(path + ".new", path)
 
 

@@ -182,11 +182,17 @@ class Pool:
             return None, set()  # no hint yet, or a torn one: search from the start
 
     def _save_hint(self, next_ip, freed):
+        """A hint that cannot be written (a full disk) is dropped, never an
+        allocation failed for it: with no hint the next one searches the
+        range from its start, which a hint only shortens."""
         text = "next %s\nfreed %s\n" % (int_ip(next_ip),
                                          " ".join(int_ip(ip) for ip in sorted(freed)))
         data = text.encode()
-        os.pwrite(self._lock_fd, data, 0)
-        os.ftruncate(self._lock_fd, len(data))
+        try:
+            os.pwrite(self._lock_fd, data, 0)
+            os.ftruncate(self._lock_fd, len(data))
+        except OSError:
+            os.ftruncate(self._lock_fd, 0)
 
     def _freed(self, ip):
         """ip may be free again: the next allocation tries it first."""
@@ -284,10 +290,15 @@ class Pool:
             owner.get("mode") or "")
         if owner.get("uid") is not None:  # a user's lease, made by the network helper
             text += "uid %d\n" % owner["uid"]
-        fd = os.open(os.path.join(self.dir, int_ip(ip)),
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        path = os.path.join(self.dir, int_ip(ip))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, text.encode())
+            data = text.encode()
+            while data:
+                data = data[os.write(fd, data):]
+        except BaseException:
+            os.unlink(path)  # a full disk: no lease without its owner, holding the address
+            raise
         finally:
             os.close(fd)
 

@@ -161,6 +161,10 @@ class PidFile:
                 os.close(fd)
             os.rename(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError as e:
+            try:
+                os.unlink(tmp, dir_fd=self.dir_fd)  # a full disk: not left to fill it further
+            except OSError:
+                pass
             raise from_oserror("cannot write pid file %s" % self.path, e) from e
         finally:
             os.close(self.dir_fd)
