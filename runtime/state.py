@@ -37,6 +37,21 @@ def check_name(name):
     return name
 
 
+STATUSES = ("creating", "created", "running", "paused", "stopped")
+
+
+class DamagedRecord(PyctrError):
+    """A record that is there but is not one pyctr can read (a torn or
+    foreign state.json): `rm -f` and `gc` remove it, nothing else acts on it."""
+
+
+def _is_record(data):
+    """A JSON value that is a record pyctr wrote: what every reader relies on."""
+    return isinstance(data, dict) and isinstance(data.get("id"), str) \
+        and isinstance(data.get("name"), str) and data.get("status", "creating") in STATUSES \
+        and type(data.get("pid", 0)) is int and type(data.get("owner_pid", 0)) is int
+
+
 class ContainerState(Record):
     """What pyctr knows of one container. `status` is what was recorded:
     creating -> created -> running -> stopped (paused by `pause`);
@@ -60,8 +75,8 @@ class ContainerState(Record):
 
     @classmethod
     def from_json(cls, data):
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        if not _is_record(data):
+            raise ValueError("not a container record")
         # Unknown keys come from another pyctr version: keep what we know.
         return cls(**{k: v for k, v in data.items() if k in cls.__slots__})
 
@@ -150,14 +165,16 @@ class StateStore:
     def _read(self, name):
         path = os.path.join(self.dir(name), "state.json")
         try:
-            raw = fileio.read(path).decode()
-        except FileNotFoundError as e:
+            raw = fileio.read(path)
+        except (FileNotFoundError, NotADirectoryError) as e:  # a file beside the records
             raise PyctrError("no such container: %s" % name) from e
         try:
-            state = ContainerState.from_json(jsonio.loads(raw))
+            state = ContainerState.from_json(jsonio.loads(raw.decode()))
         except (ValueError, TypeError) as e:
-            raise PyctrError("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
-                             % (name, e, name)) from e
+            if os.path.islink(self.dir(name)):  # not made by pyctr: never removed as a record
+                raise PyctrError("no such container: %s" % name) from e
+            raise DamagedRecord("state of %s is damaged (%s); `pyctr rm -f %s` removes it"
+                                % (name, e, name)) from e
         if state.status == "running" and state.exit_code is None:
             _exit_written(self.dir(name), state)
         return state
@@ -192,7 +209,7 @@ class StateStore:
             return None
         finally:
             os.close(fd)
-        return data if isinstance(data, dict) else None
+        return data if _is_record(data) else None
 
     def save(self, state):
         """Replace the record atomically. Never recreates a removed container:
@@ -213,13 +230,15 @@ class StateStore:
             raise PyctrError("no such container: %s" % name) from e
 
     def names(self):
-        """Every container name on record (entries that are not valid names
-        were not made by pyctr and are left alone)."""
+        """Every container name on record (entries that are not directories
+        with valid names were not made by pyctr and are left alone; the
+        directory entry's type tells, no stat per record)."""
         try:
-            entries = os.listdir(self.base)
+            with os.scandir(self.base) as entries:
+                return sorted(e.name for e in entries
+                              if e.is_dir(follow_symlinks=False) and _valid(e.name))
         except FileNotFoundError:
             return []
-        return sorted(n for n in entries if _valid(n))
 
     def remove(self, name):
         remove_tree(self.dir(name))

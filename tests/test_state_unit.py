@@ -142,3 +142,41 @@ def test_an_update_never_brings_back_a_removed_containers_directory(store):
     paths, states = store
     states.write_file("gone", "state.json", "{}")
     assert not os.path.exists(states.dir("gone"))
+
+
+def test_rm_f_and_gc_remove_a_damaged_record_and_leave_what_is_not_one(store, tmp_path):
+    """A torn, foreign or binary state.json: `rm -f NAME` removes it, as its
+    error says (that same error came back instead), and so does gc. A file
+    or a symlink beside the records is no container: gc ended in a
+    traceback on the file; neither is listed, followed or removed."""
+    paths, _ = store
+    base = paths.containers
+    for name, data in (("torn", b"{not json"), ("foreign", b'{"id": 5}'), ("binary", b"\xff\xfe")):
+        os.makedirs(os.path.join(base, name))
+        with open(os.path.join(base, name, "state.json"), "wb") as f:
+            f.write(data)
+    with open(os.path.join(base, "afile"), "w") as f:
+        f.write("x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text("{not json")
+    os.symlink(elsewhere, os.path.join(base, "evil"))
+
+    def pyctr(*args):
+        return subprocess.run(PYCTR + ["--root", paths.root, *args], capture_output=True,
+                              text=True, timeout=60)
+    p = pyctr("ps")
+    assert (p.returncode, p.stdout.splitlines()[1:], p.stderr) == (0, [], "")
+    p = pyctr("rm", "torn")
+    assert p.returncode == 125 and "`pyctr rm -f torn` removes it" in p.stderr, p.stderr
+    p = pyctr("rm", "-f", "torn")
+    assert (p.returncode, p.stderr) == (0, "") and not os.path.exists(os.path.join(base, "torn"))
+    p = pyctr("gc")
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr
+    assert "container binary (damaged record)" in p.stdout
+    assert "container foreign (damaged record)" in p.stdout
+    assert sorted(os.listdir(base)) == ["afile", "evil"]
+    assert os.listdir(elsewhere) == ["state.json"]
+    for name in ("afile", "evil"):
+        p = pyctr("rm", "-f", name)
+        assert p.returncode == 125 and p.stderr == "pyctr: no such container: %s\n" % name

@@ -59,12 +59,17 @@ def cmd_rm(paths, argv):
                       [Opt("-f --force", "bool", "kill them first if running")], argv)
     if args is None:
         return 0
-    from pyctr.state import StateStore
+    from pyctr.state import DamagedRecord, StateStore
     store = StateStore(paths)
     states, problems = [], []
     for name in dict.fromkeys(args["names"]):  # each once, in the order given
         try:
             states.append(store.load(name))
+        except DamagedRecord as e:
+            if not args["force"]:
+                problems.append(str(e))
+            else:  # as gc does: nothing can use it; what it held, gc finds ownerless
+                store.remove(name)
         except PyctrError as e:
             problems.append(str(e))
     for state in states:
@@ -182,7 +187,7 @@ def cmd_gc(paths, argv):
     if parse_options("gc", "Remove what crashed pyctr processes left behind. Idempotent.",
                      [], argv) is None:
         return 0
-    from pyctr.state import StateStore, remove_tree
+    from pyctr.state import DamagedRecord, StateStore, remove_tree
     store = StateStore(paths)
     removed = []
     for path in store.stale_reservations():
@@ -191,12 +196,12 @@ def cmd_gc(paths, argv):
     for name in store.names():
         try:
             st = store.load(name)
-        except PyctrError:
-            if not os.path.exists(os.path.join(store.dir(name), "state.json")):
-                continue  # removed meanwhile
-            store.remove(name)  # damaged record: nothing can use it
+        except DamagedRecord:
+            store.remove(name)  # nothing can use it
             removed.append("container %s (damaged record)" % name)
             continue
+        except PyctrError:
+            continue  # removed meanwhile
         if st.oci and st.oci.get("engine"):
             continue  # a `create`d container: a stopped one waits for the engine's delete
         if st.crashed():
