@@ -15,7 +15,7 @@ from conftest_net import FakeKernel, dead_pid, mirrors
 from pyctr import network
 from pyctr.errors import PyctrError
 from pyctr.network import config, ipam, kinds, noderange, rtnl
-from pyctr.network.addr import Subnet, ip_int, parse_range, random_mac
+from pyctr.network.addr import Subnet, int_ip, ip_int, parse_range, random_mac
 from pyctr.network.kinds.macvlan import shim_ifname
 from pyctr.network.kinds.veth import host_ifname
 from pyctr.paths import Paths
@@ -319,6 +319,30 @@ def test_ipam_recycled_pid_is_not_the_owner(paths):
     with ipam.Pool(paths, "br-x") as pool:
         pool._create(ip_int("10.5.0.1"), {"pid": os.getpid(), "start": 1, "container": "old"})
         assert [lease.container for lease in pool.reap()] == ["old"]
+
+
+def test_damaged_leases_are_dead_and_what_is_no_lease_is_left_alone(paths, owners, tmp_path):
+    """A lease file with garbage or bytes that are not UTF-8 (a crash, a
+    disk) is one without an owner: its address is reclaimed, gc drops it.
+    A directory or a symlink where a lease would be is no lease: its address
+    is skipped and the entry, and what a symlink names, left as they are.
+    gc, `net rm` and starts on the pool ended in a traceback on them."""
+    target = tmp_path / "elsewhere"
+    target.write_text("owner 1 1\n")
+    with ipam.Pool(paths, "br-x") as pool:
+        os.mkdir(os.path.join(pool.dir, "10.5.0.1"))
+        os.symlink(target, os.path.join(pool.dir, "10.5.0.2"))
+        with open(os.path.join(pool.dir, "10.5.0.3"), "wb") as f:
+            f.write(b"\xff\xfe")
+        with open(os.path.join(pool.dir, "10.5.0.4"), "w") as f:
+            f.write("garbage\n")
+        assert sorted(int_ip(ip) for ip in pool.leases()) == ["10.5.0.3", "10.5.0.4"]
+        ip, reclaimed = pool.allocate(ip_int("10.5.0.1"), ip_int("10.5.0.9"), _owner(owners(), "a"))
+        assert int_ip(ip) == "10.5.0.3" and [r.describe() for r in reclaimed] == [
+            "no owner: a damaged lease"]
+        assert [int_ip(lease.ip) for lease in pool.reap()] == ["10.5.0.4"]
+        assert sorted(os.listdir(pool.dir)) == ["10.5.0.1", "10.5.0.2", "10.5.0.3", "lock"]
+    assert target.read_text() == "owner 1 1\n"
 
 
 def test_ipam_release_only_own_lease(paths, owners):

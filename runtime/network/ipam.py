@@ -29,6 +29,7 @@ import fcntl
 import os
 import time
 
+from pyctr import fileio
 from pyctr.errors import PyctrError
 from pyctr.network.addr import int_ip, ip_int
 
@@ -83,6 +84,8 @@ class Lease:
     def describe(self):
         if self.shim:
             return "host shim %s" % self.shim
+        if not (self.container or self.pid):
+            return "no owner: a damaged lease"
         return "container %s" % (self.container or "pid %d" % self.pid)
 
 
@@ -156,13 +159,21 @@ class Pool:
         return out
 
     def read(self, name):
+        """The lease file `name`, or None if it is gone or is no lease file
+        (a directory or a symlink put here: left alone, its address unused).
+        Damaged text reads as a lease without an owner: a dead one."""
         p = os.path.join(self.dir, name)
         try:
-            with open(p) as f:
-                text = f.read()
             ip = ip_int(name)
-        except (FileNotFoundError, PyctrError):
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (OSError, PyctrError):
             return None
+        try:
+            text = fileio.read_fd(fd).decode(errors="replace")
+        except OSError:  # a directory
+            return None
+        finally:
+            os.close(fd)
         fields = {}
         for line in text.splitlines():
             k, _, v = line.partition(" ")
