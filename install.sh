@@ -9,6 +9,9 @@
 #                         GROMACS, OpenFOAM, podman, containerd, slirp4netns,
 #                         passt (pasta), Slurm and munge)
 set -eu
+# What this installs is for every user (rootless pyctr runs the venv's Python,
+# a container's users the image's files), whatever root's own umask is.
+umask 022
 cd "$(dirname "$0")"
 PREFIX=${PYCTR_PREFIX:-/opt/pyctr}
 
