@@ -443,6 +443,7 @@ def create(paths, container_id, res, layout=None):
                 os.rmdir(directory)
             except OSError:
                 pass
+        group._remove_parents()  # a v1 cpuset's pyctr/ made for it, as after its last group
         raise
     return group
 
@@ -463,14 +464,17 @@ def _check_host(res, layout):
             raise PyctrError("the %s limits need the %s cgroup controller, which this host "
                              "does not offer" % (controller, controller))
     cpuset = layout.controller("cpuset")
-    if res.cpuset_cpus is not None:
-        available = resources.expand_cpu_list(_read(cpuset.host_dir(cpuset.own),
-                                          "cpuset.effective_cpus", "") or
-                                    _read(cpuset.host_dir(cpuset.own), "cpuset.cpus", ""))
-        missing = resources.expand_cpu_list(res.cpuset_cpus) - available
+    for option, asked, kind, what in (("--cpuset-cpus", res.cpuset_cpus, "cpus", "CPU"),
+                                      ("--cpuset-mems", res.cpuset_mems, "mems", "memory node")):
+        if asked is None:
+            continue
+        own = cpuset.host_dir(cpuset.own)
+        available = resources.expand_cpu_list(_read(own, "cpuset.effective_" + kind, "") or
+                                              _read(own, "cpuset." + kind, ""))
+        missing = resources.expand_cpu_list(asked) - available
         if available and missing:
-            raise PyctrError("--cpuset-cpus %s: CPU %s not available (this host offers %s)"
-                             % (res.cpuset_cpus, ",".join(map(str, sorted(missing))),
+            raise PyctrError("%s %s: %s %s not available (this host offers %s)"
+                             % (option, asked, what, ",".join(map(str, sorted(missing))),
                                 ",".join(map(str, sorted(available)))))
 
 

@@ -395,15 +395,42 @@ def test_gc_keeps_a_live_containers_cgroup(pyctr):
     ["--memory", "lots"], ["--memory", "1k"], ["--memory-swap", "64m"],
     ["--memory", "64m", "--memory-swap", "32m"], ["--cpus", "0"], ["--cpus", "999"],
     ["--cpu-shares", "1"], ["--cpuset-cpus", "0-"], ["--cpuset-cpus", "4096"],
-    ["--cpuset-mems", "x"], ["--pids-limit", "many"], ["--device", "/dev/nope"],
+    ["--cpuset-mems", "x"], ["--cpuset-mems", "64"], ["--pids-limit", "many"],
+    ["--device", "/dev/nope"],
     ["--device", "/dev/null:/dev/n:rwx"],
 ])
 def test_bad_limits_are_one_line_and_leave_nothing(pyctr, option):
+    before = cgroup_homes()  # a v1 cpuset's pyctr/ made for the group goes too
     p = pyctr("run", "--rm", "--name", "bad", *option, "busybox", "true")
     assert p.returncode == 125
     one_line_error(p)
     assert pyctr.containers() == []
-    assert groups_of(pyctr) == []
+    assert groups_of(pyctr) == [] and cgroup_homes() == before
+
+
+def test_a_group_that_fails_half_made_takes_the_cpuset_parent_along(pyctr, monkeypatch):
+    """A limit the kernel refuses in the last hierarchy, after the v1 cpuset
+    one made pyctr/ for the group: the rollback removed the group's
+    directories but left pyctr/ in the host's cgroups for good (a
+    --cpuset-mems of a node the host lacks did that, before it was checked
+    first)."""
+    from pyctr import cgroups, resources
+    from pyctr.errors import PyctrError
+    from pyctr.paths import Paths
+    layout = cgroups.detect()
+    if not layout.controller("cpuset") or layout.v2_only:
+        pytest.skip("no v1 cpuset hierarchy")
+    before = cgroup_homes()
+    real, last = cgroups._make_group, layout.hierarchies[-1].name
+
+    def refused(h, directory, *args):
+        if h.name == last:
+            raise PyctrError("refused")
+        return real(h, directory, *args)
+    monkeypatch.setattr(cgroups, "_make_group", refused)
+    with pytest.raises(PyctrError):
+        cgroups.create(Paths(root=pyctr.root), "half-made", resources.Resources(), layout)
+    assert cgroup_homes() == before
 
 
 def test_inspect_shows_limits(pyctr):
