@@ -472,6 +472,11 @@ class Container:
         GO goes with READY's wait, not after it."""
         self.log, self.start_follows = log, start_follows
         os.umask(DEFAULT_UMASK)  # for what the stages make; the child inherits it
+        # A SIGTERM, SIGHUP, SIGQUIT or SIGUSR1/2 from here on is held and
+        # passed on to the container once it runs (as runc's handler does):
+        # their default action ended this process halfway through a stage,
+        # leaving its record and groups to gc. SIGINT undoes creation (130).
+        self.syscall.block_signals(interrupt=False)
         try:
             for stage in STAGES:
                 stage(self)

@@ -128,6 +128,42 @@ def test_kill_after_each_stage_leaves_a_working_node_that_gc_restores(node, net,
     assert node.pyctr("gc", timeout=60, stdin=subprocess.DEVNULL).stdout == ""
 
 
+# The same wrapper with a signal pyctr can catch, named in argv[2]: SIGTERM
+# (a scheduler cancelling the job), SIGHUP (a closed terminal).
+SIGNAL_AFTER = """
+import os, signal, sys
+from pyctr import container
+def after(stage):
+    def run(c):
+        stage(c)
+        if stage.__name__ == sys.argv[1]:
+            os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+    return run
+container.STAGES = tuple(after(s) for s in container.STAGES)
+from pyctr.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("net", NETS[:2])
+def test_a_term_or_hup_during_creation_is_passed_on_and_leaves_nothing(node, net):
+    """SIGTERM or SIGHUP right after each stage is held until the container
+    runs, then passed on to it (as runc's signal handler does): the run
+    ends as any other and the node is as before, without gc. Their default
+    action ended pyctr halfway through creation, its record and groups
+    left for gc."""
+    first = run_rm(node, net)
+    assert first.returncode == 0, first.stderr
+    before = snapshot(node)
+    for stage in STAGES:
+        for name in ("SIGTERM", "SIGHUP"):
+            p = node.run([sys.executable, "-c", SIGNAL_AFTER, stage, name] +
+                         node.pyctr_argv("run", "--rm", "--net=" + net, "busybox", "true")[3:],
+                         timeout=120, stdin=subprocess.DEVNULL)
+            assert p.returncode in (0, 128 + getattr(signal, name)), (stage, name, p.stderr)
+            same(snapshot(node), before, "after %s at %s" % (name, stage))
+
+
 # -- inside the network stage ------------------------------------------------------
 #
 # Runs pyctr's CLI with every change that network attach (or, with
