@@ -90,6 +90,15 @@ static void python(const char *error)
         argv[n + i - 1] = args[i];
     if (error)
         setenv("PYCTR_FRONT_ERROR", error, 1);
+    /* An interrupt while Python starts ended in "Fatal Python error:
+     * init_sys_streams" and a traceback: SIGINT is held until the launcher's
+     * code can turn it into exit code 130 (pyctr.launcher releases it), unless
+     * the caller held it already (pyctr-monitor's `_finished`). */
+    sigset_t interrupt, before;
+    sigemptyset(&interrupt);
+    sigaddset(&interrupt, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &interrupt, &before) == 0 && !sigismember(&before, SIGINT))
+        setenv("PYCTR_HELD_INT", "1", 1);
     execve(argv[0], argv, environ);
     fprintf(stderr, "pyctr: cannot execute %s: %s\n", argv[0], strerror(errno));
     _exit(126);
@@ -818,6 +827,7 @@ int main(int argc, char **argv)
     /* Python acts on this variable (an fd it closes, a pid it reaps): only
      * the value warm_up() sets may reach it, never one from the caller. */
     unsetenv("PYCTR_WARM_FD");
+    unsetenv("PYCTR_HELD_INT");  /* the same: only python() sets it */
     const char *root = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {

@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     /* Blocked from now on (the signals pyctr forwards, and SIGCHLD), so
      * none is lost before pyctr_supervise waits; the blocked signals stay
      * queued even though PID 1 has no handler for them. */
-    if (pyctr_block_signals(1) < 0) {
+    if (pyctr_block_signals() < 0) {
         report(report_fd, tag, child_argv[0], errno);
         return 125;
     }

@@ -89,9 +89,8 @@ int pyctr_capset(const uint32_t effective[2], const uint32_t permitted[2],
 int pyctr_loopback_up(void);
 
 /* Block the signals pyctr forwards, plus SIGCHLD, so none is lost between
- * clone() and pyctr_supervise(); without `interrupt`, SIGINT stays as it is
- * (creation held the others from its start, an interrupt undoes it). */
-int pyctr_block_signals(int interrupt);
+ * clone() and pyctr_supervise(). */
+int pyctr_block_signals(void);
 /* Default disposition and an empty mask for every signal: what a freshly
  * exec'd workload expects (Python ignores SIGPIPE, for one). */
 int pyctr_reset_signals(void);

@@ -22,12 +22,10 @@ static void forwarded_set(sigset_t *set)
     sigaddset(set, SIGCHLD);
 }
 
-int pyctr_block_signals(int interrupt)
+int pyctr_block_signals(void)
 {
     sigset_t set;
     forwarded_set(&set);
-    if (!interrupt)
-        sigdelset(&set, SIGINT);
     return sigprocmask(SIG_BLOCK, &set, NULL);
 }
 

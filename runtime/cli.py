@@ -66,11 +66,11 @@ def main(argv=None):
     gc.set_threshold(GC_THRESHOLD)
     if None in (sys.stdin, sys.stdout, sys.stderr):
         _standard_fds()
-    if "PYCTR_WARM_FD" in os.environ:  # set by pyctr-front for run, create, exec
-        from pyctr import cgroups
-        cgroups.adopt_warm_up(os.environ.pop("PYCTR_WARM_FD"))
     globals_ = dict(GLOBALS)
     try:
+        if "PYCTR_WARM_FD" in os.environ:  # set by pyctr-front for run, create, exec
+            from pyctr import cgroups
+            cgroups.adopt_warm_up(os.environ.pop("PYCTR_WARM_FD"))
         return dispatch(argv, globals_)
     except PyctrError as e:
         _say(str(e), globals_)

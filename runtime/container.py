@@ -230,7 +230,6 @@ def clone(c):
     except PyctrError:
         c.channel.abort()
         raise
-    c.syscall.block_signals()  # none may slip by between clone and wait
     alone = _alone(c)
     if alone:
         c.channel.send(GO)  # queued: the child finds it there
@@ -472,14 +471,17 @@ class Container:
         GO goes with READY's wait, not after it."""
         self.log, self.start_follows = log, start_follows
         os.umask(DEFAULT_UMASK)  # for what the stages make; the child inherits it
-        # A SIGTERM, SIGHUP, SIGQUIT or SIGUSR1/2 from here on is held and
-        # passed on to the container once it runs (as runc's handler does):
-        # their default action ended this process halfway through a stage,
-        # leaving its record and groups to gc. SIGINT undoes creation (130).
-        self.syscall.block_signals(interrupt=False)
+        # The signals pyctr passes on are held from here, and passed on to the
+        # container once it runs (as runc's handler does): a SIGTERM or SIGHUP
+        # ended this process halfway through a stage, leaving its record and
+        # groups to gc. SIGINT undoes creation, between stages only: raised
+        # anywhere it could fall between a change and its undo's registration.
+        self.syscall.block_signals()
         try:
             for stage in STAGES:
                 stage(self)
+                if _interrupted():
+                    raise KeyboardInterrupt
         except Exception as e:
             # A stage that failed because the child is gone (it failed
             # building its root, say) gives the child's reason, not its own.
@@ -628,6 +630,12 @@ def _write_hosts(c):
     addresses = [r["ip"].split("/")[0] for r in c.state.networks if r.get("ip")]
     lines += ["%s\t%s" % (a, names) for a in addresses] or ["127.0.1.1\t" + names]
     fileio.write(os.path.join(c.dir, "hosts"), ("\n".join(lines) + "\n").encode())
+
+
+def _interrupted():
+    """A SIGINT held since creation began (Container.create)."""
+    import _signal
+    return _signal.SIGINT in _signal.sigpending()
 
 
 def _oci_json(spec):

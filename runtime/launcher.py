@@ -18,6 +18,11 @@ CONFIG_SIZE = 4096  # front.c's CONFIG, marker included
 # also import re: both only add start-up time.
 CODE = """import sys; %(path)s
 try:  # an interrupt while importing: the exit code of an interrupt, no traceback
+    import posix
+    if posix.environ.pop(b"PYCTR_HELD_INT", None):  # held while Python started (pyctr-front)
+        import _signal
+        posix.unsetenv("PYCTR_HELD_INT")
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_signal.SIGINT,))
     %(pack)s
     from pyctr.cli import exit_with, main
 except KeyboardInterrupt:

@@ -177,8 +177,8 @@ class Syscalls:
     def setns(self, fd, nstype=0):
         self._check(self._lib.pyctr_setns(fd, nstype), "setns")
 
-    def block_signals(self, interrupt=True):
-        self._check(self._lib.pyctr_block_signals(int(interrupt)), "sigprocmask")
+    def block_signals(self):
+        self._check(self._lib.pyctr_block_signals(), "sigprocmask")
 
     def reset_signals(self):
         self._check(self._lib.pyctr_reset_signals(), "sigprocmask")

@@ -5,6 +5,7 @@ containers; root. (PYCTR_TEST_COMMAND=LAUNCHER runs test_oci_cli.py, and
 any other CLI test, through such a launcher too.)"""
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -240,6 +241,26 @@ def test_a_closed_standard_fd_is_dev_null_never_a_file_of_pyctrs(worlds):
                            preexec_fn=closing(1))
         assert p.returncode == 0 and "Traceback" not in p.stderr, (name, p.stderr)
         assert world.containers() == []
+
+
+def test_an_early_interrupt_is_exit_130_never_a_traceback(worlds):
+    """Ctrl-C at any moment of a start, the interpreter's own start-up
+    included: 130 (or 0 if the run was over; in pyctr-front's first instant,
+    before it holds the signal, death by SIGINT, as for any program), and
+    nothing on stderr. Python's start-up ended in "Fatal Python error:
+    init_sys_streams", an import before main's handling in a
+    KeyboardInterrupt traceback. The moments are spread by waits of 0-35 ms;
+    what each run may print is asserted, not how long it takes."""
+    import random
+    front = worlds["front"]
+    for _ in range(40):
+        p = subprocess.Popen(front.argv("run", "--rm", "--net=none", "busybox", "true"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(random.uniform(0, 0.035))
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode in (0, 130, -signal.SIGINT) and err == "", (p.returncode, err)
+    assert front.containers() == []
 
 
 def _warm_ups():
