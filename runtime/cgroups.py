@@ -760,7 +760,6 @@ def warm_up(layout):
     join has seen finish may still be freeing its state under the malloc
     lock (the likely cause of a detached `run` whose child waited for that
     lock for good), and pthread_join waits until the kernel has seen it go."""
-    import fcntl
     h = layout.hierarchies[0]
     try:
         low = os.open(h.host_dir(h.own) + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
@@ -768,10 +767,8 @@ def warm_up(layout):
         return lambda: None  # only a head start: attach() still does the real work
     try:
         # The fd stays open during the wait, while `run` checks the fds the
-        # user passes (--preserve-fds, PMI_FD): keep it out of their way, at
-        # the top of a 1024-entry fd table (a higher one would grow it).
-        fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC,
-                         max(min(os.sysconf("SC_OPEN_MAX"), 1024) - 64, 3))
+        # user passes (a higher one than 1024 would grow the fd table).
+        fd = os.dup_high(low, 64)
     finally:
         os.close(low)
     syscall = syscalls.Syscalls()

@@ -263,25 +263,8 @@ def preload(verb):
 
 
 # The pack stays open for imports to come, near the top of the fd table
-# (as cgroups.warm_up's fd): out of the way of the fds a user passes
-# (--preserve-fds, PMI_FD), which must be sockets or pipes anyway. The
-# table's top is the soft RLIMIT_NOFILE where that is below 1024 (a batch
-# system's `ulimit -n 512`).
+# (posixos.dup_high, as cgroups.warm_up's fd).
 FD_ROOM = 80
-
-
-def _dup_high(fd):
-    """A close-on-exec copy of fd on the lowest free number at least
-    FD_ROOM below the table's top, as F_DUPFD_CLOEXEC gives it (without
-    importing fcntl: a tenth of a millisecond of every command). Nothing
-    else runs yet: no thread can take the number between look and dup2."""
-    top = min(os.sysconf("SC_OPEN_MAX"), 1024)
-    for number in range(max(top - FD_ROOM, 3), top):
-        try:
-            os.fstat(number)
-        except OSError:
-            return os.dup2(fd, number, inheritable=False)
-    return os.dup(fd)  # all taken: any number will do
 
 
 def install(package_dir):
@@ -292,7 +275,7 @@ def install(package_dir):
     except OSError:
         return False
     try:
-        fd = _dup_high(low)
+        fd = os.dup_high(low, FD_ROOM)
     except OSError:
         return False  # no fd left: the usual imports
     finally:

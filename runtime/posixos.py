@@ -21,6 +21,23 @@ SEEK_CUR = 1
 sep = "/"
 
 
+def dup_high(fd, room):
+    """pyctr's own, not os's: a close-on-exec copy of fd on the lowest free
+    number at least `room` below the fd table's top (1024, or the soft
+    RLIMIT_NOFILE where lower: a batch system's `ulimit -n 512`), as
+    F_DUPFD_CLOEXEC gives it, without importing fcntl. An fd pyctr keeps
+    open stays out of the way of those a user passes (--preserve-fds,
+    PMI_FD). Call it while no other thread opens fds: the number is looked
+    at, then taken."""
+    top = min(sysconf("SC_OPEN_MAX"), 1024)
+    for number in range(max(top - room, 3), top):
+        try:
+            fstat(number)
+        except OSError:
+            return dup2(fd, number, inheritable=False)
+    return dup(fd)  # all taken: any number will do
+
+
 def fsencode(name):
     return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
 
