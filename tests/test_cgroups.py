@@ -424,9 +424,10 @@ def test_a_group_that_fails_half_made_takes_the_cpuset_parent_along(pyctr, monke
     real, last = cgroups._make_group, layout.hierarchies[-1].name
 
     def refused(h, directory, *args):
-        if h.name == last:
+        made = real(h, directory, *args)
+        if h.name == last:  # made, then a limit refused: every hierarchy's group is there
             raise PyctrError("refused")
-        return real(h, directory, *args)
+        return made
     monkeypatch.setattr(cgroups, "_make_group", refused)
     with pytest.raises(PyctrError):
         cgroups.create(Paths(root=pyctr.root), "half-made", resources.Resources(), layout)
